@@ -1,0 +1,99 @@
+"""A stored response, and its compact, safe serialization for the shared tier.
+
+An `Entry` is what RFC 9111 section 3 calls a stored response, plus what the
+edge needs to serve it: the request times used for `Age` (section 4.2.3), the
+request header values named by `Vary` (section 4.1), and its purge tags.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+
+MAGIC = b"WE1\n"
+_LEN = struct.Struct(">I")
+
+
+class EntryFormatError(ValueError):
+    """Bytes read back from the shared tier that are not an entry we wrote."""
+
+
+@dataclass(slots=True)
+class Entry:
+    key: str
+    """The primary cache key: method, scheme, host, path and normalized query."""
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    """Stored header fields as the origin sent them, hop-by-hop fields removed."""
+    body: bytes
+    request_time: float
+    """Epoch seconds when the request that produced this response was sent."""
+    response_time: float
+    """Epoch seconds when the response was received."""
+    vary: tuple[tuple[str, str], ...] = ()
+    """(lower-case header name, normalized request value) for each name in Vary."""
+    tags: tuple[str, ...] = ()
+    invalidated: bool = False
+    """Soft-purged: treat as stale, revalidate before serving (stale-if-error may still use it)."""
+    meta: dict[str, float] = field(default_factory=dict)
+    """Numbers the edge computed at store time (e.g. the rule's ttl, swr, sie)."""
+
+    @property
+    def size(self) -> int:
+        """Approximate bytes held in memory by this entry."""
+        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + 256
+
+    @property
+    def variant_id(self) -> str:
+        """Identifies this variant among the others stored under the same key."""
+        if not self.vary:
+            return "-"
+        return "\x1f".join(f"{k}={v}" for k, v in self.vary)
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+    def dumps(self) -> bytes:
+        """Serialize as MAGIC, a 4-byte length, JSON metadata, then the raw body."""
+        meta = {
+            "k": self.key,
+            "s": self.status,
+            "h": self.headers,
+            "rq": self.request_time,
+            "rs": self.response_time,
+            "v": self.vary,
+            "t": self.tags,
+            "i": self.invalidated,
+            "m": self.meta,
+        }
+        head = json.dumps(meta, separators=(",", ":")).encode()
+        return MAGIC + _LEN.pack(len(head)) + head + self.body
+
+    @classmethod
+    def loads(cls, data: bytes) -> Entry:
+        """Parse bytes from `dumps`; anything else raises EntryFormatError (never pickle)."""
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _LEN.size:
+            raise EntryFormatError("not an edge entry")
+        start = len(MAGIC) + _LEN.size
+        (n,) = _LEN.unpack_from(data, len(MAGIC))
+        try:
+            meta = json.loads(data[start : start + n])
+            return cls(
+                key=str(meta["k"]),
+                status=int(meta["s"]),
+                headers=tuple((str(k), str(v)) for k, v in meta["h"]),
+                body=bytes(data[start + n :]),
+                request_time=float(meta["rq"]),
+                response_time=float(meta["rs"]),
+                vary=tuple((str(k), str(v)) for k, v in meta["v"]),
+                tags=tuple(str(t) for t in meta["t"]),
+                invalidated=bool(meta["i"]),
+                meta={str(k): float(v) for k, v in meta["m"].items()},
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EntryFormatError(f"corrupt edge entry: {exc}") from exc

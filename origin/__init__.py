@@ -1,0 +1,1 @@
+"""The Woodytoys shop, reproduced: API, front page and database, slow on purpose."""
