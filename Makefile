@@ -17,7 +17,7 @@ assets: $(STAMP)
 	$(PY) -m origin assets
 
 run: assets
-	$(PY) -m scripts_run
+	$(PY) -m bench topology up --edges 1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
