@@ -1,0 +1,348 @@
+"""The per-node memory tier: a byte-bounded LRU of stored responses, synchronous on the hit path.
+
+One slot per primary cache key holds that key's variants (one per `Entry.variant_id`).
+The slot's size is the sum of its entries' sizes; the cache evicts least recently used
+slots until the total fits `max_bytes`. Every variant carries a "keep until" time
+(epoch seconds, computed by the caller: freshness lifetime plus the stale windows);
+past it the variant is dropped.
+
+Purge patterns (shared with the Redis tier, see `PurgePattern`):
+
+- ``/api/misc/``: a plain prefix of the path (path and query) of a key, on any host;
+- ``https://shop.example/api/``: a prefix of the whole key (scheme, host, path);
+- ``/api/misc/*``, ``/img/??.png``: a glob (`fnmatch`, case-sensitive) on the path and
+  query; a glob that contains ``://`` is matched against the whole key instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import time
+from collections.abc import Callable, Iterable
+from fnmatch import fnmatchcase
+from typing import Any
+
+from cachetools import Cache, LRUCache
+
+from edge.entry import Entry
+
+MiB = 1024 * 1024
+_GLOB_CHARS = "*?["
+
+
+def key_path(key: str) -> str:
+    """The path and query of a primary key (``http://host/p?q`` -> ``/p?q``)."""
+    scheme_end = key.find("://")
+    start = key.find("/", scheme_end + 3) if scheme_end >= 0 else key.find("/")
+    return key[start:] if start >= 0 else "/"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PurgePattern:
+    """One purge prefix or glob, classified once.
+
+    `kind` is "path" (plain path prefix), "url" (plain prefix of the whole key),
+    "glob" (fnmatch on the path and query) or "urlglob" (fnmatch on the whole key).
+    `literal` is the text before the first wildcard (the prefix itself for plain kinds),
+    which the Redis tier uses to narrow a lexicographic range.
+    """
+
+    text: str
+    kind: str
+    literal: str
+
+    @classmethod
+    def parse(cls, text: str) -> PurgePattern:
+        is_url = "://" in text
+        if not is_url and not text.startswith(("/", "*", "?", "[")):
+            raise ValueError(
+                f"purge prefix {text!r}: expected a path (/api/), a full URL (https://h/api/) "
+                "or a glob (/api/*)"
+            )
+        cut = min((i for i in (text.find(c) for c in _GLOB_CHARS) if i >= 0), default=-1)
+        if cut >= 0:
+            return cls(text, "urlglob" if is_url else "glob", text[:cut])
+        return cls(text, "url" if is_url else "path", text)
+
+    def matches(self, key: str) -> bool:
+        if self.kind == "path":
+            return key_path(key).startswith(self.text)
+        if self.kind == "url":
+            return key.startswith(self.text)
+        if self.kind == "glob":
+            return fnmatchcase(key_path(key), self.text)
+        return fnmatchcase(key, self.text)
+
+
+@dataclasses.dataclass(slots=True)
+class _Stored:
+    entry: Entry
+    keep_until: float
+    seq: int
+
+
+class _Slot:
+    """The variants of one primary key. Treated as immutable once inside the cache
+    (sizes are recorded at insertion), except for same-size replacements."""
+
+    __slots__ = ("size", "variants")
+
+    def __init__(self, variants: dict[str, _Stored]) -> None:
+        self.variants = variants
+        self.size = sum(s.entry.size for s in variants.values())
+
+    @property
+    def keep_until(self) -> float:
+        return max((s.keep_until for s in self.variants.values()), default=0.0)
+
+    def tags(self) -> set[str]:
+        return {t for s in self.variants.values() for t in s.entry.tags}
+
+
+class _SlotCache(LRUCache[str, _Slot]):
+    """An LRU of slots sized in bytes that reports evictions so indexes stay consistent."""
+
+    def __init__(self, maxsize: int, on_evict: Callable[[str, _Slot], None]) -> None:
+        super().__init__(maxsize, getsizeof=_slot_size)
+        self._on_evict = on_evict
+
+    def popitem(self) -> tuple[str, _Slot]:
+        key, slot = super().popitem()
+        self._on_evict(key, slot)
+        return key, slot
+
+
+def _slot_size(slot: _Slot) -> int:
+    return slot.size
+
+
+class MemoryTier:
+    """The node's memory tier. Synchronous: nothing here awaits.
+
+    - `get(key)`: the live variants of a key, most recent response first; touches the LRU.
+    - `put(entry, keep_until)`: store or replace the entry's variant; False when it is too
+      big (`fits`) or already past `keep_until`.
+    - `delete(key)`, `purge(...)`: drop (or, soft, mark `invalidated`) entries; return how
+      many entries (variants) were affected.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int = 256 * MiB,
+        max_object_bytes: int = 16 * MiB,
+        clock: Callable[[], float] = time.time,
+        max_variants: int = 16,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_object_bytes = min(max_object_bytes, max_bytes)
+        self.max_variants = max_variants
+        self._clock = clock
+        self._cache = _SlotCache(max_bytes, self._evicted)
+        self._tags: dict[str, set[str]] = {}
+        # (slot keep-until, key) pairs; lazily outdated, checked against the slot on pop.
+        self._expiry: list[tuple[float, str]] = []
+        self._seq = 0
+        self.evictions = 0
+        self.expirations = 0
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, key: str) -> list[Entry]:
+        """Live variants of `key`, most recent response first; [] when none."""
+        slot = self._cache.get(key)  # touches the LRU order
+        if slot is None:
+            return []
+        now = self._clock()
+        live = [s for s in slot.variants.values() if s.keep_until > now]
+        if len(live) != len(slot.variants):
+            self.expirations += len(slot.variants) - len(live)
+            if live:
+                self._shrink(key, _Slot({s.entry.variant_id: s for s in live}))
+            else:
+                self._remove(key)
+        live.sort(key=lambda s: (s.entry.response_time, s.seq), reverse=True)
+        return [s.entry for s in live]
+
+    def fits(self, size: int) -> bool:
+        """Whether an object of `size` bytes may be stored (else it streams through)."""
+        return 0 <= size <= self.max_object_bytes
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._cache
+
+    def __len__(self) -> int:
+        """Number of primary keys held."""
+        return len(self._cache)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "keys": len(self._cache),
+            "entries": sum(len(s.variants) for _, s in self._slots()),
+            "bytes": int(self._cache.currsize),
+            "max_bytes": self.max_bytes,
+            "max_object_bytes": self.max_object_bytes,
+            "evictions": self.evictions,
+            "expirations": self.expirations,
+            "tags": len(self._tags),
+        }
+
+    # -- writes -------------------------------------------------------------------------
+
+    def put(self, entry: Entry, keep_until: float) -> bool:
+        """Store `entry`, replacing the same variant of the same key. False when refused."""
+        if not self.fits(entry.size):
+            return False
+        now = self._clock()
+        if keep_until <= now:
+            return False
+        self.expire(now)
+        key = entry.key
+        old = self._cache.get(key)
+        variants: dict[str, _Stored] = {}
+        if old is not None:
+            variants = {v: s for v, s in old.variants.items() if s.keep_until > now}
+            variants.pop(entry.variant_id, None)
+            while len(variants) >= self.max_variants:  # drop the oldest stored variant
+                oldest = min(variants, key=lambda v: variants[v].seq)
+                del variants[oldest]
+                self.evictions += 1
+            self._remove(key)  # re-inserted below as the most recent
+        self._seq += 1
+        variants[entry.variant_id] = _Stored(entry, keep_until, self._seq)
+        slot = _Slot(variants)
+        if slot.size > self.max_bytes:
+            # The new variant fits alone but not with its siblings: keep only it.
+            slot = _Slot({entry.variant_id: variants[entry.variant_id]})
+        self._cache[key] = slot  # may evict least recently used keys
+        self._index(key, slot)
+        heapq.heappush(self._expiry, (slot.keep_until, key))
+        if len(self._expiry) > 2 * len(self._cache) + 64:
+            self._expiry = [(s.keep_until, k) for k, s in self._slots()]
+            heapq.heapify(self._expiry)
+        return True
+
+    def delete(self, key: str) -> int:
+        """Drop every variant of `key`; returns how many were dropped."""
+        slot = self._remove(key)
+        return len(slot.variants) if slot else 0
+
+    def clear(self) -> int:
+        """Drop everything; returns how many entries were dropped."""
+        n = sum(len(s.variants) for _, s in self._slots())
+        self._cache.clear()
+        self._tags.clear()
+        self._expiry.clear()
+        return n
+
+    def purge(
+        self,
+        urls: Iterable[str] = (),
+        prefixes: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        all: bool = False,
+        soft: bool = False,
+    ) -> int:
+        """Drop (or with `soft`, mark `invalidated`) every variant of the matching keys.
+
+        `urls` are primary keys; `prefixes` are `PurgePattern`s; `tags` match any variant
+        carrying the tag (the whole key is purged). Returns the number of entries affected.
+        Raises ValueError for a malformed prefix before touching anything.
+        """
+        patterns = [PurgePattern.parse(p) for p in prefixes]
+        if all:
+            keys = set(self._cache)
+        else:
+            keys = {u for u in urls if u in self._cache}
+            for tag in tags:
+                keys |= self._tags.get(tag, set())
+            if patterns:
+                keys |= {k for k in self._cache if any(p.matches(k) for p in patterns)}
+        if all and not soft:
+            return self.clear()
+        count = 0
+        for key in keys:
+            if soft:
+                count += self._invalidate(key)
+            else:
+                count += self.delete(key)
+        return count
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop keys whose every variant is past its keep-until; returns entries dropped.
+
+        Called from `put`; a variant that expires while its siblings live is dropped
+        on the next `get`/`put` of its key.
+        """
+        if now is None:
+            now = self._clock()
+        heap = self._expiry
+        dropped = 0
+        while heap and heap[0][0] <= now:
+            _, key = heapq.heappop(heap)
+            slot = _peek(self._cache, key)
+            if slot is not None and slot.keep_until <= now:
+                self._remove(key)
+                dropped += len(slot.variants)
+        self.expirations += dropped
+        return dropped
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _invalidate(self, key: str) -> int:
+        slot = _peek(self._cache, key)
+        if slot is None:
+            return 0
+        for vid, stored in list(slot.variants.items()):
+            if not stored.entry.invalidated:
+                # A copy: entries already handed out keep their own state. Same size.
+                entry = dataclasses.replace(stored.entry, invalidated=True)
+                slot.variants[vid] = _Stored(entry, stored.keep_until, stored.seq)
+        return len(slot.variants)
+
+    def _remove(self, key: str) -> _Slot | None:
+        slot = _peek(self._cache, key)
+        if slot is None:
+            return None
+        del self._cache[key]
+        self._unindex(key, slot)
+        return slot
+
+    def _shrink(self, key: str, slot: _Slot) -> None:
+        """Replace a slot by a smaller one without touching the LRU order or evicting."""
+        old = _peek(self._cache, key)
+        assert old is not None and slot.size <= old.size
+        self._unindex(key, old)
+        Cache.__setitem__(self._cache, key, slot)
+        self._index(key, slot)
+
+    def _evicted(self, key: str, slot: _Slot) -> None:
+        self.evictions += len(slot.variants)
+        self._unindex(key, slot)
+
+    def _index(self, key: str, slot: _Slot) -> None:
+        for tag in slot.tags():
+            self._tags.setdefault(tag, set()).add(key)
+
+    def _unindex(self, key: str, slot: _Slot) -> None:
+        for tag in slot.tags():
+            keys = self._tags.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._tags[tag]
+
+    def _slots(self) -> list[tuple[str, _Slot]]:
+        """All (key, slot) pairs without touching the LRU order (values() would)."""
+        return [(k, Cache.__getitem__(self._cache, k)) for k in self._cache]
+
+    def _tag_index(self) -> dict[str, set[str]]:
+        """The tag -> keys index (for tests and diagnostics)."""
+        return {t: set(k) for t, k in self._tags.items()}
+
+
+def _peek(cache: Cache[Any, Any], key: str) -> Any:
+    """The value under `key` without touching the LRU order."""
+    if key in cache:
+        return Cache.__getitem__(cache, key)
+    return None
