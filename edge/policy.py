@@ -1,0 +1,504 @@
+"""The caching rules of a shared cache (RFC 9111), as pure functions: no I/O here.
+
+The proxy asks four questions of this module, in the order of a request:
+  - what does the client ask of the cache? (`parse_request`, section 5.2.1)
+  - may a stored response be reused, and how? (`reuse`, sections 4 and 4.2)
+  - may this new response be stored, and for how long? (`decide_store`, sections 3 and 4.2)
+  - after an error or a 304, what now? (`can_serve_stale_on_error`, `freshen`, section 4.3.4)
+Every rule quotes the section it follows; tests/edge/test_policy.py checks each one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from multidict import CIMultiDict, MultiMapping
+
+from edge.directives import Directives, parse_directives
+from edge.entry import Entry
+from edge.httpdate import parse_http_date
+
+Headers = MultiMapping[str]
+
+# RFC 9110 section 15.1: status codes that are heuristically cacheable.
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+# What a config rule's TTL may apply to: successes, permanent redirects and "gone" answers,
+# never errors that may be transient (a 500 must not be pinned for a day).
+RULE_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 410})
+# RFC 9110 section 7.6.1 (plus Keep-Alive, Proxy-Connection): never stored or forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+MAX_STALE_ANY = -1
+HEURISTIC_FRACTION = 0.1  # RFC 9111 section 4.2.2: "typical setting ... 10%"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTerms:
+    """What a config rule says about freshness, for origins that send no caching headers."""
+
+    ttl: float | None = None
+    rule_wins: bool = False
+    """True: the rule's TTL replaces the origin's freshness. False: only fills in when absent."""
+    stale_while_revalidate: float | None = None
+    stale_if_error: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Edge-wide defaults (config `defaults:`)."""
+
+    stale_if_error: float = 0.0
+    stale_while_revalidate: float = 0.0
+    heuristic_max: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCacheControl:
+    """The request's cache directives (RFC 9111 section 5.2.1)."""
+
+    no_cache: bool = False
+    no_store: bool = False
+    max_age: int | None = None
+    max_stale: int | None = None  # MAX_STALE_ANY when given without a value
+    min_fresh: int | None = None
+    only_if_cached: bool = False
+    stale_if_error: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDecision:
+    """Whether to store a response, and the numbers reuse decisions will need."""
+
+    store: bool
+    reason: str = ""
+    lifetime: float = 0.0
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    must_revalidate: bool = False
+    no_cache: bool = False
+
+    def meta(self, initial_age: float) -> dict[str, float]:
+        return {
+            "lifetime": self.lifetime,
+            "age0": initial_age,
+            "swr": self.stale_while_revalidate,
+            "sie": self.stale_if_error,
+            "mr": 1.0 if self.must_revalidate else 0.0,
+            "nc": 1.0 if self.no_cache else 0.0,
+        }
+
+    def keep_seconds(self) -> float:
+        """How long the entry is worth keeping: fresh time plus the stale windows."""
+        return self.lifetime + max(self.stale_while_revalidate, self.stale_if_error)
+
+
+class Reuse(enum.Enum):
+    FRESH = "fresh"
+    STALE_ALLOWED = "stale"  # the client accepts it (max-stale)
+    STALE_WHILE_REVALIDATE = "swr"  # RFC 5861 section 3: serve, refresh in the background
+    VALIDATE = "validate"  # RFC 9111 section 4.3: ask the origin first
+
+
+def header_values(headers: Headers, name: str) -> list[str]:
+    return headers.getall(name, [])
+
+
+def parse_request(headers: Headers) -> RequestCacheControl:
+    """RFC 9111 section 5.2.1, and section 5.4 for `Pragma: no-cache` without Cache-Control."""
+    values = header_values(headers, "Cache-Control")
+    cc = parse_directives(values)
+    no_cache = "no-cache" in cc
+    if not values and any("no-cache" in p.lower() for p in header_values(headers, "Pragma")):
+        no_cache = True
+    max_stale: int | None = None
+    if "max-stale" in cc:
+        # 5.2.1.2: "If no value is assigned to max-stale, then the client will accept a stale
+        # response of any age."
+        max_stale = MAX_STALE_ANY if cc["max-stale"] is None else cc.seconds("max-stale")
+        if max_stale is not None and max_stale < MAX_STALE_ANY:
+            max_stale = None
+    max_age = cc.seconds("max-age")
+    if max_age is not None and max_age < 0:
+        max_age = 0  # an invalid max-age asks for nothing older than fresh-from-origin
+    min_fresh = cc.seconds("min-fresh")
+    sie = cc.seconds("stale-if-error")
+    return RequestCacheControl(
+        no_cache=no_cache,
+        no_store="no-store" in cc,
+        max_age=max_age,
+        max_stale=max_stale,
+        min_fresh=min_fresh if min_fresh is None or min_fresh >= 0 else None,
+        only_if_cached="only-if-cached" in cc,
+        stale_if_error=sie if sie is None or sie >= 0 else None,
+    )
+
+
+def edge_directives(headers: Headers) -> tuple[Directives, str]:
+    """The directives that govern this cache, and the field they came from.
+
+    RFC 9213 section 2.1: a cache that uses CDN-Cache-Control "MUST use them to determine
+    the freshness lifetime ... and SHOULD ignore the Expires header field and all
+    Cache-Control header fields". Surrogate-Control (Edge Architecture 1.0) targets
+    surrogates the same way; CDN-Cache-Control wins when both are present.
+    """
+    for name in ("CDN-Cache-Control", "Surrogate-Control"):
+        values = header_values(headers, name)
+        if values:
+            return parse_directives(values), name.lower()
+    return parse_directives(header_values(headers, "Cache-Control")), "cache-control"
+
+
+def explicit_lifetime(
+    cc: Directives, source: str, headers: Headers, response_time: float
+) -> float | None:
+    """Freshness lifetime from the origin's explicit information (RFC 9111 section 4.2.1).
+
+    Returns None when the response carries none (then heuristics or rules may apply).
+    """
+    # 4.2.1: duplicate, conflicting values: "the response should be considered stale".
+    if "s-maxage" in cc:
+        s = cc.seconds("s-maxage")
+        return 0.0 if s is None or s < 0 or "s-maxage" in cc.conflicts else float(s)
+    if "max-age" in cc:
+        m = cc.seconds("max-age")
+        return 0.0 if m is None or m < 0 or "max-age" in cc.conflicts else float(m)
+    if source != "cache-control":
+        return None  # RFC 9213: Expires is ignored when a targeted field is used
+    expires_values = header_values(headers, "Expires")
+    if not expires_values:
+        return None
+    if len(set(expires_values)) > 1:
+        return 0.0
+    expires = parse_http_date(expires_values[0])
+    if expires is None:
+        # 5.3: invalid dates, "especially the value "0"", mean "already expired".
+        return 0.0
+    date = parse_http_date(headers.get("Date")) or response_time
+    return max(0.0, expires - date)
+
+
+def heuristic_lifetime(
+    status: int, headers: Headers, response_time: float, defaults: Defaults
+) -> float | None:
+    """RFC 9111 section 4.2.2: a fraction of the time since Last-Modified, capped."""
+    if status not in HEURISTIC_STATUSES:
+        return None
+    last_modified = parse_http_date(headers.get("Last-Modified"))
+    if last_modified is None:
+        return None
+    date = parse_http_date(headers.get("Date")) or response_time
+    if last_modified >= date:
+        return None
+    return min((date - last_modified) * HEURISTIC_FRACTION, defaults.heuristic_max)
+
+
+def initial_age(headers: Headers, request_time: float, response_time: float) -> float:
+    """corrected_initial_age of RFC 9111 section 4.2.3."""
+    age_value = 0.0
+    raw = headers.get("Age")
+    if raw is not None:
+        raw = raw.split(",")[0].strip()
+        if raw.isdigit():
+            age_value = float(min(int(raw[:11]), 2**31))
+    date = parse_http_date(headers.get("Date"))
+    apparent_age = max(0.0, response_time - date) if date is not None else 0.0
+    response_delay = max(0.0, response_time - request_time)
+    corrected_age_value = age_value + response_delay
+    return max(apparent_age, corrected_age_value)
+
+
+def current_age(entry: Entry, now: float) -> float:
+    """current_age = corrected_initial_age + resident_time (RFC 9111 section 4.2.3)."""
+    return entry.meta.get("age0", 0.0) + max(0.0, now - entry.response_time)
+
+
+def is_fresh(entry: Entry, now: float) -> bool:
+    """RFC 9111 section 4.2: fresh when freshness_lifetime > current_age."""
+    return not entry.invalidated and entry.meta.get("lifetime", 0.0) > current_age(entry, now)
+
+
+def decide_store(
+    method: str,
+    status: int,
+    request_headers: Headers,
+    response_headers: Headers,
+    rule: RuleTerms,
+    defaults: Defaults,
+    response_time: float,
+) -> StoreDecision:
+    """May a shared cache store this response (RFC 9111 section 3), and with what freshness?"""
+    # 3: "the request method is understood by the cache" -- we store GET answers only;
+    # HEAD is answered from a stored GET (section 4).
+    if method != "GET":
+        return StoreDecision(False, "method")
+    # 3: "the response status code is final" (and 206/304 are not complete responses).
+    if status < 200 or status in (206, 304):
+        return StoreDecision(False, "status")
+    # 5.2.1.5: no-store in the request: "MUST NOT store any part of either this request or
+    # any response to it".
+    if "no-store" in parse_directives(header_values(request_headers, "Cache-Control")):
+        return StoreDecision(False, "request-no-store")
+    cc, source = edge_directives(response_headers)
+    plain_cc = (
+        cc
+        if source == "cache-control"
+        else parse_directives(header_values(response_headers, "Cache-Control"))
+    )
+    # 3: "the no-store cache directive is not present in the response".
+    if "no-store" in cc:
+        return StoreDecision(False, "no-store")
+    # 3: "if the cache is shared: the private response directive is either not present or
+    # allows a shared cache to store a modified response" -- we never store private answers.
+    if "private" in cc:
+        return StoreDecision(False, "private")
+    # 3.5: a shared cache stores a response to a request with Authorization only if it has
+    # must-revalidate, public or s-maxage.
+    if "Authorization" in request_headers and not (
+        {"must-revalidate", "public", "s-maxage"} & (set(cc) | set(plain_cc))
+    ):
+        return StoreDecision(False, "authorization")
+    # Edge policy beyond the RFC (as Varnish's default): a Set-Cookie answer is one user's.
+    if "Set-Cookie" in response_headers:
+        return StoreDecision(False, "set-cookie")
+    # 4.1: "A stored response with a Vary header field value containing a member "*" always
+    # fails to match" -- storing it would be useless.
+    vary = vary_names(response_headers)
+    if "*" in vary:
+        return StoreDecision(False, "vary-star")
+
+    explicit = explicit_lifetime(cc, source, response_headers, response_time)
+    lifetime: float | None = explicit
+    if rule.ttl is not None and status in RULE_STATUSES and (rule.rule_wins or explicit is None):
+        lifetime = rule.ttl
+    if lifetime is None:
+        # 4.2.2: heuristics only without explicit expiration; never for errors.
+        lifetime = heuristic_lifetime(status, response_headers, response_time, defaults)
+    if lifetime is None:
+        # 3: storable only with explicit freshness, "public", or a heuristically cacheable status;
+        # without a way to compute freshness, storing would only ever serve revalidations.
+        if "public" not in cc or status not in HEURISTIC_STATUSES:
+            return StoreDecision(False, "no-freshness")
+        lifetime = 0.0
+    if explicit is None and status not in HEURISTIC_STATUSES and lifetime == 0.0:
+        return StoreDecision(False, "status")
+
+    swr = _window(
+        cc, "stale-while-revalidate", rule.stale_while_revalidate, defaults.stale_while_revalidate
+    )
+    sie = _window(cc, "stale-if-error", rule.stale_if_error, defaults.stale_if_error)
+    # 5.2.2.2 must-revalidate, 5.2.2.8 proxy-revalidate, and 5.2.2.10: s-maxage "incorporates
+    # the semantics of the proxy-revalidate response directive" for a shared cache.
+    must_revalidate = bool({"must-revalidate", "proxy-revalidate", "s-maxage"} & set(cc))
+    # 5.2.2.4: no-cache (qualified forms are treated as unqualified: stricter, still correct).
+    no_cache = "no-cache" in cc
+    if (
+        lifetime <= 0
+        and not no_cache
+        and not has_validator(response_headers)
+        and (must_revalidate or (swr <= 0 and sie <= 0))
+    ):
+        return StoreDecision(False, "stale-on-arrival")
+    return StoreDecision(True, "", float(lifetime), swr, sie, must_revalidate, no_cache)
+
+
+def _window(cc: Directives, name: str, rule_value: float | None, default: float) -> float:
+    value = cc.seconds(name)
+    if value is not None and value >= 0:
+        return float(value)
+    if rule_value is not None:
+        return rule_value
+    return default
+
+
+def has_validator(headers: Headers) -> bool:
+    return "ETag" in headers or "Last-Modified" in headers
+
+
+def vary_names(headers: Headers) -> tuple[str, ...]:
+    """Field names listed in Vary, lower-cased, de-duplicated, in order."""
+    names: list[str] = []
+    for value in header_values(headers, "Vary"):
+        for part in value.split(","):
+            name = part.strip().lower()
+            if name and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def reuse(entry: Entry, request: RequestCacheControl, now: float) -> Reuse:
+    """How a stored response may be used for this request (RFC 9111 section 4 and RFC 5861)."""
+    meta = entry.meta
+    age = current_age(entry, now)
+    lifetime = meta.get("lifetime", 0.0)
+    fresh = lifetime > age and not entry.invalidated
+    # 4: "the stored response does not contain the no-cache directive" unless validated;
+    # 5.2.1.4: the request's no-cache asks for validation too.
+    if meta.get("nc") or request.no_cache:
+        return Reuse.VALIDATE
+    # 5.2.1.1: max-age: "the client prefers a response whose age is less than or equal to".
+    if request.max_age is not None and age > request.max_age:
+        return Reuse.VALIDATE
+    if fresh:
+        # 5.2.1.3: min-fresh: fresh for at least the given number of seconds more.
+        if request.min_fresh is not None and lifetime - age < request.min_fresh:
+            return Reuse.VALIDATE
+        return Reuse.FRESH
+    if meta.get("mr"):
+        # 5.2.2.2: "MUST NOT use the response to satisfy subsequent requests without
+        # successful validation on the origin server".
+        return Reuse.VALIDATE
+    if entry.invalidated:
+        return Reuse.VALIDATE  # soft purge: revalidate; stale-if-error may still use it
+    staleness = age - lifetime
+    if request.max_stale is not None and (
+        request.max_stale == MAX_STALE_ANY or staleness <= request.max_stale
+    ):
+        return Reuse.STALE_ALLOWED  # 5.2.1.2
+    if staleness <= meta.get("swr", 0.0):
+        return Reuse.STALE_WHILE_REVALIDATE  # RFC 5861 section 3
+    return Reuse.VALIDATE
+
+
+def can_serve_stale_on_error(entry: Entry, request: RequestCacheControl, now: float) -> bool:
+    """RFC 5861 section 4 (stale-if-error), limited by RFC 9111 section 4.2.4:
+    a cache "MUST NOT generate a stale response" when must-revalidate forbids it."""
+    if entry.meta.get("mr"):
+        return False
+    staleness = current_age(entry, now) - entry.meta.get("lifetime", 0.0)
+    window = (
+        request.stale_if_error if request.stale_if_error is not None else entry.meta.get("sie", 0.0)
+    )
+    return staleness <= window
+
+
+def validators_for(entry: Entry) -> dict[str, str]:
+    """Conditional headers for revalidating a stored response (RFC 9111 section 4.3.1)."""
+    out: dict[str, str] = {}
+    etag = entry.header("ETag")
+    if etag:
+        out["If-None-Match"] = etag
+    last_modified = entry.header("Last-Modified")
+    if last_modified:
+        out["If-Modified-Since"] = last_modified
+    return out
+
+
+def _etag_opaque(tag: str) -> str:
+    tag = tag.strip()
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def etags_in(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def freshen_matches(entry: Entry, headers_304: Headers) -> bool:
+    """RFC 9111 section 4.3.4: which stored response a 304 applies to."""
+    new_etag = headers_304.get("ETag")
+    if new_etag and not new_etag.startswith("W/"):
+        return entry.header("ETag") == new_etag
+    new_lm = headers_304.get("Last-Modified")
+    if new_lm:
+        return entry.header("Last-Modified") == new_lm
+    return True  # "If ... no validator ... and only one stored response, that one"
+
+
+# 3.2: header fields a 304 must not replace in the stored response.
+NOT_UPDATED_BY_304 = HOP_BY_HOP | {"content-length", "content-encoding", "content-range"}
+
+
+def merged_headers(
+    stored: Sequence[tuple[str, str]], update: Iterable[tuple[str, str]]
+) -> tuple[tuple[str, str], ...]:
+    """RFC 9111 section 3.2: replace stored fields with those of the newer (304) response."""
+    new: dict[str, list[tuple[str, str]]] = {}
+    for name, value in update:
+        lname = name.lower()
+        if lname in NOT_UPDATED_BY_304:
+            continue
+        new.setdefault(lname, []).append((name, value))
+    out = [(k, v) for k, v in stored if k.lower() not in new]
+    for pairs in new.values():
+        out.extend(pairs)
+    return tuple(out)
+
+
+def not_modified_for(request_headers: Headers, entry: Entry) -> bool:
+    """RFC 9111 section 4.3.2 / RFC 9110 section 13.2.2: may we answer the client's
+    conditional GET or HEAD with 304 from the stored response?"""
+    inm = request_headers.get("If-None-Match")
+    if inm is not None:
+        # RFC 9110 13.1.2: weak comparison for If-None-Match.
+        stored = entry.header("ETag")
+        candidates = etags_in(",".join(request_headers.getall("If-None-Match")))
+        if "*" in candidates:
+            return True
+        return stored is not None and any(
+            _etag_opaque(c) == _etag_opaque(stored) for c in candidates
+        )
+    ims_raw = request_headers.get("If-Modified-Since")
+    if ims_raw is not None:
+        ims = parse_http_date(ims_raw)
+        if ims is None:
+            return False  # 13.1.3: an invalid date is ignored
+        reference = parse_http_date(entry.header("Last-Modified")) or parse_http_date(
+            entry.header("Date")
+        )
+        if reference is None:
+            reference = entry.response_time
+        return reference <= ims
+    return False
+
+
+# RFC 9110 section 15.4.5: what a 304 carries from the 200 it stands for.
+HEADERS_IN_304 = (
+    "cache-control",
+    "content-location",
+    "date",
+    "etag",
+    "expires",
+    "vary",
+    "last-modified",
+)
+
+
+def invalidation_targets(
+    method: str, status: int, request_path: str, response_headers: Mapping[str, str], host: str
+) -> list[str]:
+    """RFC 9111 section 4.4: after a non-error answer to an unsafe method, invalidate the
+    target URI and the same-origin Location / Content-Location URIs."""
+    if method in ("GET", "HEAD", "OPTIONS", "TRACE") or not 200 <= status < 400:
+        return []
+    from urllib.parse import urlsplit
+
+    targets = [request_path]
+    for name in ("Location", "Content-Location"):
+        value = response_headers.get(name)
+        if not value:
+            continue
+        parts = urlsplit(value)
+        # "the cache MUST NOT invalidate ... if the host ... differs" (same origin only).
+        if parts.netloc and parts.netloc.lower() != host.lower():
+            continue
+        path = parts.path or "/"
+        if not path.startswith("/"):
+            continue
+        targets.append(path + (f"?{parts.query}" if parts.query else ""))
+    return targets
+
+
+def headers_from_pairs(pairs: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    return CIMultiDict(pairs)
