@@ -1,0 +1,75 @@
+"""Shared helpers of the deploy tests: paths, the stack, and skip-or-fail for missing tools."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+STACK = REPO / "stack.yml"
+DEPLOY = REPO / "deploy"
+DOCS = REPO / "docs" / "deploy.md"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+DOCKERFILES = {
+    "woody-edge": DEPLOY / "edge" / "Dockerfile",
+    "woody-api": DEPLOY / "origin" / "Dockerfile",
+    "woody-front": DEPLOY / "front" / "Dockerfile",
+    "woody-proxy": DEPLOY / "proxy" / "Dockerfile",
+    "woody-database": DEPLOY / "database" / "Dockerfile",
+}
+
+# The environment the stack gives each image, and who reads each variable. docs/deploy.md lists
+# the same names; a test keeps the three (stack, this list, the doc) in step.
+EDGE_ENV = {
+    "EDGE_ORIGIN": "edge: origin URL (overrides edge.yaml)",
+    "EDGE_REDIS_URL": "edge: shared Redis tier",
+    "EDGE_NODE": "edge: node name",
+    "EDGE_HOST": "edge: listen address",
+    "EDGE_PORT": "edge: listen port (also read by the image's HEALTHCHECK)",
+    "EDGE_PURGE_TOKEN_FILE": "edge and deploy/docker-entrypoint.sh: purge token file (secret)",
+    "EDGE_PURGE_TOKEN": "edge: purge token (the entrypoint exports it from the file)",
+    "EDGE_WORKERS": "edge: processes per node",
+}
+ORIGIN_ENV = {
+    "ORIGIN_DB_HOST": "deploy/docker-entrypoint.sh: builds --db",
+    "ORIGIN_DB_PORT": "deploy/docker-entrypoint.sh: builds --db",
+    "ORIGIN_DB_USER": "deploy/docker-entrypoint.sh: builds --db",
+    "ORIGIN_DB_NAME": "deploy/docker-entrypoint.sh: builds --db",
+    "ORIGIN_DB_PASSWORD_FILE": "deploy/docker-entrypoint.sh: builds --db",
+}
+DATABASE_ENV = {
+    "MYSQL_DATABASE": "mysql image: database created at init",
+    "MYSQL_ROOT_PASSWORD_FILE": "mysql image: root password file (secret)",
+}
+
+
+def need_tool(name: str) -> str:
+    """The tool's path; skipped when it is missing, except in CI where it must be there."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if IN_CI:
+        pytest.fail(f"{name} is not installed (CI=true: .ci/run installs it)")
+    pytest.skip(f"{name} is not installed")
+
+
+def load_stack() -> dict[str, Any]:
+    with STACK.open() as f:
+        data: dict[str, Any] = yaml.safe_load(f)
+    return data
+
+
+def real_parser(package: str) -> Any:
+    """`<package>.__main__.build_parser()`, or a skip saying it has not landed yet."""
+    module = importlib.import_module(f"{package}.__main__")
+    build = getattr(module, "build_parser", None)
+    if build is None:
+        pytest.skip(f"{package}.__main__.build_parser() does not exist yet")
+    return build()
