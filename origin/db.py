@@ -305,10 +305,15 @@ class MySQLDatabase(Database):
             self._conn = None
 
     def _connection(self) -> pymysql.connections.Connection[Any]:
+        if self._conn is not None:
+            try:
+                self._conn.ping(reconnect=False)
+            except pymysql.MySQLError as exc:
+                log.warning("lost %s (%s): reconnecting", self.url.describe(), exc)
+                self._disconnect()
         if self._conn is None:
             self._connect_and_init()
         assert self._conn is not None
-        self._conn.ping(reconnect=True)
         return self._conn
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
