@@ -1,10 +1,64 @@
-"""Command line of the bench package (placeholder until its issue lands)."""
+"""Command line of the bench: `python -m bench table|load|topology|chaos` (or `woody-bench`)."""
 
+from __future__ import annotations
+
+import argparse
 import sys
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="woody-bench",
+        description="Reproduce the lab's table and load-test the edge against nginx and Varnish.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from bench import load, table
+
+    table_parser = sub.add_parser(
+        "table",
+        help="the lab's table 7.1: page load, heavy API, DB API, miss and hit, per configuration",
+        description=table.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    table.add_arguments(table_parser)
+
+    load_parser = sub.add_parser(
+        "load",
+        help="throughput and latency under concurrency: edge vs nginx vs Varnish",
+        description=load.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    load.add_arguments(load_parser)
+
+    sub.add_parser(
+        "topology",
+        help="start origin replicas, Redis and N edge nodes (bench.topology)",
+        add_help=False,
+    )
+    sub.add_parser("chaos", help="fault injection (reserved, not implemented yet)", add_help=False)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    print("not implemented yet", file=sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "topology":
+        from bench import topology  # type: ignore[attr-defined,unused-ignore]
+
+        result = topology.main(argv[1:])
+        return int(result or 0)
+    if argv and argv[0] == "chaos":
+        print("bench chaos: not implemented yet", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
+    if args.command == "table":
+        from bench import table
+
+        return table.main(args)
+    if args.command == "load":
+        from bench import load
+
+        return load.main(args)
     return 2
 
 

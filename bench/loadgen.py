@@ -1,0 +1,238 @@
+"""Load generators: wrk (when installed) and our own asyncio/aiohttp one.
+
+wrk runs with a small Lua `done()` hook that prints its summary and latency percentiles as
+one JSON line, so nothing depends on wrk's human-readable output. Our own generator keeps
+every sample (exact percentiles) and also fills a `LogHistogram`, and it sees each
+response's headers (cache status) and can choose each request's URL (Zipf, writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.stats import PERCENTILES, LogHistogram, percentiles
+
+WRK_LUA = """
+local ps = {%s}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,' ..
+    '"errors":{"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d},' ..
+    '"min_us":%%d,"max_us":%%d,"mean_us":%%f,"stdev_us":%%f,"percentiles_us":[',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.min, latency.max, latency.mean, latency.stdev))
+  for i, p in ipairs(ps) do
+    local sep = ","
+    if i == #ps then sep = "" end
+    io.write(string.format('[%%g,%%d]%%s', p, latency:percentile(p), sep))
+  end
+  io.write("]}\\n")
+end
+"""
+
+
+@dataclass
+class LoadResult:
+    """One load run against one URL set: throughput and latency (milliseconds)."""
+
+    tool: str
+    requests: int
+    seconds: float
+    bytes: int
+    errors: int
+    percentiles_ms: list[tuple[float, float]]
+    statuses: dict[str, int] = field(default_factory=dict)
+    cache: dict[str, int] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)
+    samples_ms: list[float] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.bytes / self.seconds if self.seconds > 0 else 0.0
+
+    def p(self, q: float) -> float | None:
+        for p, v in self.percentiles_ms:
+            if abs(p - q) < 1e-9:
+                return v
+        return None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tool": self.tool,
+            "requests": self.requests,
+            "seconds": self.seconds,
+            "rps": self.rps,
+            "bytes": self.bytes,
+            "bytes_per_s": self.bytes_per_s,
+            "errors": self.errors,
+            "percentiles_ms": self.percentiles_ms,
+            "statuses": self.statuses,
+            "cache": self.cache,
+            "kinds": self.kinds,
+            "samples_ms": self.samples_ms,
+            "raw": self.raw,
+        }
+
+
+def parse_wrk(stdout: str) -> dict[str, Any]:
+    """The JSON line our Lua hook printed (raises ValueError when there is none)."""
+    for line in stdout.splitlines():
+        if line.startswith("WRKJSON "):
+            data: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
+            return data
+    raise ValueError(f"no WRKJSON line in wrk output:\n{stdout[-2000:]}")
+
+
+def run_wrk(
+    wrk: str,
+    url: str,
+    *,
+    threads: int,
+    connections: int,
+    duration: float,
+    workdir: Path,
+    timeout_s: float = 10.0,
+) -> LoadResult:
+    script = workdir / "bench-done.lua"
+    script.write_text(WRK_LUA % ",".join(f"{p:g}" for p in PERCENTILES))
+    argv = [
+        wrk,
+        f"-t{max(1, min(threads, connections))}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        f"--timeout={timeout_s:g}s",
+        "-s",
+        str(script),
+        url,
+    ]
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=duration + timeout_s + 30,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:500]}")
+    data = parse_wrk(done.stdout)
+    errors = data["errors"]
+    return LoadResult(
+        tool="wrk",
+        requests=int(data["requests"]),
+        seconds=data["duration_us"] / 1e6,
+        bytes=int(data["bytes"]),
+        errors=sum(int(v) for v in errors.values()),
+        percentiles_ms=[(float(p), v / 1000.0) for p, v in data["percentiles_us"]],
+        raw={"argv": argv, "summary": data, "stdout": done.stdout},
+    )
+
+
+def cache_verdict(headers: Any) -> str:
+    """HIT, MISS, ... from X-Cache (edge, our nginx and Varnish set-ups) or Cache-Status."""
+    x_cache = headers.get("X-Cache")
+    if x_cache:
+        return str(x_cache).split(",")[0].strip().upper() or "-"
+    status = str(headers.get("Cache-Status", ""))
+    if "; hit" in status:
+        return "HIT"
+    if "fwd=" in status:
+        return "MISS"
+    return "-"
+
+
+RequestMaker = Callable[[int], tuple[str, str]]
+"""Given the request number, the (kind, url) to send; kind is e.g. 'read' or 'write'."""
+
+
+async def aio_load(
+    make: RequestMaker,
+    *,
+    connections: int,
+    duration: float,
+    max_requests: int = 10_000_000,
+    keep_samples: bool = True,
+    request_timeout: float = 30.0,
+) -> LoadResult:
+    """`connections` workers on keep-alive connections, until `duration` or `max_requests`."""
+    hist = LogHistogram()
+    samples: list[float] = []
+    statuses: collections.Counter[str] = collections.Counter()
+    cache: collections.Counter[str] = collections.Counter()
+    kinds: collections.Counter[str] = collections.Counter()
+    counter = itertools.count()
+    total_bytes = 0
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
+    timeout = aiohttp.ClientTimeout(total=request_timeout)
+    start = time.perf_counter()
+    deadline = start + duration
+
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False
+    ) as session:
+
+        async def worker() -> None:
+            nonlocal total_bytes, errors
+            while time.perf_counter() < deadline:
+                i = next(counter)
+                if i >= max_requests:
+                    return
+                kind, url = make(i)
+                t0 = time.perf_counter()
+                try:
+                    async with session.get(url) as resp:
+                        n = 0
+                        async for chunk in resp.content.iter_any():
+                            n += len(chunk)
+                        verdict = cache_verdict(resp.headers)
+                        status = resp.status
+                except (TimeoutError, aiohttp.ClientError):
+                    errors += 1
+                    continue
+                elapsed_ms = (time.perf_counter() - t0) * 1000.0
+                total_bytes += n
+                statuses[str(status)] += 1
+                kinds[kind] += 1
+                cache[f"{kind}:{verdict}"] += 1
+                hist.record(elapsed_ms * 1000.0)
+                if keep_samples:
+                    samples.append(elapsed_ms)
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    seconds = time.perf_counter() - start
+    if keep_samples and samples:
+        pct = percentiles(samples)
+    elif hist.total:
+        pct = [(p, v / 1000.0) for p, v in hist.percentiles()]
+    else:
+        pct = []
+    return LoadResult(
+        tool="aiohttp",
+        requests=sum(statuses.values()),
+        seconds=seconds,
+        bytes=total_bytes,
+        errors=errors,
+        percentiles_ms=pct,
+        statuses=dict(statuses),
+        cache=dict(cache),
+        kinds=dict(kinds),
+        samples_ms=samples,
+    )
