@@ -41,11 +41,6 @@ class ApiCache:
             create_connection_timeout=2,
         )
 
-    @staticmethod
-    def _ttl(seconds: float) -> int | float:
-        # aiocache sends an int as EX (seconds) and a float as PX (milliseconds).
-        return int(seconds) if float(seconds).is_integer() else float(seconds)
-
     async def get(self, key: str) -> str | None:
         try:
             value = await self._cache.get(key)
@@ -56,7 +51,7 @@ class ApiCache:
 
     async def set(self, key: str, value: str, ttl: float) -> None:
         try:
-            await self._cache.set(key, value, ttl=self._ttl(ttl))
+            await self._cache.set(key, value, ttl=float(ttl))  # a float: PSETEX in milliseconds
         except Exception as exc:
             log.warning("api cache set %s failed: %s", key, exc)
 
@@ -67,4 +62,5 @@ class ApiCache:
             log.warning("api cache delete %s failed: %s", key, exc)
 
     async def close(self) -> None:
-        await self._cache.close()
+        # aiocache's close() calls redis' deprecated close(); close its client directly.
+        await self._cache.client.aclose()
