@@ -44,7 +44,7 @@ image.src = match[1];
 def _answer(driver: WebDriver, ident: str, timeout: float) -> str:
     """Wait until the answer element `ident` shows something, then return its text."""
     WebDriverWait(driver, timeout).until(
-        lambda d: d.find_element(By.ID, ident).get_attribute("textContent").strip()
+        lambda d: (d.find_element(By.ID, ident).get_attribute("textContent") or "").strip()
     )
     return str(driver.find_element(By.ID, ident).get_attribute("textContent")).strip()
 
