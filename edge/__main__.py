@@ -1,11 +1,144 @@
-"""Command line of the edge package (placeholder until its issue lands)."""
+"""Command line: `python -m edge serve` runs a node; `python -m edge purge` purges nodes."""
 
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
 import sys
+from collections.abc import Sequence
+
+DEFAULT_CONFIG = "config/edge.yaml"
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("not implemented yet", file=sys.stderr)
-    return 2
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="woody-edge", description="Woodytoys Edge: a CDN edge node"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run an edge node in the foreground")
+    serve.add_argument(
+        "--config",
+        default=None,
+        help=f"YAML configuration (default: {DEFAULT_CONFIG} when it exists, else built-in)",
+    )
+    serve.add_argument("--host", default=None, help="address to listen on (EDGE_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (EDGE_PORT)")
+    serve.add_argument(
+        "--origin",
+        action="append",
+        default=None,
+        help="origin URL; repeat or separate with commas for several (EDGE_ORIGIN)",
+    )
+    serve.add_argument(
+        "--redis", default=None, help="Redis URL of the shared tier (EDGE_REDIS_URL)"
+    )
+    serve.add_argument("--node", default=None, help="this node's name in headers (EDGE_NODE)")
+    serve.add_argument(
+        "--workers", type=int, default=None, help="processes on the port (EDGE_WORKERS)"
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    serve.add_argument("--check", action="store_true", help="validate the configuration and exit")
+
+    purge = sub.add_parser("purge", help="purge URLs, prefixes or tags on edge nodes")
+    purge.add_argument("urls", nargs="*", help="paths or full URLs to purge, e.g. /5mo.jpg")
+    purge.add_argument(
+        "--prefix", action="append", default=[], help="path prefix or glob (/api/misc/*)"
+    )
+    purge.add_argument(
+        "--tag", action="append", default=[], help="purge every object with this tag"
+    )
+    purge.add_argument("--all", action="store_true", help="purge everything")
+    purge.add_argument("--soft", action="store_true", help="mark stale instead of deleting")
+    purge.add_argument(
+        "--edge",
+        action="append",
+        default=None,
+        help="edge node URL, repeatable (default: $EDGE_URLS, comma-separated, "
+        "or http://127.0.0.1:8080)",
+    )
+    purge.add_argument("--token", default=None, help="purge token (default: $EDGE_PURGE_TOKEN)")
+    purge.add_argument("--timeout", type=float, default=10.0, help="seconds per node")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return asyncio.run(_purge(args))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError, config_from_environment
+    from edge.server import serve
+
+    path = args.config
+    if path is None and os.path.exists(DEFAULT_CONFIG):
+        path = DEFAULT_CONFIG
+    try:
+        cfg = config_from_environment(
+            path,
+            host=args.host,
+            port=args.port,
+            origins=args.origin,
+            redis_url=args.redis,
+            node=args.node,
+            workers=args.workers,
+        )
+    except ConfigError as exc:
+        print(f"woody-edge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{cfg.source}: OK ({len(cfg.rules)} rules, {len(cfg.invalidations)} invalidations)")
+        return 0
+    return serve(cfg, access_log=args.access_log)
+
+
+async def _purge(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    token = args.token or os.environ.get("EDGE_PURGE_TOKEN")
+    if not token:
+        print("woody-edge purge: a token is needed (--token or EDGE_PURGE_TOKEN)", file=sys.stderr)
+        return 2
+    edges = args.edge or [
+        u.strip() for u in os.environ.get("EDGE_URLS", "http://127.0.0.1:8080").split(",") if u
+    ]
+    body = {
+        "urls": args.urls,
+        "prefixes": args.prefix,
+        "tags": args.tag,
+        "all": args.all,
+        "soft": args.soft,
+    }
+    if not (args.urls or args.prefix or args.tag or args.all):
+        print(
+            "woody-edge purge: say what to purge (URLs, --prefix, --tag or --all)", file=sys.stderr
+        )
+        return 2
+    failures = 0
+    timeout = aiohttp.ClientTimeout(total=args.timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for edge in edges:
+            url = edge.rstrip("/") + "/_edge/purge"
+            try:
+                async with session.post(
+                    url, json=body, headers={"Authorization": f"Bearer {token}"}
+                ) as resp:
+                    text = await resp.text()
+                    ok = resp.status == 200
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                text, ok = f"unreachable: {exc.__class__.__name__}: {exc}", False
+            try:
+                shown = json.dumps(json.loads(text), sort_keys=True)
+            except ValueError:
+                shown = text.strip()
+            print(f"{edge}: {'ok' if ok else 'FAILED'} {shown}")
+            failures += 0 if ok else 1
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,290 @@
+"""The purge bus: purges announced to every node over Redis pub/sub, with bounded staleness.
+
+Every announcement goes through one Lua script that INCRs ``{prefix}:purge-gen`` and
+PUBLISHes on ``{prefix}:purge`` the message with that generation in it, atomically, so
+generations on the channel are contiguous and in order. A subscriber remembers the last
+generation it saw (`applied_generation`) and signals a synthetic ``resync`` message to its
+callback (the node should then drop its whole memory tier) when it may have missed one:
+
+- on reconnect after any disconnection, if the generation moved meanwhile;
+- on first connect, if earlier attempts failed (the node may have cached while blind);
+- when a message arrives whose generation skips one;
+- on the periodic check (every ``bound / 2`` seconds), if the generation stored in Redis
+  is ahead of the last one seen and still is a short grace later.
+
+While the subscriber is not in contact with Redis it cannot learn of purges at all:
+`trusted()` turns False ``bound`` seconds after the last contact, so the edge can stop
+serving memory hits it cannot vouch for (policy left to the edge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from edge.store_memory import MemoryTier
+
+log = logging.getLogger("edge.purge_bus")
+
+Message = dict[str, Any]
+
+# KEYS[1] = generation counter; ARGV[1] = channel, ARGV[2] = a JSON object with >= 1 member.
+PUBLISH_LUA = """
+local gen = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], '{"gen":' .. gen .. ',' .. string.sub(ARGV[2], 2))
+return gen
+"""
+
+
+class RedisUnavailable(RuntimeError):
+    """The shared tier or the purge bus could not reach Redis (it may be down)."""
+
+
+def channel_name(prefix: str) -> str:
+    return f"{prefix}:purge"
+
+
+def generation_key(prefix: str) -> str:
+    return f"{prefix}:purge-gen"
+
+
+def make_client(url: str, timeout: float, name: str | None = None) -> Redis:
+    """A client that fails fast: short connect/read timeouts and no silent retries.
+    `name` is set with CLIENT SETNAME (visible in CLIENT LIST)."""
+    return Redis.from_url(
+        url,
+        client_name=name,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+    )
+
+
+def encode_message(message: Message, node: str) -> str:
+    body = {"type": "purge", "node": node, **message}
+    body.pop("gen", None)
+    return json.dumps(body, separators=(",", ":"))
+
+
+def apply_to_memory(memory: MemoryTier, message: Message) -> int:
+    """Apply a bus message to a memory tier: a purge as announced; a resync drops everything."""
+    if message.get("type") == "resync":
+        return memory.clear()
+    if message.get("type") != "purge":
+        return 0
+    return memory.purge(
+        urls=[str(u) for u in message.get("urls", ())],
+        prefixes=[str(p) for p in message.get("prefixes", ())],
+        tags=[str(t) for t in message.get("tags", ())],
+        all=bool(message.get("all", False)),
+        soft=bool(message.get("soft", False)),
+    )
+
+
+class PurgeBus:
+    """Publish purges to all nodes and receive them, reconnecting by itself.
+
+    `await publish(msg)` returns the message's generation (raises RedisUnavailable);
+    `start(callback)` runs `run_subscriber(callback)` as a task; `callback(message)` gets
+    every message published (``type`` "purge" and whatever the publisher put in it, plus
+    ``gen`` and ``node``) and the synthetic ``{"type": "resync", "gen": g, "reason": r}``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "edge",
+        node: str = "edge-1",
+        bound: float = 5.0,
+        timeout: float = 0.25,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.prefix = prefix
+        self.node = node
+        self.bound = bound
+        self.timeout = timeout
+        self.channel = channel_name(prefix)
+        self._clock = clock
+        self._client = make_client(url, timeout, f"{prefix}/{node}/bus")
+        self._publish = self._client.register_script(PUBLISH_LUA)
+        self.applied_generation: int | None = None
+        """The last purge generation this node saw (None before the first contact)."""
+        self.last_contact = 0.0
+        """Epoch seconds (per `clock`) of the last successful exchange with Redis."""
+        self.connected = False
+        self.resyncs = 0
+        self.messages = 0
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    # -- publishing and probing -----------------------------------------------------------
+
+    async def publish(self, message: Message) -> int:
+        """Announce `message` (a purge spec) to every node; returns its generation."""
+        payload = encode_message(message, self.node)
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                gen = await self._publish(
+                    keys=[generation_key(self.prefix)], args=[self.channel, payload]
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RedisUnavailable(f"purge bus: cannot publish: {exc!r}") from exc
+        return int(gen)
+
+    async def purge_generation(self) -> int:
+        """The current purge generation stored in Redis (raises RedisUnavailable)."""
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                raw = await self._client.get(generation_key(self.prefix))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RedisUnavailable(f"purge bus: cannot read the generation: {exc!r}") from exc
+        self._contact()
+        return int(raw or 0)
+
+    def trusted(self, now: float | None = None) -> bool:
+        """True while the subscriber has been in contact with Redis within `bound` seconds:
+        a purge sent meanwhile has been applied or will be within the bound."""
+        if now is None:
+            now = self._clock()
+        return self.connected and now - self.last_contact <= self.bound
+
+    # -- subscribing ----------------------------------------------------------------------
+
+    def start(self, callback: Callable[[Message], None]) -> asyncio.Task[None]:
+        """Run the subscriber in the background (see `run_subscriber`)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run_subscriber(callback), name="purge-bus")
+        return self._task
+
+    async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until the subscriber is subscribed; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def run_subscriber(self, callback: Callable[[Message], None]) -> None:
+        """Receive purges forever; reconnect after failures (back-off up to 1 s) and signal
+        a resync when a purge may have been missed. Returns after `close()`."""
+        failed_before = False
+        down_logged = False
+        backoff = 0.05
+        while not self._closed:
+            pubsub = self._client.pubsub()
+            try:
+                await self._subscribe(pubsub)
+                gen = await self.purge_generation()
+                if self.applied_generation is None:
+                    if failed_before:
+                        self._resync(callback, gen, "first-connect")
+                elif gen != self.applied_generation:
+                    self._resync(callback, gen, "reconnect")
+                self.applied_generation = gen
+                self.connected = True
+                self._connected.set()
+                backoff = 0.05
+                if down_logged:
+                    log.warning("purge bus: connected again to Redis (generation %d)", gen)
+                    down_logged = False
+                await self._listen(pubsub, callback)
+            except (RedisError, OSError, TimeoutError, RedisUnavailable) as exc:
+                failed_before = True
+                if not down_logged:
+                    log.warning("purge bus: lost Redis (%r); reconnecting in the background", exc)
+                    down_logged = True
+            finally:
+                self.connected = False
+                self._connected.clear()
+                await _quietly(pubsub.aclose())
+            if not self._closed:
+                await asyncio.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+
+    async def _subscribe(self, pubsub: Any) -> None:
+        async with asyncio.timeout(self.timeout * 4):
+            await pubsub.subscribe(self.channel)
+            while True:  # the confirmation: from here on no publication is missed
+                msg = await pubsub.get_message(timeout=self.timeout)
+                if msg is not None and msg["type"] == "subscribe":
+                    return
+
+    async def _listen(self, pubsub: Any, callback: Callable[[Message], None]) -> None:
+        check_every = self.bound / 2
+        grace = min(0.5, check_every / 2)
+        next_check = time.monotonic() + check_every
+        pending: int | None = None
+        while not self._closed:
+            wait = max(0.0, next_check - time.monotonic())
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+            if msg is not None and msg["type"] == "message":
+                self._contact()
+                self._received(msg["data"], callback)
+            if time.monotonic() < next_check:
+                continue
+            gen = await self.purge_generation()
+            applied = self.applied_generation or 0
+            if gen > applied and pending is None:
+                pending = gen  # its message may be in flight: look again after a grace
+                next_check = time.monotonic() + grace
+                continue
+            if pending is not None and applied < pending:
+                self._resync(callback, gen, "generation")
+                self.applied_generation = gen
+            pending = None
+            next_check = time.monotonic() + check_every
+
+    def _received(self, data: bytes, callback: Callable[[Message], None]) -> None:
+        try:
+            message = json.loads(data)
+            gen = int(message["gen"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("purge bus: ignoring a malformed message %.200r", data)
+            return
+        self.messages += 1
+        applied = self.applied_generation
+        self._call(callback, message)
+        if applied is not None and gen > applied + 1:
+            self._resync(callback, gen, "gap")
+        self.applied_generation = max(gen, applied or 0)
+
+    def _resync(self, callback: Callable[[Message], None], gen: int, reason: str) -> None:
+        self.resyncs += 1
+        log.warning(
+            "purge bus: purges may have been missed (%s); resync at generation %d", reason, gen
+        )
+        self._call(callback, {"type": "resync", "gen": gen, "reason": reason})
+
+    def _call(self, callback: Callable[[Message], None], message: Message) -> None:
+        try:
+            callback(message)
+        except Exception:
+            log.exception("purge bus: the callback failed on %r", message)
+
+    def _contact(self) -> None:
+        self.last_contact = self._clock()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+        await _quietly(self._client.aclose())
+
+
+async def _quietly(aw: Any) -> None:
+    with contextlib.suppress(Exception):
+        await aw

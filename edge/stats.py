@@ -1,0 +1,129 @@
+"""Counters of one edge process, shown by /_edge/stats (JSON) and /_edge/metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+# X-Cache values, in the order they are reported.
+CACHE_RESULTS = ("HIT", "MISS", "STALE", "REVALIDATED", "EXPIRED", "BYPASS")
+
+
+@dataclass
+class Stats:
+    started: float = field(default_factory=time.time)
+    results: Counter[str] = field(default_factory=Counter)
+    origin_fetches: int = 0
+    origin_errors: Counter[str] = field(default_factory=Counter)
+    origin_seconds: float = 0.0
+    collapsed: int = 0
+    stored: int = 0
+    bytes_served: int = 0
+    requests: int = 0
+    purges: Counter[str] = field(default_factory=Counter)
+    purged_entries: int = 0
+    background_refreshes: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def record(self, result: str, nbytes: int) -> None:
+        self.requests += 1
+        self.results[result] += 1
+        self.bytes_served += nbytes
+
+    def as_dict(self, memory: dict[str, int], redis: dict[str, object]) -> dict[str, object]:
+        hits = self.results["HIT"] + self.results["STALE"] + self.results["REVALIDATED"]
+        lookups = hits + self.results["MISS"] + self.results["EXPIRED"]
+        return {
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "requests": self.requests,
+            "hits": hits,
+            "misses": self.results["MISS"] + self.results["EXPIRED"],
+            "hit_ratio": round(hits / lookups, 4) if lookups else 0.0,
+            "results": {k: self.results[k] for k in CACHE_RESULTS},
+            "bytes_served": self.bytes_served,
+            "origin_fetches": self.origin_fetches,
+            "origin_errors": dict(self.origin_errors),
+            "collapsed": self.collapsed,
+            "stored": self.stored,
+            "background_refreshes": self.background_refreshes,
+            "purges": dict(self.purges),
+            "purged_entries": self.purged_entries,
+            "memory": memory,
+            "redis": redis,
+        }
+
+    def prometheus(self, node: str, memory: dict[str, int], redis_up: int) -> str:
+        """The Prometheus text exposition format (version 0.0.4)."""
+        label = f'node="{_escape(node)}"'
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                all_labels = f"{label},{labels}" if labels else label
+                lines.append(f"{name}{{{all_labels}}} {value}")
+
+        metric(
+            "edge_requests_total",
+            "counter",
+            "Requests answered, by X-Cache result.",
+            [(f'result="{k}"', self.results[k]) for k in CACHE_RESULTS],
+        )
+        metric("edge_bytes_served_total", "counter", "Body bytes sent.", [("", self.bytes_served)])
+        metric(
+            "edge_origin_fetches_total",
+            "counter",
+            "Requests sent to the origin.",
+            [("", self.origin_fetches)],
+        )
+        metric(
+            "edge_origin_errors_total",
+            "counter",
+            "Origin failures, by kind.",
+            [(f'kind="{_escape(k)}"', v) for k, v in sorted(self.origin_errors.items())],
+        )
+        metric(
+            "edge_origin_seconds_total",
+            "counter",
+            "Time spent waiting for origin headers.",
+            [("", round(self.origin_seconds, 6))],
+        )
+        metric(
+            "edge_collapsed_total",
+            "counter",
+            "Requests that waited for another's fetch.",
+            [("", self.collapsed)],
+        )
+        metric("edge_stored_total", "counter", "Responses stored.", [("", self.stored)])
+        metric(
+            "edge_purges_total",
+            "counter",
+            "Purge requests, by kind.",
+            [(f'kind="{_escape(k)}"', v) for k, v in sorted(self.purges.items())],
+        )
+        metric(
+            "edge_purged_entries_total",
+            "counter",
+            "Entries removed or marked stale by purges.",
+            [("", self.purged_entries)],
+        )
+        metric(
+            "edge_memory_entries",
+            "gauge",
+            "Entries in the memory tier.",
+            [("", memory.get("entries", 0))],
+        )
+        metric(
+            "edge_memory_bytes",
+            "gauge",
+            "Bytes in the memory tier.",
+            [("", memory.get("bytes", 0))],
+        )
+        metric("edge_redis_up", "gauge", "1 when the shared Redis tier answers.", [("", redis_up)])
+        return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
