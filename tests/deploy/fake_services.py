@@ -87,10 +87,10 @@ def run(role: str) -> None:
         _edge(sys.argv[1:])
 
 
-def install(directory: Path) -> None:
-    """Write the `origin` and `edge` stand-in packages into `directory`."""
+def install(directory: Path, roles: tuple[str, ...] = ("origin", "edge")) -> None:
+    """Write the stand-in packages (`origin`, `edge`, or both) into `directory`."""
     here = Path(__file__).resolve().parent
-    for role in ("origin", "edge"):
+    for role in roles:
         package = directory / role
         package.mkdir(parents=True, exist_ok=True)
         (package / "__init__.py").write_text("")

@@ -434,6 +434,20 @@ def test_detach_then_down(fake_root: Path) -> None:
     assert not (fake_root / "var" / "topology.pid").exists()
 
 
+async def test_topology_with_the_real_origin(tmp_path: Path) -> None:
+    """The real `python -m origin serve` (with replicas) behind a stand-in edge."""
+    fake_services.install(tmp_path, roles=("edge",))
+    config = _fake_config(tmp_path, edges=1, origin_replicas=2, heavy_seconds=0.2, db_seconds=0.2)
+    config.static_rate = 0
+    async with Topology(config) as topo, aiohttp.ClientSession() as session:
+        async with session.get(f"{topo.origin_url}/api/misc/heavy?name=t") as resp:
+            assert resp.status == 200
+            assert "Woody -t- Woody" in await resp.text()
+        async with session.get(f"{topo.edge_url}/_edge/health") as resp:
+            assert (await resp.json())["origin"] == topo.origin_url
+    assert not any(s.running for s in topo.services)
+
+
 # --- the real thing ----------------------------------------------------------------------------
 
 
