@@ -168,7 +168,7 @@ class PurgeBus:
             self._task = asyncio.create_task(self.run_subscriber(callback), name="purge-bus")
         return self._task
 
-    async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109
+    async def wait_connected(self, timeout: float) -> bool:
         """Wait until the subscriber is subscribed; False on timeout."""
         try:
             async with asyncio.timeout(timeout):

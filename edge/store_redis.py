@@ -160,7 +160,6 @@ class RedisTier:
         max_object_bytes: int = 16 * MiB,
         max_concurrency: int = 64,
         sweep_every: float = 30.0,
-        timeouts_to_down: int = 3,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
@@ -170,8 +169,7 @@ class RedisTier:
         self.backoff = backoff
         self.max_object_bytes = max_object_bytes
         self.sweep_every = sweep_every
-        self.timeouts_to_down = timeouts_to_down
-        self._timeouts_in_row = 0
+        self._failing_since: float | None = None
         self._clock = clock
         self._client = make_client(url, timeout, f"{prefix}/{node}/tier")
         self._slots = asyncio.Semaphore(max_concurrency)
@@ -253,7 +251,7 @@ class RedisTier:
         limit = deadline if deadline is not None else self.timeout * 4
         try:
             try:
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(limit):
                     await self._slots.acquire()
             except TimeoutError as exc:
                 self.busy += 1  # too many calls in flight here: overload, not a Redis failure
@@ -269,21 +267,24 @@ class RedisTier:
         finally:
             if probe:
                 self._probing = False
-        self._timeouts_in_row = 0
+        self._failing_since = None
         if self._down:
             self._down = False
             log.warning("redis tier %s: Redis is back (%s)", self.node, self.url)
         return result
 
     async def _failed(self, exc: BaseException) -> None:
-        """Count a failure; go down on a connection error or `timeouts_to_down` timeouts in
-        a row (one slow reply on a busy machine should not send every request to origin)."""
+        """Count a failure and go down on a connection error, or on timeouts that last
+        `2 * timeout` without a success in between: one slow reply on a busy machine must
+        not send every request to the origin for a whole back-off."""
         self.errors += 1
+        now = time.monotonic()
         if isinstance(exc, TimeoutError | RedisTimeoutError) and not self._down:
-            self._timeouts_in_row += 1
-            if self._timeouts_in_row < self.timeouts_to_down:
+            if self._failing_since is None:
+                self._failing_since = now
+            if now - self._failing_since < 2 * self.timeout:
                 return
-        self._retry_at = time.monotonic() + self.backoff
+        self._retry_at = now + self.backoff
         if not self._down:
             self._down = True
             log.warning(
@@ -511,15 +512,17 @@ class RedisTier:
 
     async def try_lock(self, key: str, ttl: float) -> str | None:
         """Take the fill lock of `key` for `ttl` seconds: the token, or None when another
-        holder has it. While Redis is down, a token starting with LOCAL_TOKEN_PREFIX
-        (proceed without cross-node collapsing)."""
+        holder has it (or on a passing Redis failure). While Redis is down, a token
+        starting with LOCAL_TOKEN_PREFIX: proceed without cross-node collapsing."""
         token = secrets.token_hex(16)
         name = self._lock(key)
         px = max(1, int(ttl * 1000))
         try:
             ok = await self._run(lambda r: r.set(name, token, nx=True, px=px))
         except _Skip:
-            return LOCAL_TOKEN_PREFIX + token
+            # Down: go ahead alone. A passing failure: say "held" (the caller waits, and
+            # wait_for_fill answers [] at once if no one actually holds it).
+            return LOCAL_TOKEN_PREFIX + token if self._down else None
         return token if ok else None
 
     async def unlock(self, key: str, token: str) -> bool:
