@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -25,6 +26,10 @@ log = logging.getLogger("origin")
 
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 SHUTDOWN_TIMEOUT = 2.0
+
+
+def _reason(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -62,7 +67,7 @@ async def _serve(settings: OriginSettings, reuse_port: bool, label: str) -> None
             await site.start()
         except OSError as exc:
             raise SystemExit(
-                f"origin: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+                f"origin: cannot listen on {settings.host}:{settings.port}: {_reason(exc)}"
             ) from None
         log.info(
             "%sserving the Woodytoys shop on http://%s:%d (db %s, heavy %gs, db %gs, "
@@ -114,7 +119,7 @@ def _check_port(settings: OriginSettings) -> None:
             probe.bind((settings.host, settings.port))
         except OSError as exc:
             raise SystemExit(
-                f"origin: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+                f"origin: cannot listen on {settings.host}:{settings.port}: {_reason(exc)}"
             ) from None
 
 
