@@ -108,16 +108,20 @@ class Database(ABC):
 
     def init_sync(self) -> None:
         """Create and seed the schema from the calling thread, then disconnect (for supervisors)."""
-        self._connect_and_init()
-        self._disconnect()
+        try:
+            self._connect_and_init()
+        except (sqlite3.Error, pymysql.MySQLError, OSError) as exc:
+            raise DatabaseError(f"--db {self.url.describe()}: {exc}") from exc
+        finally:
+            self._disconnect()
 
     async def _call(self, fn: Callable[[], T]) -> T:
         if self._worker is None:
             raise DatabaseError("database is not started")
         try:
             return await self._worker.call(fn)
-        except (sqlite3.Error, pymysql.MySQLError) as exc:
-            raise DatabaseError(f"{self.url.describe()}: {exc}") from exc
+        except (sqlite3.Error, pymysql.MySQLError, OSError) as exc:
+            raise DatabaseError(f"--db {self.url.describe()}: {exc}") from exc
 
     # -- the queries -----------------------------------------------------------------------
 
