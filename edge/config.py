@@ -364,7 +364,7 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
     defaults = r.mapping(
         top.get("defaults"),
         "defaults",
-        {"stale_if_error", "stale_while_revalidate", "heuristic_max"},
+        {"stale_if_error", "stale_while_revalidate", "heuristic_max", "keep"},
     )
     changes["defaults"] = Defaults(
         stale_if_error=r.duration(defaults.get("stale_if_error", 0), "defaults.stale_if_error"),
@@ -372,6 +372,7 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
             defaults.get("stale_while_revalidate", 0), "defaults.stale_while_revalidate"
         ),
         heuristic_max=r.duration(defaults.get("heuristic_max", 86400), "defaults.heuristic_max"),
+        keep=r.duration(defaults.get("keep", 3600), "defaults.keep"),
     )
     headers = r.mapping(top.get("headers"), "headers", {"keep_tag_headers"})
     if "keep_tag_headers" in headers:

@@ -63,6 +63,9 @@ class Defaults:
     stale_if_error: float = 0.0
     stale_while_revalidate: float = 0.0
     heuristic_max: float = 86400.0
+    keep: float = 3600.0
+    """How long past its stale windows a response with a validator is kept for revalidation
+    (Varnish's `beresp.keep`): a conditional request and a 304 instead of the whole body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,7 @@ class StoreDecision:
     stale_if_error: float = 0.0
     must_revalidate: bool = False
     no_cache: bool = False
+    keep_for_validation: float = 0.0
 
     def meta(self, initial_age: float) -> dict[str, float]:
         return {
@@ -102,7 +106,9 @@ class StoreDecision:
 
     def keep_seconds(self) -> float:
         """How long the entry is worth keeping: fresh time plus the stale windows."""
-        return self.lifetime + max(self.stale_while_revalidate, self.stale_if_error)
+        return self.lifetime + max(
+            self.stale_while_revalidate, self.stale_if_error, self.keep_for_validation
+        )
 
 
 class Reuse(enum.Enum):
@@ -289,7 +295,11 @@ def decide_store(
     if lifetime is None:
         # 3: storable only with explicit freshness, "public", or a heuristically cacheable status;
         # without a way to compute freshness, storing would only ever serve revalidations.
-        if "public" not in cc or status not in HEURISTIC_STATUSES:
+        # A response with a validator is still worth keeping: it is revalidated (4.3) with
+        # a conditional request on each use, and a 304 saves sending the body again.
+        if status not in HEURISTIC_STATUSES or not (
+            "public" in cc or "no-cache" in cc or has_validator(response_headers)
+        ):
             return StoreDecision(False, "no-freshness")
         lifetime = 0.0
     if explicit is None and status not in HEURISTIC_STATUSES and lifetime == 0.0:
@@ -311,7 +321,8 @@ def decide_store(
         and (must_revalidate or (swr <= 0 and sie <= 0))
     ):
         return StoreDecision(False, "stale-on-arrival")
-    return StoreDecision(True, "", float(lifetime), swr, sie, must_revalidate, no_cache)
+    keep = defaults.keep if has_validator(response_headers) else 0.0
+    return StoreDecision(True, "", float(lifetime), swr, sie, must_revalidate, no_cache, keep)
 
 
 def _window(cc: Directives, name: str, rule_value: float | None, default: float) -> float:

@@ -56,11 +56,11 @@ def plan_ranges(value: str | None, size: int) -> RangePlan:
             wanted.append((max(0, size - suffix), size - 1))
             continue
         first = int(first_s)
-        last = int(last_s) if last_s else size - 1
-        if last < first:
+        if last_s and int(last_s) < first:
             return WHOLE  # invalid range-spec: ignore the header
         if first >= size:
             continue  # unsatisfiable member
+        last = int(last_s) if last_s else size - 1
         wanted.append((first, min(last, size - 1)))
     if not wanted:
         return RangePlan(unsatisfiable=True)
