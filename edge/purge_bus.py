@@ -150,15 +150,19 @@ class PurgeBus:
                 raw = await self._client.get(generation_key(self.prefix))
         except (RedisError, OSError, TimeoutError) as exc:
             raise RedisUnavailable(f"purge bus: cannot read the generation: {exc!r}") from exc
-        self._contact()
         return int(raw or 0)
 
     def trusted(self, now: float | None = None) -> bool:
-        """True while the subscriber has been in contact with Redis within `bound` seconds:
-        a purge sent meanwhile has been applied or will be within the bound."""
+        """True while the subscriber's last contact with Redis is at most `bound` seconds old.
+
+        A purge published after that contact is applied (or signalled by a resync) once
+        the subscriber is back; until then it may be missed, so a memory entry served while
+        `trusted()` is served at most `bound` seconds after any purge of it. A short blip
+        (a reconnect) does not make the node distrust its memory.
+        """
         if now is None:
             now = self._clock()
-        return self.connected and now - self.last_contact <= self.bound
+        return self.last_contact > 0 and now - self.last_contact <= self.bound
 
     # -- subscribing ----------------------------------------------------------------------
 
@@ -188,6 +192,7 @@ class PurgeBus:
             try:
                 await self._subscribe(pubsub)
                 gen = await self.purge_generation()
+                self._contact()
                 if self.applied_generation is None:
                     if failed_before:
                         self._resync(callback, gen, "first-connect")
@@ -236,6 +241,7 @@ class PurgeBus:
             if time.monotonic() < next_check:
                 continue
             gen = await self.purge_generation()
+            self._contact()
             applied = self.applied_generation or 0
             if gen > applied and pending is None:
                 pending = gen  # its message may be in flight: look again after a grace

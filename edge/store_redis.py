@@ -158,7 +158,7 @@ class RedisTier:
         *,
         backoff: float = 1.0,
         max_object_bytes: int = 16 * MiB,
-        max_concurrency: int = 64,
+        max_concurrency: int = 32,
         sweep_every: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:

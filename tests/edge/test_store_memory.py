@@ -43,6 +43,16 @@ def test_key_path() -> None:
     assert key_path("https://h:8443/") == "/"
     assert key_path("https://h") == "/"
     assert key_path("GET https://h/p") == "/p"
+    assert key_path("/only/a/path?q=1") == "/only/a/path?q=1"  # keys without scheme and host
+
+
+def test_purge_keys_without_host(clock: Clock) -> None:
+    tier = MemoryTier(clock=clock)
+    for key in ("/api/misc/a?x=1", "/api/misc/b", "/img/a.png"):
+        tier.put(make(key), clock.now + 60)
+    assert tier.purge(prefixes=["/api/misc/"]) == 2
+    assert tier.purge(prefixes=["*.png"]) == 1
+    assert tier.stats()["keys"] == 0
 
 
 def test_put_get_roundtrip_and_miss(clock: Clock) -> None:
