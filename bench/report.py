@@ -160,7 +160,8 @@ def percentile_chart(
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
     ticks = [0.0, 50.0, 90.0, 99.0, 99.9, 99.99]
     for ax, (panel, curves) in zip(axes[0], panels.items(), strict=False):
-        for name, points in curves.items():
+        for name, all_points in curves.items():
+            points = [(p, v) for p, v in all_points if p < 100.0]
             xs = [-math.log10(max(1e-6, 1 - p / 100)) for p, _ in points]
             ys = [max(v, 1e-3) for _, v in points]
             ax.plot(xs, ys, label=name, marker=".", markersize=3)

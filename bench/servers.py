@@ -131,13 +131,15 @@ def start_edge(
         str(workers),
     ]
     config = config or REPO / "config" / "edge.yaml"
+    if redis_url:
+        # the key prefix lives in the YAML (redis.prefix): write a copy with a unique one
+        config = _config_with_prefix(group, config, node, key_prefix)
     if config.exists():
         argv += ["--config", str(config)]
     env = {"EDGE_NODE": node, "EDGE_PORT": str(port), "EDGE_ORIGIN": origin_url}
     if redis_url:
         argv += ["--redis", redis_url]
         env["EDGE_REDIS_URL"] = redis_url
-        env["EDGE_REDIS_PREFIX"] = key_prefix
         for flag in ("--redis-prefix", "--key-prefix", "--prefix"):
             if _has_flag(help_out, flag):
                 argv += [flag, key_prefix]
@@ -150,3 +152,20 @@ def start_edge(
         env=env,
     )
     return Server(node, f"http://127.0.0.1:{port}", [managed])
+
+
+def _config_with_prefix(group: ProcessGroup, config: Path, node: str, prefix: str) -> Path:
+    import yaml
+
+    raw: dict[str, object] = {}
+    if config.exists():
+        loaded = yaml.safe_load(config.read_text())
+        if isinstance(loaded, dict):
+            raw = loaded
+    redis = raw.get("redis")
+    redis = dict(redis) if isinstance(redis, dict) else {}
+    redis["prefix"] = prefix
+    raw["redis"] = redis
+    path = group.subdir(node) / "edge.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

@@ -374,14 +374,15 @@ def gcore_row() -> Row:
     row.cells = {
         "page_miss": None,
         "page_hit": 0.030,
-        "heavy_miss": 5.029,
-        "heavy_hit": 5.029,
-        "db_miss": 15.198,
-        "db_hit": 15.198,
+        "heavy_miss": None,
+        "heavy_hit": None,
+        "db_miss": None,
+        "db_hit": None,
     }
     row.note = (
-        "quoted, lab's Swarm; API not cached by the CDN (lab: 'same'); the lab's page "
-        "pointed 5mo.jpg at the CDN host, which `wget -r` (no -H) does not follow"
+        "quoted, lab's Swarm, one figure (miss or hit not stated); API not cached by the CDN "
+        "(lab: 'same' as without it); the lab's page pointed 5mo.jpg at the CDN host, which "
+        "`wget -r` (no -H) does not follow"
     )
     return row
 

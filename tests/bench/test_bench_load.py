@@ -1,0 +1,128 @@
+"""`bench load` with tiny durations and few connections: shape and sanity of its output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.bench.helpers import require_edge, require_tool, run_json
+
+TINY = ["--duration", "1", "--connections", "4", "--large-connections", "2"]
+
+
+def _outcome(data: dict[str, Any], scenario: str, server: str) -> dict[str, Any]:
+    return next(o for o in data["outcomes"] if o["scenario"] == scenario and o["server"] == server)
+
+
+def test_load_hits_herd_and_miss_cost_through_nginx() -> None:
+    require_tool("nginx")
+    require_tool("wrk")
+    data = run_json(
+        [
+            "load",
+            *TINY,
+            "--scenarios",
+            "a,c,e",
+            "--caches",
+            "nginx",
+            "--herd",
+            "8",
+            "--herd-seconds",
+            "0.5",
+            "--miss-requests",
+            "30",
+        ]
+    )
+    assert data["kind"] == "load" and data["loader"] == "wrk"
+    a = _outcome(data, "a", "nginx")
+    assert a["error"] is None, a["error"]
+    assert a["result"]["requests"] > 0 and a["result"]["rps"] > 0
+    assert a["extra"]["warm_verdicts"][-1] == "HIT"
+    p = dict((pp, v) for pp, v in a["result"]["percentiles_ms"])
+    assert 0 < p[50.0] <= p[99.0] <= p[100.0]
+    herd = _outcome(data, "c", "nginx")["extra"]
+    assert herd["origin_requests"] == 1  # proxy_cache_lock collapses the herd
+    assert herd["statuses"] == {"200": 8} and herd["same_body"]
+    miss = _outcome(data, "e", "nginx")["result"]
+    assert miss["requests"] == 30 and miss["cache"].get("read:MISS") == 30
+    direct = _outcome(data, "e", "origin direct")["result"]
+    assert direct["requests"] == 30
+    assert set(data["ratios"]) == {"a", "c", "e"}
+
+
+def test_load_own_generator_and_mixed_traffic() -> None:
+    require_tool("nginx")
+    data = run_json(
+        [
+            "load",
+            *TINY,
+            "--loader",
+            "aiohttp",
+            "--scenarios",
+            "b,d",
+            "--caches",
+            "nginx",
+            "--keys",
+            "20",
+            "--mixed-connections",
+            "4",
+        ]
+    )
+    assert data["loader"] == "aiohttp"
+    b = _outcome(data, "b", "nginx")["result"]
+    assert b["tool"] == "aiohttp" and b["bytes"] >= 5 * 1024 * 1024 * b["requests"] > 0
+    assert len(b["samples_ms"]) == b["requests"]  # every sample kept
+    d = _outcome(data, "d", "nginx")
+    x = d["extra"]
+    assert x["reads"] > 0 and x["writes"] > 0
+    assert 0 < x["hit_ratio"] <= 1 and 0 < x["offload"] <= 1
+    assert x["origin_writes"] == x["writes"]  # writes are never cached
+
+
+def test_load_herd_through_varnish() -> None:
+    require_tool("varnishd")
+    data = run_json(
+        [
+            "load",
+            *TINY,
+            "--scenarios",
+            "c",
+            "--caches",
+            "varnish",
+            "--herd",
+            "8",
+            "--herd-seconds",
+            "0.5",
+        ]
+    )
+    assert _outcome(data, "c", "varnish")["extra"]["origin_requests"] == 1
+
+
+def test_load_edge_against_nginx() -> None:
+    """Runs once `python -m edge serve` exists; ratios edge/nginx are then reported.
+
+    One edge worker: collapsing is per process, so with --edge-workers 2 a herd spread over
+    both workers by SO_REUSEPORT reaches the origin once per worker (the load report shows it).
+    """
+    require_edge()
+    require_tool("nginx")
+    data = run_json(
+        [
+            "load",
+            *TINY,
+            "--scenarios",
+            "a,c,e",
+            "--caches",
+            "edge,nginx",
+            "--edge-workers",
+            "1",
+            "--herd",
+            "8",
+            "--herd-seconds",
+            "0.5",
+            "--miss-requests",
+            "30",
+        ]
+    )
+    assert _outcome(data, "c", "edge")["extra"]["origin_requests"] == 1
+    assert data["ratios"]["a"]["edge/nginx"] is not None
+    assert data["ratios"]["e"]["edge/nginx"] is not None
