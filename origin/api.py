@@ -99,7 +99,9 @@ async def add_product(request: web.Request) -> web.StreamResponse:
 
 async def get_product(request: web.Request) -> web.StreamResponse:
     product_id = int(request.match_info["id"])
-    name = await request.app[DB_KEY].get_product(product_id)
+    name = None
+    if product_id < 2**31:  # larger ids cannot exist (INT column) and overflow SQLite
+        name = await request.app[DB_KEY].get_product(product_id)
     if name is None:
         return text(f"product {product_id} not found", status=404)
     return text(name)

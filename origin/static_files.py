@@ -86,6 +86,7 @@ class StaticFiles:
         self.directory = directory
         self.rate = rate
         self._loaded: dict[Path, _Loaded] = {}
+        self._reading: dict[tuple[Path, int, int], asyncio.Future[bytes]] = {}
 
     def _resolve(self, name: str) -> Path | None:
         if not _NAME_RE.match(name):
@@ -94,10 +95,19 @@ class StaticFiles:
         return path if path.is_file() else None
 
     async def _load(self, path: Path, st: os.stat_result) -> bytes:
+        """The file's bytes, read once per version (concurrent first requests share a read)."""
         cached = self._loaded.get(path)
         if cached and cached.mtime_ns == st.st_mtime_ns and cached.size == st.st_size:
             return cached.data
-        data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+        key = (path, st.st_mtime_ns, st.st_size)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(
+                asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+            )
+            self._reading[key] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        data = await asyncio.shield(reading)
         self._loaded[path] = _Loaded(st.st_mtime_ns, st.st_size, data)
         return data
 

@@ -67,8 +67,11 @@ async def test_products_add_get_and_last(origin_client: ClientFactory, db_url: s
     client = await origin_client(db=db_url, db_seconds=0.2)
     assert await (await client.get("/api/products/1")).text() == "Yoyo"
     assert await (await client.get("/api/products/2")).text() == "Joli train"
-    resp = await client.get("/api/products/3")
-    assert resp.status == 404
+    for missing in ("3", "0", "99999999999999999999999"):
+        resp = await client.get(f"/api/products/{missing}")
+        assert resp.status == 404
+        assert await resp.text() == f"product {int(missing)} not found"
+    assert (await client.get("/api/products/abc")).status == 404  # not a route
 
     started = time.monotonic()
     resp = await client.get("/api/products/last")
