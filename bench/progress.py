@@ -61,7 +61,10 @@ class Progress:
         remaining = max(0.0, self.total_expected - self.done_expected)
         if self.current:
             remaining -= min(time.monotonic() - self.current_started, self.current_expected)
-        speed = self.done_actual / self.done_expected if self.done_expected > 0 else 1.0
+        # Correct the estimates by how long steps really took, once enough of them are done.
+        speed = 1.0
+        if self.done_expected > 0.1 * self.total_expected:
+            speed = min(3.0, max(0.5, self.done_actual / self.done_expected))
         return max(0.0, remaining * speed)
 
     def render(self) -> str:
