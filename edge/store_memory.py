@@ -143,6 +143,7 @@ class MemoryTier:
         # (slot keep-until, key) pairs; lazily outdated, checked against the slot on pop.
         self._expiry: list[tuple[float, str]] = []
         self._seq = 0
+        self._entries = 0  # variants held, kept up to date (stats() must be O(1))
         self.evictions = 0
         self.expirations = 0
 
@@ -178,7 +179,7 @@ class MemoryTier:
     def stats(self) -> dict[str, int]:
         return {
             "keys": len(self._cache),
-            "entries": sum(len(s.variants) for _, s in self._slots()),
+            "entries": self._entries,
             "bytes": int(self._cache.currsize),
             "max_bytes": self.max_bytes,
             "max_object_bytes": self.max_object_bytes,
@@ -202,6 +203,7 @@ class MemoryTier:
         variants: dict[str, _Stored] = {}
         if old is not None:
             variants = {v: s for v, s in old.variants.items() if s.keep_until > now}
+            self.expirations += len(old.variants) - len(variants)
             variants.pop(entry.variant_id, None)
             while len(variants) >= self.max_variants:  # drop the oldest stored variant
                 oldest = min(variants, key=lambda v: variants[v].seq)
@@ -215,6 +217,7 @@ class MemoryTier:
             # The new variant fits alone but not with its siblings: keep only it.
             slot = _Slot({entry.variant_id: variants[entry.variant_id]})
         self._cache[key] = slot  # may evict least recently used keys
+        self._entries += len(slot.variants)
         self._index(key, slot)
         heapq.heappush(self._expiry, (slot.keep_until, key))
         if len(self._expiry) > 2 * len(self._cache) + 64:
@@ -229,7 +232,8 @@ class MemoryTier:
 
     def clear(self) -> int:
         """Drop everything; returns how many entries were dropped."""
-        n = sum(len(s.variants) for _, s in self._slots())
+        n = self._entries
+        self._entries = 0
         self._cache.clear()
         self._tags.clear()
         self._expiry.clear()
@@ -305,6 +309,7 @@ class MemoryTier:
         if slot is None:
             return None
         del self._cache[key]
+        self._entries -= len(slot.variants)
         self._unindex(key, slot)
         return slot
 
@@ -314,10 +319,12 @@ class MemoryTier:
         assert old is not None and slot.size <= old.size
         self._unindex(key, old)
         Cache.__setitem__(self._cache, key, slot)
+        self._entries += len(slot.variants) - len(old.variants)
         self._index(key, slot)
 
     def _evicted(self, key: str, slot: _Slot) -> None:
         self.evictions += len(slot.variants)
+        self._entries -= len(slot.variants)
         self._unindex(key, slot)
 
     def _index(self, key: str, slot: _Slot) -> None:

@@ -33,6 +33,19 @@ def sized(key: str, n: int, **kw: object) -> Entry:
     return make(key, b"b" * (n - OVERHEAD), **kw)  # type: ignore[arg-type]
 
 
+def check(tier: MemoryTier) -> None:
+    """The incremental counters and the tag index agree with the slots."""
+    slots = tier._slots()
+    stats = tier.stats()
+    assert stats["entries"] == sum(len(s.variants) for _, s in slots)
+    assert stats["bytes"] == sum(s.size for _, s in slots)
+    tags: dict[str, set[str]] = {}
+    for key, slot in slots:
+        for tag in slot.tags():
+            tags.setdefault(tag, set()).add(key)
+    assert tier._tag_index() == tags
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -68,11 +81,13 @@ def test_put_get_roundtrip_and_miss(clock: Clock) -> None:
 def test_byte_bound_and_lru_keeps_hot_objects(clock: Clock) -> None:
     tier = MemoryTier(max_bytes=10_000, max_object_bytes=5_000, clock=clock)
     hot = sized("http://h/hot", 1_000)
+    assert tier.stats()["entries"] == 0
     assert tier.put(hot, clock.now + 60)
     for i in range(50):
         assert tier.put(sized(f"http://h/cold{i}", 1_000), clock.now + 60)
         assert tier.get(hot.key) == [hot]  # touched: most recent
         assert tier.stats()["bytes"] <= 10_000
+        check(tier)
     stats = tier.stats()
     assert stats["entries"] == 10
     assert stats["bytes"] == 10_000
@@ -127,6 +142,7 @@ def test_max_variants_drops_oldest(clock: Clock) -> None:
     for i in range(5):
         tier.put(make(key, vary=(("x-v", str(i)),)), clock.now + 60)
     assert sorted(e.vary[0][1] for e in tier.get(key)) == ["2", "3", "4"]
+    check(tier)
 
 
 def test_keep_until_expiry(clock: Clock) -> None:
@@ -142,6 +158,7 @@ def test_keep_until_expiry(clock: Clock) -> None:
     clock.now += 10  # keep-until is exclusive
     assert tier.get(key) == [long]
     assert tier.get(other.key) == []
+    check(tier)
     assert tier.stats()["bytes"] == long.size
     assert tier._tag_index() == {}
     clock.now += 100
@@ -220,6 +237,7 @@ def test_purge(
             assert entries and not any(e.invalidated for e in entries)
     if not soft:
         assert all(key_path(k) not in gone for ks in tier._tag_index().values() for k in ks)
+    check(tier)
 
 
 def test_soft_purge_copies_entries(clock: Clock) -> None:
@@ -256,6 +274,7 @@ def test_indexes_consistent_after_eviction(clock: Clock) -> None:
     tier = MemoryTier(max_bytes=5_000, max_object_bytes=5_000, clock=clock)
     for i in range(40):
         tier.put(sized(f"http://h/{i}", 1_000, tags=(f"t{i % 3}", "all")), clock.now + 60)
+    check(tier)
     index = tier._tag_index()
     held = set(tier._cache)
     assert len(held) == 5
@@ -282,3 +301,37 @@ def test_replacing_variant_retags(clock: Clock) -> None:
     assert tier._tag_index() == {"new": {"http://shop.example/a"}}
     assert tier.purge(tags=["old"]) == 0
     assert tier.purge(tags=["new"]) == 1
+
+
+def test_random_operations_keep_counters_and_indexes_consistent(clock: Clock) -> None:
+    import random
+
+    rng = random.Random(7)
+    tier = MemoryTier(max_bytes=8_000, max_object_bytes=3_000, clock=clock, max_variants=3)
+    for _ in range(3_000):
+        op = rng.random()
+        key = f"http://h/{rng.randrange(12)}"
+        if op < 0.5:
+            e = sized(
+                key,
+                rng.randrange(OVERHEAD, 3_500),
+                vary=(("v", str(rng.randrange(4))),),
+                tags=tuple(rng.sample(["a", "b", "c"], rng.randrange(3))),
+            )
+            keep = clock.now + rng.uniform(-1, 20)
+            if tier.put(e, keep):
+                assert e in tier.get(key)
+            else:
+                assert not tier.fits(e.size) or keep <= clock.now
+        elif op < 0.7:
+            tier.get(key)
+        elif op < 0.8:
+            clock.now += rng.uniform(0, 3)
+        elif op < 0.9:
+            tier.purge(tags=[rng.choice("abc")], soft=rng.random() < 0.5)
+        elif op < 0.95:
+            tier.purge(prefixes=["/1*"])
+        else:
+            tier.delete(key)
+        assert tier.stats()["bytes"] <= 8_000
+        check(tier)
