@@ -7,11 +7,13 @@ Every value is validated at start; an error names the key and the file
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -149,7 +151,8 @@ class _Reader:
             if not m:
                 raise self.fail(where, f"expected a duration like 30s, 15m, 1d, got {value!r}")
             seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        if seconds < 0 or seconds > 10 * 365 * 86400:
+        # NaN (YAML `.nan`) passes every comparison: reject it explicitly.
+        if math.isnan(seconds) or seconds < 0 or seconds > 10 * 365 * 86400:
             raise self.fail(where, "duration out of range (0 to 10 years)")
         return seconds
 
@@ -200,9 +203,23 @@ class _Reader:
 
     def url(self, value: Any, where: str) -> str:
         url = self.string(value, where)
-        if not re.match(r"^https?://[^/\s]+/?$", url):
-            raise self.fail(where, f"expected http://host:port, got {url!r}")
+        bad = self.fail(where, f"expected http://host:port, got {url!r}")
+        if not re.match(r"^https?://[^/\s?#@]+/?$", url):
+            raise bad
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # ValueError for a port that is not a number from 0 to 65535
+        except ValueError:
+            raise bad from None
+        if not parts.hostname or port == 0:
+            raise bad
         return url.rstrip("/")
+
+    def redis_url(self, value: Any, where: str) -> str:
+        url = self.string(value, where)
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise self.fail(where, f"expected redis://host:port/db, got {url!r}")
+        return url
 
 
 RULE_KEYS = {
@@ -274,9 +291,10 @@ def _invalidation(r: _Reader, raw: Any, where: str) -> Invalidation:
         prefixes=r.strings(d.get("prefixes"), f"{where}.prefixes"),
         tags=r.strings(d.get("tags"), f"{where}.tags"),
     )
-    for i, u in enumerate(inv.urls + inv.prefixes):
-        if not u.startswith("/"):
-            raise r.fail(f"{where}", f"URL or prefix #{i} must start with '/', got {u!r}")
+    for name, values in (("urls", inv.urls), ("prefixes", inv.prefixes)):
+        for i, u in enumerate(values):
+            if not u.startswith("/"):
+                raise r.fail(f"{where}.{name}[{i}]", f"must start with '/', got {u!r}")
     return inv
 
 
@@ -319,10 +337,7 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
         changes["workers"] = r.integer(top["workers"], "workers", 1, 64)
     redis = r.mapping(top.get("redis"), "redis", {"url", "prefix", "timeout"})
     if redis.get("url") is not None:
-        url = r.string(redis["url"], "redis.url")
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise r.fail("redis.url", f"expected redis://host:port/db, got {url!r}")
-        changes["redis_url"] = url
+        changes["redis_url"] = r.redis_url(redis["url"], "redis.url")
     if "prefix" in redis:
         changes["redis_prefix"] = r.string(redis["prefix"], "redis.prefix")
     if "timeout" in redis:
@@ -429,14 +444,21 @@ def apply_overrides(cfg: EdgeConfig, env: dict[str, str], **flags: Any) -> EdgeC
             r.url(u.strip(), "EDGE_ORIGIN") for u in env["EDGE_ORIGIN"].split(",") if u.strip()
         )
     if env.get("EDGE_REDIS_URL"):
-        changes["redis_url"] = env["EDGE_REDIS_URL"]
+        changes["redis_url"] = r.redis_url(env["EDGE_REDIS_URL"], "EDGE_REDIS_URL")
+    token_from = f"{cfg.source}: purge.token"
     if env.get("EDGE_PURGE_TOKEN_FILE"):
+        token_path = env["EDGE_PURGE_TOKEN_FILE"]
         try:
-            changes["purge_token"] = Path(env["EDGE_PURGE_TOKEN_FILE"]).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"EDGE_PURGE_TOKEN_FILE: cannot read: {exc.strerror}") from exc
+            changes["purge_token"] = Path(token_path).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(
+                f"environment: EDGE_PURGE_TOKEN_FILE: cannot read {token_path}: {reason}"
+            ) from exc
+        token_from = f"environment: EDGE_PURGE_TOKEN_FILE ({token_path})"
     if env.get("EDGE_PURGE_TOKEN"):
         changes["purge_token"] = env["EDGE_PURGE_TOKEN"]
+        token_from = "environment: EDGE_PURGE_TOKEN"
     if env.get("EDGE_NODE"):
         changes["node"] = env["EDGE_NODE"]
     if env.get("EDGE_HOST"):
@@ -453,12 +475,21 @@ def apply_overrides(cfg: EdgeConfig, env: dict[str, str], **flags: Any) -> EdgeC
             continue
         if attr == "origins":
             value = tuple(cli.url(u.strip(), "--origin") for u in value for u in u.split(","))
+        elif attr == "port":
+            value = cli.integer(value, "--port", 1, 65535)
+        elif attr == "workers":
+            value = cli.integer(value, "--workers", 1, 64)
+        elif attr == "redis_url":
+            value = cli.redis_url(value, "--redis")
+        elif attr == "purge_token":
+            token_from = "command line: --token"
+        elif attr in ("host", "node"):
+            value = cli.string(value, f"--{attr}")
         changes[attr] = value
     out = replace(cfg, **changes)
     if out.purge_token is not None and len(out.purge_token) < 16:
         raise ConfigError(
-            f"{cfg.source}: purge.token: at least 16 characters are needed "
-            "(a short token can be guessed)"
+            f"{token_from}: at least 16 characters are needed (a short token can be guessed)"
         )
     return out
 

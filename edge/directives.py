@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 # RFC 9111 section 1.2.2: a delta-seconds too large to represent is taken as 2^31.
 DELTA_MAX = 2**31
+# RFC 9110 section 5.6.2: token = 1*tchar.
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 
 
 class Directives(dict[str, str | None]):
@@ -36,9 +38,12 @@ class Directives(dict[str, str | None]):
         if name not in self:
             return None
         raw = self[name]
-        if raw is None or not raw.isdigit():
+        # delta-seconds = 1*DIGIT, and DIGIT is ASCII: str.isdigit() alone would accept "²",
+        # which int() then rejects.
+        if raw is None or not raw.isascii() or not raw.isdigit():
             return -1
         # Compare by length first so a thousand-digit value never becomes a huge int.
+        raw = raw.lstrip("0") or "0"
         if len(raw) > 10:
             return DELTA_MAX
         return min(int(raw), DELTA_MAX)
@@ -69,6 +74,19 @@ def _split_top_level(value: str) -> Iterable[str]:
     yield value[start:]
 
 
+def _unquote(inner: str) -> str:
+    """The content of a quoted-string: a backslash quotes the next character (RFC 9110 5.6.4)."""
+    out: list[str] = []
+    escaped = False
+    for ch in inner:
+        if escaped or ch != "\\":
+            out.append(ch)
+            escaped = False
+        else:
+            escaped = True
+    return "".join(out)
+
+
 def parse_directives(values: Iterable[str]) -> Directives:
     """Parse every line of a Cache-Control-like field into one `Directives`."""
     out = Directives()
@@ -81,13 +99,13 @@ def parse_directives(values: Iterable[str]) -> Directives:
                 continue
             name, eq, arg = part.partition("=")
             name = name.strip().lower()
-            if not name or not all(c.isalnum() or c in "-_." for c in name):
+            if not name or not all(c in _TCHAR for c in name):
                 continue
             argument: str | None = None
             if eq:
                 arg = arg.strip()
                 if len(arg) >= 2 and arg[0] == '"' and arg[-1] == '"':
-                    arg = arg[1:-1].replace('\\"', '"')
+                    arg = _unquote(arg[1:-1])
                 argument = arg
             if name in out and out[name] != argument:
                 out.conflicts.add(name)

@@ -81,19 +81,66 @@ class Entry:
             raise EntryFormatError("not an edge entry")
         start = len(MAGIC) + _LEN.size
         (n,) = _LEN.unpack_from(data, len(MAGIC))
+        if start + n > len(data):
+            raise EntryFormatError("truncated edge entry")
         try:
             meta = json.loads(data[start : start + n])
-            return cls(
-                key=str(meta["k"]),
-                status=int(meta["s"]),
-                headers=tuple((str(k), str(v)) for k, v in meta["h"]),
-                body=bytes(data[start + n :]),
-                request_time=float(meta["rq"]),
-                response_time=float(meta["rs"]),
-                vary=tuple((str(k), str(v)) for k, v in meta["v"]),
-                tags=tuple(str(t) for t in meta["t"]),
-                invalidated=bool(meta["i"]),
-                meta={str(k): float(v) for k, v in meta["m"].items()},
-            )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise EntryFormatError(f"corrupt edge entry: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise EntryFormatError("corrupt edge entry: not an object")
+        try:
+            status = meta["s"]
+            numbers = meta["m"]
+            if not isinstance(status, int) or isinstance(status, bool):
+                raise TypeError("status is not an integer")
+            if not isinstance(numbers, dict):
+                raise TypeError("meta is not an object")
+            return cls(
+                key=_text(meta["k"]),
+                status=status,
+                headers=_pairs(meta["h"]),
+                body=bytes(data[start + n :]),
+                request_time=_number(meta["rq"]),
+                response_time=_number(meta["rs"]),
+                vary=_pairs(meta["v"]),
+                tags=tuple(_text(t) for t in _list(meta["t"])),
+                invalidated=_flag(meta["i"]),
+                meta={_text(k): _number(v) for k, v in numbers.items()},
+            )
+        except (KeyError, TypeError) as exc:
+            raise EntryFormatError(f"corrupt edge entry: {exc!r}") from exc
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _list(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _pairs(value: object) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = []
+    for item in _list(value):
+        pair = _list(item)
+        if len(pair) != 2:
+            raise TypeError("expected a [name, value] pair")
+        out.append((_text(pair[0]), _text(pair[1])))
+    return tuple(out)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import re
 import time
 
-_MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
+# rfc850-date = day-name-l "," SP date2 SP time-of-day SP GMT, date2 = day "-" month "-" 2DIGIT
+_RFC850_YEAR = re.compile(r"^[A-Za-z]+\s*,\s*\d{1,2}-[A-Za-z]{3}-(\d{2})(?!\d)")
 
 
 def parse_http_date(value: str | None) -> float | None:
@@ -27,18 +29,27 @@ def parse_http_date(value: str | None) -> float | None:
         return None
     if parsed is None:
         return None
-    year = parsed[0]
-    # RFC 9110 section 5.6.7: a two-digit year more than 50 years in the future is in the past.
-    if year < 100:
+    year, month, day, hour, minute, second = parsed[:6]
+    two_digits = _RFC850_YEAR.match(value)
+    if two_digits:
+        # RFC 9110 section 5.6.7: "Recipients of a timestamp value in rfc850-date format, which
+        # uses a two-digit year, MUST interpret a timestamp that appears to be more than 50
+        # years in the future as representing the most recent year in the past that had the
+        # same last two digits." (email.utils pivots at 69 instead.)
         this_year = time.gmtime().tm_year
-        year += 1900 + 100 * ((this_year - 1900) // 100)
+        year = int(two_digits.group(1)) + 100 * (this_year // 100)
         if year > this_year + 50:
             year -= 100
-    try:
-        tz = parsed[9] or 0
-        return float(calendar.timegm((year, *parsed[1:6], 0, 0, 0))) - tz
-    except (OverflowError, ValueError):
+    # "Sun, 31 Feb 1994 25:61:61 GMT" is not a date (timegm would silently roll it over).
+    # time-of-day is "00:00:00 - 23:59:60 (leap second)".
+    if not (1 <= year <= 9999 and 1 <= month <= 12):
         return None
+    if not (1 <= day <= calendar.monthrange(year, month)[1]):
+        return None
+    if not (0 <= hour <= 23 and 0 <= minute <= 59 and 0 <= second <= 60):
+        return None
+    tz = parsed[9] or 0
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))) - tz
 
 
 def format_http_date(when: float | None = None) -> str:

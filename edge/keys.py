@@ -7,12 +7,13 @@ The edge fronts one origin, so the primary key is the path plus the normalized q
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_plus
 
 from multidict import MultiMapping
 
 from edge.config import QueryPolicy
 from edge.entry import Entry
+from edge.httpdate import parse_http_date
 
 ABSENT = "\x00"  # a Vary'd header the request did not send (distinct from an empty value)
 
@@ -24,12 +25,21 @@ def query_names(raw_query: str) -> frozenset[str]:
 
 
 def normalized_query(raw_query: str, policy: QueryPolicy) -> str:
-    """The query parameters that make the key, sorted so their order never splits the cache."""
+    """The query parameters that make the key, sorted by name so their order never splits the
+    cache. Each parameter is kept byte for byte as the client sent it (decoding and re-encoding
+    would map `%FF` and `%FE` both to U+FFFD: two URLs, one key); only the names are decoded,
+    to match the policy. The sort is stable: `a=2&a=1` keeps its values in their order."""
     if not raw_query or policy.mode == "none":
         return ""
-    pairs = [(k, v) for k, v in parse_qsl(raw_query, keep_blank_values=True) if policy.keeps(k)]
-    pairs.sort()
-    return urlencode(pairs)
+    kept: list[tuple[str, str]] = []
+    for piece in raw_query.split("&"):
+        if not piece:
+            continue
+        name = unquote_plus(piece.partition("=")[0])
+        if policy.keeps(name):
+            kept.append((name, piece))
+    kept.sort(key=lambda pair: pair[0])
+    return "&".join(piece for _, piece in kept)
 
 
 def cache_key(raw_path: str, raw_query: str, policy: QueryPolicy) -> str:
@@ -47,6 +57,9 @@ def _accept_encoding(value: str) -> str:
     for part in value.split(","):
         name, _, params = part.strip().partition(";")
         name = name.strip().lower()
+        if name == "x-gzip":
+            name = "gzip"  # RFC 9110 8.4.1.3: "A recipient SHOULD consider "x-gzip" to be
+            # equivalent to "gzip"."
         q = 1.0
         for p in params.split(";"):
             k, _, v = p.strip().partition("=")
@@ -69,7 +82,11 @@ def vary_values(names: Sequence[str], headers: MultiMapping[str]) -> tuple[tuple
         if not values:
             out.append((name, ABSENT))
             continue
-        joined = " ".join(", ".join(v.strip() for v in values).split())
+        # RFC 9110 5.3: several field lines are one value joined with ", "; list members are
+        # compared without the optional whitespace around their commas, and runs of
+        # whitespace count as one space.
+        members = (" ".join(m.split()) for v in values for m in v.split(","))
+        joined = ", ".join(m for m in members if m)
         if name == "accept-encoding":
             joined = _accept_encoding(joined)
         out.append((name, joined))
@@ -77,11 +94,19 @@ def vary_values(names: Sequence[str], headers: MultiMapping[str]) -> tuple[tuple
 
 
 def select_variant(entries: Sequence[Entry], headers: MultiMapping[str]) -> Entry | None:
-    """The first stored variant whose Vary'd request values match this request (4.1)."""
+    """The stored variant whose Vary'd request values match this request (4.1).
+
+    4.1: when several match, "a cache SHOULD use the most recent response (as determined by
+    the Date header field)" -- then the last received.
+    """
+    best: Entry | None = None
+    best_rank = (0.0, 0.0)
     for entry in entries:
-        if not entry.vary:
-            return entry
-        names = [name for name, _ in entry.vary]
-        if vary_values(names, headers) == entry.vary:
-            return entry
-    return None
+        if entry.vary:
+            names = [name for name, _ in entry.vary]
+            if vary_values(names, headers) != entry.vary:
+                continue
+        rank = (parse_http_date(entry.header("Date")) or entry.response_time, entry.response_time)
+        if best is None or rank > best_rank:
+            best, best_rank = entry, rank
+    return best

@@ -11,8 +11,10 @@ Every rule quotes the section it follows; tests/edge/test_policy.py checks each 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import SplitResult
 
 from multidict import CIMultiDict, MultiMapping
 
@@ -127,15 +129,18 @@ def parse_request(headers: Headers) -> RequestCacheControl:
     values = header_values(headers, "Cache-Control")
     cc = parse_directives(values)
     no_cache = "no-cache" in cc
-    if not values and any("no-cache" in p.lower() for p in header_values(headers, "Pragma")):
+    if not values and "no-cache" in parse_directives(header_values(headers, "Pragma")):
         no_cache = True
     max_stale: int | None = None
     if "max-stale" in cc:
         # 5.2.1.2: "If no value is assigned to max-stale, then the client will accept a stale
-        # response of any age."
-        max_stale = MAX_STALE_ANY if cc["max-stale"] is None else cc.seconds("max-stale")
-        if max_stale is not None and max_stale < MAX_STALE_ANY:
-            max_stale = None
+        # response of any age." An invalid value (`max-stale=abc`, `max-stale=`) is ignored:
+        # it must not widen into "any age".
+        if cc["max-stale"] is None:
+            max_stale = MAX_STALE_ANY
+        else:
+            given = cc.seconds("max-stale")
+            max_stale = given if given is not None and given >= 0 else None
     max_age = cc.seconds("max-age")
     if max_age is not None and max_age < 0:
         max_age = 0  # an invalid max-age asks for nothing older than fresh-from-origin
@@ -161,9 +166,11 @@ def edge_directives(headers: Headers) -> tuple[Directives, str]:
     surrogates the same way; CDN-Cache-Control wins when both are present.
     """
     for name in ("CDN-Cache-Control", "Surrogate-Control"):
-        values = header_values(headers, name)
-        if values:
-            return parse_directives(values), name.lower()
+        # RFC 9213 2.1: "If a targeted field in a given response is empty, or a parsing error
+        # is encountered, that field SHOULD be ignored by the cache".
+        targeted = parse_directives(header_values(headers, name))
+        if targeted:
+            return targeted, name.lower()
     return parse_directives(header_values(headers, "Cache-Control")), "cache-control"
 
 
@@ -214,11 +221,14 @@ def heuristic_lifetime(
 def initial_age(headers: Headers, request_time: float, response_time: float) -> float:
     """corrected_initial_age of RFC 9111 section 4.2.3."""
     age_value = 0.0
-    raw = headers.get("Age")
-    if raw is not None:
-        raw = raw.split(",")[0].strip()
-        if raw.isdigit():
-            age_value = float(min(int(raw[:11]), 2**31))
+    # 5.1: "If the field value is invalid (e.g., contains a list or something other than a
+    # non-negative integer), a cache SHOULD ignore the field."
+    ages = header_values(headers, "Age")
+    if len(ages) == 1:
+        raw = ages[0].strip()
+        if raw.isascii() and raw.isdigit():
+            raw = raw.lstrip("0") or "0"
+            age_value = float(2**31 if len(raw) > 10 else min(int(raw), 2**31))
     date = parse_http_date(headers.get("Date"))
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
     response_delay = max(0.0, response_time - request_time)
@@ -378,7 +388,10 @@ def reuse(entry: Entry, request: RequestCacheControl, now: float) -> Reuse:
         request.max_stale == MAX_STALE_ANY or staleness <= request.max_stale
     ):
         return Reuse.STALE_ALLOWED  # 5.2.1.2
-    if staleness <= meta.get("swr", 0.0):
+    # 5.2.1.1 max-age: "Unless the max-stale request directive is also present, the client
+    # does not wish to receive a stale response"; 5.2.1.3 min-fresh wants a fresh one too.
+    wants_fresh = request.max_age is not None or request.min_fresh is not None
+    if not wants_fresh and staleness <= meta.get("swr", 0.0):
         return Reuse.STALE_WHILE_REVALIDATE  # RFC 5861 section 3
     return Reuse.VALIDATE
 
@@ -386,7 +399,10 @@ def reuse(entry: Entry, request: RequestCacheControl, now: float) -> Reuse:
 def can_serve_stale_on_error(entry: Entry, request: RequestCacheControl, now: float) -> bool:
     """RFC 5861 section 4 (stale-if-error), limited by RFC 9111 section 4.2.4:
     a cache "MUST NOT generate a stale response" when must-revalidate forbids it."""
-    if entry.meta.get("mr"):
+    if entry.meta.get("mr") or entry.meta.get("nc"):
+        # 4.2.4 also names "a no-cache response directive"; 5.2.2.4: no-cache "MUST NOT be
+        # used to satisfy any other request without forwarding it for validation and
+        # receiving a successful response".
         return False
     staleness = current_age(entry, now) - entry.meta.get("lifetime", 0.0)
     window = (
@@ -412,33 +428,65 @@ def _etag_opaque(tag: str) -> str:
     return tag[2:] if tag.startswith("W/") else tag
 
 
+# entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE (RFC 9110 8.8.3); etagc includes the comma.
+_ENTITY_TAG = re.compile(r'\s*((?:W/)?"[^"]*"|\*|[^,\s]+)\s*(?:,|$)')
+
+
 def etags_in(value: str) -> list[str]:
-    return [t.strip() for t in value.split(",") if t.strip()]
+    """The members of an If-None-Match / If-Match list (a comma inside quotes is no separator)."""
+    return [m.group(1) for m in _ENTITY_TAG.finditer(value) if m.group(1)]
 
 
 def freshen_matches(entry: Entry, headers_304: Headers) -> bool:
-    """RFC 9111 section 4.3.4: which stored response a 304 applies to."""
-    new_etag = headers_304.get("ETag")
-    if new_etag and not new_etag.startswith("W/"):
-        return entry.header("ETag") == new_etag
+    """RFC 9111 section 4.3.4: does this 304 apply to this stored response?"""
+    new_etag = (headers_304.get("ETag") or "").strip()
+    stored_etag = (entry.header("ETag") or "").strip()
     new_lm = headers_304.get("Last-Modified")
-    if new_lm:
-        return entry.header("Last-Modified") == new_lm
-    return True  # "If ... no validator ... and only one stored response, that one"
+    if new_etag and not new_etag.startswith("W/"):
+        # "If the new response contains a strong validator ..., then that strong validator
+        # identifies the selected representation for update. ... If none of the stored
+        # responses contain the same strong validator, then the cache MUST NOT use the new
+        # response to update any stored responses."
+        return stored_etag == new_etag
+    if new_etag or new_lm:
+        # "If the new response contains no strong validator but does contain one or more weak
+        # validators, and those validators correspond to one of the cache's stored responses,
+        # then the most recent of those matching stored responses is identified for update."
+        if new_etag and _etag_opaque(new_etag) != _etag_opaque(stored_etag):
+            return False
+        return not new_lm or entry.header("Last-Modified") == new_lm
+    # "If the new response does not include any form of validator ..., and there is only one
+    # stored response, and that stored response also lacks a validator, then that stored
+    # response is identified for update."
+    return not stored_etag and entry.header("Last-Modified") is None
 
 
 # 3.2: header fields a 304 must not replace in the stored response.
-NOT_UPDATED_BY_304 = HOP_BY_HOP | {"content-length", "content-encoding", "content-range"}
+NOT_UPDATED_BY_304 = HOP_BY_HOP | {
+    "proxy-authentication-info",
+    "content-length",
+    "content-encoding",
+    "content-range",
+}
 
 
 def merged_headers(
     stored: Sequence[tuple[str, str]], update: Iterable[tuple[str, str]]
 ) -> tuple[tuple[str, str], ...]:
     """RFC 9111 section 3.2: replace stored fields with those of the newer (304) response."""
+    update = list(update)
+    # 3.1: not stored: "Header fields listed in the Connection header field" and the
+    # Proxy-Authenticate, Proxy-Authentication-Info and Proxy-Authorization fields.
+    skip = NOT_UPDATED_BY_304 | {
+        token.strip().lower()
+        for name, value in update
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
     new: dict[str, list[tuple[str, str]]] = {}
     for name, value in update:
         lname = name.lower()
-        if lname in NOT_UPDATED_BY_304:
+        if lname in skip:
             continue
         new.setdefault(lname, []).append((name, value))
     out = [(k, v) for k, v in stored if k.lower() not in new]
@@ -493,22 +541,38 @@ def invalidation_targets(
     target URI and the same-origin Location / Content-Location URIs."""
     if method in ("GET", "HEAD", "OPTIONS", "TRACE") or not 200 <= status < 400:
         return []
-    from urllib.parse import urlsplit
+    from urllib.parse import urljoin, urlsplit
 
     targets = [request_path]
+    base = f"http://{host}{request_path if request_path.startswith('/') else '/'}"
     for name in ("Location", "Content-Location"):
         value = response_headers.get(name)
         if not value:
             continue
-        parts = urlsplit(value)
-        # "the cache MUST NOT invalidate ... if the host ... differs" (same origin only).
-        if parts.netloc and parts.netloc.lower() != host.lower():
+        # RFC 9110 10.2.2 / 8.7: a relative reference is resolved against the target URI.
+        parts = urlsplit(urljoin(base, value.strip()))
+        # "a cache MUST NOT trigger an invalidation under these conditions if the origin ...
+        # of the URI to be invalidated differs from that of the target URI".
+        if parts.scheme not in ("http", "https") or _origin_of(parts) != _origin_of(urlsplit(base)):
             continue
         path = parts.path or "/"
-        if not path.startswith("/"):
-            continue
-        targets.append(path + (f"?{parts.query}" if parts.query else ""))
+        target = path + (f"?{parts.query}" if parts.query else "")
+        if target not in targets:
+            targets.append(target)
     return targets
+
+
+def _origin_of(parts: SplitResult) -> tuple[str, int | None]:
+    """(host, port) with the scheme's default port filled in; userinfo never matches."""
+    if "@" in parts.netloc:
+        return ("@", None)
+    try:
+        port = parts.port
+    except ValueError:
+        return ("@", None)
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return ((parts.hostname or "").lower(), port)
 
 
 def headers_from_pairs(pairs: Iterable[tuple[str, str]]) -> CIMultiDict[str]:

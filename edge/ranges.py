@@ -38,58 +38,95 @@ def plan_ranges(value: str | None, size: int) -> RangePlan:
     if not parts or len(parts) > MAX_RANGES:
         return WHOLE
     wanted: list[tuple[int, int]] = []
+    empty_suffix = False  # a non-zero suffix-range against an empty representation
     for part in parts:
         if not part:
             continue  # RFC 9110 5.6.1: empty list elements are ignored
         first_s, dash, last_s = part.partition("-")
         first_s, last_s = first_s.strip(), last_s.strip()
-        if not dash or (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()):
-            return WHOLE
-        if len(first_s) > 18 or len(last_s) > 18:
+        if not dash or not _digits(first_s) or not _digits(last_s):
             return WHOLE
         if not first_s:
             if not last_s:
                 return WHOLE
-            suffix = int(last_s)  # suffix-range: the last N bytes
+            suffix = _number(last_s)  # suffix-range: the last N bytes
             if suffix == 0:
+                continue
+            if size == 0:
+                empty_suffix = True
                 continue
             wanted.append((max(0, size - suffix), size - 1))
             continue
-        first = int(first_s)
-        if last_s and int(last_s) < first:
+        first = _number(first_s)
+        if last_s and _number(last_s) < first:
             return WHOLE  # invalid range-spec: ignore the header
         if first >= size:
             continue  # unsatisfiable member
-        last = int(last_s) if last_s else size - 1
+        last = _number(last_s) if last_s else size - 1
         wanted.append((first, min(last, size - 1)))
     if not wanted:
-        return RangePlan(unsatisfiable=True)
-    # Coalesce overlapping or adjacent ranges (RFC 9110 14.6 allows it) in ascending order.
-    wanted.sort()
-    merged: list[tuple[int, int]] = [wanted[0]]
-    for first, last in wanted[1:]:
-        prev_first, prev_last = merged[-1]
-        if first <= prev_last + 1:
-            merged[-1] = (prev_first, max(prev_last, last))
+        # 14.1.1: "at least one suffix-range with a non-zero suffix-length" makes the set
+        # satisfiable, but there is no byte to send from an empty body: send it whole.
+        return WHOLE if empty_suffix else RangePlan(unsatisfiable=True)
+    # Coalesce overlapping or adjacent ranges (RFC 9110 14.6 allows it). 15.3.7.2: the parts
+    # go "in the same order that the corresponding range-spec appeared in the received Range
+    # header field, excluding those ranges that were deemed unsatisfiable or that were
+    # coalesced into other ranges": a merged range takes the place of its earliest member.
+    order = sorted(range(len(wanted)), key=lambda i: wanted[i])
+    merged: list[list[int]] = []  # [first, last, position of the earliest member]
+    for i in order:
+        first, last = wanted[i]
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+            merged[-1][2] = min(merged[-1][2], i)
         else:
-            merged.append((first, last))
-    return RangePlan(ranges=tuple(merged))
+            merged.append([first, last, i])
+    merged.sort(key=lambda m: m[2])
+    return RangePlan(ranges=tuple((m[0], m[1]) for m in merged))
 
 
-def if_range_allows(if_range: str | None, etag: str | None, last_modified: str | None) -> bool:
-    """RFC 9110 section 13.1.5: apply Range only if the validator still matches (strongly)."""
+def _digits(text: str) -> bool:
+    """Empty, or ASCII digits only (str.isdigit() alone accepts "²", which int() rejects)."""
+    return not text or (text.isascii() and text.isdigit())
+
+
+def _number(digits: str) -> int:
+    """A byte position; one longer than 18 digits is past any body we hold, so it is capped."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18
+
+
+def if_range_allows(
+    if_range: str | None,
+    etag: str | None,
+    last_modified: str | None,
+    date: str | None = None,
+) -> bool:
+    """RFC 9110 section 13.1.5: apply Range only if the validator still matches (strongly).
+
+    `date` is the stored response's Date: when given, a Last-Modified only counts as a strong
+    validator if that Date is at least one second later (section 8.8.2.2).
+    """
     if if_range is None:
         return True
     if_range = if_range.strip()
     if if_range.startswith('"') or if_range.startswith("W/"):
+        # 13.1.5: "the condition is false if the entity-tag ... is not a strong match"
         return (
             etag is not None
-            and not etag.startswith("W/")
+            and not etag.strip().startswith("W/")
             and not if_range.startswith("W/")
-            and etag == if_range
+            and etag.strip() == if_range
         )
     when = parse_http_date(if_range)
-    return when is not None and last_modified is not None and parse_http_date(last_modified) == when
+    stored = parse_http_date(last_modified)
+    if when is None or stored is None or stored != when:
+        return False
+    if date is not None:
+        sent = parse_http_date(date)
+        if sent is None or sent < stored + 1:
+            return False  # 8.8.2.2: not "at least one second after the Last-Modified value"
+    return True
 
 
 def multipart_body(
