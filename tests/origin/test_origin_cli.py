@@ -115,7 +115,7 @@ async def _pinned_session(base_url: str) -> tuple[aiohttp.ClientSession, int]:
 async def test_replicas_share_the_port_and_run_concurrently(
     origin_process: Callable[..., OriginProcess],
 ) -> None:
-    origin = origin_process("--replicas", "2", "--heavy-seconds", "0.6")
+    origin = origin_process("--replicas", "2", "--heavy-seconds", "1.0")
     sessions: dict[int, aiohttp.ClientSession] = {}
     extra: list[aiohttp.ClientSession] = []
     try:
@@ -141,7 +141,7 @@ async def test_replicas_share_the_port_and_run_concurrently(
             *(heavy(session, f"r{i}") for i, session in enumerate(sessions.values()))
         )
         elapsed = max(done) - started
-        assert 0.58 <= elapsed < 1.1, elapsed  # side by side, not 1.2 s one after the other
+        assert 0.98 <= elapsed < 1.8, elapsed  # side by side, not 2 s one after the other
         # The supervisor replaces a replica that dies.
         victim = next(iter(sessions))
         os.kill(victim, signal.SIGKILL)
