@@ -243,7 +243,11 @@ class PurgeBus:
             gen = await self.purge_generation()
             self._contact()
             applied = self.applied_generation or 0
-            if gen > applied and pending is None:
+            if gen < applied:  # the counter was lost (Redis flushed or replaced)
+                self._resync(callback, gen, "reset")
+                self.applied_generation = gen
+                pending = None
+            elif gen > applied and pending is None:
                 pending = gen  # its message may be in flight: look again after a grace
                 next_check = time.monotonic() + grace
                 continue

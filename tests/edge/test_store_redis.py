@@ -490,6 +490,11 @@ async def test_generation_check_and_gap_signal_resync(
     assert bus.last_contact > time.time() - 1
     assert bus.trusted()
     assert not bus.trusted(now=bus.last_contact + 0.5)  # the bound is 0.4 s
+    # The counter lost (Redis flushed): the next check resyncs and starts over from it.
+    await raw.delete(f"{tiers.prefix}:purge-gen")
+    await eventually(lambda: len(got) == 4)
+    assert got[3] == {"type": "resync", "gen": 0, "reason": "reset"}
+    assert bus.applied_generation == 0
 
 
 async def test_bus_on_dead_redis(tiers: Tiers) -> None:
