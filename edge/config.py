@@ -96,7 +96,10 @@ class EdgeConfig:
     max_request_body: int = 10 * 2**20
     max_line_size: int = 8190
     max_field_size: int = 8190
+    max_headers: int = 128
     keepalive_timeout: float = 75.0
+    header_timeout: float = 10.0
+    max_connections: int = 8192
     collapse_timeout: float = 30.0
     purge_staleness_bound: float = 5.0
     defaults: Defaults = field(default_factory=Defaults)
@@ -365,7 +368,15 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
     limits = r.mapping(
         top.get("limits"),
         "limits",
-        {"max_request_body", "max_line_size", "max_field_size", "keepalive_timeout"},
+        {
+            "max_request_body",
+            "max_line_size",
+            "max_field_size",
+            "max_headers",
+            "keepalive_timeout",
+            "header_timeout",
+            "max_connections",
+        },
     )
     if "max_request_body" in limits:
         changes["max_request_body"] = r.size(limits["max_request_body"], "limits.max_request_body")
@@ -375,6 +386,14 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
     if "keepalive_timeout" in limits:
         changes["keepalive_timeout"] = r.duration(
             limits["keepalive_timeout"], "limits.keepalive_timeout"
+        )
+    if "header_timeout" in limits:
+        changes["header_timeout"] = r.duration(limits["header_timeout"], "limits.header_timeout")
+    if "max_headers" in limits:
+        changes["max_headers"] = r.integer(limits["max_headers"], "limits.max_headers", 8, 1024)
+    if "max_connections" in limits:
+        changes["max_connections"] = r.integer(
+            limits["max_connections"], "limits.max_connections", 1, 1 << 20
         )
     defaults = r.mapping(
         top.get("defaults"),
