@@ -34,14 +34,14 @@ def plan_ranges(value: str | None, size: int) -> RangePlan:
     unit, eq, spec = value.partition("=")
     if not eq or unit.strip().lower() != "bytes":
         return WHOLE
-    parts = [p.strip() for p in spec.split(",")]
+    # range-set = 1#range-spec: empty members are ignored (RFC 9110 5.6.1), but at least one
+    # range-spec is needed; `bytes=` alone is a syntax error, not an unsatisfiable set.
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
     if not parts or len(parts) > MAX_RANGES:
         return WHOLE
     wanted: list[tuple[int, int]] = []
     empty_suffix = False  # a non-zero suffix-range against an empty representation
     for part in parts:
-        if not part:
-            continue  # RFC 9110 5.6.1: empty list elements are ignored
         first_s, dash, last_s = part.partition("-")
         first_s, last_s = first_s.strip(), last_s.strip()
         if not dash or not _digits(first_s) or not _digits(last_s):
