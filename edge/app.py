@@ -306,7 +306,9 @@ def _lifecycle(cfg: EdgeConfig) -> Callable[[web.Application], AsyncIterator[Non
                 bound=cfg.purge_staleness_bound,
                 timeout=cfg.redis_timeout,
             )
-        upstream = Upstream(cfg.origins, cfg.connect_timeout, cfg.read_timeout)
+        upstream = Upstream(
+            cfg.origins, cfg.connect_timeout, cfg.read_timeout, down_seconds=cfg.origin_down
+        )
         await upstream.start()
         node = EdgeNode(cfg, Tiers(memory, redis, bus), upstream)
         app[NODE] = node

@@ -90,6 +90,7 @@ class EdgeConfig:
     purge_token: str | None = None
     connect_timeout: float = 3.0
     read_timeout: float = 60.0
+    origin_down: float = 5.0
     redis_timeout: float = 0.25
     memory_max_bytes: int = 256 * 2**20
     memory_max_object_bytes: int = 16 * 2**20
@@ -352,8 +353,14 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
         changes["purge_staleness_bound"] = r.duration(
             purge["staleness_bound"], "purge.staleness_bound"
         )
-    timeouts = r.mapping(top.get("timeouts"), "timeouts", {"connect", "read", "collapse"})
-    for key, attr in (("connect", "connect_timeout"), ("read", "read_timeout")):
+    timeouts = r.mapping(
+        top.get("timeouts"), "timeouts", {"connect", "read", "collapse", "origin_down"}
+    )
+    for key, attr in (
+        ("connect", "connect_timeout"),
+        ("read", "read_timeout"),
+        ("origin_down", "origin_down"),
+    ):
         if key in timeouts:
             changes[attr] = r.duration(timeouts[key], f"timeouts.{key}")
     if "collapse" in timeouts:
