@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="processes on the port (EDGE_WORKERS)"
     )
     serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    serve.add_argument(
+        "--no-front",
+        action="store_true",
+        help="serve the aiohttp application on the port directly, without the front door "
+        "that answers plain hits itself (slower; for comparison and debugging)",
+    )
     serve.add_argument("--check", action="store_true", help="validate the configuration and exit")
 
     purge = sub.add_parser("purge", help="purge URLs, prefixes or tags on edge nodes")
@@ -94,7 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{cfg.source}: OK ({len(cfg.rules)} rules, {len(cfg.invalidations)} invalidations)")
         return 0
-    return serve(cfg, access_log=args.access_log)
+    return serve(cfg, access_log=args.access_log, front=not args.no_front)
 
 
 async def _purge(args: argparse.Namespace) -> int:

@@ -141,7 +141,7 @@ class EdgeNode:
     ) -> FetchSpec:
         headers = forward_headers(
             request.headers,
-            peer=request.remote,
+            peer=client_ip(request),
             scheme=request.scheme,
             host=request.host,
             via=self.ident.via,
@@ -375,7 +375,7 @@ class EdgeNode:
         method = request.method
         headers = forward_headers(
             request.headers,
-            peer=request.remote,
+            peer=client_ip(request),
             scheme=request.scheme,
             host=request.host,
             via=self.ident.via,
@@ -466,16 +466,12 @@ class EdgeNode:
         self.stats.purges[kind] += 1
         self.stats.purged_entries += result["memory"]
         if self.tiers.redis is not None:
+            # The shared tier's purge also announces it on the purge bus, in the same
+            # transaction, so every node drops its memory copies.
             try:
                 result["shared"] = await self.tiers.redis.purge(keys, prefixes, tags, all, soft)
             except Exception as exc:
                 result["shared_error"] = f"shared tier unavailable: {exc}"
-        if self.tiers.bus is not None:
-            message = {"urls": keys, "prefixes": prefixes, "tags": tags, "all": all, "soft": soft}
-            try:
-                result["generation"] = await self.tiers.bus.publish(message)
-            except Exception as exc:
-                result["bus_error"] = f"purge bus unavailable: {exc}"
         return result
 
 
@@ -485,6 +481,14 @@ NO_RULE_PRIVATE = Rule(match="/*")
 def select_all(entries: list[Entry], request: web.Request) -> list[Entry]:
     chosen = select_variant(entries, request.headers) if entries else None
     return [chosen] if chosen is not None else []
+
+
+def client_ip(request: web.Request) -> str | None:
+    """The client's address; behind the front door (a Unix socket) the front tells it."""
+    remote = request.remote
+    if not remote:
+        return request.headers.get("X-Edge-Peer") or None
+    return remote
 
 
 def _ttl(entry: Entry, now: float) -> int:

@@ -32,6 +32,7 @@ UNTRUSTED_REQUEST_HEADERS = frozenset(
         "x-http-method",
         "x-method-override",
         "forwarded",
+        "x-edge-peer",
     }
 )
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
-from edge.app import NODE, create_app
+from edge.app import NODE
 from edge.config import load_config
 from edge.proxy import EdgeNode
+from edge.server import EdgeServer
 from origin.app import STATS_KEY
 from origin.app import create_app as create_origin
 from origin.settings import OriginSettings
@@ -79,25 +81,46 @@ async def scripted(aiohttp_server: Any) -> tuple[Scripted, TestServer]:
     return script, server
 
 
-EdgeFactory = Callable[..., Awaitable[TestServer]]
+class EdgeHandle:
+    """An edge node started in this process, as `python -m edge serve` would start it."""
+
+    def __init__(self, server: EdgeServer) -> None:
+        self.server = server
+        self.app = server.runner.app
+
+    def make_url(self, path: str) -> URL:
+        return URL(f"http://127.0.0.1:{self.server.port}{path}")
 
 
-@pytest.fixture
-def make_edge(aiohttp_server: Any) -> EdgeFactory:
-    """Start an edge node in this process: make_edge(origin_url, config=..., **overrides)."""
+EdgeFactory = Callable[..., Awaitable[EdgeHandle]]
 
-    async def start(origin_url: str, config: Path = EDGE_YAML, **overrides: Any) -> TestServer:
+
+@pytest.fixture(params=["front", "app"])
+async def make_edge(request: pytest.FixtureRequest) -> AsyncIterator[EdgeFactory]:
+    """Start edge nodes: make_edge(origin_url, config=..., **overrides).
+
+    Every test using it runs twice: through the front door (the fast hit path in front of
+    the aiohttp application, as `edge serve` runs by default) and on the application alone.
+    """
+    started: list[EdgeServer] = []
+
+    async def start(origin_url: str, config: Path = EDGE_YAML, **overrides: Any) -> EdgeHandle:
         cfg = load_config(config)
         overrides.setdefault("purge_token", TOKEN)
-        cfg = replace(cfg, origins=(origin_url.rstrip("/"),), **overrides)
-        return await aiohttp_server(create_app(cfg))
+        cfg = replace(cfg, origins=(origin_url.rstrip("/"),), port=0, **overrides)
+        server = EdgeServer(cfg, front=request.param == "front")
+        await server.start()
+        started.append(server)
+        return EdgeHandle(server)
 
-    return start
+    yield start
+    for server in started:
+        await server.stop()
 
 
-def node_of(server: TestServer) -> EdgeNode:
+def node_of(server: EdgeHandle | TestServer) -> EdgeNode:
     return server.app[NODE]
 
 
-def url(server: TestServer, path: str) -> str:
+def url(server: EdgeHandle | TestServer, path: str) -> str:
     return str(server.make_url(path))

@@ -328,14 +328,14 @@ async def test_stale_while_revalidate_answers_at_once(scripted, make_edge: EdgeF
         counter["n"] += 1
         return web.Response(
             text=f"v{counter['n']}",
-            headers={"Cache-Control": "max-age=1, stale-while-revalidate=30"},
+            headers={"Cache-Control": "max-age=2, stale-while-revalidate=30"},
         )
 
     script.handlers["/feed"] = feed
     edge = await make_edge(url(server, "/"), config=STANDARD_YAML)
     async with aiohttp.ClientSession() as s:
         await get(s, url(edge, "/feed"))
-        await asyncio.sleep(1.1)
+        await asyncio.sleep(2.1)
         script.delay = 0.5
         t0 = time.monotonic()
         _, h, body = await get(s, url(edge, "/feed"))
