@@ -23,6 +23,10 @@ def parse_http_date(value: str | None) -> float | None:
     value = value.strip()
     if not value or len(value) > 64:
         return None
+    if value.count(",") > 1:
+        # Every HTTP-date form has at most one comma: "date, date" is a list, not a date
+        # (RFC 9110 13.1.3: an If-Modified-Since "with more than one member" is ignored).
+        return None
     try:
         parsed = email.utils.parsedate_tz(value)
     except (TypeError, ValueError, IndexError):

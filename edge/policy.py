@@ -391,7 +391,9 @@ def reuse(entry: Entry, request: RequestCacheControl, now: float) -> Reuse:
     # 5.2.1.1 max-age: "Unless the max-stale request directive is also present, the client
     # does not wish to receive a stale response"; 5.2.1.3 min-fresh wants a fresh one too.
     wants_fresh = request.max_age is not None or request.min_fresh is not None
-    if not wants_fresh and staleness <= meta.get("swr", 0.0):
+    swr = meta.get("swr", 0.0)
+    # Stale means age >= lifetime: at staleness 0 there must be a window to serve it in.
+    if not wants_fresh and swr > 0 and staleness <= swr:
         return Reuse.STALE_WHILE_REVALIDATE  # RFC 5861 section 3
     return Reuse.VALIDATE
 
@@ -408,7 +410,8 @@ def can_serve_stale_on_error(entry: Entry, request: RequestCacheControl, now: fl
     window = (
         request.stale_if_error if request.stale_if_error is not None else entry.meta.get("sie", 0.0)
     )
-    return staleness <= window
+    # Fresh (staleness < 0) is always servable; stale (staleness >= 0) only inside a window.
+    return staleness < 0 or (window > 0 and staleness <= window)
 
 
 def validators_for(entry: Entry) -> dict[str, str]:

@@ -15,7 +15,7 @@ NOW = 1_700_000_000.0  # a fixed "now" (2023-11-14): tests never read the clock
 HeaderSpec = Mapping[str, str] | Sequence[tuple[str, str]]
 
 
-def hdrs(spec: HeaderSpec | None = None, **named: str) -> CIMultiDict[str]:
+def hdrs(spec: HeaderSpec | None = None, /, **named: str) -> CIMultiDict[str]:
     """Headers from a mapping, a list of pairs (for repeated fields), or keywords
     (`cache_control="max-age=60"` is `Cache-Control: max-age=60`)."""
     out: CIMultiDict[str] = CIMultiDict()

@@ -62,6 +62,7 @@ def test_rfc850_two_digit_year_50_year_rule() -> None:
         "Sun, 06 Nov 1994 08:61:00 GMT",
         "Sun, 06 Xyz 1994 08:49:37 GMT",
         "x" * 100,
+        "Sun, 06 Nov 1994 08:49:37 GMT, Mon, 07 Nov 1994 08:49:37 GMT",  # a list
     ],
 )
 def test_invalid_dates_are_none(value: str | None) -> None:
