@@ -102,7 +102,10 @@ def from_entry(
     if range_header is None or request.method not in ("GET", "HEAD"):
         return web.Response(status=200, headers=headers, body=body)
     if not if_range_allows(
-        request.headers.get("If-Range"), entry.header("ETag"), entry.header("Last-Modified")
+        request.headers.get("If-Range"),
+        entry.header("ETag"),
+        entry.header("Last-Modified"),
+        entry.header("Date"),
     ):
         return web.Response(status=200, headers=headers, body=body)
     plan = plan_ranges(range_header, len(body))

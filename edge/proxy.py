@@ -99,7 +99,9 @@ class EdgeNode:
                 504, "not in cache (only-if-cached)", "MISS", "detail=only-if-cached"
             )
         if method == "HEAD" or ("Range" in request.headers and entry is None):
-            if "Range" in request.headers and self.collapsible(key, rule, entry):
+            # Answer this one from the origin, and fetch the whole object for the next
+            # clients (a HEAD or a Range never fills the cache by itself).
+            if entry is None and self.collapsible(key, rule, entry):
                 self.fill_in_background(key, request, rule)
             return await self.pass_through(request, "range" if method == "GET" else "head")
         fwd = "stale" if entry is not None else ("vary-miss" if entries else "uri-miss")
