@@ -313,7 +313,7 @@ def _lifecycle(cfg: EdgeConfig) -> Callable[[web.Application], AsyncIterator[Non
         node = EdgeNode(cfg, Tiers(memory, redis, bus), upstream)
         app[NODE] = node
         if bus is not None:
-            bus.start(lambda message: _applied(node, apply_to_memory(memory, message)))
+            bus.start(lambda message: _applied(node, message, apply_to_memory(memory, message)))
         log.info(
             "edge %s ready: origins %s, redis %s",
             cfg.node,
@@ -333,5 +333,17 @@ def _lifecycle(cfg: EdgeConfig) -> Callable[[web.Application], AsyncIterator[Non
     return ctx
 
 
-def _applied(node: EdgeNode, count: int) -> None:
-    node.stats.purged_entries += count
+def _applied(node: EdgeNode, message: dict[str, Any], count: int) -> int:
+    """Count a bus message applied to this node's memory; the count is acknowledged."""
+    from edge.purge_bus import is_own
+
+    stats = node.stats
+    stats.purged_entries += count
+    kind = str(message.get("type"))
+    if kind == "purge":
+        if is_own(message, node.cfg.node):
+            return count  # our own purge coming back: counted when it was taken
+        kind = purge_api.purge_kind(message)
+    stats.bus_purges[kind] += 1
+    stats.bus_purged_entries += count
+    return count

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -460,20 +461,51 @@ class EdgeNode:
         soft: bool = False,
         kind: str = "api",
     ) -> dict[str, Any]:
-        """Apply a purge here, in the shared tier, and announce it to every node."""
+        """Apply a purge here, in the shared tier, and announce it to every node.
+
+        Answers what went where: ``memory`` (this node, at once), ``shared`` (the Redis
+        tier), and ``nodes``: one row per node process that applied it and acknowledged
+        within `ACK_WAIT` (``acks`` says how many of the bus's receivers did). Without the
+        shared tier, or when it is unreachable (``error``), only this node is purged.
+        """
+        from edge.purge_bus import RedisUnavailable
+
+        t0 = time.monotonic()
         keys = sorted({self.key_for(u) for u in urls})
         prefixes, tags = list(prefixes), list(tags)
-        result: dict[str, Any] = {"node": self.cfg.node}
-        result["memory"] = self.tiers.memory.purge(keys, prefixes, tags, all=all, soft=soft)
+        mine = self.tiers.memory.purge(keys, prefixes, tags, all=all, soft=soft)
         self.stats.purges[kind] += 1
-        self.stats.purged_entries += result["memory"]
-        if self.tiers.redis is not None:
+        self.stats.purged_entries += mine
+        me: dict[str, Any] = {"node": self.cfg.node, "pid": os.getpid(), "entries": mine}
+        result: dict[str, Any] = {"node": self.cfg.node, "kind": kind, "soft": soft}
+        result["memory"] = mine
+        redis, bus = self.tiers.redis, self.tiers.bus
+        if redis is None:
+            result.update(shared=None, nodes=[me], ms=_ms_since(t0))
+            return result
+        try:
             # The shared tier's purge also announces it on the purge bus, in the same
             # transaction, so every node drops its memory copies.
-            try:
-                result["shared"] = await self.tiers.redis.purge(keys, prefixes, tags, all, soft)
-            except Exception as exc:
-                result["shared_error"] = f"shared tier unavailable: {exc}"
+            shared, announced = await redis.purge_announced(keys, prefixes, tags, all, soft)
+        except RedisUnavailable as exc:
+            self.stats.purge_failures += 1
+            result["error"] = f"shared tier unavailable ({exc}): purged on this node only"
+            result.update(shared=None, nodes=[me], ms=_ms_since(t0))
+            return result
+        result["shared"] = shared
+        result["generation"] = announced.generation
+        acks: list[dict[str, Any]] = []
+        if bus is not None and announced.receivers:
+            acks = await bus.collect_acks(announced.generation, announced.receivers)
+        nodes = [me]
+        for ack in acks:
+            if ack.get("node") == me["node"] and ack.get("pid") == me["pid"]:
+                me["entries"] += int(ack.get("entries", 0))  # our own echo from the bus
+            else:
+                nodes.append(ack)
+        result["nodes"] = sorted(nodes, key=lambda n: (str(n.get("node")), n.get("pid", 0)))
+        result["acks"] = {"expected": announced.receivers, "received": len(acks)}
+        result["ms"] = _ms_since(t0)
         return result
 
 
@@ -491,6 +523,10 @@ def client_ip(request: web.Request) -> str | None:
     if not remote:
         return request.headers.get("X-Edge-Peer") or None
     return remote
+
+
+def _ms_since(t0: float) -> float:
+    return round((time.monotonic() - t0) * 1000, 2)
 
 
 def _ttl(entry: Entry, now: float) -> int:

@@ -2,10 +2,21 @@
 
 Both need `Authorization: Bearer <token>`: 401 without it, 403 with a wrong one (compared
 in constant time). Without a configured token the purge API is off and says so.
+
+The answer (200, or 503 when the shared tier was unreachable and only this node purged):
+
+    {"node": "edge-1", "kind": "urls", "soft": false, "memory": 1, "shared": 1,
+     "generation": 42, "nodes": [{"node": "edge-1", "pid": 7, "entries": 1}, ...],
+     "acks": {"expected": 3, "received": 3}, "ms": 2.1}
+
+URLs are reduced to the cache key a GET of them is stored under (full URLs to their path,
+the query sorted and filtered by the matching rule), so `PURGE /a?utm=1&name=x` purges
+what `GET /a?name=x&utm=2` stored. See docs/purge.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from typing import Any
@@ -42,9 +53,25 @@ def authorize(request: web.Request, token: str | None) -> web.Response | None:
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="edge-purge"'},
         )
-    if not hmac.compare_digest(value.strip().encode(), token.encode()):
+    # Digests of equal length: the comparison takes the same time whatever the length
+    # or content of the guess.
+    given_digest = hashlib.sha256(value.strip().encode("utf-8", "surrogateescape")).digest()
+    if not hmac.compare_digest(given_digest, hashlib.sha256(token.encode()).digest()):
         return _json_error(403, "wrong purge token")
     return None
+
+
+def purge_kind(spec: dict[str, Any]) -> str:
+    """What a purge (a body or a bus message) names: "urls", "prefixes+tags", "soft-all"..."""
+    if spec.get("all"):
+        kind = "all"
+    else:
+        kind = "+".join(k for k in ("urls", "prefixes", "tags") if spec.get(k)) or "none"
+    return f"soft-{kind}" if spec.get("soft") else kind
+
+
+def _answer(result: dict[str, Any]) -> web.Response:
+    return web.json_response(result, status=503 if "error" in result else 200)
 
 
 def _target(value: Any, where: str, allow_glob: bool) -> str:
@@ -122,23 +149,34 @@ async def purge_post(request: web.Request, node: EdgeNode) -> web.Response:
         spec = parse_purge_body(raw)
     except BadPurge as exc:
         return _json_error(400, str(exc))
-    kind = "all" if spec["all"] else "+".join(k for k in ("urls", "prefixes", "tags") if spec[k])
-    if spec["soft"]:
-        kind = f"soft-{kind}"
     try:
         result = await node.purge(
-            spec["urls"], spec["prefixes"], spec["tags"], spec["all"], spec["soft"], kind=kind
+            spec["urls"],
+            spec["prefixes"],
+            spec["tags"],
+            spec["all"],
+            spec["soft"],
+            kind=purge_kind(spec),
         )
     except ValueError as exc:
         return _json_error(400, str(exc))
-    return web.json_response(result)
+    return _answer(result)
+
+
+SOFT_HEADERS = ("X-Purge-Soft", "Fastly-Soft-Purge")
+_YES = ("1", "true", "yes", "on")
 
 
 async def purge_method(request: web.Request, node: EdgeNode) -> web.Response:
-    """`PURGE /path`: purge that one URL (every variant)."""
+    """`PURGE /path`: purge that one URL (every variant); soft with `X-Purge-Soft: 1` (or
+    Fastly's `Fastly-Soft-Purge: 1`)."""
     denied = authorize(request, node.cfg.purge_token)
     if denied is not None:
         return denied
-    soft = request.headers.get("X-Purge-Soft", "").lower() in ("1", "true", "yes")
-    result = await node.purge([request.rel_url.raw_path_qs], soft=soft, kind="url")
-    return web.json_response(result)
+    soft = any(request.headers.get(h, "").strip().lower() in _YES for h in SOFT_HEADERS)
+    try:
+        target = _target(request.rel_url.raw_path_qs, "PURGE target", allow_glob=False)
+    except BadPurge as exc:
+        return _json_error(400, str(exc))
+    kind = "soft-urls" if soft else "urls"
+    return _answer(await node.purge([target], soft=soft, kind=kind))

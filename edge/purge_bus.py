@@ -14,7 +14,18 @@ callback (the node should then drop its whole memory tier) when it may have miss
 
 While the subscriber is not in contact with Redis it cannot learn of purges at all:
 `trusted()` turns False ``bound`` seconds after the last contact, so the edge can stop
-serving memory hits it cannot vouch for (policy left to the edge).
+serving memory hits it cannot vouch for (`Tiers.memory_get` holds back what was stored
+before the last contact). What it stores while cut off is vouched for by time alone: every
+``bound / 2`` seconds without trust the callback gets a synthetic ``blind`` message, and
+`apply_to_memory` marks the whole memory tier stale (a soft purge: the next request
+revalidates; stale-if-error may still use it), so no memory copy is served without a
+revalidation more than ``bound`` seconds after a purge this node could not hear.
+
+Acknowledgements: the publisher's script returns how many subscribers received the message
+(PUBLISH's answer). Each subscriber, once the callback applied a purge, RPUSHes
+``{"node", "pid", "entries"}`` to ``{prefix}:purge-ack:{gen}`` (expiring after
+`ACK_TTL`), and the node that took the purge request waits a short, bounded time for as
+many acknowledgements as there were receivers (`collect_acks`), then reports them.
 """
 
 from __future__ import annotations
@@ -23,8 +34,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -37,13 +50,21 @@ from edge.store_memory import MemoryTier
 log = logging.getLogger("edge.purge_bus")
 
 Message = dict[str, Any]
+Callback = Callable[[Message], "int | None"]
+"""Gets each bus message; returns how many entries a purge dropped (acknowledged), or None."""
 
 # KEYS[1] = generation counter; ARGV[1] = channel, ARGV[2] = a JSON object with >= 1 member.
+# Returns {generation, number of subscribers that received the message}.
 PUBLISH_LUA = """
 local gen = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], '{"gen":' .. gen .. ',' .. string.sub(ARGV[2], 2))
-return gen
+local n = redis.call('PUBLISH', ARGV[1], '{"gen":' .. gen .. ',' .. string.sub(ARGV[2], 2))
+return {gen, n}
 """
+
+ACK_TTL_MS = 10_000
+"""How long a purge's acknowledgement list lives in Redis."""
+ACK_WAIT = 0.5
+"""How long the node that took a purge waits for the other nodes' acknowledgements."""
 
 
 class RedisUnavailable(RuntimeError):
@@ -56,6 +77,25 @@ def channel_name(prefix: str) -> str:
 
 def generation_key(prefix: str) -> str:
     return f"{prefix}:purge-gen"
+
+
+def ack_key(prefix: str, gen: int) -> str:
+    return f"{prefix}:purge-ack:{gen}"
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """What the publishing script answered: the purge's generation, and how many
+    subscribers (node processes) received it."""
+
+    generation: int
+    receivers: int
+
+    @classmethod
+    def from_script(cls, raw: object) -> Announced:
+        if isinstance(raw, list | tuple) and len(raw) == 2:
+            return cls(int(raw[0]), int(raw[1]))
+        return cls(int(raw), 0)  # type: ignore[call-overload]
 
 
 def make_client(url: str, timeout: float, name: str | None = None) -> Redis:
@@ -72,16 +112,25 @@ def make_client(url: str, timeout: float, name: str | None = None) -> Redis:
 
 
 def encode_message(message: Message, node: str) -> str:
-    body = {"type": "purge", "node": node, **message}
+    body = {"type": "purge", "node": node, "pid": os.getpid(), **message}
     body.pop("gen", None)
     return json.dumps(body, separators=(",", ":"))
 
 
+def is_own(message: Message, node: str) -> bool:
+    """Whether a bus message was announced by this very process (named `node`)."""
+    return message.get("node") == node and message.get("pid") == os.getpid()
+
+
 def apply_to_memory(memory: MemoryTier, message: Message) -> int:
-    """Apply a bus message to a memory tier: a purge as announced; a resync drops everything."""
-    if message.get("type") == "resync":
+    """Apply a bus message to a memory tier: a purge as announced; a resync drops everything;
+    `blind` (no contact for longer than the bound) marks everything stale (soft)."""
+    kind = message.get("type")
+    if kind == "resync":
         return memory.clear()
-    if message.get("type") != "purge":
+    if kind == "blind":
+        return memory.purge(all=True, soft=True)
+    if kind != "purge":
         return 0
     return memory.purge(
         urls=[str(u) for u in message.get("urls", ())],
@@ -98,7 +147,10 @@ class PurgeBus:
     `await publish(msg)` returns the message's generation (raises RedisUnavailable);
     `start(callback)` runs `run_subscriber(callback)` as a task; `callback(message)` gets
     every message published (``type`` "purge" and whatever the publisher put in it, plus
-    ``gen`` and ``node``) and the synthetic ``{"type": "resync", "gen": g, "reason": r}``.
+    ``gen``, ``node`` and ``pid``), the synthetic ``{"type": "resync", "gen": g, "reason":
+    r}`` and, while cut off for longer than the bound, ``{"type": "blind", "since": t}``.
+    When the callback returns a number for a purge (the entries it dropped), the bus
+    acknowledges the purge with it (see the module docstring).
     """
 
     def __init__(
@@ -125,23 +177,64 @@ class PurgeBus:
         self.connected = False
         self.resyncs = 0
         self.messages = 0
+        self.blinds = 0
+        """Times the memory tier was marked stale for lack of contact (`blind` messages)."""
+        self.acks_sent = 0
+        self.ack_errors = 0
+        self._last_blind = 0.0
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._acks: set[asyncio.Task[None]] = set()
         self._connected = asyncio.Event()
 
     # -- publishing and probing -----------------------------------------------------------
 
     async def publish(self, message: Message) -> int:
         """Announce `message` (a purge spec) to every node; returns its generation."""
+        return (await self.announce(message)).generation
+
+    async def announce(self, message: Message) -> Announced:
+        """Announce `message` to every node: its generation and how many received it."""
         payload = encode_message(message, self.node)
         try:
             async with asyncio.timeout(self.timeout * 4):
-                gen = await self._publish(
+                raw = await self._publish(
                     keys=[generation_key(self.prefix)], args=[self.channel, payload]
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             raise RedisUnavailable(f"purge bus: cannot publish: {exc!r}") from exc
-        return int(gen)
+        return Announced.from_script(raw)
+
+    async def collect_acks(
+        self, gen: int, expected: int, timeout: float = ACK_WAIT
+    ) -> list[dict[str, Any]]:
+        """The acknowledgements of purge `gen` (one per node process that applied it), once
+        `expected` of them arrived or after `timeout` seconds, whichever comes first. Never
+        raises: Redis failing here only shortens the list."""
+        key = ack_key(self.prefix, gen)
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        raw: list[bytes | str] = []
+        while True:
+            try:
+                async with asyncio.timeout(max(0.01, min(self.timeout * 4, timeout))):
+                    raw = await self._client.lrange(key, 0, -1)
+            except (RedisError, OSError, TimeoutError):
+                pass
+            if len(raw) >= expected or time.monotonic() + pause > deadline:
+                break
+            await asyncio.sleep(pause)
+            pause = min(0.01, pause * 2)
+        acks = []
+        for item in raw:
+            try:
+                ack = json.loads(item)
+            except ValueError:
+                continue
+            if isinstance(ack, dict):
+                acks.append(ack)
+        return acks
 
     async def purge_generation(self) -> int:
         """The current purge generation stored in Redis (raises RedisUnavailable)."""
@@ -166,11 +259,40 @@ class PurgeBus:
 
     # -- subscribing ----------------------------------------------------------------------
 
-    def start(self, callback: Callable[[Message], None]) -> asyncio.Task[None]:
-        """Run the subscriber in the background (see `run_subscriber`)."""
+    def start(self, callback: Callback) -> asyncio.Task[None]:
+        """Run the subscriber in the background (see `run_subscriber`), and the watchdog that
+        sends `blind` messages while the subscriber is out of contact for too long."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self.run_subscriber(callback), name="purge-bus")
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watch(callback), name="purge-bus-watch")
         return self._task
+
+    async def _watch(self, callback: Callback) -> None:
+        """While `trusted()` is False, every ``bound / 2`` seconds: a ``blind`` message."""
+        tick = min(0.25, self.bound / 4)
+        blind = False
+        while not self._closed:
+            await asyncio.sleep(tick)
+            now = self._clock()
+            if self.trusted(now):
+                if blind:
+                    log.warning("purge bus: in contact again; memory trusted")
+                blind = False
+                continue
+            if now - self._last_blind < self.bound / 2:
+                continue
+            if not blind:
+                log.warning(
+                    "purge bus: no contact with Redis for more than %.1f s: memory copies "
+                    "are revalidated every %.1f s until it is back",
+                    self.bound,
+                    self.bound / 2,
+                )
+                blind = True
+            self._last_blind = now
+            self.blinds += 1
+            self._call(callback, {"type": "blind", "since": self.last_contact})
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until the subscriber is subscribed; False on timeout."""
@@ -181,7 +303,7 @@ class PurgeBus:
             return False
         return True
 
-    async def run_subscriber(self, callback: Callable[[Message], None]) -> None:
+    async def run_subscriber(self, callback: Callback) -> None:
         """Receive purges forever; reconnect after failures (back-off up to 1 s) and signal
         a resync when a purge may have been missed. Returns after `close()`."""
         failed_before = False
@@ -227,7 +349,7 @@ class PurgeBus:
                 if msg is not None and msg["type"] == "subscribe":
                     return
 
-    async def _listen(self, pubsub: Any, callback: Callable[[Message], None]) -> None:
+    async def _listen(self, pubsub: Any, callback: Callback) -> None:
         check_every = self.bound / 2
         grace = min(0.5, check_every / 2)
         next_check = time.monotonic() + check_every
@@ -257,7 +379,7 @@ class PurgeBus:
             pending = None
             next_check = time.monotonic() + check_every
 
-    def _received(self, data: bytes, callback: Callable[[Message], None]) -> None:
+    def _received(self, data: bytes, callback: Callback) -> None:
         try:
             message = json.loads(data)
             gen = int(message["gen"])
@@ -271,27 +393,50 @@ class PurgeBus:
             self._resync(callback, gen, "gap")
         self.applied_generation = max(gen, applied or 0)
 
-    def _resync(self, callback: Callable[[Message], None], gen: int, reason: str) -> None:
+    def _resync(self, callback: Callback, gen: int, reason: str) -> None:
         self.resyncs += 1
         log.warning(
             "purge bus: purges may have been missed (%s); resync at generation %d", reason, gen
         )
         self._call(callback, {"type": "resync", "gen": gen, "reason": reason})
 
-    def _call(self, callback: Callable[[Message], None], message: Message) -> None:
+    def _call(self, callback: Callback, message: Message) -> None:
         try:
-            callback(message)
+            entries = callback(message)
         except Exception:
             log.exception("purge bus: the callback failed on %r", message)
+            entries = -1  # acknowledged as failed: the publisher reports it
+        if message.get("type") == "purge" and entries is not None and "gen" in message:
+            task = asyncio.get_running_loop().create_task(self._ack(int(message["gen"]), entries))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+    async def _ack(self, gen: int, entries: int) -> None:
+        ack = {"node": self.node, "pid": os.getpid(), "entries": entries}
+        if entries < 0:
+            ack["error"] = "the purge failed on this node"
+        key = ack_key(self.prefix, gen)
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                pipe = self._client.pipeline(transaction=True)
+                pipe.rpush(key, json.dumps(ack, separators=(",", ":")))
+                pipe.pexpire(key, ACK_TTL_MS)
+                await pipe.execute()
+            self.acks_sent += 1
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.ack_errors += 1
+            log.debug("purge bus: cannot acknowledge purge %d: %r", gen, exc)
 
     def _contact(self) -> None:
         self.last_contact = self._clock()
 
     async def close(self) -> None:
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
+        tasks = [t for t in (self._task, self._watchdog, *self._acks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         await _quietly(self._client.aclose())
 
 

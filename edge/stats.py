@@ -22,7 +22,15 @@ class Stats:
     bytes_served: int = 0
     requests: int = 0
     purges: Counter[str] = field(default_factory=Counter)
+    """Purge requests this node took (API, PURGE, invalidations), by kind."""
     purged_entries: int = 0
+    """Entries removed or marked stale in this node's memory, by any purge."""
+    purge_failures: int = 0
+    """Purges taken while the shared tier was unreachable (applied on this node only)."""
+    bus_purges: Counter[str] = field(default_factory=Counter)
+    """Purges announced by other nodes and applied here from the bus, by kind (plus
+    "resync" and "blind", the bus's own safety purges)."""
+    bus_purged_entries: int = 0
     background_refreshes: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -49,6 +57,9 @@ class Stats:
             "background_refreshes": self.background_refreshes,
             "purges": dict(self.purges),
             "purged_entries": self.purged_entries,
+            "purge_failures": self.purge_failures,
+            "bus_purges": dict(self.bus_purges),
+            "bus_purged_entries": self.bus_purged_entries,
             "memory": memory,
             "redis": redis,
         }
@@ -108,6 +119,24 @@ class Stats:
             "counter",
             "Entries removed or marked stale by purges.",
             [("", self.purged_entries)],
+        )
+        metric(
+            "edge_purge_failures_total",
+            "counter",
+            "Purges applied on this node only: the shared tier was unreachable.",
+            [("", self.purge_failures)],
+        )
+        metric(
+            "edge_bus_purges_total",
+            "counter",
+            "Purges of other nodes applied from the purge bus, by kind.",
+            [(f'kind="{_escape(k)}"', v) for k, v in sorted(self.bus_purges.items())],
+        )
+        metric(
+            "edge_bus_purged_entries_total",
+            "counter",
+            "Entries removed or marked stale by purges from the bus.",
+            [("", self.bus_purged_entries)],
         )
         metric(
             "edge_memory_entries",

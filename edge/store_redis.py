@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from edge.entry import Entry, EntryFormatError
 from edge.purge_bus import (
     PUBLISH_LUA,
+    Announced,
     RedisUnavailable,
     channel_name,
     encode_message,
@@ -382,7 +383,8 @@ class RedisTier:
 
     async def delete(self, key: str) -> int:
         """Drop every variant of `key`, without announcing it (raises RedisUnavailable)."""
-        return await self._apply([key], soft=False)
+        entries, _ = await self._apply_announced([key], soft=False)
+        return entries
 
     async def purge(
         self,
@@ -400,6 +402,20 @@ class RedisTier:
         in the same transaction. Raises RedisUnavailable when Redis cannot be reached and
         ValueError for a malformed prefix.
         """
+        entries, _ = await self.purge_announced(urls, prefixes, tags, all, soft, announce)
+        return entries
+
+    async def purge_announced(
+        self,
+        urls: Iterable[str] = (),
+        prefixes: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        all: bool = False,
+        soft: bool = False,
+        announce: bool = True,
+    ) -> tuple[int, Announced]:
+        """`purge`, also answering the purge's generation and how many bus subscribers
+        received the announcement (0 without `announce`)."""
         urls, prefixes, tags = list(urls), list(prefixes), list(tags)
         patterns = [PurgePattern.parse(p) for p in prefixes]
         keys = await self._resolve(urls, patterns, tags, all)
@@ -412,7 +428,9 @@ class RedisTier:
             "soft": soft,
         }
         drop_tags = [] if soft else [self._tag(t) for t in tags]
-        return await self._apply(sorted(keys), soft, drop_tags, message if announce else None)
+        return await self._apply_announced(
+            sorted(keys), soft, drop_tags, message if announce else None
+        )
 
     async def _resolve(
         self, urls: list[str], patterns: list[PurgePattern], tags: list[str], all: bool
@@ -447,17 +465,17 @@ class RedisTier:
             keys = {k for k in keys if p.matches(k)}
         return keys
 
-    async def _apply(
+    async def _apply_announced(
         self,
         keys: list[str],
         soft: bool,
         drop: list[str] | None = None,
         message: dict[str, Any] | None = None,
-    ) -> int:
+    ) -> tuple[int, Announced]:
         now = repr(self._clock())
         obj_prefix = f"{self.prefix}:obj:"
 
-        async def op(r: Redis) -> int:
+        async def op(r: Redis) -> tuple[int, Announced]:
             pipe = r.pipeline(transaction=True)
             chunks = [keys[i : i + 500] for i in range(0, len(keys), 500)]
             for chunk in chunks:
@@ -478,7 +496,7 @@ class RedisTier:
             else:
                 pipe.incr(generation_key(self.prefix))
             results = await pipe.execute()
-            return sum(int(n) for n in results[: len(chunks)])
+            return sum(int(n) for n in results[: len(chunks)]), Announced.from_script(results[-1])
 
         try:
             return await self._run(op, deadline=max(5.0, self.timeout * 4))
