@@ -471,7 +471,7 @@ def _latency_row(result: LoadResult | None) -> list[str]:
 def render_markdown(run: LoadRun, started: str, all_ratios: dict[str, dict[str, Any]]) -> str:
     o = run.opts
     lines = [
-        f"## Load test ({started})",
+        f"## Load test ({started}, code at {report.git_rev()})",
         "",
         f"Loader: {'wrk' if run.wrk else 'aiohttp (ours)'} for a/b, aiohttp (ours) for c/d/e; "
         f"{o.duration:g} s per measurement; edge workers {o.edge_workers}, nginx 2 workers, "

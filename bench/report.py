@@ -18,6 +18,24 @@ def stamp() -> str:
     return time.strftime("%Y-%m-%d-%H%M%S")
 
 
+def git_rev() -> str:
+    """The commit the code under test was at (with '+dirty' when the tree had changes)."""
+    import subprocess
+
+    try:
+        rev = subprocess.run(
+            ["git", "describe", "--always", "--dirty=+dirty"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        rev = ""
+    return rev or "unknown"
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on (they only compare within one run)."""
     info: dict[str, Any] = {
@@ -25,6 +43,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "git": git_rev(),
     }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

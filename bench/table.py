@@ -412,7 +412,7 @@ def render_markdown(run: TableRun, origin_impl: str, started: str) -> str:
         body.append([row.label, *cells, "; ".join(notes)])
     d = run.delays
     lines = [
-        f"## Lab table 7.1 reproduced ({started})",
+        f"## Lab table 7.1 reproduced ({started}, code at {report.git_rev()})",
         "",
         f"Origin: {origin_impl}; heavy {d.heavy_seconds:g} s, DB {d.db_seconds:g} s, "
         f"static {d.static_rate / 1024:g} KB/s per response; hit = median of {run.hits} "
