@@ -310,8 +310,10 @@ def _lifecycle(cfg: EdgeConfig) -> Callable[[web.Application], AsyncIterator[Non
             cfg.origins, cfg.connect_timeout, cfg.read_timeout, down_seconds=cfg.origin_down
         )
         await upstream.start()
-        node = EdgeNode(cfg, Tiers(memory, redis, bus), upstream)
+        tiers = Tiers(memory, redis, bus)
+        node = EdgeNode(cfg, tiers, upstream)
         app[NODE] = node
+        watch = asyncio.create_task(tiers.watch_redis(), name="redis-watch") if redis else None
         if bus is not None:
             bus.start(lambda message: _applied(node, message, apply_to_memory(memory, message)))
         log.info(
@@ -323,6 +325,8 @@ def _lifecycle(cfg: EdgeConfig) -> Callable[[web.Application], AsyncIterator[Non
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
             await node.drain()
             await upstream.close()
             if bus is not None:

@@ -84,6 +84,26 @@ class Tiers:
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout)
 
+    async def watch_redis(self, every: float = 1.0) -> None:
+        """Ask Redis something cheap every `every` seconds, for as long as the node runs.
+
+        The tier only learns that Redis went away, or came back, when it is asked something;
+        a node serving nothing but memory hits would otherwise report a stale status in
+        /_edge/health and the metrics, and keep running without the shared tier after Redis
+        returned. Each probe is one short call under the tier's own timeout and breaker."""
+        from edge.purge_bus import RedisUnavailable
+
+        if self.redis is None:
+            return
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.redis.purge_generation()
+            except RedisUnavailable:
+                pass
+            except Exception as exc:  # a probe must never end the watch
+                log.warning("redis watch: unexpected %r", exc)
+
     def redis_status(self) -> str:
         if self.redis is None:
             return "off"

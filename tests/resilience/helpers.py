@@ -120,6 +120,8 @@ class RedisServer(Proc):
                 "",
                 "--appendonly",
                 "no",
+                "--enable-debug-command",
+                "local",
             ],
             tmp / f"redis-{self.port}.log",
         )
