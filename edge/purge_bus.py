@@ -269,30 +269,34 @@ class PurgeBus:
         return self._task
 
     async def _watch(self, callback: Callback) -> None:
-        """While `trusted()` is False, every ``bound / 2`` seconds: a ``blind`` message."""
-        tick = min(0.25, self.bound / 4)
+        """The moment `trusted()` turns False, and every ``bound / 2`` seconds while it
+        stays False: a ``blind`` message. So a memory copy stored before a purge this node
+        could not hear is revalidated at most ``bound`` seconds after that purge."""
         blind = False
+        started = self._clock()
         while not self._closed:
-            await asyncio.sleep(tick)
             now = self._clock()
-            if self.trusted(now):
+            since = self.last_contact or started  # never connected yet: count from the start
+            if now - since <= self.bound:
                 if blind:
                     log.warning("purge bus: in contact again; memory trusted")
-                blind = False
+                    blind = False
+                # wake up when trust would end, unless contact is refreshed meanwhile
+                await asyncio.sleep(max(0.001, since + self.bound - now + 0.001))
                 continue
-            if now - self._last_blind < self.bound / 2:
-                continue
-            if not blind:
-                log.warning(
-                    "purge bus: no contact with Redis for more than %.1f s: memory copies "
-                    "are revalidated every %.1f s until it is back",
-                    self.bound,
-                    self.bound / 2,
-                )
-                blind = True
-            self._last_blind = now
-            self.blinds += 1
-            self._call(callback, {"type": "blind", "since": self.last_contact})
+            if now - self._last_blind >= self.bound / 2:
+                if not blind:
+                    log.warning(
+                        "purge bus: no contact with Redis for more than %.1f s: memory "
+                        "copies are revalidated every %.1f s until it is back",
+                        self.bound,
+                        self.bound / 2,
+                    )
+                    blind = True
+                self._last_blind = now
+                self.blinds += 1
+                self._call(callback, {"type": "blind", "since": self.last_contact})
+            await asyncio.sleep(max(0.001, self._last_blind + self.bound / 2 - self._clock()))
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until the subscriber is subscribed; False on timeout."""
