@@ -65,8 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="edge node URL, repeatable (default: $EDGE_URLS, comma-separated, "
         "or http://127.0.0.1:8080)",
     )
-    purge.add_argument("--token", default=None, help="purge token (default: $EDGE_PURGE_TOKEN)")
+    purge.add_argument(
+        "--token",
+        default=None,
+        help="purge token (default: $EDGE_PURGE_TOKEN, or the file $EDGE_PURGE_TOKEN_FILE)",
+    )
     purge.add_argument("--timeout", type=float, default=10.0, help="seconds per node")
+    purge.add_argument(
+        "--json", action="store_true", help="print each node's answer as one JSON line"
+    )
     return parser
 
 
@@ -103,15 +110,52 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(cfg, access_log=args.access_log, front=not args.no_front)
 
 
+def _purge_token(args: argparse.Namespace) -> str | None:
+    if args.token:
+        return str(args.token)
+    if os.environ.get("EDGE_PURGE_TOKEN"):
+        return os.environ["EDGE_PURGE_TOKEN"]
+    path = os.environ.get("EDGE_PURGE_TOKEN_FILE")
+    if path:
+        try:
+            return open(path, encoding="utf-8").read().strip() or None
+        except OSError as exc:
+            print(f"woody-edge purge: EDGE_PURGE_TOKEN_FILE: {exc}", file=sys.stderr)
+    return None
+
+
+def _purge_summary(answer: dict[str, object]) -> str:
+    """One line from a node's purge answer: what went where, per node that acknowledged."""
+    parts = [f"{answer.get('kind')} via {answer.get('node')}: memory {answer.get('memory')}"]
+    shared = answer.get("shared")
+    parts.append("shared tier off" if shared is None else f"shared tier {shared}")
+    acks = answer.get("acks")
+    if isinstance(acks, dict):
+        parts.append(f"acks {acks.get('received')}/{acks.get('expected')}")
+    nodes = answer.get("nodes")
+    if isinstance(nodes, list):
+        rows = [f"{n.get('node')}[{n.get('pid')}]={n.get('entries')}" for n in nodes]
+        parts.append("nodes " + " ".join(rows))
+    if "error" in answer:
+        parts.append(f"error: {answer['error']}")
+    return "; ".join(parts)
+
+
 async def _purge(args: argparse.Namespace) -> int:
     import aiohttp
 
-    token = args.token or os.environ.get("EDGE_PURGE_TOKEN")
+    token = _purge_token(args)
     if not token:
-        print("woody-edge purge: a token is needed (--token or EDGE_PURGE_TOKEN)", file=sys.stderr)
+        print(
+            "woody-edge purge: a token is needed (--token, EDGE_PURGE_TOKEN or "
+            "EDGE_PURGE_TOKEN_FILE)",
+            file=sys.stderr,
+        )
         return 2
     edges = args.edge or [
-        u.strip() for u in os.environ.get("EDGE_URLS", "http://127.0.0.1:8080").split(",") if u
+        u.strip()
+        for u in os.environ.get("EDGE_URLS", "http://127.0.0.1:8080").split(",")
+        if u.strip()
     ]
     body = {
         "urls": args.urls,
@@ -130,19 +174,28 @@ async def _purge(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for edge in edges:
             url = edge.rstrip("/") + "/_edge/purge"
+            answer: object = None
             try:
                 async with session.post(
                     url, json=body, headers={"Authorization": f"Bearer {token}"}
                 ) as resp:
                     text = await resp.text()
                     ok = resp.status == 200
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                text, ok = f"unreachable: {exc.__class__.__name__}: {exc}", False
+                    status = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                text, ok, status = "", False, f"unreachable: {exc.__class__.__name__}: {exc}"
             try:
-                shown = json.dumps(json.loads(text), sort_keys=True)
+                answer = json.loads(text)
             except ValueError:
-                shown = text.strip()
-            print(f"{edge}: {'ok' if ok else 'FAILED'} {shown}")
+                answer = None
+            if args.json:
+                print(json.dumps({"edge": edge, "ok": ok, "status": status, "answer": answer}))
+            elif isinstance(answer, dict) and "kind" in answer:
+                print(f"{edge}: {'ok' if ok else 'FAILED ' + status} {_purge_summary(answer)}")
+            elif isinstance(answer, dict):
+                print(f"{edge}: FAILED {status}: {answer.get('error', answer)}")
+            else:
+                print(f"{edge}: FAILED {status} {text.strip()[:200]}".rstrip())
             failures += 0 if ok else 1
     return 1 if failures else 0
 
