@@ -87,7 +87,7 @@ class LoadResult:
             "statuses": self.statuses,
             "cache": self.cache,
             "kinds": self.kinds,
-            "samples_ms": self.samples_ms,
+            "samples_ms": [round(v, 4) for v in self.samples_ms],
             "raw": self.raw,
         }
 

@@ -178,12 +178,15 @@ def percentile_chart(
     n = max(1, len(panels))
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
     ticks = [0.0, 50.0, 90.0, 99.0, 99.9, 99.99]
+    names = list(dict.fromkeys(name for curves in panels.values() for name in curves))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(names)}
     for ax, (panel, curves) in zip(axes[0], panels.items(), strict=False):
         for name, all_points in curves.items():
             points = [(p, v) for p, v in all_points if p < 100.0]
             xs = [-math.log10(max(1e-6, 1 - p / 100)) for p, _ in points]
             ys = [max(v, 1e-3) for _, v in points]
-            ax.plot(xs, ys, label=name, marker=".", markersize=3)
+            ax.plot(xs, ys, label=name, marker=".", markersize=3, color=colors[name])
         ax.set_xticks([-math.log10(1 - t / 100) for t in ticks])
         ax.set_xticklabels([f"{t:g}" for t in ticks], fontsize=7)
         ax.set_yscale("log")
