@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start origin replicas, Redis and N edge nodes (bench.topology)",
         add_help=False,
     )
-    sub.add_parser("chaos", help="fault injection (reserved, not implemented yet)", add_help=False)
+    sub.add_parser("chaos", help="fault, load and fuzzing suite (bench.chaos)", add_help=False)
     return parser
 
 
@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         result = topology.main(argv[1:])
         return int(result or 0)
     if argv and argv[0] == "chaos":
-        print("bench chaos: not implemented yet", file=sys.stderr)
-        return 2
+        from bench import chaos
+
+        return chaos.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "table":
         from bench import table
