@@ -285,7 +285,8 @@ async def _admin(request: web.Request, node: EdgeNode, path: str) -> web.StreamR
 
 def _lifecycle(cfg: EdgeConfig) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        memory = MemoryTier(cfg.memory_max_bytes, cfg.memory_max_object_bytes)
+        # refuse_late: a fill that raced a purge (requested before it) is not stored
+        memory = MemoryTier(cfg.memory_max_bytes, cfg.memory_max_object_bytes, refuse_late=True)
         redis = bus = None
         if cfg.redis_url:
             from edge.purge_bus import PurgeBus, apply_to_memory
@@ -297,6 +298,7 @@ def _lifecycle(cfg: EdgeConfig) -> Callable[[web.Application], AsyncIterator[Non
                 timeout=cfg.redis_timeout,
                 node=cfg.node,
                 max_object_bytes=cfg.memory_max_object_bytes,
+                refuse_late=True,
             )
             await redis.start()
             bus = PurgeBus(

@@ -129,7 +129,7 @@ def apply_to_memory(memory: MemoryTier, message: Message) -> int:
     if kind == "resync":
         return memory.clear()
     if kind == "blind":
-        return memory.purge(all=True, soft=True)
+        return memory.purge(all=True, soft=True, remember=False)
     if kind != "purge":
         return 0
     return memory.purge(
@@ -138,7 +138,12 @@ def apply_to_memory(memory: MemoryTier, message: Message) -> int:
         tags=[str(t) for t in message.get("tags", ())],
         all=bool(message.get("all", False)),
         soft=bool(message.get("soft", False)),
+        at=_number(message.get("at")),
     )
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class PurgeBus:

@@ -29,6 +29,9 @@ from edge.entry import Entry
 
 MiB = 1024 * 1024
 _GLOB_CHARS = "*?["
+PURGE_MEMORY_SECONDS = 300.0
+"""How long a purge is remembered to refuse late stores: a response whose request was sent
+before a purge of it, and that arrives after the purge, is not stored (the fetch raced it)."""
 
 
 def key_path(key: str) -> str:
@@ -133,6 +136,7 @@ class MemoryTier:
         max_object_bytes: int = 16 * MiB,
         clock: Callable[[], float] = time.time,
         max_variants: int = 16,
+        refuse_late: bool = False,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_object_bytes = min(max_object_bytes, max_bytes)
@@ -146,6 +150,16 @@ class MemoryTier:
         self._entries = 0  # variants held, kept up to date (stats() must be O(1))
         self.evictions = 0
         self.expirations = 0
+        self.refuse_late = refuse_late
+        """Refuse puts of responses requested before a hard purge of them (the edge turns
+        it on; see `purge`)."""
+        self.refused_late = 0
+        # Recent purges (time of the purge): puts of responses requested before them are
+        # refused. Forgotten after PURGE_MEMORY_SECONDS.
+        self._purged_keys: dict[str, float] = {}
+        self._purged_tags: dict[str, float] = {}
+        self._purged_patterns: list[tuple[float, PurgePattern]] = []
+        self._purged_all = 0.0
 
     # -- reads --------------------------------------------------------------------------
 
@@ -197,6 +211,9 @@ class MemoryTier:
         now = self._clock()
         if keep_until <= now:
             return False
+        if self._purged_since(entry):
+            self.refused_late += 1
+            return False
         self.expire(now)
         key = entry.key
         old = self._cache.get(key)
@@ -246,14 +263,26 @@ class MemoryTier:
         tags: Iterable[str] = (),
         all: bool = False,
         soft: bool = False,
+        at: float | None = None,
+        remember: bool = True,
     ) -> int:
         """Drop (or with `soft`, mark `invalidated`) every variant of the matching keys.
 
         `urls` are primary keys; `prefixes` are `PurgePattern`s; `tags` match any variant
         carrying the tag (the whole key is purged). Returns the number of entries affected.
         Raises ValueError for a malformed prefix before touching anything.
+
+        With `refuse_late`, the purge is remembered for `PURGE_MEMORY_SECONDS` as made at
+        `at` (epoch seconds, default now; the bus passes the purging node's time): a later
+        `put` of a matching
+        response requested before then is refused, so a fetch in flight cannot undo it
+        (hard purges only; not with `remember` False: the purge bus's own safety marks).
         """
         patterns = [PurgePattern.parse(p) for p in prefixes]
+        urls = list(urls)
+        tags = list(tags)
+        if remember and not soft and self.refuse_late:
+            self._remember(urls, patterns, tags, all, self._clock() if at is None else at)
         if all:
             keys = set(self._cache)
         else:
@@ -292,6 +321,40 @@ class MemoryTier:
         return dropped
 
     # -- internals ----------------------------------------------------------------------
+
+    def _remember(
+        self,
+        keys: list[str],
+        patterns: list[PurgePattern],
+        tags: list[str],
+        all: bool,
+        at: float,
+    ) -> None:
+        horizon = self._clock() - PURGE_MEMORY_SECONDS
+        if all:
+            self._purged_all = max(self._purged_all, at)
+        for key in keys:
+            self._purged_keys[key] = max(self._purged_keys.get(key, 0.0), at)
+        for tag in tags:
+            self._purged_tags[tag] = max(self._purged_tags.get(tag, 0.0), at)
+        self._purged_patterns += [(at, p) for p in patterns]
+        # forget what is old (cheap: only when something is remembered)
+        if len(self._purged_keys) > 1024:
+            self._purged_keys = {k: t for k, t in self._purged_keys.items() if t > horizon}
+        if len(self._purged_tags) > 1024:
+            self._purged_tags = {k: t for k, t in self._purged_tags.items() if t > horizon}
+        self._purged_patterns = [(t, p) for t, p in self._purged_patterns if t > horizon][-256:]
+
+    def _purged_since(self, entry: Entry) -> bool:
+        """Whether a purge matching `entry` happened after its request was sent."""
+        sent = entry.request_time
+        if self._purged_all >= sent:
+            return True
+        if self._purged_keys.get(entry.key, 0.0) >= sent:
+            return True
+        if any(self._purged_tags.get(t, 0.0) >= sent for t in entry.tags):
+            return True
+        return any(t >= sent and p.matches(entry.key) for t, p in self._purged_patterns)
 
     def _invalidate(self, key: str) -> int:
         slot = _peek(self._cache, key)

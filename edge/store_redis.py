@@ -64,17 +64,22 @@ local function kpath(k)
 end
 """
 
-# KEYS: keys, paths, exp zsets. ARGV: soft ("1"/"0"), now, obj prefix, primary keys...
-# Returns the number of live variants affected.
+# KEYS: keys, paths, exp zsets. ARGV: soft ("1"/"0"), now, obj prefix, tombstone prefix,
+# tombstone lifetime (ms), primary keys... Returns the number of live variants affected.
+# A hard purge leaves a tombstone per key (the purge's time): a put of a response requested
+# before it is refused (see _PUT_LUA).
 _PURGE_LUA = (
     _KPATH_LUA
     + """
 local soft = ARGV[1] == '1'
 local now = tonumber(ARGV[2])
 local n = 0
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   local k = ARGV[i]
   local obj = ARGV[3] .. redis.sha1hex(k)
+  if not soft and ARGV[5] ~= '0' then
+    redis.call('SET', ARGV[4] .. redis.sha1hex(k), ARGV[2], 'PX', ARGV[5])
+  end
   for _, f in ipairs(redis.call('HKEYS', obj)) do
     if string.sub(f, 1, 2) == 'd:' then
       local v = string.sub(f, 3)
@@ -93,6 +98,40 @@ end
 return n
 """
 )
+
+# KEYS: obj hash, keys zset, paths zset, exp zset, the key's tombstone, the purge-all
+# tombstone, then N tag sets and their N tombstones. ARGV: variant, data, keep-until,
+# keep-until in ms, primary key, paths member, request time, N. Returns 1 when stored, 0 when
+# a purge newer than the request (a tombstone >= request time) refuses it.
+_PUT_LUA = """
+local sent = tonumber(ARGV[7])
+local ntags = tonumber(ARGV[8])
+local function purged(name)
+  local t = redis.call('GET', name)
+  return t and tonumber(t) >= sent
+end
+if purged(KEYS[5]) or purged(KEYS[6]) then return 0 end
+for i = 1, ntags do
+  if purged(KEYS[6 + ntags + i]) then return 0 end
+end
+local v = ARGV[1]
+redis.call('HSET', KEYS[1], 'd:' .. v, ARGV[2], 't:' .. v, ARGV[3])
+redis.call('HDEL', KEYS[1], 'i:' .. v)
+for i = 0, ntags do
+  local name = KEYS[1]
+  if i > 0 then name = KEYS[6 + i] end
+  redis.call('PEXPIREAT', name, ARGV[4], 'NX')
+  redis.call('PEXPIREAT', name, ARGV[4], 'GT')
+end
+for i = 1, ntags do redis.call('SADD', KEYS[6 + i], ARGV[5]) end
+redis.call('ZADD', KEYS[2], 0, ARGV[5])
+redis.call('ZADD', KEYS[3], 0, ARGV[6])
+redis.call('ZADD', KEYS[4], 'GT', ARGV[3], ARGV[5])
+return 1
+"""
+
+TOMBSTONE_MS = 300_000
+"""How long a purge refuses late stores of responses requested before it."""
 
 # KEYS: keys, paths, exp. ARGV: now, limit, obj prefix. Drops index members of gone hashes.
 _SWEEP_LUA = (
@@ -162,6 +201,7 @@ class RedisTier:
         max_concurrency: int = 32,
         sweep_every: float = 30.0,
         clock: Callable[[], float] = time.time,
+        refuse_late: bool = False,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -175,6 +215,7 @@ class RedisTier:
         self._client = make_client(url, timeout, f"{prefix}/{node}/tier")
         self._slots = asyncio.Semaphore(max_concurrency)
         self._purge = self._client.register_script(_PURGE_LUA)
+        self._put = self._client.register_script(_PUT_LUA)
         self._sweep = self._client.register_script(_SWEEP_LUA)
         self._drop_corrupt = self._client.register_script(_DROP_CORRUPT_LUA)
         self._unlock = self._client.register_script(_UNLOCK_LUA)
@@ -193,6 +234,10 @@ class RedisTier:
         self.errors = 0
         self.busy = 0
         self.corrupt = 0
+        self.refused_late = 0
+        self.refuse_late = refuse_late
+        """Hard purges leave tombstones and puts of responses requested before them are
+        refused (the edge turns it on; TOMBSTONE_MS)."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -227,6 +272,7 @@ class RedisTier:
             "errors": self.errors,
             "busy": self.busy,
             "corrupt": self.corrupt,
+            "refused_late": self.refused_late,
         }
 
     # -- names ----------------------------------------------------------------------------
@@ -239,6 +285,15 @@ class RedisTier:
 
     def _tag(self, tag: str) -> str:
         return f"{self.prefix}:tag:{tag}"
+
+    def _tomb_prefix(self) -> str:
+        return f"{self.prefix}:purged:"
+
+    def _tag_tomb(self, tag: str) -> str:
+        return f"{self.prefix}:purged-tag:{tag}"
+
+    def _all_tomb(self) -> str:
+        return f"{self.prefix}:purged-all"
 
     # -- the circuit breaker --------------------------------------------------------------
 
@@ -360,23 +415,37 @@ class RedisTier:
         data = entry.dumps()
         at_ms = math.ceil(keep_until * 1000)
 
+        tags = list(entry.tags)
+        keys = [
+            name,
+            self._keys,
+            self._paths,
+            self._exp,
+            self._tomb_prefix() + _sha1(key),
+            self._all_tomb(),
+            *(self._tag(t) for t in tags),
+            *(self._tag_tomb(t) for t in tags),
+        ]
+        args: list[str | bytes | int] = [
+            vid,
+            data,
+            repr(keep_until),
+            at_ms,
+            key,
+            f"{key_path(key)}\0{key}",
+            repr(entry.request_time) if self.refuse_late else "1e308",
+            len(tags),
+        ]
+
         async def op(r: Redis) -> Any:
-            pipe = r.pipeline(transaction=True)
-            pipe.hset(name, mapping={f"d:{vid}": data, f"t:{vid}": repr(keep_until)})
-            pipe.hdel(name, f"i:{vid}")
-            for k in (name, *(self._tag(t) for t in entry.tags)):
-                pipe.pexpireat(k, at_ms, nx=True)
-                pipe.pexpireat(k, at_ms, gt=True)
-            for tag in entry.tags:
-                pipe.sadd(self._tag(tag), key)
-            pipe.zadd(self._keys, {key: 0})
-            pipe.zadd(self._paths, {f"{key_path(key)}\0{key}": 0})
-            pipe.zadd(self._exp, {key: keep_until}, gt=True)
-            return await pipe.execute()
+            return await self._put(keys=keys, args=args, client=r)
 
         try:
-            await self._run(op, deadline=self.timeout * 4 + len(data) / 50e6)
+            stored = await self._run(op, deadline=self.timeout * 4 + len(data) / 50e6)
         except _Skip:
+            return False
+        if not stored:
+            self.refused_late += 1  # requested before a purge of it: the fetch raced it
             return False
         self.puts += 1
         return True
@@ -419,6 +488,7 @@ class RedisTier:
         urls, prefixes, tags = list(urls), list(prefixes), list(tags)
         patterns = [PurgePattern.parse(p) for p in prefixes]
         keys = await self._resolve(urls, patterns, tags, all)
+        now = self._clock()
         message = {
             "type": "purge",
             "urls": urls,
@@ -426,10 +496,13 @@ class RedisTier:
             "tags": tags,
             "all": all,
             "soft": soft,
+            "at": now,
         }
         drop_tags = [] if soft else [self._tag(t) for t in tags]
+        tombs = [self._tag_tomb(t) for t in tags] + ([self._all_tomb()] if all else [])
+        tombs = [] if soft or not self.refuse_late else tombs
         return await self._apply_announced(
-            sorted(keys), soft, drop_tags, message if announce else None
+            sorted(keys), soft, drop_tags, message if announce else None, tombs, now
         )
 
     async def _resolve(
@@ -471,9 +544,13 @@ class RedisTier:
         soft: bool,
         drop: list[str] | None = None,
         message: dict[str, Any] | None = None,
+        tombstones: list[str] | None = None,
+        at: float | None = None,
     ) -> tuple[int, Announced]:
-        now = repr(self._clock())
+        now = repr(self._clock() if at is None else at)
         obj_prefix = f"{self.prefix}:obj:"
+        tomb_prefix = self._tomb_prefix()
+        tomb_ms = TOMBSTONE_MS if self.refuse_late else 0
 
         async def op(r: Redis) -> tuple[int, Announced]:
             pipe = r.pipeline(transaction=True)
@@ -481,11 +558,13 @@ class RedisTier:
             for chunk in chunks:
                 await self._purge(
                     keys=[self._keys, self._paths, self._exp],
-                    args=["1" if soft else "0", now, obj_prefix, *chunk],
+                    args=["1" if soft else "0", now, obj_prefix, tomb_prefix, tomb_ms, *chunk],
                     client=pipe,
                 )
             if drop:
                 pipe.delete(*drop)
+            for tomb in tombstones or ():
+                pipe.set(tomb, now, px=TOMBSTONE_MS)
             if message is not None:
                 payload = encode_message(message, self.node)
                 await self._publish(
@@ -496,7 +575,8 @@ class RedisTier:
             else:
                 pipe.incr(generation_key(self.prefix))
             results = await pipe.execute()
-            return sum(int(n) for n in results[: len(chunks)]), Announced.from_script(results[-1])
+            entries = sum(int(n) for n in results[: len(chunks)])
+            return entries, Announced.from_script(results[-1])
 
         try:
             return await self._run(op, deadline=max(5.0, self.timeout * 4))

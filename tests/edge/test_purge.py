@@ -57,6 +57,7 @@ class Versioned:
     cache_tag: dict[str, str] = field(default_factory=dict)
     fetches: Counter[str] = field(default_factory=Counter)
     failing: bool = False
+    delay: dict[str, float] = field(default_factory=dict)
 
     def body(self, path_qs: str) -> bytes:
         return f"{path_qs} v{self.versions.get(path_qs.split('?')[0], 1)}".encode()
@@ -73,6 +74,9 @@ class Versioned:
         if self.failing:
             return web.Response(status=503, text="down")
         self.fetches[path] += 1
+        body = self.body(request.path_qs)  # the version when the request arrived
+        if path in self.delay:
+            await asyncio.sleep(self.delay[path])
         etag = f'"v{self.versions.get(path, 1)}"'
         headers = {"Cache-Control": "max-age=60", "ETag": etag}
         if path in self.surrogate:
@@ -81,7 +85,7 @@ class Versioned:
             headers["Cache-Tag"] = self.cache_tag[path]
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers=headers)
-        return web.Response(body=self.body(request.path_qs), headers=headers)
+        return web.Response(body=body, headers=headers)
 
 
 @dataclass
@@ -354,3 +358,25 @@ async def test_malformed_purges_are_400_with_a_message(cluster: Cluster) -> None
     for i in range(3):
         assert await c.cached(i, "/obj/a")
         assert not node_of(c.nodes[i]).stats.purges
+
+
+async def test_a_fill_that_raced_a_purge_is_not_stored(cluster: Cluster) -> None:
+    """A response requested before a purge and arriving after it is served to its client
+    but stored nowhere (memory tombstones, Redis tombstones), for URL, tag and all purges."""
+    c = cluster
+    c.origin.delay["/obj/b"] = 0.3
+    for n, spec in enumerate(({"urls": ["/obj/b"]}, {"tags": ["sk-b"]}, {"all": True})):
+        in_flight = asyncio.ensure_future(c.get(n % 3, "/obj/b"))
+        await asyncio.sleep(0.1)  # the origin has the request
+        old = c.origin.body("/obj/b")
+        c.origin.bump("/obj/b")
+        status, _ = await c.purge((n + 1) % 3, spec)
+        assert status == 200
+        _, h, body = await in_flight
+        assert body == old and h["X-Cache"] == "MISS"
+        for node in c.nodes:
+            await node_of(node).tiers.drain()
+        for i in range(3):
+            assert not await c.cached(i, "/obj/b"), (spec, i)
+        memory = node_of(c.nodes[n % 3]).tiers.memory
+        assert memory.refused_late == 1  # one per node: each took one of the fills
