@@ -11,45 +11,25 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from edge.config import load_config
-from edge.server import EdgeServer
-from tests.edge.conftest import ROOT, TOKEN, EdgeHandle
-from tests.edge.test_purge import Cluster, start_cluster
+from tests.edge.conftest import ROOT, TOKEN
+from tests.edge.test_purge import Cluster, front_only_servers, start_cluster
 
 pytestmark = pytest.mark.redis
 
-
-@pytest.fixture
-async def front_only() -> AsyncIterator[Any]:
-    started: list[EdgeServer] = []
-
-    async def start(origin_url: str, config: Path, **overrides: Any) -> EdgeHandle:
-        cfg = replace(
-            load_config(config),
-            origins=(origin_url.rstrip("/"),),
-            port=0,
-            purge_token=TOKEN,
-            **overrides,
-        )
-        server = EdgeServer(cfg, front=True)
-        await server.start()
-        started.append(server)
-        return EdgeHandle(server)
-
-    yield start
-    for server in started:
-        await server.stop()
+front_only = pytest.fixture(front_only_servers)
 
 
 @pytest.fixture
 async def two(
-    aiohttp_server, front_only, tmp_path, redis_url, key_prefix
+    aiohttp_server,
+    front_only,
+    tmp_path,
+    redis_url,
+    key_prefix,
 ) -> AsyncIterator[Cluster]:
     c = await start_cluster(aiohttp_server, front_only, tmp_path, redis_url, key_prefix, n=2)
     c.origin.surrogate["/obj/b"] = "common"

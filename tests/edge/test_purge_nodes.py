@@ -16,9 +16,11 @@ import aiohttp
 import pytest
 
 from tests.edge.conftest import EdgeFactory, node_of, origin_hits, url
-from tests.edge.test_purge import start_cluster
+from tests.edge.test_purge import front_only_servers, start_cluster
 
 pytestmark = pytest.mark.redis
+
+front_only = pytest.fixture(front_only_servers)
 
 BOUND = 1.0
 
@@ -101,12 +103,18 @@ async def wait_until(check: Any, timeout: float, every: float = 0.01) -> float:
 
 
 async def test_cut_node_stops_serving_a_purged_object_within_the_bound(
-    aiohttp_server, make_edge: EdgeFactory, tmp_path, redis_url, key_prefix, link
+    aiohttp_server,
+    front_only,
+    tmp_path,
+    redis_url,
+    key_prefix,
+    link,
 ) -> None:
+    """Runs once (front door on, as served): the bound is about the bus, not the hit path."""
     bound = {"purge_staleness_bound": BOUND}
     c = await start_cluster(
         aiohttp_server,
-        make_edge,
+        front_only,
         tmp_path,
         redis_url,
         key_prefix,
