@@ -37,7 +37,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -943,15 +942,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the counts here as JSON")
     args = parser.parse_args(argv)
     profile = SHORT if args.short else LONG
-    with tempfile.TemporaryDirectory(prefix="woody-chaos-") as tmp:
-        try:
-            import uvloop
+    work = ROOT / "var" / f"chaos-{time.strftime('%Y%m%d-%H%M%S')}"
+    work.mkdir(parents=True, exist_ok=True)
+    say(f"logs and databases in {work}")
+    try:
+        import uvloop
 
-            report = uvloop.run(
-                run(profile, Path(tmp), faults=not args.memory, memory=not args.no_memory)
-            )
-        except KeyboardInterrupt:
-            return 130
+        report = uvloop.run(run(profile, work, faults=not args.memory, memory=not args.no_memory))
+    except KeyboardInterrupt:
+        return 130
     print(summary(report), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report.as_json(), indent=2, default=str))

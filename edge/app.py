@@ -47,6 +47,7 @@ class ConnectionGuard:
     header_timeouts: int = 0
     over_limit: int = 0
     bad_requests: int = 0
+    client_gone: int = 0
     _logged_bad: int = 0
     _log_at: float = 0.0
 
@@ -85,6 +86,12 @@ class ConnectionGuard:
                 "counter",
                 "Connections refused over limits.max_connections.",
                 self.over_limit,
+            ),
+            (
+                "edge_clients_gone_total",
+                "counter",
+                "Responses abandoned because the client closed its connection first.",
+                self.client_gone,
             ),
             (
                 "edge_bad_requests_total",
@@ -260,7 +267,16 @@ def create_app(cfg: EdgeConfig) -> web.Application:
         length = request.content_length
         if length is not None and length > cfg.max_request_body:
             return web.Response(status=413, text="413: request body too large\n")
-        return await node.handle(request)
+        try:
+            return await node.handle(request)
+        except ConnectionResetError:
+            if request.transport is not None and not request.transport.is_closing():
+                raise  # not the client's connection
+            # The client went away while we answered: nothing to send, nothing to log (aiohttp
+            # would log a 500 with a traceback). The placeholder below fails to prepare on the
+            # closed transport, which aiohttp treats as a quiet disconnect.
+            guard.client_gone += 1
+            return web.Response(status=499)
 
     app.router.add_route("*", "/{tail:.*}", route)
     return app
