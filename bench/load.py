@@ -62,6 +62,7 @@ CACHES = ("edge", "nginx", "varnish")
 @dataclass
 class Options:
     duration: float = 8.0
+    rounds: int = 3
     connections: int = 64
     large_connections: int = 8
     threads: int = 2
@@ -168,8 +169,8 @@ class LoadRun:
     def expected_seconds(self) -> float:
         o, n = self.opts, len(self.caches)
         per = {
-            "a": (n + 1) * (o.duration + 0.5),
-            "b": (n + 1) * (o.duration + 0.5),
+            "a": (n + 1) * (max(o.duration, o.rounds) + 0.5 * o.rounds),
+            "b": (n + 1) * (max(o.duration, o.rounds) + 0.5 * o.rounds),
             "c": n * (o.herd_seconds + 1.0),
             "d": n * (o.duration + 1.0),
             "e": (n + 1) * min(o.duration, 3.0),
@@ -224,26 +225,56 @@ class LoadRun:
                 ("origin direct", origin, None),
                 *servers,
             ]
+            live: list[tuple[Outcome, str]] = []
             for name, server, error in targets:
                 outcome = Outcome(scenario, name, error=error)
                 self.outcomes.append(outcome)
                 if server is None:
                     continue
                 url = server.url + path
-                with self._step(f"{scenario}: {name} ({connections} connections)", o.duration):
-                    try:
-                        verdicts = []
-                        # warm (on new connections, so each worker process gets some),
-                        # then check the answers come from the cache
-                        for _ in range(6):
-                            _, headers, _ = get(url)
-                            verdicts.append(cache_verdict(headers))
-                        outcome.extra["warm_verdicts"] = verdicts
-                        outcome.result = self._hammer(url, connections, group.workdir)
-                    except (RuntimeError, OSError, ValueError) as exc:
-                        outcome.error = str(exc)[:300]
+                try:
+                    verdicts = []
+                    # warm (on new connections, so each worker process gets some),
+                    # then check the answers come from the cache
+                    for _ in range(6):
+                        _, headers, _ = get(url)
+                        verdicts.append(cache_verdict(headers))
+                    outcome.extra["warm_verdicts"] = verdicts
+                    live.append((outcome, url))
+                except OSError as exc:
+                    outcome.error = str(exc)[:300]
+            # Rounds in rotation, so a burst of load from elsewhere on the machine hits every
+            # server about equally; each server's result is its median round.
+            rounds = max(1, o.rounds)
+            per_round = max(1.0, o.duration / rounds)
+            results: dict[str, list[LoadResult]] = {oc.server: [] for oc, _ in live}
+            for r in range(rounds):
+                for outcome, url in live:
+                    if outcome.error:
+                        continue
+                    what = f"{scenario}: {outcome.server} ({connections} conns, round {r + 1})"
+                    with self._step(what, per_round):
+                        try:
+                            got = self._hammer(url, connections, group.workdir, per_round)
+                        except (RuntimeError, OSError, ValueError) as exc:
+                            outcome.error = str(exc)[:300]
+                            continue
+                    results[outcome.server].append(got)
+                    outcome.extra.setdefault("rounds", []).append(
+                        {
+                            "rps": got.rps,
+                            "bytes_per_s": got.bytes_per_s,
+                            "p50_ms": got.p(50.0),
+                            "p99_ms": got.p(99.0),
+                            "errors": got.errors,
+                        }
+                    )
+            for outcome, _ in live:
+                done = sorted(results[outcome.server], key=lambda x: x.rps)
+                if done and not outcome.error:
+                    outcome.result = done[len(done) // 2]
 
-    def _hammer(self, url: str, connections: int, workdir: Path) -> LoadResult:
+    def _hammer(self, url: str, connections: int, workdir: Path, duration: float) -> LoadResult:
         o = self.opts
         if self.wrk:
             return run_wrk(
@@ -251,14 +282,14 @@ class LoadRun:
                 url,
                 threads=o.threads,
                 connections=connections,
-                duration=o.duration,
+                duration=duration,
                 workdir=workdir,
             )
         return asyncio.run(
             aio_load(
                 lambda i: ("read", url),
                 connections=connections,
-                duration=o.duration,
+                duration=duration,
                 keep_samples=True,
             )
         )
@@ -464,6 +495,20 @@ def ratios(outcomes: list[Outcome], scenario: str) -> dict[str, float | None]:
     return out
 
 
+def round_ratios(outcomes: list[Outcome], scenario: str) -> dict[str, list[float]]:
+    """a and b: the ratio edge/peer in each round (round i of both ran back to back)."""
+    field_name = "rps" if scenario == "a" else "bytes_per_s"
+    edge = _find(outcomes, scenario, "edge")
+    out: dict[str, list[float]] = {}
+    for peer in ("nginx", "varnish"):
+        other = _find(outcomes, scenario, peer)
+        if edge is None or other is None:
+            continue
+        pairs = zip(edge.extra.get("rounds", []), other.extra.get("rounds", []), strict=False)
+        out[f"edge/{peer}"] = [e[field_name] / p[field_name] for e, p in pairs if p[field_name]]
+    return out
+
+
 def _latency_row(result: LoadResult | None) -> list[str]:
     if result is None:
         return ["n/a"] * 3
@@ -493,7 +538,11 @@ def render_markdown(run: LoadRun, started: str, all_ratios: dict[str, dict[str, 
         lines.append("")
         if s in "ab":
             conns = o.connections if s == "a" else o.large_connections
-            lines.append(f"{conns} connections, {o.threads} threads, object warmed first.")
+            lines.append(
+                f"{conns} connections, {o.threads} threads, object warmed first; "
+                f"{o.rounds} rounds of {max(1.0, o.duration / max(1, o.rounds)):g} s per server "
+                "in rotation, the median round shown."
+            )
             headers = ["server", "requests/s", "bytes/s", "p50", "p99", "p99.9", "errors", "warm"]
             for oc in these:
                 r = oc.result
@@ -581,12 +630,18 @@ def render_markdown(run: LoadRun, started: str, all_ratios: dict[str, dict[str, 
                 lines.append(f"- {oc.server}: {oc.error}")
         what = METRIC[s][0]
         these_ratios = all_ratios.get(s, {})
+        spread = round_ratios(run.outcomes, s) if s in "ab" else {}
+
+        def fmt(k: str, v: float | None, spread: dict[str, list[float]] = spread) -> str:
+            if v is None:
+                return f"{k} = n/a"
+            rs = spread.get(k, [])
+            per = f" (rounds: {', '.join(f'{x:.2f}' for x in rs)})" if len(rs) > 1 else ""
+            return f"{k} = {v:.2f}×{per}"
+
         lines.append(
             f"Ratio ({what}): "
-            + ", ".join(
-                f"{k} = {v:.2f}×" if v is not None else f"{k} = n/a"
-                for k, v in these_ratios.items()
-            )
+            + ", ".join(fmt(k, v) for k, v in these_ratios.items())
             + ("" if METRIC[s][2] else " (lower is better)")
         )
         lines.append("")
@@ -610,6 +665,9 @@ def chart(run: LoadRun, path: Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="a and b: split --duration into rounds in rotation"
+    )
     parser.add_argument("--connections", type=int, default=64, help="connections for a (1 KB)")
     parser.add_argument("--large-connections", type=int, default=8, help="connections for b")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
@@ -643,6 +701,7 @@ def options_from(args: argparse.Namespace) -> Options:
         raise SystemExit(f"unknown caches: {','.join(bad)} (known: {','.join(CACHES)})")
     return Options(
         duration=args.duration,
+        rounds=args.rounds,
         connections=args.connections,
         large_connections=args.large_connections,
         threads=args.threads,
@@ -679,6 +738,7 @@ def main(args: argparse.Namespace, print_fn: Callable[[str], None] = print) -> i
         "origins": run.origins,
         "machine": report.machine(),
         "ratios": all_ratios,
+        "round_ratios": {s: round_ratios(run.outcomes, s) for s in opts.scenarios if s in "ab"},
         "outcomes": [oc.as_json() for oc in run.outcomes],
     }
     if not args.no_files:

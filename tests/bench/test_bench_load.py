@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.bench.helpers import require_edge, require_tool, run_json
 
-TINY = ["--duration", "1", "--connections", "4", "--large-connections", "2"]
+TINY = ["--duration", "1", "--rounds", "1", "--connections", "4", "--large-connections", "2"]
 
 
 def _outcome(data: dict[str, Any], scenario: str, server: str) -> dict[str, Any]:

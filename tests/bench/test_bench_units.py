@@ -134,9 +134,21 @@ def test_parser_has_the_subcommands() -> None:
     assert args.command == "load" and args.duration == 1.0
 
 
-def test_chaos_is_reserved(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["chaos"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_topology_and_chaos_dispatch_to_their_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.chaos
+    import bench.topology
+
+    seen: list[list[str]] = []
+
+    def fake(argv: list[str]) -> int:
+        seen.append(argv)
+        return 7
+
+    monkeypatch.setattr(bench.topology, "main", fake)
+    monkeypatch.setattr(bench.chaos, "main", fake)
+    assert main(["topology", "up", "--edges", "1"]) == 7
+    assert main(["chaos", "--x"]) == 7
+    assert seen == [["up", "--edges", "1"], ["--x"]]
 
 
 def test_unknown_rows_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
