@@ -917,6 +917,8 @@ def verdict(report: Report) -> list[str]:
         if report.crashes or report.crash_notes:
             bad.append(f"crashes: {report.crashes} {report.crash_notes}")
         for t in report.phases:
+            if t.name.endswith("connections") and (t.conn_errors or t.fivexx()):
+                bad.append(f"{t.name}: connection errors {dict(t.conn_errors)}, 5xx {t.fivexx()}")
             if 500 in t.statuses:
                 bad.append(f"{t.name}: {t.statuses[500]} answers 500")
     m = report.memory

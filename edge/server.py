@@ -81,7 +81,7 @@ class EdgeServer:
             await site.start()
             self.port = _bound_port(self.runner.addresses) or cfg.port
             return
-        await web.UnixSite(self.runner, self.relay_path).start()
+        await web.UnixSite(self.runner, self.relay_path, backlog=2048).start()
         node = self.node
         heads = HeadCache(node)
         limits = make_limits(node)
