@@ -96,7 +96,9 @@ class Progress:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.done_expected = self.total_expected  # finished: the bar ends full
         self._stop.set()
         if self._thread is not None:
             self._thread.join(1)
