@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -137,6 +138,9 @@ class ProcessGroup:
         tb: TracebackType | None,
     ) -> None:
         self.stop_all()
+        # Logs, configs, nginx/Varnish caches: gone with the servers (WOODY_BENCH_KEEP=1 keeps)
+        if os.environ.get("WOODY_BENCH_KEEP") != "1":
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def start(
         self,
