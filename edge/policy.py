@@ -95,10 +95,16 @@ class StoreDecision:
     must_revalidate: bool = False
     no_cache: bool = False
     keep_for_validation: float = 0.0
+    from_rule: bool = False
+    """The lifetime is a config rule's TTL: the edge's own policy, counted from arrival."""
 
     def meta(self, initial_age: float) -> dict[str, float]:
+        # A rule's TTL means "keep it this long once here", as nginx's proxy_cache_valid and
+        # Varnish's beresp.ttl do: the origin's slowness must not eat it (a 15 s answer with
+        # a 15 s rule would otherwise arrive stale). Age stays the RFC 9111 4.2.3 value.
+        lifetime = self.lifetime + initial_age if self.from_rule else self.lifetime
         return {
-            "lifetime": self.lifetime,
+            "lifetime": lifetime,
             "age0": initial_age,
             "swr": self.stale_while_revalidate,
             "sie": self.stale_if_error,
@@ -297,8 +303,10 @@ def decide_store(
 
     explicit = explicit_lifetime(cc, source, response_headers, response_time)
     lifetime: float | None = explicit
+    from_rule = False
     if rule.ttl is not None and status in RULE_STATUSES and (rule.rule_wins or explicit is None):
         lifetime = rule.ttl
+        from_rule = True
     if lifetime is None:
         # 4.2.2: heuristics only without explicit expiration; never for errors.
         lifetime = heuristic_lifetime(status, response_headers, response_time, defaults)
@@ -332,7 +340,9 @@ def decide_store(
     ):
         return StoreDecision(False, "stale-on-arrival")
     keep = defaults.keep if has_validator(response_headers) else 0.0
-    return StoreDecision(True, "", float(lifetime), swr, sie, must_revalidate, no_cache, keep)
+    return StoreDecision(
+        True, "", float(lifetime), swr, sie, must_revalidate, no_cache, keep, from_rule
+    )
 
 
 def _window(cc: Directives, name: str, rule_value: float | None, default: float) -> float:
