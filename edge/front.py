@@ -54,6 +54,7 @@ NOT_PLAIN = frozenset(
 MAX_QUEUED = 32  # pipelined requests waiting behind a relayed one before reading pauses
 MAX_HEADERS = 128
 HEAD_CACHE_SIZE = 4096
+RELAY_CONNECT_TRIES = 20
 
 ERROR_BODIES = {
     400: b"400: malformed request\n",
@@ -435,13 +436,23 @@ class FrontProtocol(asyncio.Protocol):
         return b"".join(parts)
 
     async def _connect(self) -> None:
-        try:
-            _, relay = await self.loop.create_unix_connection(lambda: _Relay(self), self.relay_path)
-        except OSError as exc:
-            log.warning("relay to the edge application failed: %s", exc)
-            self.connecting = False
-            self._fail(502)
-            return
+        # A burst of new connections can overflow the Unix socket's backlog for a moment
+        # (EAGAIN): retry briefly before giving the client a 502.
+        for attempt in range(RELAY_CONNECT_TRIES):
+            try:
+                _, relay = await self.loop.create_unix_connection(
+                    lambda: _Relay(self), self.relay_path
+                )
+                break
+            except OSError as exc:
+                if attempt == RELAY_CONNECT_TRIES - 1 or (
+                    self.transport is None or self.transport.is_closing()
+                ):
+                    log.warning("relay to the edge application failed: %s", exc)
+                    self.connecting = False
+                    self._fail(502)
+                    return
+                await asyncio.sleep(0.01 * (attempt + 1))
         self.connecting = False
         self.relay = relay
         self._advance()
@@ -454,6 +465,11 @@ class FrontProtocol(asyncio.Protocol):
         if req is not None and self.queue and self.queue[0] is req:
             self.queue.popleft()
         if not keep_alive or (req is not None and not req.keep_alive) or self.closing:
+            self._close()
+            return
+        if req is not None and not req.complete:
+            # Answered before its body arrived (say a 413): the rest of the body has no
+            # reader, so close rather than wait for it.
             self._close()
             return
         self._advance()
