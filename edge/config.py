@@ -44,6 +44,13 @@ class QueryPolicy:
         return name not in self.names
 
 
+def path_matches(
+    pattern: str, with_query: tuple[str, ...], path: str, query_names: frozenset[str]
+) -> bool:
+    """A path glob that matches, and every query parameter named in `with_query` present."""
+    return fnmatch.fnmatchcase(path, pattern) and all(q in query_names for q in with_query)
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """Per-path behaviour for origins that send no caching headers."""
@@ -56,9 +63,7 @@ class Rule:
     tags: tuple[str, ...] = ()
 
     def matches(self, path: str, query_names: frozenset[str]) -> bool:
-        return fnmatch.fnmatchcase(path, self.match) and all(
-            q in query_names for q in self.with_query
-        )
+        return path_matches(self.match, self.with_query, path, query_names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +77,7 @@ class Invalidation:
     tags: tuple[str, ...] = ()
 
     def matches(self, path: str, query_names: frozenset[str]) -> bool:
-        return fnmatch.fnmatchcase(path, self.match) and all(
-            q in query_names for q in self.with_query
-        )
+        return path_matches(self.match, self.with_query, path, query_names)
 
 
 @dataclass(frozen=True, slots=True)
