@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 import urllib.request
@@ -119,7 +120,14 @@ def available_caches(wanted: tuple[str, ...]) -> tuple[list[str], dict[str, str]
 def start_cache(group: ProcessGroup, kind: str, origin: Server, opts: Options, tag: str) -> Server:
     port = int(origin.url.rsplit(":", 1)[1])
     if kind == "edge":
-        return start_edge(group, origin.url, node=f"edge-{tag}", workers=opts.edge_workers)
+        return start_edge(
+            group,
+            origin.url,
+            node=f"edge-{tag}",
+            workers=opts.edge_workers,
+            redis_url=opts.redis_url,
+            key_prefix=f"woody-bench-load-{os.getpid()}-{tag}",
+        )
     if kind == "nginx":
         return nginx_cache(group, port, name=f"nginx-{tag}")
     if kind == "varnish":
@@ -675,6 +683,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated: a,b,c,d,e")
     parser.add_argument("--edge-workers", type=int, default=2)
+    parser.add_argument(
+        "--redis",
+        default=None,
+        help="give the edge its shared Redis tier (its workers then collapse misses together)",
+    )
     parser.add_argument("--caches", default=",".join(CACHES), help="edge,nginx,varnish")
     parser.add_argument("--herd", type=int, default=32, help="concurrent cold requests in c")
     parser.add_argument("--herd-seconds", type=float, default=1.0, help="heavy call time in c")
@@ -718,6 +731,7 @@ def options_from(args: argparse.Namespace) -> Options:
         miss_requests=args.miss_requests,
         origin_impl=args.origin_impl,
         loader=args.loader,
+        redis_url=args.redis,
     )
 
 

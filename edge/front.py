@@ -18,12 +18,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from edge import policy
 from edge.deliver import client_headers
 
 if TYPE_CHECKING:
@@ -87,7 +85,6 @@ class _Request:
         "body",
         "chunked",
         "complete",
-        "head",
         "headers",
         "keep_alive",
         "method",
@@ -108,7 +105,6 @@ class _Request:
         self.complete = False
         self.started = False  # its head was sent to the relay
         self.body: list[bytes] = []
-        self.head = b""
 
 
 class HeadCache:
@@ -383,6 +379,7 @@ class FrontProtocol(asyncio.Protocol):
         meta = entry.meta
         if meta.get("nc"):
             return False
+        # current_age and freshness as edge.policy computes them (RFC 9111 4.2.3), inline.
         now = time.time()
         age = meta.get("age0", 0.0) + max(0.0, now - entry.response_time)
         lifetime = meta.get("lifetime", 0.0)
@@ -494,7 +491,6 @@ class _Relay(asyncio.Protocol):
         self.parser: httptools.HttpResponseParser | None = None
         self.head_only = False
         self.head_buf = b""
-        self.done: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -575,7 +571,3 @@ def make_limits(node: EdgeNode) -> tuple[int, int, float, float]:
     cfg = node.cfg
     header_timeout = float(getattr(cfg, "header_timeout", 10.0))
     return (cfg.max_line_size, cfg.max_field_size, header_timeout, cfg.keepalive_timeout)
-
-
-# Re-exported for the hit decision's documentation: the same arithmetic as policy.
-_ = policy.current_age
