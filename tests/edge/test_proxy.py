@@ -548,3 +548,34 @@ async def test_purge_reaches_every_node(
         for n in nodes:
             _, h, _ = await get(s, url(n, "/api/misc/heavy?name=pp"))
             assert h["X-Cache"] in ("MISS", "HIT")  # the first node to refetch refills Redis
+
+
+async def test_accept_encoding_variants_stay_apart(scripted, make_edge: EdgeFactory) -> None:
+    """A gzip answer is only ever served to clients that accept gzip (Vary: Accept-Encoding),
+    and the bytes pass through as the origin compressed them."""
+    import gzip
+
+    from aiohttp import web
+
+    script, server = scripted
+    plain = b"hello " * 200
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        headers = {"Cache-Control": "max-age=60", "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(body=gzip.compress(plain), headers=headers)
+        return web.Response(body=plain, headers=headers)
+
+    script.handlers["/gz"] = page
+    edge = await make_edge(url(server, "/"), config=STANDARD_YAML)
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        _, h1, b1 = await get(s, url(edge, "/gz"), headers={"Accept-Encoding": "gzip, br"})
+        _, h2, b2 = await get(s, url(edge, "/gz"), headers={"Accept-Encoding": "identity"})
+        _, h3, b3 = await get(s, url(edge, "/gz"), headers={"Accept-Encoding": "br,  gzip"})
+        _, h4, b4 = await get(s, url(edge, "/gz"), headers={"Accept-Encoding": "identity"})
+    assert h1["Content-Encoding"] == "gzip" and gzip.decompress(b1) == plain
+    assert "Content-Encoding" not in h2 and b2 == plain
+    assert h3["X-Cache"] == "HIT" and h3["Content-Encoding"] == "gzip" and b3 == b1
+    assert h4["X-Cache"] == "HIT" and "Content-Encoding" not in h4 and b4 == plain
+    assert script.hits["/gz"] == 2
