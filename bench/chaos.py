@@ -47,6 +47,7 @@ from urllib.parse import urlparse
 import aiohttp
 import yaml
 
+from bench.procs import free_port
 from bench.topology import Service, Topology, TopologyConfig, port_in_use
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,12 +160,6 @@ class Report:
 
 def say(text: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def free_block(n: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,8 +49,22 @@ def _stop_all() -> None:  # pragma: no cover - safety net
         _stop(proc, 2.0)
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out as the source
+# port of an outgoing connection could be taken between choosing it and the server binding
+# it (seen under load as "address already in use").
+PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    """A TCP port on 127.0.0.1 that nobody uses right now, outside the ephemeral range."""
+    for _ in range(500):
+        port = random.randrange(*PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -25,6 +26,7 @@ import httptools
 from edge.deliver import client_headers
 
 if TYPE_CHECKING:
+    from edge.app import ConnectionGuard
     from edge.entry import Entry
     from edge.proxy import EdgeNode
 
@@ -50,7 +52,6 @@ NOT_PLAIN = frozenset(
     }
 )
 MAX_QUEUED = 32  # pipelined requests waiting behind a relayed one before reading pauses
-MAX_HEADERS = 128
 HEAD_CACHE_SIZE = 4096
 RELAY_CONNECT_TRIES = 20
 
@@ -61,6 +62,7 @@ ERROR_BODIES = {
     431: b"431: request header fields too large\n",
     501: b"501: protocol upgrades are not supported\n",
     502: b"502: edge worker unavailable\n",
+    503: b"503: too many connections\n",
 }
 REASONS = {
     400: "Bad Request",
@@ -69,6 +71,7 @@ REASONS = {
     431: "Request Header Fields Too Large",
     501: "Not Implemented",
     502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 
 
@@ -180,13 +183,17 @@ class FrontProtocol(asyncio.Protocol):
         heads: HeadCache,
         relay_path: str,
         connections: set[FrontProtocol],
-        limits: tuple[int, int, float, float],
+        limits: Limits,
+        guard: ConnectionGuard,
     ) -> None:
         self.node = node
+        self.guard = guard
         self.heads = heads
         self.relay_path = relay_path
         self.connections = connections
-        self.max_line, self.max_field, self.header_timeout, self.idle_timeout = limits
+        self.limits = limits
+        self.max_line, self.max_field = limits.max_line, limits.max_field
+        self.header_timeout, self.idle_timeout = limits.header_timeout, limits.idle_timeout
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[_Request] = deque()
@@ -207,6 +214,11 @@ class FrontProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if len(self.connections) >= self.limits.max_connections:
+            self.guard.over_limit += 1
+            self.transport.write(error_bytes(503))
+            self.transport.close()
+            return
         self.connections.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
@@ -262,6 +274,7 @@ class FrontProtocol(asyncio.Protocol):
     def tick(self, now: float) -> None:
         """Called about once a second for every connection (cheaper than a timer a request)."""
         if self.head_started and now - self.head_started > self.header_timeout:
+            self.guard.header_timeouts += 1
             self._fail(408)  # a request head that never finished
         elif (
             self.relaying is None
@@ -279,12 +292,13 @@ class FrontProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(501)
             return
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
+            self.guard.bad_request(self.peer.decode() or None, exc)
             self._fail(400)
             return
         if self.current is not None and not self.current.started:
             self.head_bytes += len(data)
-            if self.head_bytes > self.max_line + MAX_HEADERS * self.max_field:
+            if self.head_bytes > self.max_line + self.limits.max_headers * self.max_field:
                 self._fail(431)
         self._advance()
 
@@ -302,7 +316,7 @@ class FrontProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self.current
         assert req is not None
-        if len(name) + len(value) > self.max_field or len(req.headers) >= MAX_HEADERS:
+        if len(name) + len(value) > self.max_field or len(req.headers) >= self.limits.max_headers:
             raise httptools.HttpParserError("header too large")
         lname = name.lower()
         if lname in NOT_PLAIN:
@@ -567,7 +581,25 @@ async def tick_forever(connections: set[FrontProtocol], every: float = 1.0) -> N
             conn.tick(now)
 
 
-def make_limits(node: EdgeNode) -> tuple[int, int, float, float]:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The request limits of `limits:` in the config, as the front door applies them."""
+
+    max_line: int
+    max_field: int
+    max_headers: int
+    header_timeout: float
+    idle_timeout: float
+    max_connections: int
+
+
+def make_limits(node: EdgeNode) -> Limits:
     cfg = node.cfg
-    header_timeout = float(getattr(cfg, "header_timeout", 10.0))
-    return (cfg.max_line_size, cfg.max_field_size, header_timeout, cfg.keepalive_timeout)
+    return Limits(
+        max_line=cfg.max_line_size,
+        max_field=cfg.max_field_size,
+        max_headers=cfg.max_headers,
+        header_timeout=cfg.header_timeout,
+        idle_timeout=cfg.keepalive_timeout,
+        max_connections=cfg.max_connections,
+    )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge.app import NODE, create_app
+from edge.app import GUARD, NODE, create_app
 from edge.config import EdgeConfig
 from edge.front import FrontProtocol, HeadCache, make_limits, tick_forever
 from edge.proxy import EdgeNode
@@ -85,8 +85,9 @@ class EdgeServer:
         node = self.node
         heads = HeadCache(node)
         limits = make_limits(node)
+        guard = self.runner.app[GUARD]
         self.server = await loop.create_server(
-            lambda: FrontProtocol(node, heads, self.relay_path, self.connections, limits),
+            lambda: FrontProtocol(node, heads, self.relay_path, self.connections, limits, guard),
             cfg.host,
             cfg.port,
             reuse_port=reuse_port,

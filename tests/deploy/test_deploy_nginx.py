@@ -18,16 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import free_port
 from tests.deploy.helpers import REPO, need_tool
 
 NGINX_DIR = REPO / "config" / "nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def render(name: str, tmp: Path, replacements: dict[str, str]) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bench.procs import free_port
 from origin.app import create_app
 from origin.settings import OriginSettings
 
@@ -46,12 +46,6 @@ def origin_client(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> Clien
         return await aiohttp_client(create_app(settings))
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

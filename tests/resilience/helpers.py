@@ -16,14 +16,10 @@ from typing import Any
 
 import yaml
 
+from bench.procs import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 EDGE_YAML = ROOT / "config" / "edge.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(
