@@ -579,3 +579,22 @@ async def test_accept_encoding_variants_stay_apart(scripted, make_edge: EdgeFact
     assert h3["X-Cache"] == "HIT" and h3["Content-Encoding"] == "gzip" and b3 == b1
     assert h4["X-Cache"] == "HIT" and "Content-Encoding" not in h4 and b4 == plain
     assert script.hits["/gz"] == 2
+
+
+async def test_objects_over_the_size_limit_stream_through_uncached(
+    scripted, make_edge: EdgeFactory
+) -> None:
+    """memory.max_object_bytes: a bigger answer is streamed whole and never stored."""
+    script, server = scripted
+    big = bytes(range(256)) * 4096  # 1 MiB
+    script.set("/big", body=big, Cache_Control="max-age=60")
+    edge = await make_edge(
+        url(server, "/"), config=STANDARD_YAML, memory_max_object_bytes=256 * 1024
+    )
+    async with aiohttp.ClientSession() as s:
+        _, h1, b1 = await get(s, url(edge, "/big"))
+        _, h2, b2 = await get(s, url(edge, "/big"))
+    assert b1 == big and b2 == big
+    assert h1["X-Cache"] == "MISS" and "detail=too-big" in h1["Cache-Status"]
+    assert h2["X-Cache"] == "MISS" and script.hits["/big"] == 2
+    assert node_of(edge).tiers.memory.stats()["entries"] == 0
