@@ -735,13 +735,33 @@ def options_from(args: argparse.Namespace) -> Options:
     )
 
 
+def _forget_redis_keys(url: str, prefix: str) -> None:
+    """Delete what the edges of this run wrote to the shared Redis."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            for i in range(0, len(keys), 500):
+                client.delete(*keys[i : i + 500])
+        finally:
+            client.close()
+    except redis.RedisError:
+        pass  # the keys expire on their own; nothing to fail the report for
+
+
 def main(args: argparse.Namespace, print_fn: Callable[[str], None] = print) -> int:
     opts = options_from(args)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     run = LoadRun(opts)
     with Progress(run.expected_seconds(), label="bench load", enabled=not args.quiet) as progress:
         run.progress = progress
-        run.run()
+        try:
+            run.run()
+        finally:
+            if opts.redis_url:
+                _forget_redis_keys(opts.redis_url, f"woody-bench-load-{os.getpid()}-")
     all_ratios: dict[str, dict[str, Any]] = {s: ratios(run.outcomes, s) for s in opts.scenarios}
     for s in "ab":
         # rounds of edge and peer ran back to back: their ratios are the paired comparison

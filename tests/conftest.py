@@ -46,21 +46,37 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+# Every key of this test session starts with this; the session deletes them all at its end,
+# which also catches a write that a background task made after its test's own clean-up.
+SESSION_PREFIX = f"wtest-{uuid.uuid4().hex[:8]}"
+
+
+def _delete_keys(pattern: str) -> None:
+    if not _reachable(REDIS_URL, 6379):
+        return
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_session_keys() -> Iterator[None]:
+    yield
+    _delete_keys(f"{SESSION_PREFIX}-*")
+
+
 @pytest.fixture
 def key_prefix() -> Iterator[str]:
     """A Redis key prefix of this test alone; its keys are deleted afterwards."""
-    prefix = f"wtest-{uuid.uuid4().hex[:12]}"
+    prefix = f"{SESSION_PREFIX}-{uuid.uuid4().hex[:8]}"
     yield prefix
-    if _reachable(REDIS_URL, 6379):
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+    _delete_keys(f"{prefix}*")
 
 
 @pytest.fixture
