@@ -74,13 +74,45 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument(
         "--json", action="store_true", help="print each node's answer as one JSON line"
     )
+
+    warm = sub.add_parser("warm", help="prefetch URLs through edge nodes so they are cached")
+    warm.add_argument("paths", nargs="*", help="paths to fetch, e.g. / /5mo.jpg")
+    warm.add_argument("--file", default=None, help="a file of paths, one a line ('-': stdin)")
+    warm.add_argument(
+        "--edge",
+        action="append",
+        default=None,
+        help="edge node URL, repeatable (default: $EDGE_URLS or http://127.0.0.1:8080)",
+    )
+    warm.add_argument("--concurrency", type=int, default=8, help="requests at a time")
+    warm.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     return parser
+
+
+def _edges(given: list[str] | None) -> list[str]:
+    if given:
+        return given
+    default = os.environ.get("EDGE_URLS", "http://127.0.0.1:8080")
+    return [u.strip() for u in default.split(",") if u.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "warm":
+        from edge.warm import read_targets, warm
+
+        try:
+            targets = read_targets(args.paths, args.file)
+        except (OSError, ValueError) as exc:
+            print(f"woody-edge warm: {exc}", file=sys.stderr)
+            return 2
+        if not targets:
+            print("woody-edge warm: give paths or --file", file=sys.stderr)
+            return 2
+        failed = asyncio.run(warm(_edges(args.edge), targets, args.concurrency, args.timeout))
+        return 1 if failed else 0
     return asyncio.run(_purge(args))
 
 
@@ -152,11 +184,7 @@ async def _purge(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    edges = args.edge or [
-        u.strip()
-        for u in os.environ.get("EDGE_URLS", "http://127.0.0.1:8080").split(",")
-        if u.strip()
-    ]
+    edges = _edges(args.edge)
     body = {
         "urls": args.urls,
         "prefixes": args.prefix,
