@@ -26,9 +26,8 @@ def require_tool(name: str) -> None:
 
 
 def require_edge() -> None:
-    """The edge rows run once `python -m edge serve` has landed; until then they skip."""
-    if not edge_available():
-        pytest.skip("`python -m edge serve` is not available yet")
+    """The edge rows need `python -m edge serve`: a broken one must fail, not skip."""
+    assert edge_available(), "`python -m edge serve` does not start"
 
 
 def run_json(argv: list[str]) -> dict[str, Any]:

@@ -451,24 +451,6 @@ async def test_topology_with_the_real_origin(tmp_path: Path) -> None:
 # --- the real thing ----------------------------------------------------------------------------
 
 
-def _edge_serve_implemented() -> bool:
-    """True once `python -m edge serve` exists: the smoke test un-skips itself when it lands."""
-    import edge.__main__ as edge_main
-
-    build = getattr(edge_main, "build_parser", None)
-    if build is None:
-        return False
-    try:
-        build().parse_args(["serve", "--port", "8080"])
-    except SystemExit:
-        return False
-    return True
-
-
-@pytest.mark.skipif(
-    not _edge_serve_implemented(),
-    reason="`python -m edge serve` is not implemented yet: the lead un-skips this once it lands",
-)
 async def test_smoke_real_origin_and_edge(tmp_path: Path) -> None:
     """`make run`'s topology for real: origin on one port, one edge in front; an image HITs."""
     edge_port, origin_port = free_ports(2)
