@@ -157,7 +157,8 @@ class HeadCache:
         lines.append(f"X-Served-By: {node.cfg.node}")
         if entry.status == 200 and "Accept-Ranges" not in headers:
             lines.append("Accept-Ranges: bytes")
-        lines.append(f"Content-Length: {len(entry.body)}")
+        if entry.status != 204:  # RFC 9110 8.6: no Content-Length in a 204
+            lines.append(f"Content-Length: {len(entry.body)}")
         head = ("\r\n".join(lines) + "\r\n").encode("latin-1", "replace")
         if len(self.heads) >= HEAD_CACHE_SIZE:
             self.heads.clear()
