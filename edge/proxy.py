@@ -215,9 +215,17 @@ class EdgeNode:
         self.stats.stored += 1
 
     async def miss(
-        self, request: web.Request, key: str, rule: Rule, stale: Entry | None, fwd: str
+        self,
+        request: web.Request,
+        key: str,
+        rule: Rule,
+        stale: Entry | None,
+        fwd: str,
+        private: bool = False,
     ) -> web.StreamResponse:
-        collapsible = self.collapsible(key, rule, stale)
+        """Fetch from the origin, joining a fetch in flight for the same key when the answer
+        is expected to be shareable. `private`: this client's own fetch, never joined."""
+        collapsible = not private and self.collapsible(key, rule, stale)
         fetch = self.flights.get(key) if collapsible else None
         follower = fetch is not None and fetch.can_attach()
         if fetch is None or not follower:
@@ -265,7 +273,7 @@ class EdgeNode:
             mine = vary_values(policy.vary_names(head.headers), request.headers)
             if not head.decision.store or mine != head.vary:
                 # The answer is not shareable with this client: a fetch of its own.
-                return await self.miss(request, fetch.spec.key, NO_RULE_PRIVATE, None, fwd)
+                return await self.miss(request, fetch.spec.key, rule, None, fwd, private=True)
         x_cache = "EXPIRED" if stale is not None else "MISS"
         parts = [f"fwd={fwd}", f"fwd-status={head.status}"]
         if head.decision.store:
@@ -302,7 +310,7 @@ class EdgeNode:
         if follower and not fetch.can_attach():
             entry = await asyncio.shield(fetch.done)
             if entry is None:
-                return await self.miss(request, fetch.spec.key, NO_RULE_PRIVATE, None, fwd)
+                return await self.miss(request, fetch.spec.key, rule, None, fwd, private=True)
             return self.deliver(request, entry, "MISS", "; ".join(parts), time.time())
         resp = web.StreamResponse(status=head.status, headers=headers)
         length = head.headers.get("Content-Length")
@@ -507,9 +515,6 @@ class EdgeNode:
         result["acks"] = {"expected": announced.receivers, "received": len(acks)}
         result["ms"] = _ms_since(t0)
         return result
-
-
-NO_RULE_PRIVATE = Rule(match="/*")
 
 
 def select_all(entries: list[Entry], request: web.Request) -> list[Entry]:

@@ -598,3 +598,32 @@ async def test_objects_over_the_size_limit_stream_through_uncached(
     assert h1["X-Cache"] == "MISS" and "detail=too-big" in h1["Cache-Status"]
     assert h2["X-Cache"] == "MISS" and script.hits["/big"] == 2
     assert node_of(edge).tiers.memory.stats()["entries"] == 0
+
+
+async def test_collapsed_requests_fetch_privately_when_the_answer_is_not_shareable(
+    scripted, make_edge: EdgeFactory
+) -> None:
+    """Waiters on a fetch whose answer turns out private each get a fetch of their own."""
+    from aiohttp import web
+
+    script, server = scripted
+    calls = {"n": 0}
+
+    async def account(request: web.Request) -> web.StreamResponse:
+        calls["n"] += 1
+        n = calls["n"]
+        if n == 1:
+            return web.Response(text="public v1", headers={"Cache-Control": "max-age=1"})
+        await asyncio.sleep(0.3)
+        return web.Response(text=f"private {n}", headers={"Cache-Control": "private"})
+
+    script.handlers["/account"] = account
+    edge = await make_edge(url(server, "/"), config=STANDARD_YAML)
+    async with aiohttp.ClientSession() as s:
+        await get(s, url(edge, "/account"))
+        await asyncio.sleep(1.1)  # stale now: the next misses collapse on its revalidation
+        results = await asyncio.gather(*(get(s, url(edge, "/account")) for _ in range(5)))
+    bodies = [r[2] for r in results]
+    assert all(b.startswith(b"private ") for b in bodies)
+    assert len(set(bodies)) == 5  # nobody got somebody else's private answer
+    assert calls["n"] == 6
