@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from edge.access_log import FORMAT
 from edge.deliver import client_headers
 
 if TYPE_CHECKING:
@@ -186,9 +187,11 @@ class FrontProtocol(asyncio.Protocol):
         connections: set[FrontProtocol],
         limits: Limits,
         guard: ConnectionGuard,
+        access_log: logging.Logger | None = None,
     ) -> None:
         self.node = node
         self.guard = guard
+        self.access_log = access_log
         self.heads = heads
         self.relay_path = relay_path
         self.connections = connections
@@ -421,6 +424,19 @@ class FrontProtocol(asyncio.Protocol):
                 transport.write(head + tail + b"\r\n")
                 transport.write(body)
             node.stats.record("HIT", len(body))
+        if self.access_log is not None:
+            size = 0 if req.method == b"HEAD" else len(entry.body)
+            self.access_log.info(
+                FORMAT,
+                self.peer.decode() or "-",
+                req.method.decode(),
+                req.url.decode("latin-1"),
+                req.version,
+                entry.status,
+                size,
+                "HIT",
+                time.time() - now,
+            )
         return True
 
     # -- the relay to the aiohttp application ----------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from edge.access_log import ACCESS, EdgeAccessLogger
 from edge.app import GUARD, NODE, create_app
 from edge.config import EdgeConfig
 from edge.front import FrontProtocol, HeadCache, make_limits, tick_forever
@@ -37,7 +38,8 @@ def _runner(cfg: EdgeConfig, access_log: bool) -> web.AppRunner:
     return web.AppRunner(
         create_app(cfg),
         handle_signals=False,
-        access_log=logging.getLogger("edge.access") if access_log else None,
+        access_log=ACCESS if access_log else None,
+        access_log_class=EdgeAccessLogger,
         keepalive_timeout=cfg.keepalive_timeout,
         max_line_size=cfg.max_line_size,
         max_field_size=cfg.max_field_size,
@@ -53,6 +55,7 @@ class EdgeServer:
 
     def __init__(self, cfg: EdgeConfig, *, front: bool = True, access_log: bool = False) -> None:
         self.cfg = cfg
+        self.access_log = access_log
         self.front = front
         self.runner = _runner(cfg, access_log)
         self.connections: set[FrontProtocol] = set()
@@ -87,7 +90,15 @@ class EdgeServer:
         limits = make_limits(node)
         guard = self.runner.app[GUARD]
         self.server = await loop.create_server(
-            lambda: FrontProtocol(node, heads, self.relay_path, self.connections, limits, guard),
+            lambda: FrontProtocol(
+                node,
+                heads,
+                self.relay_path,
+                self.connections,
+                limits,
+                guard,
+                ACCESS if self.access_log else None,
+            ),
             cfg.host,
             cfg.port,
             reuse_port=reuse_port,

@@ -150,3 +150,24 @@ async def test_graceful_stop_finishes_the_answer_in_flight(scripted) -> None:  #
     await server.stop()
     raw, closed = await task
     assert statuses(raw) == [b"200"] and raw.endswith(b"S" * 1000) and closed
+
+
+async def test_access_log_has_one_line_per_answer_with_the_cache_verdict(scripted, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    script, origin = scripted
+    script.set("/logged", body=b"L" * 10, Cache_Control="max-age=60")
+    cfg = replace(load_config(STANDARD_YAML), origins=(url(origin, "/").rstrip("/"),), port=0)
+    server = EdgeServer(cfg, front=True, access_log=True)
+    await server.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="edge.access"):
+            for _ in range(2):
+                await exchange(server.port, b"GET /logged HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+            await asyncio.sleep(0.1)
+    finally:
+        await server.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.access"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith('127.0.0.1 "GET /logged HTTP/1.1" 200 10 MISS ')
+    assert lines[1].startswith('127.0.0.1 "GET /logged HTTP/1.1" 200 10 HIT ')
