@@ -1,12 +1,12 @@
 """The front door: an HTTP/1.1 protocol (httptools on uvloop) in front of the aiohttp app.
 
 A plain fresh hit -- GET or HEAD, no body, no Range, no conditional, no Cache-Control or
-Pragma in the request, an entry in this node's memory without Vary -- is answered right
-here from a pre-serialized response head, with only `Age` and `Cache-Status` written per
-request. Everything else (misses, revalidations, ranges, purges, admin, request bodies) is
-relayed, byte for byte in order, to the aiohttp application listening on a private Unix
-socket, which does the full RFC 9111 work. So the hit path skips aiohttp's request objects
-while every behaviour stays the aiohttp application's.
+Pragma in the request, a fresh entry (the request's Vary variant) in this node's memory --
+is answered right here from a pre-serialized response head, with only `Age` and
+`Cache-Status` written per request. Everything else (misses, revalidations, ranges,
+purges, admin, request bodies) is relayed, byte for byte in order, to the aiohttp
+application listening on a private Unix socket, which does the full RFC 9111 work. So the
+hit path skips aiohttp's request objects while every behaviour stays the application's.
 
 Per connection, requests are answered strictly in order (pipelining): while a relayed
 request is in flight, later requests wait behind it, hits included.
@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import httptools
+from multidict import CIMultiDict
 
 from edge.access_log import FORMAT
+from edge.config import QueryPolicy
 from edge.deliver import client_headers
+from edge.keys import cache_key, query_names, select_variant
 
 if TYPE_CHECKING:
     from edge.app import ConnectionGuard
@@ -116,7 +119,7 @@ class HeadCache:
 
     def __init__(self, node: EdgeNode) -> None:
         self.node = node
-        self.heads: dict[str, tuple[Entry, bytes]] = {}
+        self.heads: dict[tuple[str, str], tuple[Entry, bytes]] = {}
         self.keys: dict[bytes, str | None] = {}
 
     def key_for(self, url: bytes) -> str | None:
@@ -127,14 +130,11 @@ class HeadCache:
             pass
         target = url.decode("latin-1")
         path, _, query = target.partition("?")
-        from edge.keys import cache_key, query_names
 
         rule = self.node.cfg.rule_for(path, query_names(query))
         if rule is not None and rule.bypass:
             key = None
         else:
-            from edge.config import QueryPolicy
-
             key = cache_key(path, query, rule.query if rule else QueryPolicy())
         if len(self.keys) >= 65536:
             self.keys.clear()
@@ -142,7 +142,8 @@ class HeadCache:
         return key
 
     def head_for(self, entry: Entry) -> bytes:
-        cached = self.heads.get(entry.key)
+        slot = (entry.key, entry.variant_id)
+        cached = self.heads.get(slot)
         if cached is not None and cached[0] is entry:
             return cached[1]
         node = self.node
@@ -163,7 +164,7 @@ class HeadCache:
         head = ("\r\n".join(lines) + "\r\n").encode("latin-1", "replace")
         if len(self.heads) >= HEAD_CACHE_SIZE:
             self.heads.clear()
-        self.heads[entry.key] = (entry, head)
+        self.heads[slot] = (entry, head)
         return head
 
 
@@ -392,7 +393,16 @@ class FrontProtocol(asyncio.Protocol):
         if not entries:
             return False
         entry = entries[0]
-        if entry.vary or entry.invalidated:
+        if entry.vary:
+            # Vary (RFC 9111 4.1): pick the variant for this request's header values.
+            headers = CIMultiDict(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers
+            )
+            found = select_variant(entries, headers)
+            if found is None:
+                return False
+            entry = found
+        if entry.invalidated:
             return False
         meta = entry.meta
         if meta.get("nc"):

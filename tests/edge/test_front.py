@@ -171,3 +171,38 @@ async def test_access_log_has_one_line_per_answer_with_the_cache_verdict(scripte
     assert len(lines) == 2, lines
     assert lines[0].startswith('127.0.0.1 "GET /logged HTTP/1.1" 200 10 MISS ')
     assert lines[1].startswith('127.0.0.1 "GET /logged HTTP/1.1" 200 10 HIT ')
+
+
+async def test_vary_variants_are_hits_at_the_front_door(scripted, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from aiohttp import web
+
+    script, origin = scripted
+
+    async def lang(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            text=request.headers.get("Accept-Language", "none"),
+            headers={"Cache-Control": "max-age=60", "Vary": "Accept-Language"},
+        )
+
+    script.handlers["/lang"] = lang
+    cfg = replace(load_config(STANDARD_YAML), origins=(url(origin, "/").rstrip("/"),), port=0)
+    server = EdgeServer(cfg, front=True, access_log=True)
+    await server.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="edge.access"):
+            bodies = []
+            for lang_ in ("fr", "en", "fr", "en", "de"):
+                raw, _ = await exchange(
+                    server.port,
+                    f"GET /lang HTTP/1.1\r\nHost: x\r\nAccept-Language: {lang_}\r\n\r\n".encode(),
+                    1,
+                )
+                bodies.append(raw.rsplit(b"\r\n\r\n", 1)[1])
+    finally:
+        await server.stop()
+    assert bodies == [b"fr", b"en", b"fr", b"en", b"de"]
+    front_hits = [r for r in caplog.records if r.filename == "front.py"]
+    assert len(front_hits) == 2  # the second fr and en, answered by the front door itself
+    assert script.hits["/lang"] == 3
