@@ -782,20 +782,14 @@ def main(args: argparse.Namespace, print_fn: Callable[[str], None] = print) -> i
         "round_ratios": {s: round_ratios(run.outcomes, s) for s in opts.scenarios if s in "ab"},
         "outcomes": [oc.as_json() for oc in run.outcomes],
     }
-    if not args.no_files:
-        name = f"load-{report.stamp()}"
-        md = report.write_text(args.out / f"{name}.md", markdown)
-        png = chart(run, args.out / f"{name}.png")
-        data["files"] = {
-            "markdown": str(md),
-            "json": str(args.out / f"{name}.json"),
-            "png": str(png),
-        }
-        report.write_json(args.out / f"{name}.json", data)
-    if args.json:
-        print_fn(json.dumps(data, default=str))
-    else:
-        print_fn(markdown)
-        if "files" in data:
-            print_fn(f"written: {', '.join(data['files'].values())}")
+    report.publish(
+        "load",
+        markdown,
+        data,
+        lambda path: chart(run, path),
+        args.out,
+        write_files=not args.no_files,
+        as_json=args.json,
+        print_fn=print_fn,
+    )
     return 0

@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,33 @@ def write_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def publish(
+    kind: str,
+    markdown: str,
+    data: dict[str, Any],
+    draw: Callable[[Path], Path],
+    out: Path,
+    *,
+    write_files: bool,
+    as_json: bool,
+    print_fn: Callable[[str], None],
+) -> None:
+    """Write `<kind>-<stamp>.md/.json/.png` under `out` (unless not `write_files`), then print
+    the Markdown (and where it went) or, with `as_json`, the JSON."""
+    if write_files:
+        name = f"{kind}-{stamp()}"
+        md = write_text(out / f"{name}.md", markdown)
+        png = draw(out / f"{name}.png")
+        data["files"] = {"markdown": str(md), "json": str(out / f"{name}.json"), "png": str(png)}
+        write_json(out / f"{name}.json", data)
+    if as_json:
+        print_fn(json.dumps(data, default=str))
+        return
+    print_fn(markdown)
+    if "files" in data:
+        print_fn(f"written: {', '.join(data['files'].values())}")
 
 
 def _pyplot() -> Any:

@@ -554,23 +554,14 @@ def main(args: argparse.Namespace, print_fn: Callable[[str], None] = print) -> i
         "rows": [r.as_json() for r in run.results],
         "lab_table": LAB_TABLE,
     }
-    if not args.no_files:
-        name = f"table-{report.stamp()}"
-        md_path = report.write_text(args.out / f"{name}.md", markdown)
-        data["files"] = {
-            "markdown": str(md_path),
-            "json": str(args.out / f"{name}.json"),
-            "png": str(chart(run, args.out / f"{name}.png")),
-        }
-        report.write_json(args.out / f"{name}.json", data)
-    if args.json:
-        import json
-
-        print_fn(json.dumps(data, default=str))
-    else:
-        print_fn(markdown)
-        if "files" in data:
-            files = data["files"]
-            assert isinstance(files, dict)
-            print_fn(f"written: {', '.join(files.values())}")
+    report.publish(
+        "table",
+        markdown,
+        data,
+        lambda path: chart(run, path),
+        args.out,
+        write_files=not args.no_files,
+        as_json=args.json,
+        print_fn=print_fn,
+    )
     return 0
