@@ -139,17 +139,21 @@ class EdgeNode:
 
     # -- miss ------------------------------------------------------------------------------
 
-    def fetch_spec(
-        self, key: str, request: web.Request, rule: Rule, stale: Entry | None
-    ) -> FetchSpec:
-        headers = forward_headers(
+    def origin_headers(self, request: web.Request, drop: tuple[str, ...] = ()) -> CIMultiDict[str]:
+        """The headers this client's request carries to the origin (X-Forwarded-*, Via)."""
+        return forward_headers(
             request.headers,
             peer=client_ip(request),
             scheme=request.scheme,
             host=request.host,
             via=self.ident.via,
-            drop=CLIENT_CONDITIONALS,
+            drop=drop,
         )
+
+    def fetch_spec(
+        self, key: str, request: web.Request, rule: Rule, stale: Entry | None
+    ) -> FetchSpec:
+        headers = self.origin_headers(request, drop=CLIENT_CONDITIONALS)
         if stale is not None:
             headers.update(policy.validators_for(stale))
         path_qs = _origin_target(request, rule.query)
@@ -384,13 +388,7 @@ class EdgeNode:
     async def pass_through(self, request: web.Request, reason: str) -> web.StreamResponse:
         """Straight to the origin and back, streaming both ways, nothing stored or replayed."""
         method = request.method
-        headers = forward_headers(
-            request.headers,
-            peer=client_ip(request),
-            scheme=request.scheme,
-            host=request.host,
-            via=self.ident.via,
-        )
+        headers = self.origin_headers(request)
         body = request.content if request.body_exists else None
         t0 = time.monotonic()
         self.stats.origin_fetches += 1
