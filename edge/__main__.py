@@ -40,12 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="processes on the port (EDGE_WORKERS)"
     )
     serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
-    serve.add_argument(
-        "--no-front",
-        action="store_true",
-        help="serve the aiohttp application on the port directly, without the front door "
-        "that answers plain hits itself (slower; for comparison and debugging)",
-    )
     serve.add_argument("--check", action="store_true", help="validate the configuration and exit")
 
     purge = sub.add_parser("purge", help="purge URLs, prefixes or tags on edge nodes")
@@ -139,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{cfg.source}: OK ({len(cfg.rules)} rules, {len(cfg.invalidations)} invalidations)")
         return 0
-    return serve(cfg, access_log=args.access_log, front=not args.no_front)
+    return serve(cfg, access_log=args.access_log)
 
 
 def _purge_token(args: argparse.Namespace) -> str | None:

@@ -97,6 +97,14 @@ class EdgeConfig:
     redis_timeout: float = 0.25
     memory_max_bytes: int = 256 * 2**20
     memory_max_object_bytes: int = 16 * 2**20
+    memory_hot_bytes: int | None = None
+    node_cache_enabled: bool = True
+    node_cache_path: str | None = None
+    node_cache_max_bytes: int | None = None
+    hosts: tuple[str, ...] = ()
+    body_timeout: float = 20.0
+    body_min_rate: int = 500
+    origin_idle: float = 4.0
     max_request_body: int = 10 * 2**20
     max_line_size: int = 8190
     max_field_size: int = 8190
@@ -111,6 +119,23 @@ class EdgeConfig:
     rules: tuple[Rule, ...] = ()
     invalidations: tuple[Invalidation, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def node_cache_bytes(self) -> int:
+        """The node tier's budget: `node_cache.max_bytes`, else `memory.max_bytes`."""
+        if self.node_cache_max_bytes is not None:
+            return self.node_cache_max_bytes
+        return self.memory_max_bytes
+
+    @property
+    def hot_bytes(self) -> int:
+        """Each worker's hot copy: `memory.hot_bytes`; by default a quarter of the node
+        budget shared by the workers; the whole budget when the node tier is off."""
+        if self.memory_hot_bytes is not None:
+            return self.memory_hot_bytes
+        if not self.node_cache_enabled:
+            return self.memory_max_bytes
+        return max(self.memory_max_object_bytes, self.memory_max_bytes // (4 * self.workers))
 
     def rule_for(self, path: str, query_names: frozenset[str]) -> Rule | None:
         """The first rule whose pattern matches (rules are read top to bottom)."""
@@ -314,6 +339,8 @@ TOP_KEYS = {
     "purge",
     "timeouts",
     "memory",
+    "node_cache",
+    "hosts",
     "limits",
     "defaults",
     "headers",
@@ -357,18 +384,36 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
             purge["staleness_bound"], "purge.staleness_bound"
         )
     timeouts = r.mapping(
-        top.get("timeouts"), "timeouts", {"connect", "read", "collapse", "origin_down"}
+        top.get("timeouts"),
+        "timeouts",
+        {"connect", "read", "collapse", "origin_down", "origin_idle"},
     )
     for key, attr in (
         ("connect", "connect_timeout"),
         ("read", "read_timeout"),
         ("origin_down", "origin_down"),
+        ("origin_idle", "origin_idle"),
     ):
         if key in timeouts:
             changes[attr] = r.duration(timeouts[key], f"timeouts.{key}")
     if "collapse" in timeouts:
         changes["collapse_timeout"] = r.duration(timeouts["collapse"], "timeouts.collapse")
-    memory = r.mapping(top.get("memory"), "memory", {"max_bytes", "max_object_bytes"})
+    memory = r.mapping(top.get("memory"), "memory", {"max_bytes", "max_object_bytes", "hot_bytes"})
+    if "hot_bytes" in memory:
+        changes["memory_hot_bytes"] = r.size(memory["hot_bytes"], "memory.hot_bytes")
+    node_cache = r.mapping(top.get("node_cache"), "node_cache", {"enabled", "path", "max_bytes"})
+    if "enabled" in node_cache:
+        changes["node_cache_enabled"] = r.boolean(node_cache["enabled"], "node_cache.enabled")
+    if node_cache.get("path") is not None:
+        changes["node_cache_path"] = r.string(node_cache["path"], "node_cache.path")
+    if node_cache.get("max_bytes") is not None:
+        changes["node_cache_max_bytes"] = r.size(node_cache["max_bytes"], "node_cache.max_bytes")
+    if "hosts" in top:
+        hosts = r.strings(top["hosts"], "hosts")
+        for i, h in enumerate(hosts):
+            if not re.match(r"^[A-Za-z0-9.\-\[\]:]+$", h):
+                raise r.fail(f"hosts[{i}]", f"expected a host name like shop.example, got {h!r}")
+        changes["hosts"] = tuple(h.lower() for h in hosts)
     if "max_bytes" in memory:
         changes["memory_max_bytes"] = r.size(memory["max_bytes"], "memory.max_bytes")
     if "max_object_bytes" in memory:
@@ -385,9 +430,17 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
             "max_headers",
             "keepalive_timeout",
             "header_timeout",
+            "body_timeout",
+            "body_min_rate",
             "max_connections",
         },
     )
+    if "body_timeout" in limits:
+        changes["body_timeout"] = r.duration(limits["body_timeout"], "limits.body_timeout")
+    if "body_min_rate" in limits:
+        changes["body_min_rate"] = r.integer(
+            limits["body_min_rate"], "limits.body_min_rate", 0, 1 << 30
+        )
     if "max_request_body" in limits:
         changes["max_request_body"] = r.size(limits["max_request_body"], "limits.max_request_body")
     for key in ("max_line_size", "max_field_size"):

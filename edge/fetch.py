@@ -14,9 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
-from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
 from edge import policy
@@ -40,6 +39,13 @@ class Head:
     error: OriginUnavailable | None = None
     origin_ms: float = 0.0
     vary: tuple[tuple[str, str], ...] = ()
+    length: int | None = None  # the origin's Content-Length, when it sent one
+
+
+class Sink(Protocol):
+    """Where a client's copy of the body goes (a connection, or a Range window on one)."""
+
+    async def write(self, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,7 @@ class Fetch:
         self._chunks: list[bytes] = []
         self._size = 0
         self._buffering = False
-        self._listeners: list[web.StreamResponse] = []
+        self._listeners: list[Sink] = []
         self._reading = False
         self.followers = 0
         # The body is read once the leader is ready to receive it (or has given up on it).
@@ -140,7 +146,15 @@ class Fetch:
         vary = vary_values(policy.vary_names(headers), spec.request_headers)
         self._buffering = decision.store
         self._set_head(
-            Head("stream", resp.status, headers, decision, origin_ms=origin_ms, vary=vary)
+            Head(
+                "stream",
+                resp.status,
+                headers,
+                decision,
+                origin_ms=origin_ms,
+                vary=vary,
+                length=length,
+            )
         )
         self._reading = True
         try:
@@ -242,7 +256,7 @@ class Fetch:
         """A client can still get the whole body: nothing was dropped from the buffer yet."""
         return not self.failed and (self._buffering or (self._size == 0 and not self.done.done()))
 
-    async def attach(self, resp: web.StreamResponse) -> bool:
+    async def attach(self, resp: Sink) -> bool:
         """Send what was read so far, then every further chunk, to `resp`; False when the
         client went away. Returns once the whole body has been sent."""
         sent = 0

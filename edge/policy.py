@@ -252,6 +252,13 @@ def is_fresh(entry: Entry, now: float) -> bool:
     return not entry.invalidated and entry.meta.get("lifetime", 0.0) > current_age(entry, now)
 
 
+def fresh_until(entry: Entry) -> float:
+    """The epoch second at which `entry` stops being fresh: freshness_lifetime >
+    current_age (section 4.2) solved for now, so a hit compares one number."""
+    meta = entry.meta
+    return entry.response_time + meta.get("lifetime", 0.0) - meta.get("age0", 0.0)
+
+
 def decide_store(
     method: str,
     status: int,

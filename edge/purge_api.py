@@ -19,12 +19,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aiohttp import web
+from edge import respond
+from edge.admin import json_reply
 
-from edge.proxy import EdgeNode
+if TYPE_CHECKING:
+    from edge.engine import Engine
+    from edge.http1 import Http1Connection, Request
 
 MAX_ITEMS = 1000
 MAX_ITEM_LENGTH = 4096
@@ -35,23 +38,23 @@ class BadPurge(ValueError):
     pass
 
 
-def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _json_error(status: int, message: str, **extra: str) -> respond.Reply:
+    return json_reply({"error": message}, status, **extra)
 
 
-def authorize(request: web.Request, token: str | None) -> web.Response | None:
+def authorize(headers: Any, token: str | None) -> respond.Reply | None:
     """None when the request may purge; otherwise the error answer."""
     if not token:
         return _json_error(
             403, "purge is off: no token configured (set EDGE_PURGE_TOKEN or purge.token)"
         )
-    given = request.headers.get("Authorization", "")
+    given = headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
     if not given or scheme.lower() != "bearer" or not value.strip():
-        return web.json_response(
-            {"error": "purge needs Authorization: Bearer <token>"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="edge-purge"'},
+        return _json_error(
+            401,
+            "purge needs Authorization: Bearer <token>",
+            WWW_Authenticate='Bearer realm="edge-purge"',
         )
     # Digests of equal length: the comparison takes the same time whatever the length
     # or content of the guess.
@@ -70,8 +73,8 @@ def purge_kind(spec: dict[str, Any]) -> str:
     return f"soft-{kind}" if spec.get("soft") else kind
 
 
-def _answer(result: dict[str, Any]) -> web.Response:
-    return web.json_response(result, status=503 if "error" in result else 200)
+def _answer(result: dict[str, Any]) -> respond.Reply:
+    return json_reply(result, 503 if "error" in result else 200)
 
 
 def _target(value: Any, where: str, allow_glob: bool) -> str:
@@ -136,21 +139,23 @@ def parse_purge_body(raw: bytes) -> dict[str, Any]:
     return spec
 
 
-async def purge_post(request: web.Request, node: EdgeNode) -> web.Response:
-    denied = authorize(request, node.cfg.purge_token)
+async def purge_post(engine: Engine, req: Request, conn: Http1Connection) -> None:
+    conn.send(req, await _purge_post(engine, req))
+
+
+async def _purge_post(engine: Engine, req: Request) -> respond.Reply:
+    denied = authorize(req.headers, engine.cfg.purge_token)
     if denied is not None:
         return denied
-    if request.content_length is not None and request.content_length > MAX_BODY:
+    raw = bytes(req.body)
+    if len(raw) > MAX_BODY:
         return _json_error(413, f"purge body larger than {MAX_BODY} bytes")
     try:
-        raw = await request.content.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            return _json_error(413, f"purge body larger than {MAX_BODY} bytes")
         spec = parse_purge_body(raw)
     except BadPurge as exc:
         return _json_error(400, str(exc))
     try:
-        result = await node.purge(
+        result = await engine.purger.purge(
             spec["urls"],
             spec["prefixes"],
             spec["tags"],
@@ -167,16 +172,20 @@ SOFT_HEADERS = ("X-Purge-Soft", "Fastly-Soft-Purge")
 _YES = ("1", "true", "yes", "on")
 
 
-async def purge_method(request: web.Request, node: EdgeNode) -> web.Response:
+async def purge_method(engine: Engine, req: Request, conn: Http1Connection) -> None:
     """`PURGE /path`: purge that one URL (every variant); soft with `X-Purge-Soft: 1` (or
     Fastly's `Fastly-Soft-Purge: 1`)."""
-    denied = authorize(request, node.cfg.purge_token)
+    conn.send(req, await _purge_method(engine, req))
+
+
+async def _purge_method(engine: Engine, req: Request) -> respond.Reply:
+    denied = authorize(req.headers, engine.cfg.purge_token)
     if denied is not None:
         return denied
-    soft = any(request.headers.get(h, "").strip().lower() in _YES for h in SOFT_HEADERS)
+    soft = any(req.headers.get(h, "").strip().lower() in _YES for h in SOFT_HEADERS)
     try:
-        target = _target(request.rel_url.raw_path_qs, "PURGE target", allow_glob=False)
+        target = _target(req.target, "PURGE target", allow_glob=False)
     except BadPurge as exc:
         return _json_error(400, str(exc))
     kind = "soft-urls" if soft else "urls"
-    return _answer(await node.purge([target], soft=soft, kind=kind))
+    return _answer(await engine.purger.purge([target], soft=soft, kind=kind))

@@ -1,12 +1,10 @@
 """Running edge processes: uvloop, N workers on one port (SO_REUSEPORT), graceful stop.
 
-Each worker runs the aiohttp application on a private Unix socket and, on the public
-port, the front door (`edge.front`) that answers plain hits itself and relays the rest.
-`--no-front` serves the aiohttp application on the public port directly instead.
-
-SIGTERM or Ctrl-C: each worker stops accepting, lets in-flight responses finish (a 5 MB
-download in progress completes, within `SHUTDOWN_SECONDS`), then exits. Swarm rolling
-updates with `order: start-first` lose no request.
+The supervisor prepares the node tier once (`NodeTier.prepare`: version, corruption and
+ownership checks), then forks the workers; each opens the node tier, its Redis and origin
+clients, and serves the port with one `Engine` behind `edge.http1`. A worker that dies is
+replaced. SIGTERM or Ctrl-C: each worker stops accepting, lets in-flight answers finish
+(a 5 MB download in progress completes, within `SHUTDOWN_SECONDS`), then exits.
 """
 
 from __future__ import annotations
@@ -19,86 +17,102 @@ import os
 import signal
 import socket
 import sys
-import tempfile
-from pathlib import Path
+import time
+from typing import Any
 
-from aiohttp import web
-
-from edge.access_log import ACCESS, EdgeAccessLogger
-from edge.app import GUARD, NODE, create_app
+from edge.access_log import ACCESS
 from edge.config import EdgeConfig
-from edge.front import FrontProtocol, HeadCache, make_limits, tick_forever
-from edge.proxy import EdgeNode
+from edge.engine import Engine
+from edge.http1 import Http1Connection, tick_forever
+from edge.store_memory import MemoryTier
+from edge.tiers import Tiers
+from edge.upstream import Upstream
 
 log = logging.getLogger("edge.server")
 SHUTDOWN_SECONDS = 30.0
 
 
-def _runner(cfg: EdgeConfig, access_log: bool) -> web.AppRunner:
-    return web.AppRunner(
-        create_app(cfg),
-        handle_signals=False,
-        access_log=ACCESS if access_log else None,
-        access_log_class=EdgeAccessLogger,
-        keepalive_timeout=cfg.keepalive_timeout,
-        max_line_size=cfg.max_line_size,
-        max_field_size=cfg.max_field_size,
-        auto_decompress=False,  # request bodies pass through as the client sent them
-        handler_cancellation=False,
-        shutdown_timeout=SHUTDOWN_SECONDS,
-    )
+def prepare_node_tier(cfg: EdgeConfig) -> tuple[str | None, bool]:
+    """Create or check the node tier's directory once per node, before any worker opens it.
+    Returns (path, whether this process made it and removes it at the end)."""
+    if not cfg.node_cache_enabled:
+        return None, False
+    from edge.store_node import NodeTier
+
+    path = NodeTier.prepare(cfg.node_cache_path, cfg.node)
+    return path, cfg.node_cache_path is None
 
 
 class EdgeServer:
-    """One edge process's listeners: the front door on the public port, the aiohttp
-    application behind it (or on the public port itself with `front=False`)."""
+    """One worker's listener and engine. `node_path`: the node tier prepared by the
+    supervisor (None: prepare it here, as a single in-process server does)."""
 
-    def __init__(self, cfg: EdgeConfig, *, front: bool = True, access_log: bool = False) -> None:
+    def __init__(
+        self, cfg: EdgeConfig, *, access_log: bool = False, node_path: str | None = None
+    ) -> None:
         self.cfg = cfg
         self.access_log = access_log
-        self.front = front
-        self.runner = _runner(cfg, access_log)
-        self.connections: set[FrontProtocol] = set()
+        self.node_path = node_path
+        self.owns_node_path = False
         self.server: asyncio.AbstractServer | None = None
-        self.relay_dir = Path(tempfile.mkdtemp(prefix="woody-edge-"))
-        self.relay_path = str(self.relay_dir / "app.sock")
+        self.engine: Engine | None = None
         self.port = cfg.port
-        self._ticker: asyncio.Task[None] | None = None
-
-    @property
-    def node(self) -> EdgeNode:
-        return self.runner.app[NODE]
+        self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self, reuse_port: bool = False) -> None:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
-        await self.runner.setup()
-        if not self.front:
-            site = web.TCPSite(
-                self.runner,
-                cfg.host,
-                cfg.port,
-                reuse_port=reuse_port,
-                backlog=2048,
+        node = None
+        if cfg.node_cache_enabled:
+            from edge.store_node import NodeTier
+
+            if self.node_path is None:
+                self.node_path, self.owns_node_path = prepare_node_tier(cfg)
+            node = NodeTier(
+                self.node_path,
+                cfg.node_cache_bytes,
+                cfg.memory_max_object_bytes,
+                refuse_late=True,
             )
-            await site.start()
-            self.port = _bound_port(self.runner.addresses) or cfg.port
-            return
-        await web.UnixSite(self.runner, self.relay_path, backlog=2048).start()
-        node = self.node
-        heads = HeadCache(node)
-        limits = make_limits(node)
-        guard = self.runner.app[GUARD]
+        # refuse_late: a fill that raced a purge (requested before it) is not stored
+        hot = MemoryTier(cfg.hot_bytes, cfg.memory_max_object_bytes, refuse_late=True)
+        redis = bus = None
+        if cfg.redis_url:
+            from edge.purge_bus import PurgeBus
+            from edge.store_redis import RedisTier
+
+            redis = RedisTier(
+                cfg.redis_url,
+                prefix=cfg.redis_prefix,
+                timeout=cfg.redis_timeout,
+                node=cfg.node,
+                max_object_bytes=cfg.memory_max_object_bytes,
+                refuse_late=True,
+            )
+            await redis.start()
+            bus = PurgeBus(
+                cfg.redis_url,
+                prefix=cfg.redis_prefix,
+                node=cfg.node,
+                bound=cfg.purge_staleness_bound,
+                timeout=cfg.redis_timeout,
+            )
+        upstream = Upstream(
+            cfg.origins,
+            cfg.connect_timeout,
+            cfg.read_timeout,
+            down_seconds=cfg.origin_down,
+            idle_seconds=cfg.origin_idle,
+        )
+        await upstream.start()
+        tiers = Tiers(hot, node, redis, bus)
+        engine = Engine(cfg, tiers, upstream)
+        engine.access_log = ACCESS if self.access_log else None
+        self.engine = engine
+        if bus is not None:
+            bus.start(engine.purger.apply_announced)
         self.server = await loop.create_server(
-            lambda: FrontProtocol(
-                node,
-                heads,
-                self.relay_path,
-                self.connections,
-                limits,
-                guard,
-                ACCESS if self.access_log else None,
-            ),
+            lambda: Http1Connection(engine),
             cfg.host,
             cfg.port,
             reuse_port=reuse_port,
@@ -107,52 +121,67 @@ class EdgeServer:
         for sock in self.server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.port = sock.getsockname()[1]
-        self._ticker = loop.create_task(tick_forever(self.connections))
+        self._tasks = [
+            loop.create_task(tick_forever(engine.guard.open)),
+            loop.create_task(tiers.watch(), name="tiers-watch"),
+        ]
+
+    @property
+    def node(self) -> Engine:
+        assert self.engine is not None, "EdgeServer.start() was not awaited"
+        return self.engine
 
     async def stop(self) -> None:
-        """Stop accepting, let responses in flight finish, then close everything."""
+        """Stop accepting, let answers in flight finish, then close everything."""
+        engine = self.engine
         if self.server is not None:
             self.server.close()
-            for conn in list(self.connections):
+        if engine is not None:
+            for conn in list(engine.guard.open):
                 conn.shutdown()
-            for _ in range(int(SHUTDOWN_SECONDS / 0.05)):
-                if not self.connections:
-                    break
+            deadline = time.monotonic() + SHUTDOWN_SECONDS
+            while engine.guard.open and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        if self._ticker is not None:
-            self._ticker.cancel()
-        await self.runner.cleanup()
-        with contextlib.suppress(OSError):
-            os.unlink(self.relay_path)
-        with contextlib.suppress(OSError):
-            os.rmdir(self.relay_dir)
+        for task in self._tasks:
+            task.cancel()
+        if engine is None:
+            return
+        tiers = engine.tiers
+        await engine.collapser.drain()
+        await tiers.drain()
+        await engine.upstream.close()
+        if tiers.bus is not None:
+            await tiers.bus.close()
+        if tiers.redis is not None:
+            await tiers.redis.close()
+        if tiers.node is not None:
+            tiers.node.close()
+            if self.owns_node_path and self.node_path is not None:
+                from edge.store_node import NodeTier
 
-
-def _bound_port(addresses: list[object]) -> int | None:
-    for address in addresses:
-        if isinstance(address, tuple) and len(address) >= 2:
-            return int(address[1])
-    return None
+                NodeTier.remove(self.node_path)
 
 
 async def run_worker_async(
-    cfg: EdgeConfig, reuse_port: bool, access_log: bool, front: bool
+    cfg: EdgeConfig, reuse_port: bool, access_log: bool, node_path: str | None
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = EdgeServer(cfg, front=front, access_log=access_log)
+    server = EdgeServer(cfg, access_log=access_log, node_path=node_path)
     try:
         await server.start(reuse_port)
-        log.info("listening on %s:%s (front door %s)", cfg.host, cfg.port, "on" if front else "off")
+        log.info("listening on %s:%s", cfg.host, cfg.port)
         await stop.wait()
-        log.info("stopping: no new connections; finishing responses in flight")
+        log.info("stopping: no new connections; finishing answers in flight")
     finally:
         await server.stop()
 
 
-def run_worker(cfg: EdgeConfig, reuse_port: bool, access_log: bool, front: bool = True) -> None:
+def run_worker(
+    cfg: EdgeConfig, reuse_port: bool, access_log: bool, node_path: str | None = None
+) -> None:
     """One process: the edge on uvloop."""
     import uvloop
 
@@ -161,37 +190,69 @@ def run_worker(cfg: EdgeConfig, reuse_port: bool, access_log: bool, front: bool 
         format=f"%(asctime)s {cfg.node}[%(process)d] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    uvloop.run(run_worker_async(cfg, reuse_port, access_log, front))
+    uvloop.run(run_worker_async(cfg, reuse_port, access_log, node_path))
 
 
-def serve(cfg: EdgeConfig, access_log: bool = False, front: bool = True) -> int:
+def serve(cfg: EdgeConfig, access_log: bool = False) -> int:
+    try:
+        node_path, owned = prepare_node_tier(cfg)
+    except RuntimeError as exc:  # NodeTierError: the tier cannot be used as configured
+        print(f"woody-edge: {exc}", file=sys.stderr)
+        return 2
+    where = "off"
+    if node_path is not None:
+        where = f"{node_path}{' (memory)' if owned else ' (disk)'}"
     print(
         f"woody-edge {cfg.node}: http://{cfg.host}:{cfg.port}/ -> {', '.join(cfg.origins)}"
-        f" ({cfg.workers} worker{'s' if cfg.workers > 1 else ''}, redis "
+        f" ({cfg.workers} worker{'s' if cfg.workers > 1 else ''}, node cache {where}, redis "
         f"{cfg.redis_url or 'off'}, purge {'on' if cfg.purge_token else 'off'})",
         file=sys.stderr,
         flush=True,
     )
-    if cfg.workers == 1:
-        run_worker(cfg, reuse_port=False, access_log=access_log, front=front)
-        return 0
+    try:
+        if cfg.workers == 1:
+            run_worker(cfg, reuse_port=False, access_log=access_log, node_path=node_path)
+            return 0
+        return _supervise(cfg, access_log, node_path)
+    finally:
+        if owned and node_path is not None:
+            from edge.store_node import NodeTier
+
+            NodeTier.remove(node_path)
+
+
+def _supervise(cfg: EdgeConfig, access_log: bool, node_path: str | None) -> int:
+    """Run `cfg.workers` worker processes; replace one that dies; stop them all on a signal."""
     ctx = multiprocessing.get_context("fork")
-    workers = [
-        ctx.Process(target=run_worker, args=(cfg, True, access_log, front), daemon=False)
-        for _ in range(cfg.workers)
-    ]
-    for w in workers:
+    stopping = False
+
+    def spawn() -> Any:
+        w = ctx.Process(target=run_worker, args=(cfg, True, access_log, node_path), daemon=False)
         w.start()
+        return w
+
+    workers = [spawn() for _ in range(cfg.workers)]
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for w in workers:
             if w.pid is not None and w.is_alive():
-                os.kill(w.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     code = 0
-    for w in workers:
-        w.join()
-        code = code or (w.exitcode or 0)
+    while workers:
+        for i, w in enumerate(list(workers)):
+            w.join(0.2)
+            if w.is_alive():
+                continue
+            if stopping:
+                workers.remove(w)
+                code = code or (w.exitcode or 0)
+            else:
+                log.warning("worker %s exited with %s: starting another", w.pid, w.exitcode)
+                workers[i] = spawn()
     return code

@@ -13,14 +13,15 @@ CACHE_RESULTS = ("HIT", "MISS", "STALE", "REVALIDATED", "EXPIRED", "BYPASS")
 @dataclass
 class Stats:
     started: float = field(default_factory=time.time)
-    results: Counter[str] = field(default_factory=Counter)
+    counted: Counter[str] = field(default_factory=Counter)
+    hits: int = 0
+    """Fresh hits, counted apart: the hit path adds one integer."""
     origin_fetches: int = 0
     origin_errors: Counter[str] = field(default_factory=Counter)
     origin_seconds: float = 0.0
     collapsed: int = 0
     stored: int = 0
     bytes_served: int = 0
-    requests: int = 0
     purges: Counter[str] = field(default_factory=Counter)
     """Purge requests this node took (API, PURGE, invalidations), by kind."""
     purged_entries: int = 0
@@ -35,13 +36,24 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
 
     def record(self, result: str, nbytes: int) -> None:
-        self.requests += 1
-        self.results[result] += 1
+        self.counted[result] += 1
         self.bytes_served += nbytes
 
+    @property
+    def results(self) -> Counter[str]:
+        """Answers by X-Cache value."""
+        out = self.counted.copy()
+        out["HIT"] += self.hits
+        return out
+
+    @property
+    def requests(self) -> int:
+        return self.hits + sum(self.counted.values())
+
     def as_dict(self, memory: dict[str, int], redis: dict[str, object]) -> dict[str, object]:
-        hits = self.results["HIT"] + self.results["STALE"] + self.results["REVALIDATED"]
-        lookups = hits + self.results["MISS"] + self.results["EXPIRED"]
+        results = self.results
+        hits = results["HIT"] + results["STALE"] + results["REVALIDATED"]
+        lookups = hits + results["MISS"] + results["EXPIRED"]
         return {
             "uptime_seconds": round(time.time() - self.started, 1),
             "requests": self.requests,
@@ -68,6 +80,7 @@ class Stats:
         """The Prometheus text exposition format (version 0.0.4)."""
         label = f'node="{_escape(node)}"'
         lines: list[str] = []
+        results = self.results
 
         def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
             lines.append(f"# HELP {name} {help_text}")
@@ -80,7 +93,7 @@ class Stats:
             "edge_requests_total",
             "counter",
             "Requests answered, by X-Cache result.",
-            [(f'result="{k}"', self.results[k]) for k in CACHE_RESULTS],
+            [(f'result="{k}"', results[k]) for k in CACHE_RESULTS],
         )
         metric("edge_bytes_served_total", "counter", "Body bytes sent.", [("", self.bytes_served)])
         metric(

@@ -1,21 +1,32 @@
-"""The two storage tiers stacked: memory on each node, then the Redis shared by all nodes.
+"""The storage tiers stacked: a hot copy in each worker, the node tier shared by the workers
+of a node, and the Redis shared by all nodes.
 
-A memory miss that hits Redis fills memory. Storing goes to memory at once and to Redis
-in the background, so storing never delays a response. Purges reach memory, Redis, and
-(through the purge bus) every other node.
+- hot (`MemoryTier`, per worker): parsed entries and their bytes, read on every hit without
+  a copy. Kept coherent with the node tier through its purge generation: when any worker
+  purged something, each hot copy is checked once against the node tier before it is served.
+- node (`NodeTier`, LMDB, optional): one memory budget per node, an object filled by one
+  worker is a hit for all of them; on disk it survives a restart.
+- Redis (optional): shared by the nodes; reached only when this node has nothing.
+
+Reads are synchronous down to the node tier (`get_now`); only Redis needs an await.
+Storing goes to hot and node at once and to Redis in the background, so storing never
+delays a response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from edge.entry import Entry
 from edge.store_memory import MemoryTier
 
 if TYPE_CHECKING:
+    from edge.collapse import LockingTier
     from edge.purge_bus import PurgeBus
+    from edge.store_node import NodeTier
     from edge.store_redis import RedisTier
 
 log = logging.getLogger("edge.tiers")
@@ -28,45 +39,166 @@ def keep_until(entry: Entry) -> float:
 class Tiers:
     def __init__(
         self,
-        memory: MemoryTier,
+        hot: MemoryTier,
+        node: NodeTier | None = None,
         redis: RedisTier | None = None,
         bus: PurgeBus | None = None,
     ) -> None:
-        self.memory = memory
+        self.hot = hot
+        self.node = node
         self.redis = redis
         self.bus = bus
+        self._generation = node.generation if node is not None else 0
+        self._checked: set[str] = set()  # hot keys checked against the node this generation
+        self.version = 0  # moves whenever this worker's view of the tiers changes
         self._background: set[asyncio.Task[Any]] = set()
 
-    def memory_get(self, key: str) -> list[Entry]:
-        """Memory variants we can vouch for.
+    @property
+    def memory(self) -> MemoryTier:
+        return self.hot
 
-        While this node has lost contact with the purge bus for longer than its bound, a purge
-        may have gone out unseen: entries stored before the contact was lost are not served
-        (they are refetched; stale-if-error may still use them when the origin fails).
-        """
-        entries = self.memory.get(key)
-        if entries and self.bus is not None and not self.bus.trusted():
-            since = self.bus.last_contact
+    @property
+    def max_object_bytes(self) -> int:
+        tier = self.node if self.node is not None else self.hot
+        return tier.max_object_bytes
+
+    def stamp(self) -> tuple[int, int] | None:
+        """Changes whenever something may have been stored, replaced or purged in the tiers
+        this worker reads, or they cannot be vouched for: a decision taken at one stamp
+        holds while the stamp is the same (the engine keeps its fresh hits by it)."""
+        bus = self.bus
+        if bus is not None and not bus.trusted():
+            return None
+        node = self.node
+        return (self.version, node.generation if node is not None else 0)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get_now(self, key: str) -> list[Entry] | None:
+        """The variants of `key` this node holds; None when only Redis can tell."""
+        node = self.node
+        if node is not None:
+            generation = node.generation
+            if generation != self._generation:
+                self._generation = generation
+                self._checked.clear()
+        entries = self.hot.get(key)
+        if entries and node is not None and key not in self._checked:
+            # Something was purged since this copy was last checked: is it still there?
+            if all(node.valid(e) for e in entries):
+                self._checked.add(key)
+            else:
+                self.hot.delete(key)
+                self.version += 1
+                entries = []
+        if not entries and node is not None:
+            entries = node.get(key)
+            for entry in entries:
+                self.hot.put(entry, keep_until(entry))
+            self._checked.add(key)
+            self.version += 1
+        if entries:
+            return self._trusted(entries)
+        return None if self.redis is not None else []
+
+    def newer(self, key: str, than: Entry) -> list[Entry]:
+        """The node's variants of `key` if another worker stored a newer response than the
+        hot copy `than` (say it revalidated it): they replace the hot copy."""
+        if self.node is None:
+            return []
+        entries = [e for e in self.node.get(key) if e.response_time > than.response_time]
+        self.version += 1
+        for entry in entries:
+            self.hot.put(entry, keep_until(entry))
+        return self._trusted(entries)
+
+    def _trusted(self, entries: list[Entry]) -> list[Entry]:
+        """While this node has lost contact with the purge bus for longer than its bound, a
+        purge may have gone out unseen: entries stored before the contact was lost are not
+        served (they are refetched; stale-if-error may still use them)."""
+        bus = self.bus
+        if bus is not None and not bus.trusted():
+            since = bus.last_contact
             return [e for e in entries if e.response_time > since]
         return entries
 
-    def untrusted_memory(self, key: str) -> list[Entry]:
-        """Every memory variant, including those `memory_get` holds back (for stale-if-error)."""
-        return self.memory.get(key)
-
-    async def get(self, key: str) -> list[Entry]:
-        entries = self.memory_get(key)
-        if entries or self.redis is None:
-            return entries
-        entries = await self.redis.get(key)
-        for entry in entries:
-            self.memory.put(entry, keep_until(entry))
+    def untrusted(self, key: str) -> list[Entry]:
+        """Every variant held here, including those `get_now` holds back (for stale-if-error)."""
+        entries = self.hot.get(key)
+        if not entries and self.node is not None:
+            entries = self.node.get(key)
         return entries
 
+    async def get(self, key: str) -> list[Entry]:
+        entries = self.get_now(key)
+        if entries is not None:
+            return entries
+        assert self.redis is not None
+        entries = await self.redis.get(key)
+        for entry in entries:
+            self.remember(entry, shared=True)
+        return entries
+
+    # -- writes -------------------------------------------------------------------------
+
+    def remember(self, entry: Entry, shared: bool = False) -> None:
+        """An entry another worker or node stored: keep a hot copy (and a node copy of what
+        came from Redis)."""
+        until = keep_until(entry)
+        self.version += 1
+        self.hot.put(entry, until)
+        self._checked.add(entry.key)
+        if shared and self.node is not None:
+            self.node.put(entry, until)
+
     def store(self, entry: Entry, until: float) -> None:
-        self.memory.put(entry, until)
+        self.version += 1
+        self.hot.put(entry, until)
+        self._checked.add(entry.key)
+        if self.node is not None:
+            self.node.put(entry, until)
         if self.redis is not None:
             self.spawn(self.redis.put(entry, until))
+
+    def purge_here(
+        self,
+        urls: Iterable[str] = (),
+        prefixes: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        all: bool = False,
+        soft: bool = False,
+        at: float | None = None,
+        remember: bool = True,
+    ) -> int:
+        """Purge this node: the node tier (every worker sees it before this returns, through
+        its generation) and this worker's hot copies. Returns the entries affected."""
+        urls, prefixes, tags = list(urls), list(prefixes), list(tags)
+        self.version += 1
+        hot = self.hot.purge(urls, prefixes, tags, all=all, soft=soft, at=at, remember=remember)
+        if self.node is None:
+            return hot
+        self._checked.clear()
+        return self.node.purge(urls, prefixes, tags, all=all, soft=soft, at=at, remember=remember)
+
+    def clear_here(self) -> int:
+        self.version += 1
+        count = self.hot.clear()
+        self._checked.clear()
+        return self.node.clear() if self.node is not None else count
+
+    # -- locks for collapsing -----------------------------------------------------------
+
+    def locking(self) -> list[LockingTier]:
+        from edge.collapse_locks import NodeLocks, RedisLocks
+
+        out: list[LockingTier] = []
+        if self.node is not None:
+            out.append(NodeLocks(self.node))
+        if self.redis is not None:
+            out.append(RedisLocks(self.redis))
+        return out
+
+    # -- background work ----------------------------------------------------------------
 
     def spawn(self, coro: Any) -> None:
         """Run a coroutine in the background, keeping a reference until it is done."""
@@ -84,27 +216,39 @@ class Tiers:
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout)
 
-    async def watch_redis(self, every: float = 1.0) -> None:
-        """Ask Redis something cheap every `every` seconds, for as long as the node runs.
-
-        The tier only learns that Redis went away, or came back, when it is asked something;
-        a node serving nothing but memory hits would otherwise report a stale status in
-        /_edge/health and the metrics, and keep running without the shared tier after Redis
-        returned. Each probe is one short call under the tier's own timeout and breaker."""
+    async def watch(self, every: float = 1.0) -> None:
+        """Housekeeping for as long as the worker runs: the node tier's access times and
+        heartbeat; and a cheap Redis call, since the Redis tier only learns that Redis went
+        away, or came back, when it is asked something (a node serving nothing but hits
+        would otherwise report a stale status, and keep running without the shared tier
+        after Redis returned)."""
         from edge.purge_bus import RedisUnavailable
 
-        if self.redis is None:
-            return
         while True:
             await asyncio.sleep(every)
-            try:
-                await self.redis.purge_generation()
-            except RedisUnavailable:
-                pass
-            except Exception as exc:  # a probe must never end the watch
-                log.warning("redis watch: unexpected %r", exc)
+            if self.node is not None:
+                try:
+                    self.node.touch_flush()
+                    self.node.heartbeat()
+                except Exception as exc:  # housekeeping must never end the watch
+                    log.warning("node tier housekeeping: %r", exc)
+            if self.redis is not None:
+                try:
+                    await self.redis.purge_generation()
+                except RedisUnavailable:
+                    pass
+                except Exception as exc:
+                    log.warning("redis watch: unexpected %r", exc)
 
     def redis_status(self) -> str:
         if self.redis is None:
             return "off"
         return str(self.redis.status)
+
+    def stats(self) -> dict[str, Any]:
+        """What /_edge/stats shows as `memory` (the node tier when on, else the hot tier)."""
+        if self.node is not None:
+            out: dict[str, Any] = dict(self.node.stats())
+            out["hot"] = self.hot.stats()
+            return out
+        return dict(self.hot.stats())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 import aiohttp
@@ -35,7 +35,7 @@ UNTRUSTED_REQUEST_HEADERS = frozenset(
         "x-edge-peer",
     }
 )
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # RFC 9110 section 9.2.1
 
 
 class OriginUnavailable(Exception):
@@ -100,22 +100,25 @@ class Upstream:
         connect_timeout: float,
         read_timeout: float,
         down_seconds: float = 5.0,
+        idle_seconds: float = 4.0,
     ) -> None:
         self.origins = [_Origin(u.rstrip("/")) for u in origins]
         if not self.origins:
             raise ValueError("at least one origin is needed")
         self._cycle = itertools.cycle(range(len(self.origins)))
         self.down_seconds = down_seconds
+        # Shorter than common origin keep-alive timeouts (Node.js 5 s, gunicorn 2 s is the
+        # exception: set timeouts.origin_idle below it), so an idle pooled connection is
+        # closed here before the origin closes it under a request in flight.
+        self.idle_seconds = idle_seconds
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self.session: aiohttp.ClientSession | None = None
+        self.fresh: aiohttp.ClientSession | None = None  # one new connection per request
 
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=512, limit_per_host=256, keepalive_timeout=30, enable_cleanup_closed=True
-        )
-        self.session = aiohttp.ClientSession(
+    def _session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=connector,
             timeout=self.timeout,
             auto_decompress=False,  # bytes pass through as the origin sent them
@@ -123,9 +126,21 @@ class Upstream:
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
         )
 
+    async def start(self) -> None:
+        self.session = self._session(
+            aiohttp.TCPConnector(
+                limit=512,
+                limit_per_host=256,
+                keepalive_timeout=self.idle_seconds,
+                enable_cleanup_closed=True,
+            )
+        )
+        self.fresh = self._session(aiohttp.TCPConnector(limit=64, force_close=True))
+
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        for session in (self.session, self.fresh):
+            if session is not None:
+                await session.close()
 
     def _pick(self, exclude: set[int]) -> int | None:
         """Round-robin over healthy origins; a down origin is probed again once its time is up."""
@@ -146,6 +161,8 @@ class Upstream:
     def _failed(self, i: int, why: str) -> None:
         origin = self.origins[i]
         origin.failures += 1
+        if len(self.origins) == 1:
+            return  # as nginx: the only origin is never marked down (there is no other)
         if origin.down_until <= time.monotonic():
             log.warning("origin %s marked down for %.0fs: %s", origin.url, self.down_seconds, why)
         origin.down_until = time.monotonic() + self.down_seconds
@@ -166,54 +183,69 @@ class Upstream:
         method: str,
         path_qs: str,
         headers: CIMultiDict[str],
-        body: AsyncIterable[bytes] | bytes | None = None,
+        body: bytes | None = None,
         replayable: bool = True,
     ) -> aiohttp.ClientResponse:
-        """Send a request, with one retry on another origin when that is safe.
+        """Send a request; try another origin, or a fresh connection, when that is safe.
 
-        A connection that could not be opened carried nothing, so any request is retried.
-        After a disconnect or a timeout the origin may have acted on the request: only a
-        `replayable` one (idempotent method, no body, not a write behind GET) is sent again.
+        A connection that could not be opened carried nothing, so any request goes to the
+        next origin. A request that failed before any byte of the answer came back (the
+        origin closed a pooled connection, or answered garbage) is sent once more on a
+        fresh connection only when `replayable` (a safe method, no body, not a write behind
+        GET). A body is streamed so that the origin client never resends it either.
         """
-        assert self.session is not None, "Upstream.start() was not awaited"
+        assert self.session is not None and self.fresh is not None, "start() was not awaited"
         tried: set[int] = set()
-        replayable = replayable and method in IDEMPOTENT and body is None
+        replayable = replayable and method in SAFE and body is None
         last: OriginUnavailable | None = None
-        for _attempt in range(2 if len(self.origins) > 1 else 1):
-            i = self._pick(tried)
-            if i is None:
-                break
+        fresh = False  # this try is the one retry on a new connection
+        i = self._pick(tried)
+        while i is not None:
             tried.add(i)
-            url = self.origins[i].url + path_qs
+            session = self.fresh if fresh else self.session
             try:
-                resp = await self.session.request(
+                resp = await session.request(
                     method,
-                    url,
+                    self.origins[i].url + path_qs,
                     headers=headers,
-                    data=body,
+                    data=None if body is None else _once(body),
                     allow_redirects=False,
                     compress=False,
                     chunked=None,
                 )
             except aiohttp.ClientConnectorError as exc:
+                # Nothing was sent: the next origin, if there is one.
                 self._failed(i, str(exc))
                 last = OriginUnavailable("connect", "cannot connect to the origin")
-                continue
-            except aiohttp.ServerDisconnectedError as exc:
-                self._failed(i, "disconnected")
-                last = OriginUnavailable("connect", "the origin closed the connection")
-                if not replayable:
-                    raise last from exc
+                i, fresh = self._pick(tried), False
                 continue
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 self._failed(i, "timeout")
                 last = OriginUnavailable("timeout", "the origin did not answer in time")
                 if not replayable:
                     raise last from exc
+                i, fresh = self._pick(tried), False
                 continue
             except aiohttp.ClientError as exc:
-                self._failed(i, str(exc))
-                raise OriginUnavailable("protocol", f"bad answer from the origin ({exc})") from exc
+                # Disconnected, reset, or garbage instead of an answer: the pooled
+                # connection was dead, or the origin acted on the request and failed.
+                if replayable and not fresh:
+                    fresh = True
+                    continue
+                self._failed(i, str(exc) or type(exc).__name__)
+                detail = "the origin closed the connection"
+                if not isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+                    detail = f"bad answer from the origin ({exc})"
+                last = OriginUnavailable("protocol", detail)
+                if not replayable:
+                    raise last from exc
+                i, fresh = self._pick(tried), False
+                continue
             self._ok(i)
             return resp
         raise last or OriginUnavailable("connect", "no origin available")
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    """A request body as a stream: once sent, aiohttp cannot send it again by itself."""
+    yield body

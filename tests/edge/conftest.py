@@ -14,9 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from edge.app import NODE
 from edge.config import load_config
-from edge.proxy import EdgeNode
+from edge.engine import Engine
 from edge.server import EdgeServer
 from origin.app import STATS_KEY
 from origin.app import create_app as create_origin
@@ -86,7 +85,11 @@ class EdgeHandle:
 
     def __init__(self, server: EdgeServer) -> None:
         self.server = server
-        self.app = server.runner.app
+        self.engine = server.node
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     def make_url(self, path: str) -> URL:
         return URL(f"http://127.0.0.1:{self.server.port}{path}")
@@ -95,20 +98,17 @@ class EdgeHandle:
 EdgeFactory = Callable[..., Awaitable[EdgeHandle]]
 
 
-@pytest.fixture(params=["front", "app"])
-async def make_edge(request: pytest.FixtureRequest) -> AsyncIterator[EdgeFactory]:
-    """Start edge nodes: make_edge(origin_url, config=..., **overrides).
-
-    Every test using it runs twice: through the front door (the fast hit path in front of
-    the aiohttp application, as `edge serve` runs by default) and on the application alone.
-    """
+@pytest.fixture
+async def make_edge() -> AsyncIterator[EdgeFactory]:
+    """Start edge nodes in this process, as `edge serve` runs a worker:
+    make_edge(origin_url, config=..., **overrides on EdgeConfig)."""
     started: list[EdgeServer] = []
 
     async def start(origin_url: str, config: Path = EDGE_YAML, **overrides: Any) -> EdgeHandle:
         cfg = load_config(config)
         overrides.setdefault("purge_token", TOKEN)
         cfg = replace(cfg, origins=(origin_url.rstrip("/"),), port=0, **overrides)
-        server = EdgeServer(cfg, front=request.param == "front")
+        server = EdgeServer(cfg)
         await server.start()
         started.append(server)
         return EdgeHandle(server)
@@ -118,8 +118,8 @@ async def make_edge(request: pytest.FixtureRequest) -> AsyncIterator[EdgeFactory
         await server.stop()
 
 
-def node_of(server: EdgeHandle | TestServer) -> EdgeNode:
-    return server.app[NODE]
+def node_of(server: EdgeHandle) -> Engine:
+    return server.engine
 
 
 def url(server: EdgeHandle | TestServer, path: str) -> str:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from edge.config import load_config
-from edge.server import EdgeServer
 from tests.edge.conftest import TOKEN, EdgeFactory, EdgeHandle, node_of, url
 
 pytestmark = pytest.mark.redis
@@ -151,29 +148,6 @@ async def start_cluster(
         bus = node_of(node).tiers.bus
         assert bus is not None and await bus.wait_connected(5)
     return Cluster(origin, server, nodes, aiohttp.ClientSession())
-
-
-async def front_only_servers() -> AsyncIterator[Any]:
-    """Like `make_edge`, front door only: for tests whose point is not the hit path
-    (a module makes it a fixture with `front_only = pytest.fixture(front_only_servers)`)."""
-    started: list[EdgeServer] = []
-
-    async def start(origin_url: str, config: Path, **overrides: Any) -> EdgeHandle:
-        cfg = replace(
-            load_config(config),
-            origins=(origin_url.rstrip("/"),),
-            port=0,
-            purge_token=TOKEN,
-            **overrides,
-        )
-        server = EdgeServer(cfg, front=True)
-        await server.start()
-        started.append(server)
-        return EdgeHandle(server)
-
-    yield start
-    for server in started:
-        await server.stop()
 
 
 @pytest.fixture

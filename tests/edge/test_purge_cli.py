@@ -16,22 +16,20 @@ from pathlib import Path
 import pytest
 
 from tests.edge.conftest import ROOT, TOKEN
-from tests.edge.test_purge import Cluster, front_only_servers, start_cluster
+from tests.edge.test_purge import Cluster, start_cluster
 
 pytestmark = pytest.mark.redis
-
-front_only = pytest.fixture(front_only_servers)
 
 
 @pytest.fixture
 async def two(
     aiohttp_server,
-    front_only,
+    make_edge,
     tmp_path,
     redis_url,
     key_prefix,
 ) -> AsyncIterator[Cluster]:
-    c = await start_cluster(aiohttp_server, front_only, tmp_path, redis_url, key_prefix, n=2)
+    c = await start_cluster(aiohttp_server, make_edge, tmp_path, redis_url, key_prefix, n=2)
     c.origin.surrogate["/obj/b"] = "common"
     yield c
     await c.session.close()

@@ -16,11 +16,10 @@ import aiohttp
 import pytest
 
 from tests.edge.conftest import EdgeFactory, node_of, origin_hits, url
-from tests.edge.test_purge import front_only_servers, start_cluster
+from tests.edge.test_purge import start_cluster
 
 pytestmark = pytest.mark.redis
 
-front_only = pytest.fixture(front_only_servers)
 
 BOUND = 1.0
 
@@ -104,7 +103,7 @@ async def wait_until(check: Any, timeout: float, every: float = 0.01) -> float:
 
 async def test_cut_node_stops_serving_a_purged_object_within_the_bound(
     aiohttp_server,
-    front_only,
+    make_edge,
     tmp_path,
     redis_url,
     key_prefix,
@@ -114,7 +113,7 @@ async def test_cut_node_stops_serving_a_purged_object_within_the_bound(
     bound = {"purge_staleness_bound": BOUND}
     c = await start_cluster(
         aiohttp_server,
-        front_only,
+        make_edge,
         tmp_path,
         redis_url,
         key_prefix,

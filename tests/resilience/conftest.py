@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from edge.app import create_app
 from edge.config import load_config
+from edge.server import EdgeServer
+from tests.edge.conftest import EdgeHandle
 from tests.resilience.helpers import EDGE_YAML
 
 
@@ -116,16 +117,23 @@ async def hanging() -> AsyncIterator[Callable[..., Awaitable[Hanging]]]:
         await h.close()
 
 
-EdgeFactory = Callable[..., Awaitable[TestServer]]
+EdgeFactory = Callable[..., Awaitable[EdgeHandle]]
 
 
 @pytest.fixture
-def make_edge(aiohttp_server: Any) -> EdgeFactory:
+async def make_edge() -> AsyncIterator[EdgeFactory]:
     """An edge node in this process, with config/edge.yaml and `overrides` on EdgeConfig."""
+    started: list[EdgeServer] = []
 
-    async def start(origins: list[str], **overrides: Any) -> TestServer:
+    async def start(origins: list[str], **overrides: Any) -> EdgeHandle:
         cfg = load_config(EDGE_YAML)
+        overrides.setdefault("port", 0)
         cfg = replace(cfg, origins=tuple(o.rstrip("/") for o in origins), **overrides)
-        return await aiohttp_server(create_app(cfg))
+        server = EdgeServer(cfg)
+        await server.start()
+        started.append(server)
+        return EdgeHandle(server)
 
-    return start
+    yield start
+    for server in started:
+        await server.stop()

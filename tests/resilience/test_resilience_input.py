@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from edge.app import GUARD, NODE
 from tests.resilience.conftest import EdgeFactory, Origin, OriginFactory
 from tests.resilience.helpers import http_get, raw_exchange, status_of
 
@@ -165,7 +164,7 @@ async def test_slowloris_is_cut_off_by_the_header_timeout(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
-    guard = edge.app[GUARD]
+    guard = edge.engine.guard
     assert guard.header_timeouts >= 2
     await _page_is_intact(edge)
 
@@ -206,7 +205,7 @@ async def test_max_connections(make_origin: OriginFactory, make_edge: EdgeFactor
     await asyncio.sleep(0.2)
     st, _, body = await http_get(port, "/page")
     assert st == 200 and body == b"p"
-    assert edge.app[GUARD].over_limit == 1
+    assert edge.engine.guard.over_limit == 1
 
 
 async def test_client_vanishing_mid_download_leaks_nothing(
@@ -227,7 +226,7 @@ async def test_client_vanishing_mid_download_leaks_nothing(
     origin.routes["/big"] = slow_big
     edge = await make_edge([str(so.make_url("/"))])
     port: Any = edge.port
-    node = edge.app[NODE]
+    node = edge.engine
     # A MISS abandoned after 300 kB, then a HIT abandoned after 300 kB.
     for expected in ("MISS", "HIT"):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -242,10 +241,10 @@ async def test_client_vanishing_mid_download_leaks_nothing(
         writer.transport.abort()  # RST, no goodbye
         # The shared fetch finishes (and stores) without its client, then nothing is left.
         for _ in range(300):
-            if not (node.flights or node._tasks):
+            if not (node.collapser.flights or node.collapser._tasks):
                 break
             await asyncio.sleep(0.05)
-        assert not node.flights and not node._tasks
+        assert not node.collapser.flights and not node.collapser._tasks
     st, h, got_body = await http_get(port, "/big", timeout=30)
     assert st == 200 and h["x-cache"] == "HIT"
     assert hashlib.sha256(got_body).digest() == hashlib.sha256(body).digest()

@@ -1,5 +1,5 @@
-"""The front door (edge/front.py) on raw sockets: pipelining, HEAD, HTTP/1.0, early answers,
-and the client address it hands to the application."""
+"""The engine's HTTP/1.1 connection (edge/http1.py) on raw sockets: pipelining, HEAD,
+HTTP/1.0, early answers, and the client address it hands to the engine."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ async def front(scripted):  # type: ignore[no-untyped-def]
         port=0,
         max_request_body=1024,
     )
-    server = EdgeServer(cfg, front=True)
+    server = EdgeServer(cfg)
     await server.start()
     yield script, server
     await server.stop()
@@ -143,7 +143,7 @@ async def test_graceful_stop_finishes_the_answer_in_flight(scripted) -> None:  #
     script.delay = 0.5
     script.set("/slow", body=b"S" * 1000)
     cfg = replace(load_config(STANDARD_YAML), origins=(url(origin, "/").rstrip("/"),), port=0)
-    server = EdgeServer(cfg, front=True)
+    server = EdgeServer(cfg)
     await server.start()
     task = asyncio.create_task(exchange(server.port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", 1))
     await asyncio.sleep(0.2)
@@ -158,7 +158,7 @@ async def test_access_log_has_one_line_per_answer_with_the_cache_verdict(scripte
     script, origin = scripted
     script.set("/logged", body=b"L" * 10, Cache_Control="max-age=60")
     cfg = replace(load_config(STANDARD_YAML), origins=(url(origin, "/").rstrip("/"),), port=0)
-    server = EdgeServer(cfg, front=True, access_log=True)
+    server = EdgeServer(cfg, access_log=True)
     await server.start()
     try:
         with caplog.at_level(logging.INFO, logger="edge.access"):
@@ -173,7 +173,7 @@ async def test_access_log_has_one_line_per_answer_with_the_cache_verdict(scripte
     assert lines[1].startswith('127.0.0.1 "GET /logged HTTP/1.1" 200 10 HIT ')
 
 
-async def test_vary_variants_are_hits_at_the_front_door(scripted, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_vary_variants_are_hits(scripted, caplog) -> None:  # type: ignore[no-untyped-def]
     import logging
 
     from aiohttp import web
@@ -188,7 +188,7 @@ async def test_vary_variants_are_hits_at_the_front_door(scripted, caplog) -> Non
 
     script.handlers["/lang"] = lang
     cfg = replace(load_config(STANDARD_YAML), origins=(url(origin, "/").rstrip("/"),), port=0)
-    server = EdgeServer(cfg, front=True, access_log=True)
+    server = EdgeServer(cfg, access_log=True)
     await server.start()
     try:
         with caplog.at_level(logging.INFO, logger="edge.access"):
@@ -203,6 +203,6 @@ async def test_vary_variants_are_hits_at_the_front_door(scripted, caplog) -> Non
     finally:
         await server.stop()
     assert bodies == [b"fr", b"en", b"fr", b"en", b"de"]
-    front_hits = [r for r in caplog.records if r.filename == "front.py"]
-    assert len(front_hits) == 2  # the second fr and en, answered by the front door itself
+    verdicts = [r.getMessage().split()[-2] for r in caplog.records if r.name == "edge.access"]
+    assert verdicts == ["MISS", "MISS", "HIT", "HIT", "MISS"]  # the second fr and en hit
     assert script.hits["/lang"] == 3

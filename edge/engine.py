@@ -1,0 +1,601 @@
+"""The request engine of one worker: carries the flow core's decisions out.
+
+    client bytes -> edge.http1 (parse once) -> Engine.serve -> edge.flow: recv, lookup
+       hit  -> deliver from the stored entry, at once (no await on the hit path)
+       miss -> edge.collapse (one fetch per key: this worker, the node, then Redis)
+               -> edge.fetch streams the origin's answer to every waiting client, stores it
+       pass -> the origin and back (edge.upstream), then invalidate what the write names
+
+Every answer is built by `edge.respond`; every caching rule is `edge.policy` via `edge.flow`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from multidict import CIMultiDict
+
+from edge import flow, policy, respond
+from edge.collapse import Collapser
+from edge.config import EdgeConfig
+from edge.entry import Entry
+from edge.fetch import CHUNK, Fetch, FetchSpec, Head
+from edge.guard import ConnectionGuard
+from edge.http1 import (
+    F_CACHE_CONTROL,
+    F_COND,
+    F_COND_OTHER,
+    F_HOST,
+    F_RANGE,
+    Request,
+    serialize_head,
+)
+from edge.keys import select_variant, vary_values
+from edge.purger import Purger
+from edge.ranges import if_range_allows, plan_ranges
+from edge.stats import Stats
+from edge.tiers import Tiers
+from edge.upstream import OriginUnavailable, Upstream, end_to_end, forward_headers
+
+if TYPE_CHECKING:
+    from edge.http1 import Http1Connection
+
+log = logging.getLogger("edge.engine")
+
+# Sent by the client, they would change what the origin answers to the shared fetch:
+# the edge asks for the whole, current object and answers the client's conditions itself.
+CLIENT_CONDITIONALS = (
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Match",
+    "If-Unmodified-Since",
+    "If-Range",
+    "Range",
+)
+ROUTE_CACHE_SIZE = 65536
+HEAD_CACHE_SIZE = 4096
+Run = Coroutine[Any, Any, None]
+
+
+class HeadCache:
+    """Pre-serialized heads of stored entries (the constant part of a hit's answer),
+    rebuilt when the entry changes. Built from `edge.respond`, like every other answer."""
+
+    def __init__(self, ident: respond.Identity) -> None:
+        self.ident = ident
+        self.heads: dict[tuple[str, str, bool], tuple[Entry, bytes]] = {}
+
+    def get(self, entry: Entry, not_modified: bool) -> bytes:
+        slot = (entry.key, entry.variant_id, not_modified)
+        cached = self.heads.get(slot)
+        if cached is not None and cached[0] is entry:
+            return cached[1]
+        fields = respond.client_fields(entry.headers, self.ident)
+        fields.append(("X-Cache", "HIT"))
+        if not_modified:
+            head = serialize_head(304, respond.not_modified(fields), None, "")
+        else:
+            if entry.status == 200 and not any(k.lower() == "accept-ranges" for k, _ in fields):
+                fields.append(("Accept-Ranges", "bytes"))
+            head = serialize_head(entry.status, fields, len(entry.body), "")
+        head = head[:-2]  # without the blank line: Age and Cache-Status follow per request
+        if len(self.heads) >= HEAD_CACHE_SIZE:
+            self.heads.clear()
+        self.heads[slot] = (entry, head)
+        return head
+
+
+class Window:
+    """Passes on only bytes first..last of a streamed body (a Range answered from a fill)."""
+
+    def __init__(self, conn: Http1Connection, first: int, last: int) -> None:
+        self.conn = conn
+        self.first = first
+        self.last = last
+        self.offset = 0
+
+    async def write(self, chunk: bytes) -> None:
+        start, end = self.offset, self.offset + len(chunk)
+        self.offset = end
+        if end <= self.first or start > self.last:
+            return
+        await self.conn.write(chunk[max(0, self.first - start) : self.last + 1 - start])
+
+
+class Engine:
+    """Everything one worker needs to answer requests."""
+
+    def __init__(self, cfg: EdgeConfig, tiers: Tiers, upstream: Upstream) -> None:
+        self.cfg = cfg
+        self.tiers = tiers
+        self.upstream = upstream
+        self.ident = respond.Identity(cfg.node, cfg.keep_tag_headers)
+        self.stats = Stats()
+        self.guard = ConnectionGuard(cfg.max_connections)
+        self.collapser = Collapser(cfg, tiers, upstream, self.stats)
+        self.purger = Purger(cfg, tiers, self.stats)
+        self.heads = HeadCache(self.ident)
+        self.routes: dict[str, flow.Route] = {}
+        self.fresh_hits: dict[str, tuple[Entry, bytes, bytes, float, tuple[int, int]]] = {}
+        self.node_name = cfg.node.encode()
+        self.hosts = frozenset(h.lower() for h in cfg.hosts)
+        self.access_log: logging.Logger | None = None
+
+    # -- recv ---------------------------------------------------------------------------
+
+    def serve(self, req: Request, conn: Http1Connection) -> Run | None:
+        """Answer `req`: at once (returns None), or through the returned coroutine."""
+        method = req.method
+        if req.flags == F_HOST and (method == "GET" or method == "HEAD"):
+            # A plain request for a target whose last answer was a fresh hit: the same
+            # decision holds while the tiers' stamp is unchanged and the entry fresh.
+            fresh = self.fresh_hits.get(req.target)
+            if fresh is not None:
+                entry, head, body, until, stamp = fresh
+                now = time.time()
+                if now < until and stamp == self.tiers.stamp():
+                    self.write_hit(req, conn, entry, head, body, now)
+                    return None
+                del self.fresh_hits[req.target]
+        if method == "GET" or method == "HEAD":
+            route = self.routes.get(req.target)
+            if route is None:
+                route = flow.recv(method, req.target, self.cfg)
+                if len(self.routes) >= ROUTE_CACHE_SIZE:
+                    self.routes.clear()
+                self.routes[req.target] = route
+        else:
+            route = flow.recv(method, req.target, self.cfg)
+        if type(route) is flow.Admin:
+            from edge import admin
+
+            return admin.serve(self, req, conn, route.path)
+        if self.hosts and not self.host_allowed(req):
+            # RFC 9110 section 15.5.20: "not able to produce a response" for this authority.
+            names = ", ".join(sorted(self.hosts))
+            self.reject(req, conn, flow.Reject(421, f"this edge serves {names} only"))
+            return None
+        if type(route) is flow.Lookup:
+            return self.lookup(req, conn, route)
+        if type(route) is flow.Pass:
+            return self.pass_through(req, conn, route.reason)
+        if type(route) is flow.Purge:
+            from edge import purge_api
+
+            return purge_api.purge_method(self, req, conn)
+        assert type(route) is flow.Reject
+        self.reject(req, conn, route)
+        return None
+
+    def host_allowed(self, req: Request) -> bool:
+        return forwarded_host(req.host, self.hosts) is not None
+
+    def reject(self, req: Request, conn: Http1Connection, r: flow.Reject) -> None:
+        reply = respond.error(
+            r.status, r.message, self.ident, r.x_cache, r.detail, r.allow, close=r.close
+        )
+        if r.x_cache:
+            self.stats.record(r.x_cache, 0)
+        conn.send(req, reply)
+        self.log(req, reply.status, 0, r.x_cache or "-")
+
+    # -- lookup and hit -----------------------------------------------------------------
+
+    def lookup(self, req: Request, conn: Http1Connection, route: flow.Lookup) -> Run | None:
+        entries = self.tiers.get_now(route.key)
+        if entries is None:
+            return self.lookup_shared(req, conn, route)  # not in this node: ask Redis
+        return self.decide(req, conn, route, entries)
+
+    async def lookup_shared(self, req: Request, conn: Http1Connection, route: flow.Lookup) -> None:
+        entries = await self.tiers.get(route.key)
+        run = self.decide(req, conn, route, entries)
+        if run is not None:
+            await run
+
+    def decide(
+        self, req: Request, conn: Http1Connection, route: flow.Lookup, entries: list[Entry]
+    ) -> Run | None:
+        entry: Entry | None = None
+        if entries:
+            first = entries[0]
+            if len(entries) == 1 and not first.vary:
+                entry = first
+            else:
+                entry = select_variant(entries, req.headers)
+        req_cc = (
+            policy.parse_request(req.headers) if req.flags & F_CACHE_CONTROL else flow.NO_REQUEST_CC
+        )
+        now = time.time()
+        decision = flow.lookup(
+            req.method,
+            bool(req.flags & F_RANGE),
+            req_cc,
+            route.rule,
+            entry,
+            bool(entries),
+            self.collapser.known_cacheable(route.key),
+            now,
+        )
+        if type(decision) is flow.Hit:
+            if decision.refresh:
+                self.collapser.refresh(self.fetch_spec(req, route, decision.entry))
+            self.deliver(req, conn, decision.entry, decision.x_cache, decision.detail, now)
+            return None
+        if type(decision) is flow.Miss:
+            return self.miss(req, conn, route, decision, req_cc)
+        if type(decision) is flow.Pass:
+            return self.pass_through(req, conn, decision.reason, replayable=True)
+        assert type(decision) is flow.Reject
+        self.reject(req, conn, decision)
+        return None
+
+    def deliver(
+        self,
+        req: Request,
+        conn: Http1Connection,
+        entry: Entry,
+        x_cache: str,
+        detail: str,
+        now: float,
+        status: str | None = None,
+        origin_ms: float | None = None,
+    ) -> None:
+        """Answer from a stored entry. A plain or conditional fresh hit uses the entry's
+        pre-serialized head; anything else (Range, stale, revalidated) builds its reply."""
+        special = req.flags & (F_RANGE | F_COND | F_COND_OTHER)
+        if x_cache == "HIT" and status is None and special in (0, F_COND):
+            not_modified = bool(special) and flow.wants_304(req.headers, entry)
+            head = self.heads.get(entry, not_modified)
+            body = b"" if not_modified else entry.body
+            self.write_hit(req, conn, entry, head, body, now)
+            if req.flags == F_HOST and not entry.vary and not entry.invalidated:
+                if len(self.fresh_hits) >= ROUTE_CACHE_SIZE:
+                    self.fresh_hits.clear()
+                stamp = self.tiers.stamp()
+                if stamp is not None:
+                    until = policy.fresh_until(entry)
+                    self.fresh_hits[req.target] = (entry, head, body, until, stamp)
+            return
+        if status is None:
+            status = respond.hit_status(entry, now, detail)
+        reply = respond.from_entry(
+            entry, req.method, req.headers, self.ident, x_cache, status, now, origin_ms
+        )
+        conn.send(req, reply)
+        size = 0 if req.method == "HEAD" or reply.status == 304 else len(reply.body)
+        self.stats.record(x_cache, size)
+        self.log(req, reply.status, size, x_cache)
+
+    def write_hit(
+        self,
+        req: Request,
+        conn: Http1Connection,
+        entry: Entry,
+        head: bytes,
+        body: bytes,
+        now: float,
+    ) -> None:
+        """A fresh hit from a pre-serialized head: only Age and Cache-Status per request."""
+        meta = entry.meta
+        age = meta.get("age0", 0.0) + now - entry.response_time  # policy.current_age
+        tail = b"Age: %d\r\nCache-Status: %s; hit; ttl=%d\r\n\r\n" % (
+            age,
+            self.node_name,
+            meta.get("lifetime", 0.0) - age,
+        )
+        conn.write_raw(req, head + tail, body)
+        size = 0 if req.method == "HEAD" else len(body)
+        stats = self.stats
+        stats.hits += 1
+        stats.bytes_served += size
+        if self.access_log is not None:
+            self.log(req, entry.status if body or not entry.body else 304, size, "HIT")
+
+    # -- miss ---------------------------------------------------------------------------
+
+    def origin_headers(self, req: Request, drop: tuple[str, ...] = ()) -> CIMultiDict[str]:
+        """The headers this client's request carries to the origin (X-Forwarded-*, Via)."""
+        return forward_headers(
+            req.headers,
+            peer=req.peer or None,
+            scheme="http",
+            host=forwarded_host(req.host, self.hosts),
+            via=self.ident.via,
+            drop=drop,
+        )
+
+    def fetch_spec(self, req: Request, route: flow.Lookup, stale: Entry | None) -> FetchSpec:
+        headers = self.origin_headers(req, drop=CLIENT_CONDITIONALS)
+        if stale is not None:
+            headers.update(policy.validators_for(stale))
+        return FetchSpec(
+            key=route.key,
+            path_qs=route.target,
+            headers=headers,
+            request_headers=req.headers,
+            rule=route.rule.terms,
+            tags=route.rule.tags,
+            stale=stale,
+        )
+
+    async def miss(
+        self,
+        req: Request,
+        conn: Http1Connection,
+        route: flow.Lookup,
+        decision: flow.Miss,
+        req_cc: policy.RequestCacheControl,
+        private: bool = False,
+    ) -> None:
+        """Fetch from the origin, joining a fetch in flight for the same key when the answer
+        is expected to be shareable. `private`: this client's own fetch, never joined."""
+        collapse = decision.collapse and not private
+        fetch, follower = self.collapser.join_or_start(
+            self.fetch_spec(req, route, decision.stale), collapse
+        )
+        try:
+            head = await asyncio.wait_for(
+                asyncio.shield(fetch.head), self.cfg.collapse_timeout + self.cfg.read_timeout
+            )
+            await self.serve_fetched(req, conn, route, decision, req_cc, fetch, head, follower)
+        finally:
+            if not follower:
+                fetch.leader_ready()
+
+    async def serve_fetched(
+        self,
+        req: Request,
+        conn: Http1Connection,
+        route: flow.Lookup,
+        decision: flow.Miss,
+        req_cc: policy.RequestCacheControl,
+        fetch: Fetch,
+        head: Head,
+        follower: bool,
+    ) -> None:
+        now = time.time()
+        stale, fwd = decision.stale, decision.fwd
+        collapsed = "; collapsed" if follower else ""
+        if head.kind == "error":
+            assert head.error is not None
+            self.origin_failed(req, conn, route.key, stale, head.error, fwd, req_cc)
+            return
+        if head.kind == "entry":
+            assert head.entry is not None
+            if head.status == 304:
+                ttl = int(
+                    head.entry.meta.get("lifetime", 0.0) - policy.current_age(head.entry, now)
+                )
+                status = f"fwd={fwd}; fwd-status=304; ttl={ttl}{collapsed}"
+                self.deliver(req, conn, head.entry, "REVALIDATED", "", now, status, head.origin_ms)
+                return
+            status = f"fwd={fwd}; collapsed; detail=shared-fill"
+            self.deliver(req, conn, head.entry, "MISS", "", now, status)
+            return
+        assert head.headers is not None and head.decision is not None
+        if (
+            head.status >= 500
+            and stale is not None
+            and policy.can_serve_stale_on_error(stale, req_cc, now)
+        ):
+            status = f"fwd=stale; fwd-status={head.status}; detail=stale-if-error"
+            self.deliver(req, conn, stale, "STALE", "", now, status)
+            return
+        if follower:
+            mine = vary_values(policy.vary_names(head.headers), req.headers)
+            if not flow.may_share_with_follower(head.decision, head.vary, mine):
+                # The answer is not shareable with this client: a request of its own.
+                if decision.fill:
+                    await self.pass_through(
+                        req, conn, "method" if req.method == "HEAD" else "range"
+                    )
+                    return
+                await self.miss(req, conn, route, flow.Miss(fwd, None, False), req_cc, True)
+                return
+        x_cache = "EXPIRED" if stale is not None else "MISS"
+        parts = [f"fwd={fwd}", f"fwd-status={head.status}"]
+        if head.decision.store:
+            parts += ["stored", f"ttl={int(head.decision.lifetime)}"]
+        elif head.decision.reason:
+            parts.append(f"detail={head.decision.reason}")
+        if follower:
+            parts.append("collapsed")
+        length = head.length
+        reply = respond.from_origin(
+            head.status,
+            head.headers.items(),
+            self.ident,
+            x_cache,
+            "; ".join(parts),
+            head.origin_ms,
+            length,
+        )
+        if head.status == 200 and req.flags & F_COND:
+            probe = Entry("", 200, tuple(head.headers.items()), b"", now, now)
+            if flow.wants_304(req.headers, probe):
+                conn.send(req, respond.Reply(304, respond.not_modified(reply.fields)))
+                self.stats.record(x_cache, 0)
+                self.log(req, 304, 0, x_cache)
+                return
+        if req.method == "HEAD":
+            # A HEAD converted to a GET: the head now, the body fills the cache alone.
+            conn.start(req, reply)
+            conn.end()
+            self.stats.record(x_cache, 0)
+            self.log(req, head.status, 0, x_cache)
+            return
+        sink: Http1Connection | Window = conn
+        if req.flags & F_RANGE and head.status == 200:
+            window = self.range_window(req, conn, reply, head)
+            if window is None:
+                # A Range this fill cannot cut out as it streams: answer from the stored
+                # entry once complete (or, if it was not stored, pass the Range on).
+                entry = await asyncio.shield(fetch.done) if fetch.can_attach() else None
+                if entry is not None:
+                    self.deliver(req, conn, entry, x_cache, "", time.time(), "; ".join(parts))
+                else:
+                    await self.pass_through(req, conn, "range")
+                return
+            sink, reply = window
+        if follower and not fetch.can_attach():
+            entry = await asyncio.shield(fetch.done)
+            if entry is None:
+                await self.miss(req, conn, route, flow.Miss(fwd, None, False), req_cc, True)
+                return
+            self.deliver(req, conn, entry, "MISS", "", time.time(), "; ".join(parts))
+            return
+        conn.start(req, reply)
+        if reply.status == 416:
+            conn.end()
+            return
+        ok = await fetch.attach(sink)
+        if not ok:
+            conn.abort()  # the origin's body broke off: the client must see it short
+            return
+        conn.end()
+        sent = reply.length if reply.length is not None else 0
+        self.stats.record(x_cache, sent)
+        self.log(req, reply.status, sent, x_cache)
+
+    def range_window(
+        self, req: Request, conn: Http1Connection, reply: respond.Reply, head: Head
+    ) -> tuple[Window, respond.Reply] | None:
+        """A single satisfiable Range of a 200 being streamed: a 206 cut out on the fly (as
+        nginx's range filter does on a miss). None when it needs the whole body first."""
+        length = head.length
+        assert head.headers is not None
+        if length is None or "Content-Encoding" in head.headers:
+            return None
+        if not if_range_allows(
+            req.headers.get("If-Range"),
+            head.headers.get("ETag"),
+            head.headers.get("Last-Modified"),
+            head.headers.get("Date"),
+        ):
+            return None
+        plan = plan_ranges(req.headers.get("Range"), length)
+        if plan.whole or plan.unsatisfiable or len(plan.ranges) != 1:
+            return None
+        first, last = plan.ranges[0]
+        fields = [*reply.fields, ("Content-Range", f"bytes {first}-{last}/{length}")]
+        return Window(conn, first, last), respond.Reply(206, fields, b"", last - first + 1)
+
+    def origin_failed(
+        self,
+        req: Request,
+        conn: Http1Connection,
+        key: str,
+        stale: Entry | None,
+        error: OriginUnavailable,
+        fwd: str,
+        req_cc: policy.RequestCacheControl,
+    ) -> None:
+        """RFC 5861 section 4: serve stale when allowed; otherwise a short 502/504."""
+        now = time.time()
+        candidates = [stale] if stale is not None else []
+        held_back = self.tiers.untrusted(key)
+        chosen = select_variant(held_back, req.headers) if held_back else None
+        if chosen is not None:
+            candidates.append(chosen)
+        entry = flow.stale_on_error(candidates, req_cc, now)
+        code = 504 if error.kind == "timeout" else 502
+        if entry is not None:
+            status = f"fwd={fwd}; fwd-status={code}; detail=stale-if-error"
+            self.deliver(req, conn, entry, "STALE", "", now, status)
+            return
+        self.reject(
+            req, conn, flow.Reject(code, str(error), "MISS", f"fwd={fwd}; detail={error.kind}")
+        )
+
+    # -- pass ---------------------------------------------------------------------------
+
+    async def pass_through(
+        self, req: Request, conn: Http1Connection, reason: str, replayable: bool = False
+    ) -> None:
+        """Straight to the origin and back, nothing stored. Only a request that cannot be a
+        write (a HEAD, or a Range on a key nothing says is a write) may be sent again."""
+        method = req.method
+        headers = self.origin_headers(req)
+        body = bytes(req.body) if req.body or "Content-Length" in req.headers else None
+        t0 = time.monotonic()
+        self.stats.origin_fetches += 1
+        try:
+            origin = await self.upstream.request(
+                method, req.target, headers, body, replayable=replayable or method == "HEAD"
+            )
+        except OriginUnavailable as exc:
+            self.stats.origin_errors[exc.kind] += 1
+            code = 504 if exc.kind == "timeout" else 502
+            self.reject(
+                req, conn, flow.Reject(code, str(exc), "BYPASS", f"fwd={reason}; detail={exc.kind}")
+            )
+            return
+        origin_ms = (time.monotonic() - t0) * 1000
+        try:
+            if 200 <= origin.status < 400:
+                await self.purger.after_write(
+                    method, req.target, req.host, origin.status, origin.headers
+                )
+            x_cache = "BYPASS" if reason in ("method", "bypass") and method != "HEAD" else "MISS"
+            reply = respond.from_origin(
+                origin.status,
+                end_to_end(origin.headers),
+                self.ident,
+                x_cache,
+                f"fwd={reason}; fwd-status={origin.status}",
+                origin_ms,
+                origin.content_length,
+            )
+            conn.start(req, reply)
+            sent = 0
+            if method != "HEAD":
+                async for chunk in origin.content.iter_chunked(CHUNK):
+                    await conn.write(chunk)
+                    sent += len(chunk)
+            conn.end()
+            self.stats.record(x_cache, sent)
+            self.log(req, origin.status, sent, x_cache)
+        except (TimeoutError, OSError) as exc:
+            log.warning("pass-through of %s %s broke off: %s", method, req.target, exc)
+            conn.abort()
+        finally:
+            origin.release()
+
+    # -- logs ---------------------------------------------------------------------------
+
+    def log(self, req: Request, status: int, size: int, x_cache: str) -> None:
+        if self.access_log is None:
+            return
+        from edge.access_log import FORMAT
+
+        self.access_log.info(
+            FORMAT,
+            req.peer or "-",
+            req.method,
+            req.target,
+            req.version,
+            status,
+            size,
+            x_cache,
+            time.monotonic() - req.started if req.started else 0.0,
+        )
+
+
+def forwarded_host(host: str, allowed: frozenset[str]) -> str | None:
+    """The Host the origin may see as X-Forwarded-Host: only one of the configured `hosts`
+    (the client's own Host could otherwise shape answers stored for everyone). Without
+    `hosts`, none is forwarded: the origin sees its own name."""
+    if not allowed:
+        return None
+    name = host.strip().lower()
+    bare = name if name.endswith("]") or ":" not in name else name.rsplit(":", 1)[0]
+    if name in allowed:
+        return name
+    if bare in allowed:
+        return bare
+    return None

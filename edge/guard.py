@@ -1,0 +1,103 @@
+"""Counts and limits of client connections: refusals, timeouts, malformed requests.
+
+- `max_connections`: open client connections per process; one more is answered 503 and
+  closed at once, before anything is parsed.
+- malformed requests (answered 400/414/431 and closed) are counted and logged at most once a
+  minute, not with a traceback each (a fuzzer or scanner must not fill the logs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("edge.guard")
+
+
+@dataclass
+class ConnectionGuard:
+    """Connection counters of one worker (see the module docstring)."""
+
+    max_connections: int = 8192
+    open: set[Any] = field(default_factory=set)  # the open Http1Connections
+    accepted: int = 0
+    header_timeouts: int = 0
+    body_timeouts: int = 0
+    over_limit: int = 0
+    bad_requests: int = 0
+    client_gone: int = 0
+    _logged_bad: int = 0
+    _log_at: float = 0.0
+
+    def bad_request(self, remote: str | None, exc: BaseException | None) -> None:
+        self.bad_requests += 1
+        now = time.monotonic()
+        if now >= self._log_at:
+            text = str(getattr(exc, "message", None) or exc or "?").strip()
+            log.warning(
+                "rejected %d malformed request(s) since the last report; latest from %s: %s",
+                self.bad_requests - self._logged_bad,
+                remote,
+                text.splitlines()[0] if text else "?",
+            )
+            self._logged_bad = self.bad_requests
+            self._log_at = now + 60.0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "open": len(self.open),
+            "accepted": self.accepted,
+            "header_timeouts": self.header_timeouts,
+            "body_timeouts": self.body_timeouts,
+            "refused": self.over_limit,
+            "bad_requests": self.bad_requests,
+            "clients_gone": self.client_gone,
+        }
+
+    def prometheus(self, node: str) -> str:
+        label = f'node="{node}"'
+        rows = [
+            ("edge_client_connections", "gauge", "Open client connections.", len(self.open)),
+            (
+                "edge_client_connections_total",
+                "counter",
+                "Client connections accepted.",
+                self.accepted,
+            ),
+            (
+                "edge_header_timeouts_total",
+                "counter",
+                "Connections closed for not sending a request head in time.",
+                self.header_timeouts,
+            ),
+            (
+                "edge_body_timeouts_total",
+                "counter",
+                "Requests answered 408 for sending their body slower than limits.body_min_rate.",
+                self.body_timeouts,
+            ),
+            (
+                "edge_connections_refused_total",
+                "counter",
+                "Connections refused over limits.max_connections.",
+                self.over_limit,
+            ),
+            (
+                "edge_clients_gone_total",
+                "counter",
+                "Responses abandoned because the client closed its connection first.",
+                self.client_gone,
+            ),
+            (
+                "edge_bad_requests_total",
+                "counter",
+                "Malformed requests answered 400/431 by the HTTP parser.",
+                self.bad_requests,
+            ),
+        ]
+        out = []
+        for name, kind, text, value in rows:
+            out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name}{{{label}}} {value}"]
+        return "\n".join(out) + "\n"

@@ -1,0 +1,561 @@
+"""HTTP/1.1 to clients: one asyncio protocol per connection, httptools parsing each request once.
+
+The connection parses, enforces the limits (`limits:` in the config) and timeouts, and hands
+each complete request to the engine in order (pipelining: one answer at a time, later
+requests wait behind it). The engine answers through the methods below: a whole `Reply`, or
+a head then a streamed body with flow control (`write` waits while the client's socket is
+full). Request bodies are read whole before the engine sees the request (as nginx's
+`proxy_request_buffering on`): the origin never holds half a request from a slow client,
+and a client sending its body slower than `limits.body_min_rate` is answered 408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
+
+import httptools
+from multidict import CIMultiDict
+
+from edge.respond import Reply
+
+if TYPE_CHECKING:
+    from edge.engine import Engine
+
+log = logging.getLogger("edge.http1")
+
+# Request header fields the engine looks at before building the full header mapping.
+F_RANGE = 1
+F_COND = 2  # If-None-Match / If-Modified-Since: may be answered 304 from cache
+F_COND_OTHER = 4  # If-Match, If-Unmodified-Since, If-Range
+F_CACHE_CONTROL = 8  # Cache-Control / Pragma
+F_BODY = 16
+F_EXPECT = 32
+F_UPGRADE = 64
+F_TE = 128
+F_HOST = 256
+_FLAGS = {
+    b"range": F_RANGE,
+    b"if-none-match": F_COND,
+    b"if-modified-since": F_COND,
+    b"if-match": F_COND_OTHER,
+    b"if-unmodified-since": F_COND_OTHER,
+    b"if-range": F_COND_OTHER,
+    b"cache-control": F_CACHE_CONTROL,
+    b"pragma": F_CACHE_CONTROL,
+    b"content-length": F_BODY,
+    b"transfer-encoding": F_BODY | F_TE,
+    b"expect": F_EXPECT,
+    b"upgrade": F_UPGRADE,
+}
+MAX_QUEUED = 32  # pipelined requests parsed ahead before reading pauses
+METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+
+
+def reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class Refused(Exception):
+    """Raised in a parser callback: answer `status` and close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Request:
+    """One parsed request. `headers` is built on first use (a plain hit never needs it)."""
+
+    __slots__ = (
+        "_headers",
+        "body",
+        "complete",
+        "flags",
+        "host",
+        "keep_alive",
+        "method",
+        "peer",
+        "raw_headers",
+        "started",
+        "target",
+        "upgrade",
+        "version",
+    )
+
+    def __init__(self, peer: str) -> None:
+        self.method = ""
+        self.target = ""
+        self.version = "1.1"
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: CIMultiDict[str] | None = None
+        self.flags = 0
+        self.keep_alive = True
+        self.peer = peer
+        self.host = ""
+        self.body = bytearray()
+        self.complete = False
+        self.started = 0.0
+        self.upgrade = False
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        if self._headers is None:
+            self._headers = CIMultiDict(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers
+            )
+        return self._headers
+
+
+def serialize_head(
+    status: int, fields: list[tuple[str, str]], length: int | None, tail: str
+) -> bytes:
+    """The status line and header block. `tail`: framing and connection lines."""
+    lines = [f"HTTP/1.1 {status} {reason(status)}"]
+    lines += [f"{k}: {v}" for k, v in fields]
+    head = "\r\n".join(lines) + "\r\n"
+    if length is not None and status != 204 and status != 304 and not 100 <= status < 200:
+        head += f"Content-Length: {length}\r\n"
+    return (head + tail + "\r\n").encode("latin-1", "replace")
+
+
+class Http1Connection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.guard = engine.guard
+        limits = engine.cfg
+        self.max_line = limits.max_line_size
+        self.max_field = limits.max_field_size
+        self.max_headers = limits.max_headers
+        self.max_body = limits.max_request_body
+        self.header_timeout = limits.header_timeout
+        self.idle_timeout = limits.keepalive_timeout
+        self.body_timeout = limits.body_timeout
+        self.body_min_rate = limits.body_min_rate
+        self.connections = engine.guard.open
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Request] = deque()
+        self.current: Request | None = None  # being parsed
+        self.answering: Request | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.peer = ""
+        self.closing = False
+        self.read_paused = False
+        self.write_paused = False
+        self.drained: asyncio.Future[None] | None = None
+        self.head_bytes = 0
+        self.head_started = 0.0  # loop time the current head began (0: not reading a head)
+        self.body_started = 0.0
+        self.body_bytes = 0
+        self.last_activity = 0.0
+        self.chunked_out = False  # the response being streamed uses chunked framing
+        self.close_after = False
+        self.broken = False  # parsing stopped (a bad request or an upgrade)
+        self.timed = engine.access_log is not None
+
+    # -- connection ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        guard = self.guard
+        if len(self.connections) >= guard.max_connections:
+            guard.over_limit += 1
+            self.transport.write(self._error_bytes(503, "too many connections"))
+            self.transport.close()
+            return
+        guard.accepted += 1
+        self.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.peer = str(peer[0])
+        now = self.loop.time()
+        self.last_activity = now
+        self.head_started = now  # a new connection must send a head in time too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self.queue.clear()
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_exception(ConnectionResetError("client gone"))
+        if self.task is not None and not self.task.done():
+            # Nothing can be sent any more; the engine's fetch goes on for other clients.
+            self.guard.client_gone += 1
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+        self.drained = None
+        self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and not self.write_paused and len(self.queue) < MAX_QUEUED:
+            self.read_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def shutdown(self) -> None:
+        """Graceful stop: close now if idle, else after the answer in progress."""
+        self.closing = True
+        if self.answering is None and not self.queue and self.current is None:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    @property
+    def gone(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def _error_bytes(self, status: int, message: str) -> bytes:
+        body = f"{status}: {message}\n".encode()
+        fields = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+        return serialize_head(status, fields, len(body), "Connection: close\r\n") + body
+
+    def fail(self, status: int, message: str) -> None:
+        """Answer a protocol error and close; nothing queued behind it is answered."""
+        self.broken = True
+        if self.transport is not None and not self.transport.is_closing():
+            if self.answering is None:
+                self.transport.write(self._error_bytes(status, message))
+            self.transport.close()
+
+    # -- timeouts, checked by `tick` about once a second (cheaper than a timer a request) ---
+
+    def tick(self, now: float) -> None:
+        guard = self.guard
+        if self.head_started and now - self.head_started > self.header_timeout:
+            guard.header_timeouts += 1
+            if self.current is not None:
+                self.fail(408, "request head too slow")
+            else:
+                self.close()  # connected, sent nothing
+        elif self.body_started and self.body_timeout > 0:
+            # Apache's mod_reqtimeout: a grace period, extended by each body_min_rate bytes.
+            allowed = self.body_timeout + (
+                self.body_bytes / self.body_min_rate if self.body_min_rate > 0 else 1e9
+            )
+            if now - self.body_started > allowed:
+                guard.body_timeouts += 1
+                self.fail(408, "request body too slow")
+        elif (
+            self.answering is None
+            and not self.queue
+            and self.current is None
+            and now - self.last_activity > self.idle_timeout
+        ):
+            self.close()  # idle keep-alive connection
+
+    # -- parsing (httptools callbacks) --------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.broken:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # CONNECT, or a request with Upgrade: answered (405 / 501), then the connection
+            # closes; nothing after it is parsed.
+            req = self.current or (self.queue[-1] if self.queue else None)
+            if req is not None:
+                req.upgrade = req.complete = True
+                if req not in self.queue:
+                    self.queue.append(req)
+            self.current = None
+            self.broken = True
+        except httptools.HttpParserError as exc:
+            refused = exc.__context__ if isinstance(exc.__context__, Refused) else None
+            if refused is None or refused.status in (400, 414, 431):
+                self.guard.bad_request(self.peer or None, refused or exc)
+            if refused is not None:
+                self.fail(refused.status, refused.message)
+            else:
+                self.fail(400, "malformed request")
+            return
+        if self.current is not None and self.head_started:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_line + self.max_headers * self.max_field:
+                self.fail(431, "request header fields too large")
+                return
+        if self.queue:
+            self._advance()
+
+    def on_message_begin(self) -> None:
+        self.current = Request(self.peer)
+        self.head_bytes = 0
+        self.head_started = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        req = self.current
+        assert req is not None
+        req.target += url.decode("latin-1")
+        if len(req.target) > self.max_line:
+            raise Refused(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.current
+        assert req is not None
+        if len(name) + len(value) > self.max_field or len(req.raw_headers) >= self.max_headers:
+            raise Refused(431, "request header fields too large")
+        lname = name.lower()
+        flag = _FLAGS.get(lname)
+        if flag is not None:
+            req.flags |= flag
+        elif lname == b"host":
+            if req.flags & F_HOST:
+                # RFC 9112 section 3.2: more than one Host line is a 400.
+                raise Refused(400, "more than one Host header field")
+            req.flags |= F_HOST
+            req.host = value.decode("latin-1")
+        req.raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self.current
+        assert req is not None
+        parser = self.parser
+        method = parser.get_method()
+        req.method = METHODS.get(method) or method.decode("latin-1")
+        req.version = parser.get_http_version()
+        req.keep_alive = parser.should_keep_alive()
+        self.head_started = 0.0
+        if self.timed:
+            req.started = time.monotonic()
+        if req.flags != F_HOST or req.target[:1] != "/":
+            self._check_head(req)
+        self.queue.append(req)
+        if len(self.queue) >= MAX_QUEUED:
+            self._pause_reading()
+
+    def _check_head(self, req: Request) -> None:
+        """What a plain request (a path and a Host, nothing else the edge looks at) needs
+        no check of: framing, Expect, the request-target's form."""
+        flags = req.flags
+        if not flags & F_HOST and req.version != "1.0":
+            # RFC 9112 section 3.2: "MUST respond with a 400 ... to any HTTP/1.1 request
+            # message that lacks a Host header field".
+            raise Refused(400, "an HTTP/1.1 request needs a Host header field")
+        if flags & F_TE and req.version == "1.0":
+            # RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+            # framing; nothing ambiguous goes on.
+            raise Refused(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if req.target[:1] != "/":
+            self._other_form(req)
+        if flags & F_BODY:
+            length = req.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                raise Refused(413, "request body too large")
+            self.body_started = self.loop.time()
+            self.body_bytes = 0
+            expect = req.headers.get("Expect", "") if flags & F_EXPECT else ""
+            if "100-continue" in expect.lower() and self.transport is not None:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _other_form(self, req: Request) -> None:
+        """RFC 9112 section 3.2: absolute-form (its authority replaces Host), the
+        asterisk-form of OPTIONS and the authority-form of CONNECT; anything else is a 400."""
+        target = req.target
+        if target.lower().startswith(("http://", "https://")):
+            parts = urlsplit(target)
+            req.host = parts.netloc
+            req.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        elif not (target == "*" and req.method == "OPTIONS") and req.method != "CONNECT":
+            raise Refused(400, "the request target must be a path")
+
+    def on_body(self, body: bytes) -> None:
+        req = self.current
+        assert req is not None
+        self.body_bytes += len(body)
+        if len(req.body) + len(body) > self.max_body:
+            raise Refused(413, "request body too large")
+        req.body += body
+
+    def on_message_complete(self) -> None:
+        req = self.current
+        assert req is not None
+        req.complete = True
+        self.current = None
+        self.body_started = 0.0
+
+    # -- answering, in order ------------------------------------------------------------
+
+    def _advance(self) -> None:
+        while self.queue and self.answering is None:
+            if self.gone or self.write_paused:
+                return
+            req = self.queue[0]
+            if not req.complete:
+                return  # its body is still arriving
+            if req.upgrade:
+                self.queue.clear()
+                if req.method == "CONNECT":
+                    run = self.engine.serve(req, self)
+                    assert run is None  # answered at once (flow.recv: Reject)
+                else:
+                    self.fail(501, "protocol upgrades are not supported")
+                self.close()
+                return
+            self.answering = req
+            run = self.engine.serve(req, self)
+            if run is not None:
+                self.task = self.loop.create_task(self._run(req, run))
+                return
+            self._finished(req)
+        if not self.queue and self.answering is None:
+            self._resume_reading()
+            if self.closing and self.current is None:
+                self.close()
+
+    async def _run(self, req: Request, run: Coroutine[Any, Any, None]) -> None:
+        try:
+            await run
+        except (ConnectionError, asyncio.CancelledError):
+            self.close()
+        except Exception:
+            log.exception("answering %s %s failed", req.method, req.target)
+            if self.chunked_out or self.answering is None:
+                self.close()
+            else:
+                self.fail(500, "internal error")
+        finally:
+            self.task = None
+        self._finished(req)
+        self._advance()
+
+    def _finished(self, req: Request) -> None:
+        self.answering = None
+        self.last_activity = self.loop.time()
+        if self.queue and self.queue[0] is req:
+            self.queue.popleft()
+        if self.close_after or not req.keep_alive or self.closing:
+            self.queue.clear()
+            self.close()
+
+    # -- the engine's side: writing answers ---------------------------------------------
+
+    def _tail(self, req: Request, close: bool) -> str:
+        if close or not req.keep_alive or self.closing:
+            self.close_after = True
+            return "Connection: close\r\n"
+        if req.version == "1.0":
+            return "Connection: keep-alive\r\n"
+        return ""
+
+    def write_raw(self, req: Request, head: bytes, body: bytes | memoryview) -> None:
+        """A whole pre-serialized answer (the hit path). `head` ends with its blank line."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not req.keep_alive or self.closing:
+            head = head[:-2] + b"Connection: close\r\n\r\n"
+            self.close_after = True
+        elif req.version == "1.0":
+            head = head[:-2] + b"Connection: keep-alive\r\n\r\n"
+        if req.method == "HEAD" or not body:
+            transport.write(head)
+        elif len(body) <= 16384:
+            transport.write(head + body)
+        else:
+            transport.write(head)
+            transport.write(body)
+
+    def send(self, req: Request, reply: Reply) -> None:
+        """A whole answer."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        head = serialize_head(
+            reply.status, reply.fields, reply.length, self._tail(req, reply.close)
+        )
+        body = reply.body
+        if req.method == "HEAD" or not body or reply.status in (204, 304):
+            transport.write(head)
+        elif len(body) <= 16384:
+            transport.write(head + body)
+        else:
+            transport.write(head)
+            transport.write(body)
+
+    def start(self, req: Request, reply: Reply) -> None:
+        """The head of an answer whose body follows through `write` and `end`."""
+        if self.gone:
+            raise ConnectionResetError("client gone")
+        assert self.transport is not None
+        tail = self._tail(req, reply.close)
+        self.chunked_out = False
+        no_body = req.method == "HEAD" or reply.status in (204, 304) or reply.status < 200
+        if reply.length is None and not no_body:
+            if req.version == "1.0":
+                tail = "Connection: close\r\n"  # the end of the body is the end of the connection
+                self.close_after = True
+            else:
+                tail += "Transfer-Encoding: chunked\r\n"
+                self.chunked_out = True
+        self.transport.write(serialize_head(reply.status, reply.fields, reply.length, tail))
+
+    def interim(self, status: int, fields: list[tuple[str, str]]) -> None:
+        """A 1xx answer before the final one (103 Early Hints); HTTP/1.1 clients only."""
+        if self.transport is not None and not self.gone and self.answering is not None:
+            lines = [f"HTTP/1.1 {status} {reason(status)}", *(f"{k}: {v}" for k, v in fields)]
+            self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace"))
+
+    async def write(self, data: bytes | memoryview) -> None:
+        """A piece of the body; waits while the client's socket buffer is full."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client gone")
+        if self.chunked_out:
+            if not data:
+                return
+            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            transport.write(data)
+        if self.write_paused:
+            if self.drained is None:
+                self.drained = self.loop.create_future()
+            await self.drained
+
+    def end(self) -> None:
+        if self.chunked_out and self.transport is not None and not self.gone:
+            self.transport.write(b"0\r\n\r\n")
+        self.chunked_out = False
+
+    def abort(self) -> None:
+        """The body broke off: close, so the client sees it short (never a complete-looking
+        wrong answer)."""
+        self.close_after = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def tick_forever(connections: set[Any], every: float = 1.0) -> None:
+    """Enforce the header, body and idle timeouts of every connection."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        now = loop.time()
+        for conn in list(connections):
+            conn.tick(now)
