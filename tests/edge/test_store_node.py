@@ -497,7 +497,7 @@ def test_lru_bound_with_200_objects_of_1mb(node_path: str) -> None:
         assert tier.stats()["keys"] == budget // (MiB + 256 + 1)
         (last,) = tier.get("http://h/199")
         assert last.body == bytes([199]) * MiB
-        data = os.path.getsize(os.path.join(node_path, DATA_FILE))
+        data = os.stat(os.path.join(node_path, DATA_FILE)).st_blocks * 512  # sparse
         assert data <= budget * 1.25, f"data file {data / MiB:.0f} MiB for a 64 MiB budget"
         check(tier)
 
@@ -587,22 +587,24 @@ def test_closed_tier_refuses(node_path: str) -> None:
 # -- lifecycle: corrupt, older, two owners ----------------------------------------------------
 
 
-def _stored(path: str, n: int = 20, size: int = 50_000) -> None:
+def _stored(path: str, n: int = 20, size: int = 50_000) -> int:
+    """Fill a tier; returns the bytes of its data file in use (the file is sparse)."""
     now = time.time()
     with NodeTier(path, max_bytes=64 * MiB) as tier:
         for i in range(n):
             tier.put(Entry(f"http://h/{i}", 200, (), b"z" * size, now, now), now + 600)
+        info, stat = tier._env.info(), tier._env.stat()
+    return (info["last_pgno"] + 1) * stat["psize"]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "zeros-in-a-page"])
 def test_corrupt_file_starts_empty(
     node_path: str, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _stored(node_path)
+    size = _stored(node_path)
     data = os.path.join(node_path, DATA_FILE)
-    size = os.path.getsize(data)
     if damage == "garbage":
-        with open(data, "wb") as f:
+        with open(data, "r+b") as f:
             f.write(os.urandom(size))
     elif damage == "truncated":
         os.truncate(data, size // 2)
@@ -626,7 +628,7 @@ def test_older_version_starts_empty(node_path: str, caplog: pytest.LogCaptureFix
     import lmdb
 
     _stored(node_path)
-    env = lmdb.open(node_path, max_dbs=16, map_size=64 * MiB)
+    env = lmdb.open(node_path, max_dbs=16, map_size=64 * MiB, writemap=True)
     with env.begin(write=True) as txn:
         txn.put(b"format", b"woodytoys-edge node tier 0", db=env.open_db(b"meta", txn=txn))
     env.close()
@@ -894,3 +896,77 @@ def test_inherited_tier_is_closed_in_the_child(node_path: str) -> None:
         proc.join()
         assert tier.get("http://h/a")  # the parent's tier still works
         tier.put(Entry("http://h/b", 200, (), b"b", now, now), now + 60)
+
+
+def test_concurrent_purges_keep_the_generation_in_order(node_path: str, peers: list[Peer]) -> None:
+    import threading
+
+    path = NodeTier.prepare(node_path, "edge-1")
+    with NodeTier(path) as tier:
+        a, b = Peer(path), Peer(path)
+        peers += [a, b]
+        start = tier.generation
+        seen: list[int] = []
+        done = threading.Event()
+
+        def purge(peer: Peer) -> None:
+            for i in range(40):
+                peer("purge", urls=[f"http://h/{i}"])
+
+        def watch() -> None:
+            while not done.is_set():
+                seen.append(tier.generation)
+
+        workers = [threading.Thread(target=purge, args=(p,)) for p in (a, b)]
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        done.set()
+        watcher.join()
+        assert tier.generation == start + 80 == a("generation")
+        back = [(i, seen[i - 1], x) for i, x in enumerate(seen) if i and seen[i - 1] > x]
+        assert back == [], len(seen)  # never goes backwards
+
+
+def test_generation_published_by_the_next_flush(node_path: str) -> None:
+    from edge.store_node import _Totals
+
+    with NodeTier(node_path) as tier:
+        g = tier.generation
+        # A purger committed, then died before publishing its generation.
+        with tier._env.begin(write=True) as txn:
+            totals = _Totals.load(txn.get(b"totals", db=tier._meta))
+            totals.generation += 1
+            txn.put(b"totals", totals.dump(), db=tier._meta)
+        assert tier.generation == g
+        tier.touch_flush()
+        assert tier.generation == g + 1
+
+
+def test_heartbeat_notices_a_takeover(node_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    NodeTier.prepare(node_path, "edge-1")
+    with NodeTier(node_path) as tier:
+        tier.heartbeat()
+        gone = time.time() + OWNER_STALE_SECONDS + 5
+        # edge-2's supervisor, in another process, finds edge-1 silent and takes over.
+        ctx = multiprocessing.get_context("fork")
+        proc = ctx.Process(
+            target=NodeTier.prepare, args=(node_path, "edge-2"), kwargs={"clock": lambda: gone}
+        )
+        proc.start()
+        proc.join()
+        assert proc.exitcode == 0
+        with caplog.at_level(logging.ERROR, "edge.store.node"):
+            tier.heartbeat()
+            tier.heartbeat()
+        assert caplog.text.count("now owned by node 'edge-2'") == 1
+
+
+def test_prepare_on_an_unusable_path(tmp_path: Path) -> None:
+    file = tmp_path / "a-file"
+    file.write_text("not a directory")
+    with pytest.raises(NodeTierError, match=r"node_cache\.path"):
+        NodeTier.prepare(file, "edge-1")
