@@ -614,9 +614,18 @@ def test_corrupt_file_starts_empty(
         with open(data, "r+b") as f:
             f.seek(8192)
             f.write(b"\0" * (size - 8192))
+    if damage != "zeros-in-a-page":
+        with pytest.raises(NodeTierError, match="prepare"):
+            NodeTier(node_path)  # a worker refuses it (no SIGBUS): prepare repairs
     with caplog.at_level(logging.WARNING, "edge.store.node"):
         path = NodeTier.prepare(node_path, "edge-1")
     assert "starting empty" in caplog.text
+    assert {
+        "garbage": "not an LMDB file",
+        "truncated": "truncated",
+        "empty": "truncated",
+        "zeros-in-a-page": "unreadable",
+    }[damage] in caplog.text
     with NodeTier(path) as tier:
         assert tier.get("http://h/1") == [] and len(tier) == 0
         now = time.time()
@@ -682,12 +691,37 @@ def _serve(conn: multiprocessing.connection.Connection, path: str, kw: dict[str,
                 return
             elif op == "wait_for_fill":
                 result = asyncio.run(tier.wait_for_fill(*args, **kwargs))
+            elif op == "herd":
+                result = asyncio.run(_herd(tier, *args, **kwargs))
             else:
                 result = getattr(tier, op)(*args, **kwargs)
         except Exception as exc:
             conn.send((False, repr(exc)))
         else:
             conn.send((True, result))
+
+
+async def _herd(tier: NodeTier, key: str, clients: int, start_at: float) -> list[str]:
+    """`clients` concurrent misses on `key` in this worker, collapsed through the node tier
+    as the engine would: what each did ("hit", "waited" or "fetched" from the origin)."""
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+
+    async def client() -> str:
+        if tier.get(key):
+            return "hit"
+        token = tier.try_lock(key, 5.0)
+        if token is None:
+            if await tier.wait_for_fill(key, 5.0):
+                return "waited"
+            token = tier.try_lock(key, 5.0)
+        await asyncio.sleep(0.2)  # the origin
+        now = time.time()
+        tier.put(Entry(key, 200, (), b"from the origin", now, now), now + 60)
+        if token is not None:
+            tier.unlock(key, token)
+        return "fetched"
+
+    return list(await asyncio.gather(*(client() for _ in range(clients))))
 
 
 class Peer:
@@ -970,3 +1004,25 @@ def test_prepare_on_an_unusable_path(tmp_path: Path) -> None:
     file.write_text("not a directory")
     with pytest.raises(NodeTierError, match=r"node_cache\.path"):
         NodeTier.prepare(file, "edge-1")
+
+
+def test_a_herd_across_workers_makes_one_origin_request(node_path: str, peers: list[Peer]) -> None:
+    import threading
+
+    path = NodeTier.prepare(node_path, "edge-1")
+    workers = [Peer(path) for _ in range(3)]
+    peers += workers
+    start_at = time.time() + 0.2
+    results: list[list[str]] = []
+
+    def run(peer: Peer) -> None:
+        results.append(peer("herd", "http://h/cold", 30, start_at))
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    answers = [a for r in results for a in r]
+    assert len(answers) == 90
+    assert answers.count("fetched") == 1, answers
