@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -691,6 +692,12 @@ def _serve(conn: multiprocessing.connection.Connection, path: str, kw: dict[str,
                 return
             elif op == "wait_for_fill":
                 result = asyncio.run(tier.wait_for_fill(*args, **kwargs))
+            elif op == "put_forever":
+                conn.send((True, None))
+                for i in itertools.count():
+                    now = time.time()
+                    body = bytes([i % 256]) * args[0]
+                    tier.put(Entry(f"http://h/w{i % 50}", 200, (), body, now, now), now + 60)
             elif op == "herd":
                 result = asyncio.run(_herd(tier, *args, **kwargs))
             else:
@@ -1026,3 +1033,21 @@ def test_a_herd_across_workers_makes_one_origin_request(node_path: str, peers: l
     answers = [a for r in results for a in r]
     assert len(answers) == 90
     assert answers.count("fetched") == 1, answers
+
+
+def test_a_worker_killed_while_writing(node_path: str, peers: list[Peer]) -> None:
+    path = NodeTier.prepare(node_path, "edge-1")
+    with NodeTier(path, max_bytes=32 * MiB) as tier:
+        for round in range(3):
+            peer = Peer(path, max_bytes=32 * MiB)
+            peers.append(peer)
+            peer("put_forever", 512 * 1024 + round)
+            time.sleep(0.15)
+            peer.kill()  # most likely inside a write transaction (holding the writer lock)
+            peer.proc.join()
+            now = time.time()
+            e = Entry(f"http://h/after{round}", 200, (), b"still works", now, now)
+            assert tier.put(e, now + 60)  # the writer lock is recovered
+            assert tier.get(e.key) == [e]
+            assert tier.stats()["bytes"] <= 32 * MiB
+            check(tier)
