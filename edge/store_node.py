@@ -85,7 +85,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import lmdb
 
@@ -133,6 +133,21 @@ _VID, _SEQ, _KU, _SIZE, _RQ, _RS, _INV, _TAGS = range(8)
 
 _OPEN: weakref.WeakSet[NodeTier] = weakref.WeakSet()
 _T = TypeVar("_T")
+
+
+class NodeStats(TypedDict):
+    """`MemoryTier.stats()`'s keys (node-wide counters), plus where the tier lives."""
+
+    keys: int
+    entries: int
+    bytes: int
+    max_bytes: int
+    max_object_bytes: int
+    evictions: int
+    expirations: int
+    tags: int
+    path: str
+    persistent: bool
 
 
 class NodeTierError(RuntimeError):
@@ -495,7 +510,7 @@ class NodeTier:
         """Number of primary keys held (node-wide)."""
         return self._totals().keys
 
-    def stats(self) -> dict[str, int | str]:
+    def stats(self) -> NodeStats:
         """MemoryTier's counters, node-wide, plus where the tier lives."""
         t = self._totals()
         return {
@@ -870,10 +885,13 @@ class NodeTier:
                         t.generation += 1
                         txn.put(b"totals", t.dump(), db=self._meta)
                     break
-                except lmdb.MapFullError:
+                except lmdb.MapFullError as exc:
                     # Deleting needs free pages too (copy on write): make room, retry.
                     if attempt == 2 or not self._make_room(self.max_bytes // 2 + 1):
-                        raise
+                        raise NodeTierError(
+                            f"node tier at {self.path}: the map ({self.map_size} bytes) is "
+                            "full: the purge was not applied"
+                        ) from exc
             _publish(self._gen_map, t.generation)
         finally:
             fcntl.flock(self._gen_fd, fcntl.LOCK_UN)
