@@ -211,12 +211,50 @@ def test_expires_without_date_uses_the_response_time() -> None:
     assert lifetime_of({"Expires": date(-10), "Date": date(), "ETag": '"x"'}) == 0.0
 
 
-@pytest.mark.parametrize("expires", ["0", "-1", "yesterday", "Sun, 31 Feb 2024 00:00:00 GMT"])
+@pytest.mark.parametrize(
+    "expires",
+    [
+        "0",
+        "-1",
+        "yesterday",
+        "Sun, 31 Feb 2024 00:00:00 GMT",
+        # Future dates, but not in one of the three HTTP-date formats (RFC 9110 5.6.7):
+        "Thu, 18 Aug 2050 02:01:18 UTC",
+        "Thu, 18 Aug 2050 02:01:18 AEST",
+        "Thu, 18 Aug 50 02:01:18 GMT",
+        "Thu 18 Aug 2050 02:01:18 GMT",
+        "Thu, 18  Aug  2050 02:01:18 GMT",
+        "Thu, 18-Aug-2050 02:01:18 GMT",
+        "Thu, 18 Aug 2050 02.01.18 GMT",
+        "Thu, 18 Aug 2050 2:01:18 GMT",
+    ],
+)
 def test_invalid_expires_is_stale(expires: str) -> None:
     """5.3: "A cache recipient MUST interpret invalid date formats, especially the value "0",
     as representing a time in the past (i.e., "already expired")." """
-    assert lifetime_of({"Expires": expires, "ETag": '"x"'}) == 0.0
+    assert lifetime_of({"Expires": expires, "Date": date(), "ETag": '"x"'}) == 0.0
     assert decide({"Expires": expires}).reason == "stale-on-arrival"
+
+
+def test_expires_in_the_three_formats_and_any_case() -> None:
+    """RFC 9110 5.6.7: "A recipient that parses a timestamp value in an HTTP field MUST accept
+    all three HTTP-date formats"; RFC 9111 4.2: "a cache recipient SHOULD match the field
+    value case-insensitively"."""
+    start = {"Date": "Sun, 06 Nov 1994 08:49:37 GMT"}
+    for expires in (
+        "Sun, 06 Nov 1994 08:50:37 GMT",
+        "Sunday, 06-Nov-94 08:50:37 GMT",
+        "Sun Nov  6 08:50:37 1994",
+        "SUN, 06 NOV 1994 08:50:37 gmt",
+    ):
+        assert lifetime_of({**start, "Expires": expires}) == 60.0
+
+
+def test_invalid_date_is_absent() -> None:
+    """An invalid Date is no date: Expires counts from the response time (RFC 9110 6.6.1: a
+    recipient without a usable Date records the time the response was received)."""
+    h = {"Expires": date(120), "Date": "Tue, 14 Nov 2023 22:11:20 UTC"}  # 120 s before NOW
+    assert lifetime_of(h, response_time=NOW) == 120.0
 
 
 def test_duplicate_expires_is_stale() -> None:
