@@ -378,12 +378,42 @@ def test_initial_age_arithmetic() -> None:
     assert initial_age(hdrs(), NOW - 1.5, NOW) == 1.5
 
 
-@pytest.mark.parametrize("age", ["-5", "abc", "5, 10", "1.5", "²", ""])
+@pytest.mark.parametrize("age", ["-5", "abc", "1.5", "7200.0", "²", "", "abc, 5", "+5", "0x10"])
 def test_invalid_age_is_ignored(age: str) -> None:
-    """5.1: "If the field value is invalid (e.g., contains a list or something other than a
-    non-negative integer), a cache SHOULD ignore the field." """
+    """5.1: "If the field value (after discarding additional members, as per above) is invalid
+    (e.g., it contains something other than a non-negative integer), a cache SHOULD ignore
+    the field." """
+    assert policy.age_value(hdrs({"Age": age})) is None
     assert initial_age(hdrs({"Age": age}), NOW, NOW) == 0.0
-    assert initial_age(hdrs([("Age", "5"), ("Age", "6")]), NOW, NOW) == 0.0
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [("Age", "7200, 0")],
+        [("Age", "7200,0")],
+        [("Age", "7200"), ("Age", "0")],
+        [("Age", "7200, 7200")],
+        [("Age", " , 7200")],  # an empty member is no member (RFC 9110 5.6.1)
+        [("Age", ""), ("Age", "7200")],
+    ],
+)
+def test_list_based_age_uses_its_first_member(lines: list[tuple[str, str]]) -> None:
+    """5.1: "Although it is defined as a singleton header field, a cache encountering a
+    message with a list-based Age field value SHOULD use the first member of the field value,
+    discarding subsequent ones." Two field lines are one list (RFC 9110 5.3), whether the
+    caller passes them as two values or joined with ", "."""
+    assert policy.age_value(hdrs(lines)) == 7200
+    assert initial_age(hdrs(lines), NOW, NOW) == 7200.0
+    # So `max-age=3600` with `Age: 7200, 0` arrives stale and is revalidated.
+    e = make_entry([("Cache-Control", "max-age=3600"), ("ETag", '"x"'), *lines])
+    assert policy.reuse(e, cc(), NOW) is policy.Reuse.VALIDATE
+
+
+def test_list_based_age_with_a_zero_first() -> None:
+    assert policy.age_value(hdrs([("Age", "0"), ("Age", "7200")])) == 0
+    assert policy.age_value(hdrs({"Age": "0, 7200"})) == 0
+    assert policy.age_value(hdrs()) is None
 
 
 def test_huge_age_clamps() -> None:
