@@ -18,7 +18,7 @@ from urllib.parse import SplitResult
 
 from multidict import CIMultiDict, MultiMapping
 
-from edge.directives import DELTA_MAX, Directives, parse_directives
+from edge.directives import DELTA_MAX, Directives, parse_directives, parse_targeted
 from edge.entry import Entry
 from edge.httpdate import parse_http_date
 
@@ -171,12 +171,18 @@ def edge_directives(headers: Headers) -> tuple[Directives, str]:
     Cache-Control header fields". Surrogate-Control (Edge Architecture 1.0) targets
     surrogates the same way; CDN-Cache-Control wins when both are present.
     """
-    for name in ("CDN-Cache-Control", "Surrogate-Control"):
-        # RFC 9213 2.1: "If a targeted field in a given response is empty, or a parsing error
-        # is encountered, that field SHOULD be ignored by the cache".
-        targeted = parse_directives(header_values(headers, name))
-        if targeted:
-            return targeted, name.lower()
+    # RFC 9213 2.1: CDN-Cache-Control is a Structured Field Dictionary (RFC 8941); "If a
+    # targeted field in a given response is empty, or a parsing error is encountered, that
+    # field MUST be ignored by the cache" -- `max-age=10000, &&&&&` or `max-age="10000"`
+    # falls back to the next field, not to half of itself.
+    targeted = parse_targeted(header_values(headers, "CDN-Cache-Control"))
+    if targeted is not None:
+        return targeted, "cdn-cache-control"
+    # Surrogate-Control (Edge Architecture 1.0) predates Structured Fields: it keeps the
+    # lenient Cache-Control syntax, and is ignored when nothing in it parses.
+    surrogate = parse_directives(header_values(headers, "Surrogate-Control"))
+    if surrogate:
+        return surrogate, "surrogate-control"
     return parse_directives(header_values(headers, "Cache-Control")), "cache-control"
 
 

@@ -322,6 +322,36 @@ def test_empty_or_unparseable_targeted_field_is_ignored(value: str) -> None:
     assert lifetime_of({"CDN-Cache-Control": value, "Cache-Control": "max-age=60"}) == 60.0
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["max-age=10000, &&&&&", 'max-age="10000"', "max-age =100", "max-age= 100", "MaX-aGe=100"],
+)
+def test_invalid_cdn_cache_control_falls_back_to_cache_control(value: str) -> None:
+    """RFC 9213 2.1: CDN-Cache-Control is a Structured Field Dictionary; "If a targeted field
+    in a given response is empty, or a parsing error is encountered, that field MUST be
+    ignored by the cache (i.e., it behaves as if the field were not present, likely falling
+    back to other cache-control mechanisms present)." Not half of it: all of it."""
+    assert decide({"CDN-Cache-Control": value, "Cache-Control": "no-store"}).reason == "no-store"
+    assert lifetime_of({"CDN-Cache-Control": value, "Cache-Control": "max-age=1"}) == 1.0
+    # The next field in the target list then applies, before Cache-Control.
+    both = {"CDN-Cache-Control": value, "Surrogate-Control": "max-age=20", "Expires": date(9)}
+    assert lifetime_of(both) == 20.0
+    d, source = policy.edge_directives(hdrs({"CDN-Cache-Control": value}))
+    assert source == "cache-control" and not d
+
+
+def test_valid_cdn_cache_control_wins() -> None:
+    """RFC 9213 2.1: a cache that uses the field "MUST use them to determine the freshness
+    lifetime" -- including with 11 digits (RFC 8941 integers have up to 15) and parameters
+    on directives, which "are to be ignored"."""
+    assert lifetime_of({"CDN-Cache-Control": "max-age=99999999999"}) == 2.0**31
+    assert lifetime_of({"CDN-Cache-Control": "max-age=60;foo=1", "Cache-Control": "no-store"}) == 60
+    assert lifetime_of({"CDN-Cache-Control": "foobar, max-age=3600"}) == 3600.0
+    # Two lines are one dictionary, the last value of a key wins (RFC 8941 4.2, 4.2.2).
+    two = [("CDN-Cache-Control", "max-age=5"), ("CDN-Cache-Control", "max-age=60")]
+    assert lifetime_of(two) == 60.0
+
+
 def test_explicit_lifetime_none_without_information() -> None:
     d, source = policy.edge_directives(hdrs())
     assert explicit_lifetime(d, source, hdrs(), NOW) is None
