@@ -26,6 +26,17 @@ Headers = MultiMapping[str]
 
 # RFC 9110 section 15.1: status codes that are heuristically cacheable.
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+# RFC 9111 section 5.2.2.3 must-understand: the status codes whose caching requirements this
+# cache understands and implements: the final codes RFC 9110 section 15 defines, except 206
+# (this cache stores no partial content) and 304 (it freshens, never stores). Others (451 of
+# RFC 7725, 299, 599...) are not stored under must-understand.
+UNDERSTOOD_STATUSES = frozenset(
+    {200, 201, 202, 203, 204, 205}
+    | {300, 301, 302, 303, 305, 307, 308}
+    | set(range(400, 418))
+    | {421, 422, 426}
+    | set(range(500, 506))
+)
 # What a config rule's TTL may apply to: successes, permanent redirects and "gone" answers,
 # never errors that may be transient (a 500 must not be pinned for a day).
 RULE_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 410})
@@ -304,8 +315,16 @@ def decide_store(
         if source == "cache-control"
         else parse_directives(header_values(response_headers, "Cache-Control"))
     )
-    # 3: "the no-store cache directive is not present in the response".
-    if "no-store" in cc:
+    # 3: "if the response status code is 206 or 304, or the must-understand cache directive
+    # (see Section 5.2.2.3) is present: the cache understands the response status code".
+    must_understand = "must-understand" in cc
+    if must_understand and status not in UNDERSTOOD_STATUSES:
+        return StoreDecision(False, "must-understand")
+    # 3: "the no-store cache directive is not present in the response", and 5.2.2.3: "When a
+    # cache that implements the must-understand directive receives a response that includes
+    # it, the cache SHOULD ignore the no-store directive if it understands and implements the
+    # status code's caching requirements."
+    if "no-store" in cc and not must_understand:
         return StoreDecision(False, "no-store")
     # 3: "if the cache is shared: the private response directive is either not present or
     # allows a shared cache to store a modified response" -- we never store private answers.

@@ -67,6 +67,42 @@ def test_response_no_store() -> None:
     assert decide({"Cache-Control": "max-age=60, no-store"}).reason == "no-store"
 
 
+@pytest.mark.parametrize("status", [200, 203, 204, 301, 404, 410, 500, 503])
+def test_must_understand_overrides_no_store_for_understood_statuses(status: int) -> None:
+    """5.2.2.3: "The must-understand response directive limits caching of the response to a
+    cache that understands and conforms to the requirements for that response's status code.
+    A response that contains the must-understand directive SHOULD also contain the no-store
+    directive. When a cache that implements the must-understand directive receives a
+    response that includes it, the cache SHOULD ignore the no-store directive if it
+    understands and implements the status code's caching requirements." """
+    d = decide({"Cache-Control": "max-age=60, must-understand, no-store"}, status=status)
+    assert d.store and d.lifetime == 60.0
+    assert decide({"Cache-Control": "Must-Understand, No-Store, max-age=60"}).store
+    # The same in the targeted field (RFC 9213: its directives are Cache-Control's).
+    assert decide({"CDN-Cache-Control": "max-age=60, must-understand, no-store"}).store
+    # no-store alone still forbids storing.
+    assert decide({"Cache-Control": "max-age=60, no-store"}, status=status).reason == "no-store"
+
+
+@pytest.mark.parametrize("status", [299, 418, 429, 451, 599])
+def test_must_understand_with_a_status_not_understood(status: int) -> None:
+    """3: a cache MUST NOT store a response unless, "if the response status code is 206 or
+    304, or the must-understand cache directive (see Section 5.2.2.3) is present: the cache
+    understands the response status code"."""
+    for value in ("max-age=60, must-understand, no-store", "max-age=60, must-understand"):
+        assert decide({"Cache-Control": value}, status=status).reason == "must-understand"
+    assert not decide({"Cache-Control": "max-age=60, must-understand"}, status=206).store
+
+
+def test_must_understand_never_overrides_other_prohibitions() -> None:
+    """5.2.2.3 lifts the response's no-store only: the request's no-store (5.2.1.5) and
+    private (5.2.2.7) still apply."""
+    mu = {"Cache-Control": "max-age=60, must-understand, no-store"}
+    assert decide(mu, request={"Cache-Control": "no-store"}).reason == "request-no-store"
+    private = {"Cache-Control": "max-age=60, must-understand, no-store, private"}
+    assert decide(private).reason == "private"
+
+
 @pytest.mark.parametrize("value", ["private", 'private="Set-Cookie", max-age=60', "PRIVATE"])
 def test_private(value: str) -> None:
     """3: "if the cache is shared: the private response directive is either not present or
