@@ -116,6 +116,15 @@ def parse_http_date(value: str | None) -> float | None:
     return _epoch(year, got.month, got.day, got.hour, got.minute, got.second)
 
 
+def date_or(value: str | None, received: float) -> float:
+    """A response's Date, or when it has none (or an invalid one) the time it was received:
+    RFC 9110 section 6.6.1, "A recipient with a clock that receives a response message
+    without a Date header field MUST record the time it was received". (A date of 0.0, the
+    epoch, is a date: this never tests truthiness.)"""
+    parsed = parse_http_date(value)
+    return received if parsed is None else parsed
+
+
 def format_http_date(when: float | None = None) -> str:
     """IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`."""
     return email.utils.formatdate(time.time() if when is None else when, usegmt=True)

@@ -15,7 +15,7 @@ from multidict import MultiMapping
 
 from edge.config import QueryPolicy
 from edge.entry import Entry
-from edge.httpdate import parse_http_date
+from edge.httpdate import date_or
 
 ABSENT = "\x00"  # a Vary'd header the request did not send (distinct from an empty value)
 
@@ -151,7 +151,7 @@ def select_variant(entries: Sequence[Entry], headers: MultiMapping[str]) -> Entr
             names = [name for name, _ in entry.vary]
             if vary_values(names, headers) != entry.vary:
                 continue
-        rank = (parse_http_date(entry.header("Date")) or entry.response_time, entry.response_time)
+        rank = (date_or(entry.header("Date"), entry.response_time), entry.response_time)
         if best is None or rank > best_rank:
             best, best_rank = entry, rank
     return best

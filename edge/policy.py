@@ -20,7 +20,7 @@ from multidict import CIMultiDict, MultiMapping
 
 from edge.directives import DELTA_MAX, Directives, parse_directives, parse_targeted
 from edge.entry import Entry
-from edge.httpdate import parse_http_date
+from edge.httpdate import date_or, parse_http_date
 
 Headers = MultiMapping[str]
 
@@ -222,8 +222,7 @@ def explicit_lifetime(
     if expires is None:
         # 5.3: invalid dates, "especially the value "0"", mean "already expired".
         return 0.0
-    date = parse_http_date(headers.get("Date")) or response_time
-    return max(0.0, expires - date)
+    return max(0.0, expires - date_or(headers.get("Date"), response_time))
 
 
 def heuristic_lifetime(
@@ -235,7 +234,7 @@ def heuristic_lifetime(
     last_modified = parse_http_date(headers.get("Last-Modified"))
     if last_modified is None:
         return None
-    date = parse_http_date(headers.get("Date")) or response_time
+    date = date_or(headers.get("Date"), response_time)
     if last_modified >= date:
         return None
     return min((date - last_modified) * HEURISTIC_FRACTION, defaults.heuristic_max)
@@ -565,16 +564,24 @@ def not_modified_for(request_headers: Headers, entry: Entry) -> bool:
         return stored is not None and any(
             _etag_opaque(c) == _etag_opaque(stored) for c in candidates
         )
-    ims_raw = request_headers.get("If-Modified-Since")
-    if ims_raw is not None:
-        ims = parse_http_date(ims_raw)
+    ims_lines = request_headers.getall("If-Modified-Since", [])
+    if ims_lines:
+        # RFC 9110 13.1.3: "A recipient MUST ignore the If-Modified-Since header field if the
+        # received field value is not a valid HTTP-date, [or] the field value has more than
+        # one member" (two lines are a list of two, RFC 9110 5.3).
+        ims = parse_http_date(ims_lines[0]) if len(ims_lines) == 1 else None
         if ims is None:
-            return False  # 13.1.3: an invalid date is ignored
-        reference = parse_http_date(entry.header("Last-Modified")) or parse_http_date(
-            entry.header("Date")
-        )
+            return False
+        # RFC 9111 4.3.2: a 304 when "the selected stored response has a Last-Modified field
+        # value that is earlier than or equal to the conditional timestamp; no Last-Modified
+        # field is present in the selected stored response, but it has a Date field value
+        # that is earlier than or equal to the conditional timestamp; or neither ... is
+        # present ..., but the cache recorded it as having been received at a time earlier
+        # than or equal to the conditional timestamp." An invalid Last-Modified or Date is
+        # not present.
+        reference = parse_http_date(entry.header("Last-Modified"))
         if reference is None:
-            reference = entry.response_time
+            reference = date_or(entry.header("Date"), entry.response_time)
         return reference <= ims
     return False
 

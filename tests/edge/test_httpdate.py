@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.httpdate import format_http_date, parse_http_date
+from edge.httpdate import date_or, format_http_date, parse_http_date
 
 SUNDAY = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT
 
@@ -143,3 +143,12 @@ def test_never_raises(value: str) -> None:
 @given(st.integers(min_value=0, max_value=253402300799))
 def test_round_trip(when: int) -> None:
     assert parse_http_date(format_http_date(float(when))) == float(when)
+
+
+def test_date_or_the_time_received() -> None:
+    """RFC 9110 6.6.1: "A recipient with a clock that receives a response message without a
+    Date header field MUST record the time it was received"; an invalid Date is none."""
+    assert date_or("Sun, 06 Nov 1994 08:49:37 GMT", 5.0) == SUNDAY
+    assert date_or(None, 5.0) == 5.0
+    assert date_or("Sun, 06 Nov 1994 08:49:37 UTC", 5.0) == 5.0
+    assert date_or("Thu, 01 Jan 1970 00:00:00 GMT", 5.0) == 0.0  # the epoch is a date

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge import policy
+from edge.httpdate import format_http_date
 from edge.policy import (
     MAX_STALE_ANY,
     Defaults,
@@ -845,7 +846,52 @@ def test_if_modified_since() -> None:
     assert not nm(bare, If_Modified_Since=date(-1))
 
 
-@pytest.mark.parametrize("ims", ["yesterday", "0", f"{date(-5)}, {date(-4)}"])
+def test_if_modified_since_on_a_fresh_answer_without_last_modified() -> None:
+    """RFC 9110 13.1.3: the origin "SHOULD generate a 304 (Not Modified) response" when "the
+    selected representation's last modification date is earlier or equal to the date
+    provided in the field value"; with no Last-Modified, RFC 9111 4.3.2 judges with the
+    stored Date ("no Last-Modified field is present in the selected stored response, but it
+    has a Date field value that is earlier than or equal to the conditional timestamp")."""
+    fresh = make_entry({"Cache-Control": "max-age=600", "Date": date(-100)})
+    assert policy.reuse(fresh, cc(), NOW) is policy.Reuse.FRESH
+    assert nm(fresh, If_Modified_Since=date(-100))  # the Date the client was given
+    assert nm(fresh, If_Modified_Since=date())
+    assert not nm(fresh, If_Modified_Since=date(-101))
+    # The Date in the other two formats, and in any case, is the same timestamp.
+    day, dd, mon, yyyy, hms, _ = date(-100).split()
+    long_day = {"Mon": "Monday", "Tue": "Tuesday", "Wed": "Wednesday", "Thu": "Thursday"}
+    long_day |= {"Fri": "Friday", "Sat": "Saturday", "Sun": "Sunday"}
+    rfc850 = f"{long_day[day[:3]]}, {dd}-{mon}-{yyyy[2:]} {hms} GMT"
+    assert nm(fresh, If_Modified_Since=rfc850)
+    assert nm(fresh, If_Modified_Since=date(-100).upper())
+    # An invalid Last-Modified is no Last-Modified: the Date decides.
+    bad_lm = make_entry(
+        {"Cache-Control": "max-age=600", "Date": date(-100), "Last-Modified": "yesterday"}
+    )
+    assert nm(bad_lm, If_Modified_Since=date(-100))
+    # A Date at the epoch is a date, not "no Date".
+    epoch = make_entry({"Cache-Control": "max-age=600", "Date": format_http_date(0.0)})
+    assert nm(epoch, If_Modified_Since=format_http_date(0.0))
+
+
+def test_if_modified_since_with_two_members_is_ignored() -> None:
+    """RFC 9110 13.1.3: "A recipient MUST ignore the If-Modified-Since header field if ... the
+    field value has more than one member"; two field lines are two members (RFC 9110 5.3)."""
+    e = entry_v(Last_Modified=date(-100))
+    two = hdrs([("If-Modified-Since", date()), ("If-Modified-Since", date())])
+    assert not not_modified_for(two, e)
+
+
+@pytest.mark.parametrize(
+    "ims",
+    [
+        "yesterday",
+        "0",
+        f"{date(-5)}, {date(-4)}",
+        "Tue, 14 Nov 2023 22:13:20 UTC",  # not an HTTP-date (RFC 9110 5.6.7)
+        "Tue, 14 Nov 23 22:13:20 GMT",
+    ],
+)
 def test_invalid_if_modified_since_is_ignored(ims: str) -> None:
     """RFC 9110 13.1.3: "A recipient MUST ignore the If-Modified-Since header field if the
     received field value is not a valid HTTP-date, the field value has more than one
