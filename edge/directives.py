@@ -1,8 +1,11 @@
 """Cache directives (RFC 9111 section 5.2) parsed from Cache-Control-like fields.
 
-The same parser reads `Cache-Control`, `CDN-Cache-Control` (RFC 9213) and
-`Surrogate-Control`. It is lenient, as RFC 9111 section 5.2 asks of caches:
-unknown directives are kept, malformed ones are dropped.
+`parse_directives` reads `Cache-Control` and `Surrogate-Control`. It is lenient, as RFC 9111
+section 5.2 asks of caches: unknown directives are kept, malformed ones are dropped.
+
+`parse_targeted` reads `CDN-Cache-Control`, which RFC 9213 defines as a Structured Field
+Dictionary (RFC 8941): strictly, and all or nothing -- a field that does not parse, or that
+gives a known directive a value of the wrong type, is ignored whole.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ def edge_directives(headers: Headers) -> tuple[Directives, str]:
     RFC 9213 section 2.1: a cache that uses CDN-Cache-Control "MUST use them to determine
     the freshness lifetime ... and SHOULD ignore the Expires header field and all
     Cache-Control header fields". Surrogate-Control (Edge Architecture 1.0) targets
-    surrogates the same way; CDN-Cache-Control wins when both are present.
+    surrogates the same way; a valid CDN-Cache-Control wins when both are present.
     """
     # RFC 9213 2.1: CDN-Cache-Control is a Structured Field Dictionary (RFC 8941); "If a
     # targeted field in a given response is empty, or a parsing error is encountered, that
