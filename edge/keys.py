@@ -85,18 +85,24 @@ _LANGUAGE_MEMBER = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=1024)
 def _accept_language(value: str) -> str:
+    # The usual values are short and few: cache them (at most 1024 x 256 chars).
+    return _normalized_languages(value) if len(value) <= 256 else _languages(value)
+
+
+def _languages(value: str) -> str:
     """Accept-Language with its ranges lower-cased and sorted by weight, then by name.
 
     RFC 9111 4.1 allows "normalizing both header field values in a way that is known to have
     identical semantics ... (e.g., reordering field values when order is not significant;
     case-normalizing values where values are defined to be case insensitive)". Language
-    ranges are case-insensitive (RFC 4647 section 2.1: "matching is case-insensitive"), and
-    the weight, not the position, ranks them: RFC 9110 12.5.4 "Note that some recipients
-    treat the order in which language tags are listed as an indication of descending
-    priority, particularly for tags that are assigned equal quality values (no value is the
-    same as q=1). However, this behavior cannot be relied upon." So `fr, en` and `EN, fr`
+    ranges match case-insensitively (RFC 4647 3.3.1, the Basic Filtering RFC 9110 12.5.4
+    names: a range matches a tag "if, in a case-insensitive comparison, it exactly equals
+    the tag" or a prefix of it), and the weight, not the position, ranks them: RFC 9110
+    12.5.4 "Note that some recipients treat the order in which language tags are listed as
+    an indication of descending priority, particularly for tags that are assigned equal
+    quality values (no value is the same as q=1). However, this behavior cannot be relied
+    upon." So `fr, en` and `EN, fr`
     select one variant; `en;q=0.5, fr` and `fr, en;q=0.500` too. A value with any member
     that is not a valid range and weight is left as it came (only its whitespace
     normalized): no guess at what a malformed value means.
@@ -114,6 +120,9 @@ def _accept_language(value: str) -> str:
         ranked.append((1000 if q is None else round(float(q) * 1000), name))
     ranked.sort(key=lambda pair: (-pair[0], pair[1]))
     return ", ".join(name if q == 1000 else f"{name};q={q / 1000:g}" for q, name in ranked)
+
+
+_normalized_languages = functools.lru_cache(maxsize=1024)(_languages)
 
 
 def vary_values(names: Sequence[str], headers: MultiMapping[str]) -> tuple[tuple[str, str], ...]:

@@ -107,7 +107,7 @@ def test_whitespace_and_multiple_lines() -> None:
 def test_accept_language_normalization() -> None:
     """4.1 ("reordering field values when order is not significant; case-normalizing values
     where values are defined to be case insensitive"): language ranges compare
-    case-insensitively (RFC 4647 2.1), and RFC 9110 12.5.4 ranks them by weight: "some
+    case-insensitively (RFC 4647 3.3.1), and RFC 9110 12.5.4 ranks them by weight: "some
     recipients treat the order in which language tags are listed as an indication of
     descending priority, particularly for tags that are assigned equal quality values (no
     value is the same as q=1). However, this behavior cannot be relied upon." """
