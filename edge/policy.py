@@ -18,14 +18,25 @@ from urllib.parse import SplitResult
 
 from multidict import CIMultiDict, MultiMapping
 
-from edge.directives import Directives, parse_directives
+from edge.directives import DELTA_MAX, Directives, parse_directives, parse_targeted
 from edge.entry import Entry
-from edge.httpdate import parse_http_date
+from edge.httpdate import date_or, parse_http_date
 
 Headers = MultiMapping[str]
 
 # RFC 9110 section 15.1: status codes that are heuristically cacheable.
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+# RFC 9111 section 5.2.2.3 must-understand: the status codes whose caching requirements this
+# cache understands and implements: the final codes RFC 9110 section 15 defines, except 206
+# (this cache stores no partial content) and 304 (it freshens, never stores). Others (451 of
+# RFC 7725, 299, 599...) are not stored under must-understand.
+UNDERSTOOD_STATUSES = frozenset(
+    {200, 201, 202, 203, 204, 205}
+    | {300, 301, 302, 303, 305, 307, 308}
+    | set(range(400, 418))
+    | {421, 422, 426}
+    | set(range(500, 506))
+)
 # What a config rule's TTL may apply to: successes, permanent redirects and "gone" answers,
 # never errors that may be transient (a 500 must not be pinned for a day).
 RULE_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 410})
@@ -169,14 +180,20 @@ def edge_directives(headers: Headers) -> tuple[Directives, str]:
     RFC 9213 section 2.1: a cache that uses CDN-Cache-Control "MUST use them to determine
     the freshness lifetime ... and SHOULD ignore the Expires header field and all
     Cache-Control header fields". Surrogate-Control (Edge Architecture 1.0) targets
-    surrogates the same way; CDN-Cache-Control wins when both are present.
+    surrogates the same way; a valid CDN-Cache-Control wins when both are present.
     """
-    for name in ("CDN-Cache-Control", "Surrogate-Control"):
-        # RFC 9213 2.1: "If a targeted field in a given response is empty, or a parsing error
-        # is encountered, that field SHOULD be ignored by the cache".
-        targeted = parse_directives(header_values(headers, name))
-        if targeted:
-            return targeted, name.lower()
+    # RFC 9213 2.1: CDN-Cache-Control is a Structured Field Dictionary (RFC 8941); "If a
+    # targeted field in a given response is empty, or a parsing error is encountered, that
+    # field MUST be ignored by the cache" -- `max-age=10000, &&&&&` or `max-age="10000"`
+    # falls back to the next field, not to half of itself.
+    targeted = parse_targeted(header_values(headers, "CDN-Cache-Control"))
+    if targeted is not None:
+        return targeted, "cdn-cache-control"
+    # Surrogate-Control (Edge Architecture 1.0) predates Structured Fields: it keeps the
+    # lenient Cache-Control syntax, and is ignored when nothing in it parses.
+    surrogate = parse_directives(header_values(headers, "Surrogate-Control"))
+    if surrogate:
+        return surrogate, "surrogate-control"
     return parse_directives(header_values(headers, "Cache-Control")), "cache-control"
 
 
@@ -205,8 +222,7 @@ def explicit_lifetime(
     if expires is None:
         # 5.3: invalid dates, "especially the value "0"", mean "already expired".
         return 0.0
-    date = parse_http_date(headers.get("Date")) or response_time
-    return max(0.0, expires - date)
+    return max(0.0, expires - date_or(headers.get("Date"), response_time))
 
 
 def heuristic_lifetime(
@@ -218,27 +234,46 @@ def heuristic_lifetime(
     last_modified = parse_http_date(headers.get("Last-Modified"))
     if last_modified is None:
         return None
-    date = parse_http_date(headers.get("Date")) or response_time
+    date = date_or(headers.get("Date"), response_time)
     if last_modified >= date:
         return None
     return min((date - last_modified) * HEURISTIC_FRACTION, defaults.heuristic_max)
 
 
+def age_value(headers: Headers) -> int | None:
+    """The `Age` of a response (RFC 9111 section 5.1), or None when absent or invalid.
+
+    5.1: "Although it is defined as a singleton header field, a cache encountering a message
+    with a list-based Age field value SHOULD use the first member of the field value,
+    discarding subsequent ones." and "If the field value (after discarding additional
+    members, as per above) is invalid (e.g., it contains something other than a non-negative
+    integer), a cache SHOULD ignore the field." So `Age: 7200, 0` and two lines `7200`, `0`
+    are both 7200 (several lines are one list, RFC 9110 5.3, and empty members do not count,
+    RFC 9110 5.6.1); `abc, 5`, `-1` and `1.5` are None.
+    (The public cache-tests "age-parse" checks expect a list to be ignored; they are marked
+    as information-gathering, not conformance, and RFC 9111's text above came after them.)
+    """
+    lines = header_values(headers, "Age")
+    if not lines:
+        return None
+    first = next((m for line in lines for m in (p.strip(" \t") for p in line.split(",")) if m), "")
+    # Age = delta-seconds = 1*DIGIT, ASCII digits only (str.isdigit() alone accepts "²").
+    if not first.isascii() or not first.isdigit():
+        return None
+    # 1.2.2: a delta-seconds too large to represent is 2^31 (compared by length first, so a
+    # thousand-digit value never becomes a huge int).
+    first = first.lstrip("0") or "0"
+    return DELTA_MAX if len(first) > 10 else min(int(first), DELTA_MAX)
+
+
 def initial_age(headers: Headers, request_time: float, response_time: float) -> float:
     """corrected_initial_age of RFC 9111 section 4.2.3."""
-    age_value = 0.0
-    # 5.1: "If the field value is invalid (e.g., contains a list or something other than a
-    # non-negative integer), a cache SHOULD ignore the field."
-    ages = header_values(headers, "Age")
-    if len(ages) == 1:
-        raw = ages[0].strip()
-        if raw.isascii() and raw.isdigit():
-            raw = raw.lstrip("0") or "0"
-            age_value = float(2**31 if len(raw) > 10 else min(int(raw), 2**31))
+    given = age_value(headers)
+    age = 0.0 if given is None else float(given)
     date = parse_http_date(headers.get("Date"))
     apparent_age = max(0.0, response_time - date) if date is not None else 0.0
     response_delay = max(0.0, response_time - request_time)
-    corrected_age_value = age_value + response_delay
+    corrected_age_value = age + response_delay
     return max(apparent_age, corrected_age_value)
 
 
@@ -286,8 +321,16 @@ def decide_store(
         if source == "cache-control"
         else parse_directives(header_values(response_headers, "Cache-Control"))
     )
-    # 3: "the no-store cache directive is not present in the response".
-    if "no-store" in cc:
+    # 3: "if the response status code is 206 or 304, or the must-understand cache directive
+    # (see Section 5.2.2.3) is present: the cache understands the response status code".
+    must_understand = "must-understand" in cc
+    if must_understand and status not in UNDERSTOOD_STATUSES:
+        return StoreDecision(False, "must-understand")
+    # 3: "the no-store cache directive is not present in the response", and 5.2.2.3: "When a
+    # cache that implements the must-understand directive receives a response that includes
+    # it, the cache SHOULD ignore the no-store directive if it understands and implements the
+    # status code's caching requirements."
+    if "no-store" in cc and not must_understand:
         return StoreDecision(False, "no-store")
     # 3: "if the cache is shared: the private response directive is either not present or
     # allows a shared cache to store a modified response" -- we never store private answers.
@@ -528,16 +571,24 @@ def not_modified_for(request_headers: Headers, entry: Entry) -> bool:
         return stored is not None and any(
             _etag_opaque(c) == _etag_opaque(stored) for c in candidates
         )
-    ims_raw = request_headers.get("If-Modified-Since")
-    if ims_raw is not None:
-        ims = parse_http_date(ims_raw)
+    ims_lines = request_headers.getall("If-Modified-Since", [])
+    if ims_lines:
+        # RFC 9110 13.1.3: "A recipient MUST ignore the If-Modified-Since header field if the
+        # received field value is not a valid HTTP-date, [or] the field value has more than
+        # one member" (two lines are a list of two, RFC 9110 5.3).
+        ims = parse_http_date(ims_lines[0]) if len(ims_lines) == 1 else None
         if ims is None:
-            return False  # 13.1.3: an invalid date is ignored
-        reference = parse_http_date(entry.header("Last-Modified")) or parse_http_date(
-            entry.header("Date")
-        )
+            return False
+        # RFC 9111 4.3.2: a 304 when "the selected stored response has a Last-Modified field
+        # value that is earlier than or equal to the conditional timestamp; no Last-Modified
+        # field is present in the selected stored response, but it has a Date field value
+        # that is earlier than or equal to the conditional timestamp; or neither ... is
+        # present ..., but the cache recorded it as having been received at a time earlier
+        # than or equal to the conditional timestamp." An invalid Last-Modified or Date is
+        # not present.
+        reference = parse_http_date(entry.header("Last-Modified"))
         if reference is None:
-            reference = entry.response_time
+            reference = date_or(entry.header("Date"), entry.response_time)
         return reference <= ims
     return False
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.directives import DELTA_MAX, parse_directives
+from edge.directives import (
+    DELTA_MAX,
+    SFError,
+    Token,
+    parse_directives,
+    parse_sf_dictionary,
+    parse_targeted,
+)
 
 
 def test_names_are_case_insensitive_and_arguments_kept() -> None:
@@ -110,3 +119,132 @@ def test_parse_never_raises(values: list[str]) -> None:
 @given(st.integers(min_value=0, max_value=10**40))
 def test_seconds_is_clamped(n: int) -> None:
     assert parse_directives([f"max-age={n}"]).seconds("max-age") == min(n, DELTA_MAX)
+
+
+# == Structured Field dictionaries (RFC 8941) for CDN-Cache-Control (RFC 9213) ================
+
+
+def sf(*lines: str) -> dict[str, object]:
+    """Members without their parameters."""
+    return {k: v for k, (v, _) in parse_sf_dictionary(lines).items()}
+
+
+def test_sf_dictionary_items() -> None:
+    """RFC 8941 3.2: "Dictionaries are ordered maps of name-value pairs"; 3.2: "When the
+    member value is Boolean true, the value MUST be omitted"; 3.3: Integer, Decimal, String,
+    Token, Byte Sequence, Boolean."""
+    got = sf('max-age=60, no-store, private="set-cookie", x=tok/en:1, d=1.25, b=:aGk=:, f=?0')
+    assert got == {
+        "max-age": 60,
+        "no-store": True,
+        "private": "set-cookie",
+        "x": "tok/en:1",
+        "d": 1.25,
+        "b": b"hi",
+        "f": False,
+    }
+    assert type(got["x"]) is Token and type(got["private"]) is str
+
+
+def test_sf_inner_list_and_parameters() -> None:
+    """RFC 8941 3.1.1 Inner Lists, 3.1.2 Parameters (which RFC 9213 2.1 says to ignore)."""
+    members = parse_sf_dictionary(['a=(1 "x" tok);p, max-age=5;foo=bar;baz'])
+    assert members["a"] == ([(1, {}), ("x", {}), (Token("tok"), {})], {"p": True})
+    assert members["max-age"] == (5, {"foo": Token("bar"), "baz": True})
+
+
+def test_sf_several_lines_and_last_key_wins() -> None:
+    """RFC 8941 4.2: lines are combined "separated by a comma and single SP"; 4.2.2: "If
+    dictionary already contains a key this_key (comparing character for character),
+    overwrite its value"."""
+    assert sf("max-age=5", "max-age=60, public") == {"max-age": 60, "public": True}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "max-age=10000, &&&&&",  # no key starts with "&"
+        "MaX-aGe=3600",  # 3.1.2: keys are lower case: key = ( lcalpha / "*" ) ...
+        "max-age =100",
+        "max-age= 100",
+        "max-age=100,",  # trailing comma
+        "max-age=100,,public",
+        "max-age=100 public",
+        "max-age=1.",
+        "max-age=1.2345",
+        "max-age=1234567890123456",  # 16 digits: "more than 15 characters"
+        "max-age=-",
+        'private="unterminated',
+        'private="bad \\escape"',
+        'private="tab\there"',
+        "b=:not base64!:",
+        "b=:aGk=",
+        "f=?2",
+        "a=(1 2",
+        "a=(1,2)",
+        "max-age=60, caf\u00e9",  # 4.2: not ASCII
+        "=5",
+    ],
+)
+def test_sf_syntax_errors(value: str) -> None:
+    """RFC 8941 4.2: "If parsing fails ..., the entire field value MUST be ignored"."""
+    with pytest.raises(SFError):
+        parse_sf_dictionary([value])
+    assert parse_targeted([value]) is None
+
+
+def test_sf_numbers() -> None:
+    """RFC 8941 3.3.1: integers have "at most 15 decimal digits"; 3.3.2: decimals at most 12
+    integer and 3 fractional digits."""
+    assert sf("a=999999999999999, b=-7, c=123456789012.123") == {
+        "a": 999_999_999_999_999,
+        "b": -7,
+        "c": 123456789012.123,
+    }
+    with pytest.raises(SFError):
+        parse_sf_dictionary(["c=1234567890123.1"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'max-age="10000"',  # a String where the Integer is needed
+        "max-age=10000.0",  # a Decimal
+        "max-age=-1",
+        "max-age=?1",
+        "s-maxage=tok",
+        "stale-if-error=(1)",
+        "no-store=5",
+        "no-store=?0",
+        "public=x",
+        'must-understand="yes"',
+        "no-cache=5",
+        "private=:aGk=:",
+    ],
+)
+def test_targeted_value_of_the_wrong_type_voids_the_field(value: str) -> None:
+    """RFC 9213 2.1: "the max-age directive ... has an integer value; no-store ... always has
+    a Boolean true value, and no-cache ... has a value that can be either Boolean true or a
+    string" and "Implementations ... SHOULD NOT consume values that violate these inferred
+    constraints"; with "If ... a parsing error is encountered, that field MUST be ignored"."""
+    assert parse_targeted([value]) is None
+
+
+def test_targeted_directives() -> None:
+    """RFC 9213 2.1: parameters "are to be ignored"; unknown directives are kept."""
+    d = parse_targeted(['max-age=60;x=1, no-cache="set-cookie, x-a", foo=(1 2), s-maxage=0'])
+    assert d is not None
+    assert d == {"max-age": "60", "no-cache": "set-cookie, x-a", "foo": "(1 2)", "s-maxage": "0"}
+    assert d.seconds("max-age") == 60 and d.field_names("no-cache") == ("set-cookie", "x-a")
+    big = parse_targeted(["max-age=99999999999"])
+    assert big is not None and big.seconds("max-age") == DELTA_MAX  # 1.2.2 of RFC 9111
+    assert parse_targeted([]) is None
+    assert parse_targeted(["", " "]) is None  # empty: ignored
+
+
+@given(st.text(max_size=60) | st.text(alphabet='ax-=,; ()"?:*.019\\/', max_size=40))
+def test_sf_never_raises_anything_else(value: str) -> None:
+    with contextlib.suppress(SFError):
+        parse_sf_dictionary([value])
+    d = parse_targeted([value])
+    assert d is None or isinstance(d, dict)

@@ -95,11 +95,35 @@ def test_whitespace_and_multiple_lines() -> None:
     field values when order is not significant; case-normalizing values where values are
     defined to be case insensitive)". RFC 9110 5.3: several field lines are one list joined
     with ", "; optional whitespace around commas carries no meaning."""
-    one = vv("Accept-Language", "en,  fr;q=0.5", "de")
-    assert one == vv("Accept-Language", "en, fr;q=0.5, de")
-    assert one == vv("Accept-Language", "en ,fr;q=0.5 ,de")
+    one = vv("X-Flavour", "en,  fr;q=0.5", "de")
+    assert one == vv("X-Flavour", "en, fr;q=0.5, de")
+    assert one == vv("X-Flavour", "en ,fr;q=0.5 ,de")
     assert one == "en, fr;q=0.5, de"
-    assert vv("Accept-Language", "en, fr") != vv("Accept-Language", "fr, en")  # order kept
+    # A field whose semantics the cache does not know keeps its order and case.
+    assert vv("X-Flavour", "en, fr") != vv("X-Flavour", "fr, en")
+    assert vv("X-Flavour", "EN") != vv("X-Flavour", "en")
+
+
+def test_accept_language_normalization() -> None:
+    """4.1 ("reordering field values when order is not significant; case-normalizing values
+    where values are defined to be case insensitive"): language ranges compare
+    case-insensitively (RFC 4647 3.3.1), and RFC 9110 12.5.4 ranks them by weight: "some
+    recipients treat the order in which language tags are listed as an indication of
+    descending priority, particularly for tags that are assigned equal quality values (no
+    value is the same as q=1). However, this behavior cannot be relied upon." """
+    al = "Accept-Language"
+    assert vv(al, "en, fr") == vv(al, "fr, en") == vv(al, "FR, En") == "en, fr"
+    assert vv(al, "en-US, fr;q=0.5, de;q=0.5") == vv(al, "EN-us, de;q=0.5,fr;q=0.500")
+    assert vv(al, "en-US, fr;q=0.5, de;q=0.5") == "en-us, de;q=0.5, fr;q=0.5"
+    assert vv(al, "fr;q=0.5", "en") == vv(al, "en, fr;q=0.5")  # two lines are one list
+    assert vv(al, "en;q=1.0") == vv(al, "en") and vv(al, "en;Q=0.8") == "en;q=0.8"
+    # Weights still count: different preferences stay different variants.
+    assert vv(al, "en, fr;q=0.5") != vv(al, "fr, en;q=0.5")
+    assert vv(al, "en;q=0, *") != vv(al, "*")  # q=0 is "not acceptable", not absent
+    # A malformed member: nothing is reordered or lowered, only the whitespace as for any field.
+    assert vv(al, "fr, EN;q=2") == "fr, EN;q=2"
+    assert vv(al, "fr, en;level=1") != vv(al, "en;level=1, fr")
+    assert vv(al) == ABSENT and vv(al, "") == ""
 
 
 def test_accept_encoding_normalization() -> None:
@@ -147,3 +171,15 @@ def test_vary_of_a_stored_entry_round_trips() -> None:
     assert e.vary == (("accept-encoding", "br,gzip"), ("accept-language", "fr"))
     assert select_variant([e], hdrs({"Accept-Encoding": "gzip,br", "Accept-Language": "fr"})) is e
     assert select_variant([e], hdrs({"Accept-Encoding": "gzip,br"})) is None
+
+
+def test_select_variant_accept_language_case_and_equal_weight_order() -> None:
+    """4.1: a stored variant for `fr, en` serves `EN, fr`; one for `fr, en;q=0.5` does not
+    serve `en, fr;q=0.5`."""
+    spec = {"Cache-Control": "max-age=60", "Vary": "Accept-Language"}
+    both = make_entry(spec, request={"Accept-Language": "fr, en"})
+    assert select_variant([both], hdrs({"Accept-Language": "EN, fr"})) is both
+    assert select_variant([both], hdrs({"Accept-Language": "en;q=1, FR;q=1.000"})) is both
+    french = make_entry(spec, request={"Accept-Language": "fr, en;q=0.5"})
+    assert select_variant([french], hdrs({"Accept-Language": "en, fr;q=0.5"})) is None
+    assert select_variant([french], hdrs({"Accept-Language": "en;q=0.50, Fr"})) is french

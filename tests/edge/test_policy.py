@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge import policy
+from edge.httpdate import format_http_date
 from edge.policy import (
     MAX_STALE_ANY,
     Defaults,
@@ -65,6 +66,42 @@ def test_request_no_store() -> None:
 def test_response_no_store() -> None:
     """3: "the no-store cache directive is not present in the response"."""
     assert decide({"Cache-Control": "max-age=60, no-store"}).reason == "no-store"
+
+
+@pytest.mark.parametrize("status", [200, 203, 204, 301, 404, 410, 500, 503])
+def test_must_understand_overrides_no_store_for_understood_statuses(status: int) -> None:
+    """5.2.2.3: "The must-understand response directive limits caching of the response to a
+    cache that understands and conforms to the requirements for that response's status code.
+    A response that contains the must-understand directive SHOULD also contain the no-store
+    directive. When a cache that implements the must-understand directive receives a
+    response that includes it, the cache SHOULD ignore the no-store directive if it
+    understands and implements the status code's caching requirements." """
+    d = decide({"Cache-Control": "max-age=60, must-understand, no-store"}, status=status)
+    assert d.store and d.lifetime == 60.0
+    assert decide({"Cache-Control": "Must-Understand, No-Store, max-age=60"}).store
+    # The same in the targeted field (RFC 9213: its directives are Cache-Control's).
+    assert decide({"CDN-Cache-Control": "max-age=60, must-understand, no-store"}).store
+    # no-store alone still forbids storing.
+    assert decide({"Cache-Control": "max-age=60, no-store"}, status=status).reason == "no-store"
+
+
+@pytest.mark.parametrize("status", [299, 418, 429, 451, 599])
+def test_must_understand_with_a_status_not_understood(status: int) -> None:
+    """3: a cache MUST NOT store a response unless, "if the response status code is 206 or
+    304, or the must-understand cache directive (see Section 5.2.2.3) is present: the cache
+    understands the response status code"."""
+    for value in ("max-age=60, must-understand, no-store", "max-age=60, must-understand"):
+        assert decide({"Cache-Control": value}, status=status).reason == "must-understand"
+    assert not decide({"Cache-Control": "max-age=60, must-understand"}, status=206).store
+
+
+def test_must_understand_never_overrides_other_prohibitions() -> None:
+    """5.2.2.3 lifts the response's no-store only: the request's no-store (5.2.1.5) and
+    private (5.2.2.7) still apply."""
+    mu = {"Cache-Control": "max-age=60, must-understand, no-store"}
+    assert decide(mu, request={"Cache-Control": "no-store"}).reason == "request-no-store"
+    private = {"Cache-Control": "max-age=60, must-understand, no-store, private"}
+    assert decide(private).reason == "private"
 
 
 @pytest.mark.parametrize("value", ["private", 'private="Set-Cookie", max-age=60', "PRIVATE"])
@@ -211,12 +248,50 @@ def test_expires_without_date_uses_the_response_time() -> None:
     assert lifetime_of({"Expires": date(-10), "Date": date(), "ETag": '"x"'}) == 0.0
 
 
-@pytest.mark.parametrize("expires", ["0", "-1", "yesterday", "Sun, 31 Feb 2024 00:00:00 GMT"])
+@pytest.mark.parametrize(
+    "expires",
+    [
+        "0",
+        "-1",
+        "yesterday",
+        "Sun, 31 Feb 2024 00:00:00 GMT",
+        # Future dates, but not in one of the three HTTP-date formats (RFC 9110 5.6.7):
+        "Thu, 18 Aug 2050 02:01:18 UTC",
+        "Thu, 18 Aug 2050 02:01:18 AEST",
+        "Thu, 18 Aug 50 02:01:18 GMT",
+        "Thu 18 Aug 2050 02:01:18 GMT",
+        "Thu, 18  Aug  2050 02:01:18 GMT",
+        "Thu, 18-Aug-2050 02:01:18 GMT",
+        "Thu, 18 Aug 2050 02.01.18 GMT",
+        "Thu, 18 Aug 2050 2:01:18 GMT",
+    ],
+)
 def test_invalid_expires_is_stale(expires: str) -> None:
     """5.3: "A cache recipient MUST interpret invalid date formats, especially the value "0",
     as representing a time in the past (i.e., "already expired")." """
-    assert lifetime_of({"Expires": expires, "ETag": '"x"'}) == 0.0
+    assert lifetime_of({"Expires": expires, "Date": date(), "ETag": '"x"'}) == 0.0
     assert decide({"Expires": expires}).reason == "stale-on-arrival"
+
+
+def test_expires_in_the_three_formats_and_any_case() -> None:
+    """RFC 9110 5.6.7: "A recipient that parses a timestamp value in an HTTP field MUST accept
+    all three HTTP-date formats"; RFC 9111 4.2: "a cache recipient SHOULD match the field
+    value case-insensitively"."""
+    start = {"Date": "Sun, 06 Nov 1994 08:49:37 GMT"}
+    for expires in (
+        "Sun, 06 Nov 1994 08:50:37 GMT",
+        "Sunday, 06-Nov-94 08:50:37 GMT",
+        "Sun Nov  6 08:50:37 1994",
+        "SUN, 06 NOV 1994 08:50:37 gmt",
+    ):
+        assert lifetime_of({**start, "Expires": expires}) == 60.0
+
+
+def test_invalid_date_is_absent() -> None:
+    """An invalid Date is no date: Expires counts from the response time (RFC 9110 6.6.1: a
+    recipient without a usable Date records the time the response was received)."""
+    h = {"Expires": date(120), "Date": "Tue, 14 Nov 2023 22:11:20 UTC"}  # 120 s before NOW
+    assert lifetime_of(h, response_time=NOW) == 120.0
 
 
 def test_duplicate_expires_is_stale() -> None:
@@ -284,6 +359,36 @@ def test_empty_or_unparseable_targeted_field_is_ignored(value: str) -> None:
     assert lifetime_of({"CDN-Cache-Control": value, "Cache-Control": "max-age=60"}) == 60.0
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["max-age=10000, &&&&&", 'max-age="10000"', "max-age =100", "max-age= 100", "MaX-aGe=100"],
+)
+def test_invalid_cdn_cache_control_falls_back_to_cache_control(value: str) -> None:
+    """RFC 9213 2.1: CDN-Cache-Control is a Structured Field Dictionary; "If a targeted field
+    in a given response is empty, or a parsing error is encountered, that field MUST be
+    ignored by the cache (i.e., it behaves as if the field were not present, likely falling
+    back to other cache-control mechanisms present)." Not half of it: all of it."""
+    assert decide({"CDN-Cache-Control": value, "Cache-Control": "no-store"}).reason == "no-store"
+    assert lifetime_of({"CDN-Cache-Control": value, "Cache-Control": "max-age=1"}) == 1.0
+    # The next field in the target list then applies, before Cache-Control.
+    both = {"CDN-Cache-Control": value, "Surrogate-Control": "max-age=20", "Expires": date(9)}
+    assert lifetime_of(both) == 20.0
+    d, source = policy.edge_directives(hdrs({"CDN-Cache-Control": value}))
+    assert source == "cache-control" and not d
+
+
+def test_valid_cdn_cache_control_wins() -> None:
+    """RFC 9213 2.1: a cache that uses the field "MUST use them to determine the freshness
+    lifetime" -- including with 11 digits (RFC 8941 integers have up to 15) and parameters
+    on directives, which "are to be ignored"."""
+    assert lifetime_of({"CDN-Cache-Control": "max-age=99999999999"}) == 2.0**31
+    assert lifetime_of({"CDN-Cache-Control": "max-age=60;foo=1", "Cache-Control": "no-store"}) == 60
+    assert lifetime_of({"CDN-Cache-Control": "foobar, max-age=3600"}) == 3600.0
+    # Two lines are one dictionary, the last value of a key wins (RFC 8941 4.2, 4.2.2).
+    two = [("CDN-Cache-Control", "max-age=5"), ("CDN-Cache-Control", "max-age=60")]
+    assert lifetime_of(two) == 60.0
+
+
 def test_explicit_lifetime_none_without_information() -> None:
     d, source = policy.edge_directives(hdrs())
     assert explicit_lifetime(d, source, hdrs(), NOW) is None
@@ -340,12 +445,42 @@ def test_initial_age_arithmetic() -> None:
     assert initial_age(hdrs(), NOW - 1.5, NOW) == 1.5
 
 
-@pytest.mark.parametrize("age", ["-5", "abc", "5, 10", "1.5", "²", ""])
+@pytest.mark.parametrize("age", ["-5", "abc", "1.5", "7200.0", "²", "", "abc, 5", "+5", "0x10"])
 def test_invalid_age_is_ignored(age: str) -> None:
-    """5.1: "If the field value is invalid (e.g., contains a list or something other than a
-    non-negative integer), a cache SHOULD ignore the field." """
+    """5.1: "If the field value (after discarding additional members, as per above) is invalid
+    (e.g., it contains something other than a non-negative integer), a cache SHOULD ignore
+    the field." """
+    assert policy.age_value(hdrs({"Age": age})) is None
     assert initial_age(hdrs({"Age": age}), NOW, NOW) == 0.0
-    assert initial_age(hdrs([("Age", "5"), ("Age", "6")]), NOW, NOW) == 0.0
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [("Age", "7200, 0")],
+        [("Age", "7200,0")],
+        [("Age", "7200"), ("Age", "0")],
+        [("Age", "7200, 7200")],
+        [("Age", " , 7200")],  # an empty member is no member (RFC 9110 5.6.1)
+        [("Age", ""), ("Age", "7200")],
+    ],
+)
+def test_list_based_age_uses_its_first_member(lines: list[tuple[str, str]]) -> None:
+    """5.1: "Although it is defined as a singleton header field, a cache encountering a
+    message with a list-based Age field value SHOULD use the first member of the field value,
+    discarding subsequent ones." Two field lines are one list (RFC 9110 5.3), whether the
+    caller passes them as two values or joined with ", "."""
+    assert policy.age_value(hdrs(lines)) == 7200
+    assert initial_age(hdrs(lines), NOW, NOW) == 7200.0
+    # So `max-age=3600` with `Age: 7200, 0` arrives stale and is revalidated.
+    e = make_entry([("Cache-Control", "max-age=3600"), ("ETag", '"x"'), *lines])
+    assert policy.reuse(e, cc(), NOW) is policy.Reuse.VALIDATE
+
+
+def test_list_based_age_with_a_zero_first() -> None:
+    assert policy.age_value(hdrs([("Age", "0"), ("Age", "7200")])) == 0
+    assert policy.age_value(hdrs({"Age": "0, 7200"})) == 0
+    assert policy.age_value(hdrs()) is None
 
 
 def test_huge_age_clamps() -> None:
@@ -711,7 +846,52 @@ def test_if_modified_since() -> None:
     assert not nm(bare, If_Modified_Since=date(-1))
 
 
-@pytest.mark.parametrize("ims", ["yesterday", "0", f"{date(-5)}, {date(-4)}"])
+def test_if_modified_since_on_a_fresh_answer_without_last_modified() -> None:
+    """RFC 9110 13.1.3: the origin "SHOULD generate a 304 (Not Modified) response" when "the
+    selected representation's last modification date is earlier or equal to the date
+    provided in the field value"; with no Last-Modified, RFC 9111 4.3.2 judges with the
+    stored Date ("no Last-Modified field is present in the selected stored response, but it
+    has a Date field value that is earlier than or equal to the conditional timestamp")."""
+    fresh = make_entry({"Cache-Control": "max-age=600", "Date": date(-100)})
+    assert policy.reuse(fresh, cc(), NOW) is policy.Reuse.FRESH
+    assert nm(fresh, If_Modified_Since=date(-100))  # the Date the client was given
+    assert nm(fresh, If_Modified_Since=date())
+    assert not nm(fresh, If_Modified_Since=date(-101))
+    # The Date in the other two formats, and in any case, is the same timestamp.
+    day, dd, mon, yyyy, hms, _ = date(-100).split()
+    long_day = {"Mon": "Monday", "Tue": "Tuesday", "Wed": "Wednesday", "Thu": "Thursday"}
+    long_day |= {"Fri": "Friday", "Sat": "Saturday", "Sun": "Sunday"}
+    rfc850 = f"{long_day[day[:3]]}, {dd}-{mon}-{yyyy[2:]} {hms} GMT"
+    assert nm(fresh, If_Modified_Since=rfc850)
+    assert nm(fresh, If_Modified_Since=date(-100).upper())
+    # An invalid Last-Modified is no Last-Modified: the Date decides.
+    bad_lm = make_entry(
+        {"Cache-Control": "max-age=600", "Date": date(-100), "Last-Modified": "yesterday"}
+    )
+    assert nm(bad_lm, If_Modified_Since=date(-100))
+    # A Date at the epoch is a date, not "no Date".
+    epoch = make_entry({"Cache-Control": "max-age=600", "Date": format_http_date(0.0)})
+    assert nm(epoch, If_Modified_Since=format_http_date(0.0))
+
+
+def test_if_modified_since_with_two_members_is_ignored() -> None:
+    """RFC 9110 13.1.3: "A recipient MUST ignore the If-Modified-Since header field if ... the
+    field value has more than one member"; two field lines are two members (RFC 9110 5.3)."""
+    e = entry_v(Last_Modified=date(-100))
+    two = hdrs([("If-Modified-Since", date()), ("If-Modified-Since", date())])
+    assert not not_modified_for(two, e)
+
+
+@pytest.mark.parametrize(
+    "ims",
+    [
+        "yesterday",
+        "0",
+        f"{date(-5)}, {date(-4)}",
+        "Tue, 14 Nov 2023 22:13:20 UTC",  # not an HTTP-date (RFC 9110 5.6.7)
+        "Tue, 14 Nov 23 22:13:20 GMT",
+    ],
+)
 def test_invalid_if_modified_since_is_ignored(ims: str) -> None:
     """RFC 9110 13.1.3: "A recipient MUST ignore the If-Modified-Since header field if the
     received field value is not a valid HTTP-date, the field value has more than one
