@@ -110,6 +110,7 @@ def run_wrk(
     duration: float,
     workdir: Path,
     timeout_s: float = 10.0,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     script = workdir / "bench-done.lua"
     script.write_text(WRK_LUA % ",".join(f"{p:g}" for p in PERCENTILES))
@@ -119,6 +120,7 @@ def run_wrk(
         f"-c{connections}",
         f"-d{max(1, round(duration))}s",
         f"--timeout={timeout_s:g}s",
+        *(arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")),
         "-s",
         str(script),
         url,
@@ -174,8 +176,10 @@ async def aio_load(
     max_requests: int = 10_000_000,
     keep_samples: bool = True,
     request_timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
-    """`connections` workers on keep-alive connections, until `duration` or `max_requests`."""
+    """`connections` workers on keep-alive connections, until `duration` or `max_requests`;
+    every request carries `headers`."""
     hist = LogHistogram()
     samples: list[float] = []
     statuses: collections.Counter[str] = collections.Counter()
@@ -202,7 +206,7 @@ async def aio_load(
                 kind, url = make(i)
                 t0 = time.perf_counter()
                 try:
-                    async with session.get(url) as resp:
+                    async with session.get(url, headers=headers) as resp:
                         n = 0
                         async for chunk in resp.content.iter_any():
                             n += len(chunk)
