@@ -16,6 +16,7 @@ MODULES = (
     "c_herd",
     "d_mixed",
     "e_miss_cost",
+    "f_revalidate",
 )
 
 
