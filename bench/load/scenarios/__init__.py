@@ -17,6 +17,7 @@ MODULES = (
     "d_mixed",
     "e_miss_cost",
     "f_revalidate",
+    "g_range",
 )
 
 
