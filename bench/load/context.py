@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
+
 from bench.load.options import Options
-from bench.load.scenario import Target
+from bench.load.scenario import Outcome, Target
 from bench.loadgen import LoadResult, aio_load, run_wrk
 from bench.peers import (
     Server,
@@ -182,6 +184,29 @@ class Context:
             except (RuntimeError, StartError, FileNotFoundError) as exc:
                 out.append(Target(kind, None, str(exc).splitlines()[0]))
         return out
+
+    def each(
+        self,
+        letter: str,
+        targets: list[Target],
+        doing: str,
+        expected: float,
+        fn: Callable[[Outcome, Server], None],
+    ) -> list[Outcome]:
+        """One outcome per target: fn(outcome, server) for each that started, as a progress
+        step "<letter>: <target> (<doing>)"; an I/O or HTTP error becomes its outcome's error."""
+        outcomes = []
+        for target in targets:
+            outcome = Outcome(letter, target.name, error=target.error)
+            outcomes.append(outcome)
+            if target.server is None:
+                continue
+            with self.step(f"{letter}: {target.name} ({doing})", expected):
+                try:
+                    fn(outcome, target.server)
+                except (OSError, ValueError, aiohttp.ClientError) as exc:
+                    outcome.error = str(exc)[:300]
+        return outcomes
 
     def starting(self, letter: str) -> Any:
         return self.step(f"{letter}: starting servers", 2.0 * (len(self.caches) + 1))

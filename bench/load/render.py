@@ -98,14 +98,16 @@ def scenario_section(run: LoadRun, scenario: Scenario) -> list[str]:
 def render_markdown(run: LoadRun, started: str) -> str:
     o = run.opts
     chosen = [REGISTRY[s] for s in o.scenarios]
-    wrk_ones = "/".join(s.letter for s in chosen if s.metric.round_key) or "-"
-    others = "/".join(s.letter for s in chosen if not s.metric.round_key) or "-"
+    wrk_ones = "/".join(s.letter for s in chosen if s.metric.round_key)
+    others = "/".join(s.letter for s in chosen if not s.metric.round_key)
+    loaders = [f"{'wrk' if run.wrk else 'aiohttp (ours)'} for {wrk_ones}"] if wrk_ones else []
+    loaders += [f"aiohttp (ours) for {others}"] if others else []
     lines = [
         f"## Load test ({started}, code at {report.git_rev()})",
         "",
-        f"Loader: {'wrk' if run.wrk else 'aiohttp (ours)'} for {wrk_ones}, aiohttp (ours) for "
-        f"{others}; {o.duration:g} s per measurement; edge workers {o.edge_workers}, nginx 2 "
-        "workers, Varnish default threads; all on this machine's loopback.",
+        f"Loader: {', '.join(loaders)}; {o.duration:g} s per measurement; edge workers "
+        f"{o.edge_workers}, nginx 2 workers, Varnish default threads; all on this machine's "
+        "loopback.",
         f"Fast origin: {run.origins.get('fast', '-')}; API origin: {run.origins.get('api', '-')}.",
         "Ratios are edge ÷ peer from this one run.",
         "",

@@ -33,18 +33,12 @@ class Herd(Scenario):
 
     def measure(self, ctx: Context, targets: list[Target]) -> list[Outcome]:
         o = ctx.opts
-        outcomes = []
-        for target in targets:
-            outcome = Outcome(self.letter, target.name, error=target.error)
-            outcomes.append(outcome)
-            if target.server is None:
-                continue
-            with ctx.step(f"c: {target.name} ({o.herd} cold requests)", o.herd_seconds + 0.5):
-                try:
-                    outcome.extra = asyncio.run(self._once(o, ctx.origin, target.server))
-                except (OSError, ValueError, aiohttp.ClientError) as exc:
-                    outcome.error = str(exc)[:300]
-        return outcomes
+
+        def one(outcome: Outcome, server: Server) -> None:
+            outcome.extra = asyncio.run(self._once(o, ctx.origin, server))
+
+        doing = f"{o.herd} cold requests"
+        return ctx.each(self.letter, targets, doing, o.herd_seconds + 0.5, one)
 
     async def _once(self, o: Options, origin: Server, server: Server) -> dict[str, Any]:
         url = f"{server.url}/api/misc/heavy?name=herd-{uuid.uuid4().hex[:10]}"

@@ -7,8 +7,6 @@ import time
 import uuid
 from typing import Any
 
-import aiohttp
-
 from bench import report
 from bench.load.context import Context, origin_count, origin_stats
 from bench.load.options import Options
@@ -36,18 +34,12 @@ class Mixed(Scenario):
 
     def measure(self, ctx: Context, targets: list[Target]) -> list[Outcome]:
         o = ctx.opts
-        outcomes = []
-        for target in targets:
-            outcome = Outcome(self.letter, target.name, error=target.error)
-            outcomes.append(outcome)
-            if target.server is None:
-                continue
-            with ctx.step(f"d: {target.name} (Zipf s={o.zipf_s}, {o.keys} keys)", o.duration):
-                try:
-                    outcome.result, outcome.extra = self._once(o, ctx.origin, target.server)
-                except (OSError, ValueError, aiohttp.ClientError) as exc:
-                    outcome.error = str(exc)[:300]
-        return outcomes
+
+        def one(outcome: Outcome, server: Server) -> None:
+            outcome.result, outcome.extra = self._once(o, ctx.origin, server)
+
+        doing = f"Zipf s={o.zipf_s}, {o.keys} keys"
+        return ctx.each(self.letter, targets, doing, o.duration, one)
 
     def _once(
         self, o: Options, origin: Server, server: Server

@@ -10,14 +10,13 @@ import asyncio
 import uuid
 from functools import partial
 
-import aiohttp
-
 from bench import report
 from bench.load.context import SMALL, Context, with_cpu
 from bench.load.hits import cpu_cell
 from bench.load.options import Options
 from bench.load.scenario import Metric, Outcome, Scenario, Table, Target
 from bench.loadgen import LoadResult, aio_load
+from bench.peers import Server
 
 
 def _misses(url: str, o: Options) -> LoadResult:
@@ -47,23 +46,15 @@ class MissCost(Scenario):
 
     def measure(self, ctx: Context, targets: list[Target]) -> list[Outcome]:
         o = ctx.opts
-        outcomes = []
-        for target in targets:
-            outcome = Outcome(self.letter, target.name, error=target.error)
-            outcomes.append(outcome)
-            server = target.server
-            if server is None:
-                continue
+
+        def one(outcome: Outcome, server: Server) -> None:
             url = f"{server.url}{SMALL}?miss={uuid.uuid4().hex[:8]}-"
-            with ctx.step(f"e: {target.name} ({o.miss_requests} misses)", min(o.duration, 3.0)):
-                try:
-                    result, cpu = with_cpu(server, partial(_misses, url, o))
-                except (OSError, ValueError, aiohttp.ClientError) as exc:
-                    outcome.error = str(exc)[:300]
-                    continue
+            result, cpu = with_cpu(server, partial(_misses, url, o))
             outcome.result = result
             outcome.extra["cpu_per_request"] = cpu.per_request_us(result.requests)
-        return outcomes
+
+        doing = f"{o.miss_requests} misses"
+        return ctx.each(self.letter, targets, doing, min(o.duration, 3.0), one)
 
     def rows(self, opts: Options, outcomes: list[Outcome]) -> Table:
         intro = (
