@@ -12,7 +12,6 @@ import asyncio
 import collections
 import itertools
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.procs import run_tool
 from bench.stats import PERCENTILES, LogHistogram, percentiles
 
 WRK_LUA = """
@@ -125,16 +125,10 @@ def run_wrk(
         str(script),
         url,
     ]
-    done = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=duration + timeout_s + 30,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:500]}")
-    data = parse_wrk(done.stdout)
+    code, stdout, stderr = run_tool(argv, duration + timeout_s + 30)
+    if code != 0:
+        raise RuntimeError(f"wrk failed ({code}): {stderr.strip()[:500]}")
+    data = parse_wrk(stdout)
     errors = data["errors"]
     return LoadResult(
         tool="wrk",
@@ -147,7 +141,7 @@ def run_wrk(
             (float(p), (data["max_us"] if p >= 100 else v) / 1000.0)
             for p, v in data["percentiles_us"]
         ],
-        raw={"argv": argv, "summary": data, "stdout": done.stdout},
+        raw={"argv": argv, "summary": data, "stdout": stdout},
     )
 
 

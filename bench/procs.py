@@ -326,20 +326,22 @@ class ProcessGroup:
         return path
 
 
-# --- other modules' command lines ------------------------------------------------------------
+# --- commands run to their end ------------------------------------------------------------
+
+
+def run_tool(argv: Sequence[str], timeout: float, cwd: Path = REPO) -> tuple[int, str, str]:
+    """Run a command to its end (wrk, git, `--help`): (exit status, stdout, stderr); status
+    -1 when it could not run or took longer than `timeout` s."""
+    try:
+        done = subprocess.run(
+            list(argv), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return -1, "", str(exc)
+    return done.returncode, done.stdout, done.stderr
 
 
 def help_text(module: str, *args: str) -> str:
     """`python -m module args... --help` (empty when it fails): which flags exist."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", module, *args, "--help"],
-            cwd=REPO,
-            capture_output=True,
-            timeout=30,
-            check=False,
-            text=True,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout if done.returncode == 0 else ""
+    code, out, _ = run_tool([sys.executable, "-m", module, *args, "--help"], 30)
+    return out if code == 0 else ""
