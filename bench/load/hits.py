@@ -87,7 +87,7 @@ class HitScenario(Scenario):
                 continue
             try:
                 verdicts, headers = self._warm(target.server.url + self.path)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: nothing to build headers from
                 outcome.error = str(exc)[:300]
                 continue
             outcome.extra["warm_verdicts"] = verdicts

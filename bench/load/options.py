@@ -19,6 +19,7 @@ class Options:
     large_connections: int = 8
     threads: int = 2
     scenarios: str = "abcde"
+    """Letters to run, in order; the command line's default is every registered scenario."""
     edge_workers: int = 2
     caches: tuple[str, ...] = CACHES
     herd: int = 32
