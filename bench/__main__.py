@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     load_parser = sub.add_parser(
         "load",
         help="throughput and latency under concurrency: edge vs nginx vs Varnish",
-        description=load.__doc__,
+        description=load.description(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     load.add_arguments(load_parser)

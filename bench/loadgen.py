@@ -12,7 +12,6 @@ import asyncio
 import collections
 import itertools
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.procs import run_tool
 from bench.stats import PERCENTILES, LogHistogram, percentiles
 
 WRK_LUA = """
@@ -110,6 +110,7 @@ def run_wrk(
     duration: float,
     workdir: Path,
     timeout_s: float = 10.0,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     script = workdir / "bench-done.lua"
     script.write_text(WRK_LUA % ",".join(f"{p:g}" for p in PERCENTILES))
@@ -119,20 +120,15 @@ def run_wrk(
         f"-c{connections}",
         f"-d{max(1, round(duration))}s",
         f"--timeout={timeout_s:g}s",
+        *(arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")),
         "-s",
         str(script),
         url,
     ]
-    done = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=duration + timeout_s + 30,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:500]}")
-    data = parse_wrk(done.stdout)
+    code, stdout, stderr = run_tool(argv, duration + timeout_s + 30)
+    if code != 0:
+        raise RuntimeError(f"wrk failed ({code}): {stderr.strip()[:500]}")
+    data = parse_wrk(stdout)
     errors = data["errors"]
     return LoadResult(
         tool="wrk",
@@ -145,7 +141,7 @@ def run_wrk(
             (float(p), (data["max_us"] if p >= 100 else v) / 1000.0)
             for p, v in data["percentiles_us"]
         ],
-        raw={"argv": argv, "summary": data, "stdout": done.stdout},
+        raw={"argv": argv, "summary": data, "stdout": stdout},
     )
 
 
@@ -174,8 +170,10 @@ async def aio_load(
     max_requests: int = 10_000_000,
     keep_samples: bool = True,
     request_timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
-    """`connections` workers on keep-alive connections, until `duration` or `max_requests`."""
+    """`connections` workers on keep-alive connections, until `duration` or `max_requests`;
+    every request carries `headers`."""
     hist = LogHistogram()
     samples: list[float] = []
     statuses: collections.Counter[str] = collections.Counter()
@@ -202,7 +200,7 @@ async def aio_load(
                 kind, url = make(i)
                 t0 = time.perf_counter()
                 try:
-                    async with session.get(url) as resp:
+                    async with session.get(url, headers=headers) as resp:
                         n = 0
                         async for chunk in resp.content.iter_any():
                             n += len(chunk)

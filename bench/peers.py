@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import Managed, ProcessGroup, free_port
+from bench.procs import Child, ProcessGroup, free_port, port_probe
 
 
 def nginx_binary() -> str | None:
@@ -40,7 +40,7 @@ class Server:
 
     name: str
     url: str
-    managed: list[Managed]
+    managed: list[Child]
     kind: str = "cache"
 
 
@@ -120,7 +120,7 @@ def nginx_files_conf(prefix: Path, port: int, root: Path) -> str:
     )
 
 
-def start_nginx(group: ProcessGroup, name: str, conf_text: str, port: int) -> Managed:
+def start_nginx(group: ProcessGroup, name: str, conf_text: str, port: int) -> Child:
     binary = nginx_binary()
     if binary is None:
         raise FileNotFoundError("nginx is not installed")
@@ -130,7 +130,7 @@ def start_nginx(group: ProcessGroup, name: str, conf_text: str, port: int) -> Ma
     return group.start(
         name,
         [binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
-        ready_port=port,
+        ready=port_probe(port),
     )
 
 
@@ -221,7 +221,7 @@ def varnish_cache(
             "-p",
             "thread_pool_min=50",
         ],
-        ready_port=port,
+        ready=port_probe(port),
         timeout=60,
     )
     return Server(name, f"http://127.0.0.1:{port}", [managed])

@@ -20,19 +20,9 @@ def stamp() -> str:
 
 def git_rev() -> str:
     """The commit the code under test was at (with '+dirty' when the tree had changes)."""
-    import subprocess
+    from bench.procs import run_tool
 
-    try:
-        rev = subprocess.run(
-            ["git", "describe", "--always", "--dirty=+dirty"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        rev = ""
+    rev = run_tool(["git", "describe", "--always", "--dirty=+dirty"], 10, REPO)[1].strip()
     return rev or "unknown"
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.peers import Server
-from bench.procs import REPO, ProcessGroup, free_port, help_text
+from bench.procs import REPO, ProcessGroup, free_port, help_text, http_probe
 
 
 @functools.cache
@@ -95,7 +95,7 @@ def start_origin(group: ProcessGroup, spec: OriginSpec, name: str = "origin") ->
     managed = group.start(
         name,
         argv,
-        ready_url=f"http://127.0.0.1:{port}/api/ping",
+        ready=http_probe(f"http://127.0.0.1:{port}/api/ping"),
         timeout=60,
         env={"ORIGIN_API_CACHE_PREFIX": f"{spec.key_prefix}-api"},
     )
@@ -147,9 +147,10 @@ def start_edge(
     managed = group.start(
         node,
         argv,
-        ready_url=f"http://127.0.0.1:{port}/_edge/health",
+        ready=http_probe(f"http://127.0.0.1:{port}/_edge/health"),
         timeout=60,
         env=env,
+        drop_env=("EDGE_",),  # the bench says what each edge gets, the shell's EDGE_* do not
     )
     return Server(node, f"http://127.0.0.1:{port}", [managed])
 

@@ -19,6 +19,7 @@ import collections
 import hashlib
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -111,7 +112,8 @@ STATIC_CC = "public, max-age=3600"
 async def _throttled(
     request: web.Request, body: bytes, content_type: str, rate: int
 ) -> web.StreamResponse:
-    headers = {"Cache-Control": STATIC_CC, "Content-Type": content_type}
+    etag = f'"{len(body):x}-{zlib.crc32(body):08x}"'
+    headers = {"Cache-Control": STATIC_CC, "Content-Type": content_type, "ETag": etag}
     if rate <= 0 or len(body) <= 4096:
         return web.Response(body=body, headers=headers)
     resp = web.StreamResponse(headers=headers)
@@ -282,6 +284,7 @@ def create_app(settings: StandinSettings | None = None) -> web.Application:
     app.cleanup_ctx.append(redis_ctx)
     for path in ("/", "/style.css", "/htmx.min.js", "/spinner.svg", "/5mo.jpg"):
         app.router.add_get(path, _static(path))
+    app.router.add_get("/index.html", _static("/"))
     app.router.add_get(r"/bench/obj/{size:\d+}", bench_object)
     app.router.add_get("/api/ping", ping)
     app.router.add_get("/api/misc/time", misc_time)

@@ -47,6 +47,11 @@ def test_load_hits_herd_and_miss_cost_through_nginx() -> None:
     direct = _outcome(data, "e", "origin direct")["result"]
     assert direct["requests"] == 30
     assert set(data["ratios"]) == {"a", "c", "e"}
+    # CPU of nginx's process tree (master and 2 workers) per request, beside requests/s
+    assert a["extra"]["cpu_per_request"]["cpu_us"] > 0
+    assert a["extra"]["rounds"][0]["cpu_us"] > 0
+    assert _outcome(data, "e", "nginx")["extra"]["cpu_per_request"]["cpu_us"] > 0
+    assert set(data["cpu_ratios"]) == {"a", "e"}
 
 
 def test_load_own_generator_and_mixed_traffic() -> None:

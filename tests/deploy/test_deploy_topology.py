@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from bench import topology
+from bench.procs import port_open
 from bench.topology import (
     BackgroundTopology,
     RoundRobinBalancer,
@@ -329,7 +330,7 @@ async def test_topology_starts_balances_and_stops_everything(fake_root: Path) ->
         config.origin_port,
         *[config.node_base_port + i for i in (1, 2)],
     ):
-        assert not topology.port_in_use("127.0.0.1", port)
+        assert not port_open(port)
 
 
 async def test_topology_reports_a_child_that_dies_while_starting(fake_root: Path) -> None:

@@ -1,0 +1,30 @@
+"""The scenarios of `bench load`: one module each, registered here in one table.
+
+Each module defines `SCENARIO`, a `bench.load.scenario.Scenario` with its letter; a new
+scenario is a new module and one line below. They run, and are reported, in this order.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from bench.load.scenario import Scenario
+
+MODULES = (
+    "a_small_hits",
+    "b_large_hits",
+    "c_herd",
+    "d_mixed",
+    "e_miss_cost",
+    "f_revalidate",
+    "g_range",
+)
+
+
+def _load(name: str) -> Scenario:
+    scenario = import_module(f"{__name__}.{name}").SCENARIO
+    assert isinstance(scenario, Scenario), name
+    return scenario
+
+
+REGISTRY: dict[str, Scenario] = {s.letter: s for s in map(_load, MODULES)}
