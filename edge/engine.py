@@ -293,6 +293,7 @@ class Engine:
         stats = self.stats
         stats.hits += 1
         stats.bytes_served += size
+        self.tiers.hot_hits.add(entry.key)
         if self.access_log is not None:
             self.log(req, entry.status if body or not entry.body else 304, size, "HIT")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from multidict import MultiMapping
+from multidict import CIMultiDict, MultiMapping
 
 from edge import policy
 from edge.entry import Entry
@@ -176,10 +176,8 @@ def from_origin(
     The origin's own Age is kept: an upstream cache's age counts (RFC 9111 section 5.1)."""
     origin_fields = list(origin_fields)
     fields = client_fields(origin_fields, ident)
-    age = next((v for k, v in origin_fields if k.lower() == "age"), None)
-    fields += cache_fields(ident, x_cache, cache_status, None, origin_ms)
-    if age is not None:
-        fields.append(("Age", age))
+    age = policy.age_value(CIMultiDict(origin_fields))
+    fields += cache_fields(ident, x_cache, cache_status, age, origin_ms)
     return Reply(status, fields, b"", length)
 
 

@@ -51,6 +51,7 @@ class Tiers:
         self._generation = node.generation if node is not None else 0
         self._checked: set[str] = set()  # hot keys checked against the node this generation
         self.version = 0  # moves whenever this worker's view of the tiers changes
+        self.hot_hits: set[str] = set()  # keys served from hot copies, for the node's LRU
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -217,19 +218,27 @@ class Tiers:
             await asyncio.wait(list(self._background), timeout=timeout)
 
     async def watch(self, every: float = 1.0) -> None:
-        """Housekeeping for as long as the worker runs: the node tier's access times and
-        heartbeat; and a cheap Redis call, since the Redis tier only learns that Redis went
-        away, or came back, when it is asked something (a node serving nothing but hits
-        would otherwise report a stale status, and keep running without the shared tier
-        after Redis returned)."""
+        """Housekeeping for as long as the worker runs: the node tier's access times,
+        heartbeat, and a sync to disk every 10 s; and a cheap Redis call, since the Redis
+        tier only learns that Redis went away, or came back, when it is asked something (a
+        node serving nothing but hits would otherwise report a stale status, and keep
+        running without the shared tier after Redis returned)."""
         from edge.purge_bus import RedisUnavailable
 
+        ticks = 0
         while True:
             await asyncio.sleep(every)
-            if self.node is not None:
+            ticks += 1
+            node = self.node
+            if node is not None:
                 try:
-                    self.node.touch_flush()
-                    self.node.heartbeat()
+                    hits, self.hot_hits = self.hot_hits, set()
+                    for key in hits:
+                        node.touch(key)  # the node tier's LRU knows of hot hits too
+                    node.touch_flush()
+                    node.heartbeat()
+                    if ticks % 10 == 0:
+                        node.sync()
                 except Exception as exc:  # housekeeping must never end the watch
                     log.warning("node tier housekeeping: %r", exc)
             if self.redis is not None:
