@@ -340,9 +340,14 @@ class Engine:
             self.fetch_spec(req, route, decision.stale), collapse
         )
         try:
-            head = await asyncio.wait_for(
-                asyncio.shield(fetch.head), self.cfg.collapse_timeout + self.cfg.read_timeout
-            )
+            if follower:
+                head = await asyncio.wait_for(
+                    asyncio.shield(fetch.head), self.cfg.collapse_timeout + self.cfg.read_timeout
+                )
+            else:
+                # Our own fetch always publishes a head (an error at worst, within the
+                # origin timeouts); shielded, so this client going away cannot cancel it.
+                head = await asyncio.shield(fetch.head)
             await self.serve_fetched(req, conn, route, decision, req_cc, fetch, head, follower)
         finally:
             if not follower:
@@ -443,6 +448,16 @@ class Engine:
                     await self.pass_through(req, conn, "range")
                 return
             sink, reply = window
+        if head.body is not None:
+            # A small body, read whole: one write.
+            body = head.body
+            if isinstance(sink, Window):
+                body = body[sink.first : sink.last + 1]
+            reply.body = body
+            conn.send(req, reply)
+            self.stats.record(x_cache, len(body))
+            self.log(req, reply.status, len(body), x_cache)
+            return
         if follower and not fetch.can_attach():
             entry = await asyncio.shield(fetch.done)
             if entry is None:

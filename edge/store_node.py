@@ -759,6 +759,11 @@ class NodeTier:
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """Closed (or shut after an error): every call but `close` raises NodeTierError."""
+        return self._closed is not None
+
     def sync(self) -> None:
         """Flush the map to disk (the environment commits without fsync, for speed)."""
         self._check()

@@ -153,13 +153,20 @@ class Tiers:
             self.node.put(entry, until)
 
     def store(self, entry: Entry, until: float) -> None:
+        """Into this worker's hot copy now; into the node tier once the waiting clients got
+        their answer (next loop turn: storing never delays a response); into Redis in the
+        background."""
         self.version += 1
         self.hot.put(entry, until)
         self._checked.add(entry.key)
         if self.node is not None:
-            self.node.put(entry, until)
+            asyncio.get_running_loop().call_soon(self._node_put, entry, until)
         if self.redis is not None:
             self.spawn(self.redis.put(entry, until))
+
+    def _node_put(self, entry: Entry, until: float) -> None:
+        if self.node is not None and not self.node.closed:
+            self.node.put(entry, until)
 
     def purge_here(
         self,
