@@ -17,8 +17,6 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
-from cachetools import TTLCache
-
 from edge.config import EdgeConfig
 from edge.entry import Entry
 from edge.fetch import Fetch, FetchSpec
@@ -54,12 +52,10 @@ class Collapser:
         self.stats = stats
         self.flights: dict[str, Fetch] = {}
         self.refreshing: set[str] = set()
-        # Keys whose last answer was stored: later misses on them are collapsed.
-        self.cacheable: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=3600)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def known_cacheable(self, key: str) -> bool:
-        return key in self.cacheable
+        return key in self.tiers.stored_before
 
     def join_or_start(self, spec: FetchSpec, collapse: bool) -> tuple[Fetch, bool]:
         """The fetch to take this client's answer from, and whether it is someone else's."""
@@ -131,7 +127,6 @@ class Collapser:
 
     def store(self, entry: Entry, until: float) -> None:
         self.tiers.store(entry, until)
-        self.cacheable[entry.key] = True
         self.stats.stored += 1
 
     def spawn(self, coro: Any) -> None:
