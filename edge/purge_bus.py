@@ -330,6 +330,8 @@ class PurgeBus:
                 elif gen != self.applied_generation:
                     self._resync(callback, gen, "reconnect")
                 self.applied_generation = gen
+                # The generation this node is now in step with (a disk tier keeps it).
+                self._call(callback, {"type": "connected", "gen": gen})
                 self.connected = True
                 self._connected.set()
                 backoff = 0.05

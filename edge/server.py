@@ -110,6 +110,9 @@ class EdgeServer:
         engine.access_log = ACCESS if self.access_log else None
         self.engine = engine
         if bus is not None:
+            # A node restarted on its disk tier knows the last purge it applied: the bus
+            # resyncs at once if Redis has moved on since.
+            bus.applied_generation = engine.purger.generation_before_restart()
             bus.start(engine.purger.apply_announced)
         self.server = await loop.create_server(
             lambda: Http1Connection(engine),

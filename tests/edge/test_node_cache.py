@@ -172,3 +172,61 @@ async def test_a_killed_worker_is_replaced_and_the_cache_stays(versioned, tmp_pa
         assert origin.hits["/survives"] == 1
     finally:
         proc.stop()
+
+
+async def test_a_restarted_disk_tier_resyncs_only_if_it_missed_a_purge(
+    versioned, tmp_path, redis_url, key_prefix
+) -> None:  # type: ignore[no-untyped-def]
+    """Down, a node cannot hear purges: back on its disk tier it compares the last purge
+    generation it applied with Redis's, and drops what it holds only if they differ."""
+    origin, server = versioned
+    path = tmp_path / "node-cache"
+    redis = {"url": redis_url, "prefix": key_prefix}
+
+    def node(name: str, port_path: Path | None) -> tuple[Proc, int]:
+        extra = {"path": str(port_path)} if port_path else {}
+        port = free_port()
+        config = edge_config(
+            tmp_path,
+            f"{name}.yaml",
+            workers=2,
+            redis=redis,
+            purge={"token": TOKEN},
+            node_cache={"enabled": True, **extra},
+        )
+        proc = edge_proc(tmp_path, port, [str(server.make_url("/")).rstrip("/")], config)
+        proc.argv += ["--node", name]
+        proc.start()
+        wait_port(port, 30, proc.proc)
+        return proc, port
+
+    a, port_a = node("edge-a", path)
+    b, port_b = node("edge-b", None)
+    try:
+        await fresh_get(port_a, "/static/kept")
+        await fresh_get(port_a, "/static/purged")
+        await asyncio.sleep(0.3)
+        assert a.stop() == 0
+        # Restarted without a purge in between: everything is a hit at once.
+        a, port_a = node("edge-a", path)
+        await asyncio.sleep(0.5)
+        assert (await fresh_get(port_a, "/static/kept"))[0] == "HIT"
+        assert a.stop() == 0
+        # A purge while it is down, through the other node.
+        origin.version["/static/purged"] += 1
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"http://127.0.0.1:{port_b}/_edge/purge",
+                json={"urls": ["/static/purged"]},
+                headers=AUTH,
+            ) as r,
+        ):
+            assert r.status == 200
+        a, port_a = node("edge-a", path)
+        await asyncio.sleep(0.5)
+        assert (await fresh_get(port_a, "/static/purged"))[1] == b"/static/purged v1"
+        assert "resync" in a.output()
+    finally:
+        a.stop()
+        b.stop()
