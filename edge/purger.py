@@ -139,7 +139,6 @@ class Purger:
         self.stats.bus_purged_entries += count
         return count
 
-
     def remember_generation(self, gen: object) -> None:
         """A disk tier keeps the last bus generation it applied: restarted, the node
         compares it with Redis's and resyncs if purges went out while it was down."""

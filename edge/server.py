@@ -113,6 +113,7 @@ class EdgeServer:
             # A node restarted on its disk tier knows the last purge it applied: the bus
             # resyncs at once if Redis has moved on since.
             bus.applied_generation = engine.purger.generation_before_restart()
+            bus.on_connected = engine.purger.remember_generation
             bus.start(engine.purger.apply_announced)
         self.server = await loop.create_server(
             lambda: Http1Connection(engine),
