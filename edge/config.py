@@ -129,13 +129,15 @@ class EdgeConfig:
 
     @property
     def hot_bytes(self) -> int:
-        """Each worker's hot copy: `memory.hot_bytes`; by default a quarter of the node
-        budget shared by the workers; the whole budget when the node tier is off."""
+        """Each worker's hot copy: `memory.hot_bytes`; by default an eighth of the node
+        budget shared by the workers (32 MB per worker of the default 256 MB with one
+        worker); the whole budget when the node tier is off. An object bigger than the hot
+        copy is served from the node tier, with a copy per hit."""
         if self.memory_hot_bytes is not None:
             return self.memory_hot_bytes
         if not self.node_cache_enabled:
             return self.memory_max_bytes
-        return max(self.memory_max_object_bytes, self.memory_max_bytes // (4 * self.workers))
+        return self.memory_max_bytes // (8 * self.workers)
 
     def rule_for(self, path: str, query_names: frozenset[str]) -> Rule | None:
         """The first rule whose pattern matches (rules are read top to bottom)."""

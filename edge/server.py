@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -183,12 +184,27 @@ async def run_worker_async(
         await server.stop()
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers (malloc.h)
+
+
+def keep_large_buffers_out_of_the_heap() -> None:
+    """glibc raises its mmap threshold after each large free (up to 32 MB): past that, the
+    bodies of 1 MB answers come from the heap, whose fragments stay resident after they are
+    freed. A fixed threshold keeps every buffer over 128 KB in its own mapping, returned to
+    the system when freed (measured: 10,000 distinct 1 MB objects through a 64 MB node)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its own policy applies
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
 def run_worker(
     cfg: EdgeConfig, reuse_port: bool, access_log: bool, node_path: str | None = None
 ) -> None:
     """One process: the edge on uvloop."""
     import uvloop
 
+    keep_large_buffers_out_of_the_heap()
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s {cfg.node}[%(process)d] %(levelname)s %(name)s: %(message)s",
@@ -242,6 +258,9 @@ def _supervise(cfg: EdgeConfig, access_log: bool, node_path: str | None) -> int:
         w.start()
         return w, time.monotonic()
 
+    # What the supervisor made so far is shared with the workers page by page: kept out of
+    # the cyclic collector, their collections do not write to (and so copy) those pages.
+    gc.freeze()
     workers = [spawn() for _ in range(cfg.workers)]
 
     def forward(signum: int, _frame: object) -> None:
