@@ -23,9 +23,10 @@ from typing import Any
 from edge.access_log import ACCESS
 from edge.config import EdgeConfig
 from edge.engine import Engine
-from edge.http1 import Http1Connection, tick_forever
+from edge.http1 import tick_forever
 from edge.store_memory import MemoryTier
 from edge.tiers import Tiers
+from edge.tls import CertStore, plain_factory, start_listener
 from edge.upstream import Upstream
 
 log = logging.getLogger("edge.server")
@@ -58,6 +59,9 @@ class EdgeServer:
         self.engine: Engine | None = None
         self.port = cfg.port
         self._tasks: list[asyncio.Task[Any]] = []
+        self.certs: CertStore | None = None
+        self.tls_server: asyncio.Server | None = None
+        self.tls_port: int | None = None
 
     async def start(self, reuse_port: bool = False) -> None:
         cfg = self.cfg
@@ -112,7 +116,7 @@ class EdgeServer:
         if bus is not None:
             bus.start(engine.purger.apply_announced)
         self.server = await loop.create_server(
-            lambda: Http1Connection(engine),
+            plain_factory(engine, cfg.tls),  # Http1Connection (redirecting: edge.tls)
             cfg.host,
             cfg.port,
             reuse_port=reuse_port,
@@ -125,6 +129,16 @@ class EdgeServer:
             loop.create_task(tick_forever(engine.guard.open)),
             loop.create_task(tiers.watch(), name="tiers-watch"),
         ]
+        if cfg.tls is not None:  # HTTPS beside it (edge.tls): HTTP/1.1 and h2
+            self.certs = CertStore(cfg.tls)
+            self.tls_server = await start_listener(engine, self.certs, cfg.host, reuse_port)
+            self.tls_port = self.tls_server.sockets[0].getsockname()[1]
+            self._tasks.append(loop.create_task(self.certs.watch(), name="tls-watch"))
+
+    def reload_certificates(self) -> None:
+        """SIGHUP: read the TLS certificates again (new handshakes use them)."""
+        if self.certs is not None:
+            self.certs.reload("SIGHUP")
 
     @property
     def node(self) -> Engine:
@@ -136,6 +150,8 @@ class EdgeServer:
         engine = self.engine
         if self.server is not None:
             self.server.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         if engine is not None:
             for conn in list(engine.guard.open):
                 conn.shutdown()
@@ -170,6 +186,7 @@ async def run_worker_async(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = EdgeServer(cfg, access_log=access_log, node_path=node_path)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_certificates)
     try:
         await server.start(reuse_port)
         log.info("listening on %s:%s", cfg.host, cfg.port)
@@ -243,6 +260,7 @@ def _supervise(cfg: EdgeConfig, access_log: bool, node_path: str | None) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, lambda _s, _f: _signal_workers(workers, signal.SIGHUP))
     code = 0
     while workers:
         for i, w in enumerate(list(workers)):
@@ -256,3 +274,10 @@ def _supervise(cfg: EdgeConfig, access_log: bool, node_path: str | None) -> int:
                 log.warning("worker %s exited with %s: starting another", w.pid, w.exitcode)
                 workers[i] = spawn()
     return code
+
+
+def _signal_workers(workers: list[Any], signum: int) -> None:
+    for w in workers:
+        if w.pid is not None and w.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signum)
