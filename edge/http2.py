@@ -234,6 +234,11 @@ class Http2Connection(asyncio.Protocol):
                 h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
             },
         )
+        # The SETTINGS above are h2's values from the start (not a change waiting for the
+        # client's ACK), so the HPACK decoder gets its bound here.
+        self.h2.decoder.max_header_list_size = settings.max_header_list_size
+        self.max_headers = cfg.max_headers
+        self.max_field = cfg.max_field_size
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Stream] = {}
         self.running = 0  # streams whose answer the engine is still computing
@@ -456,7 +461,11 @@ class Http2Connection(asyncio.Protocol):
         raw = req.raw_headers
         cookies: list[bytes] = []
         method = path = authority = b""
-        for name, value in cast(list[tuple[bytes, bytes]], event.headers or []):
+        fields = cast(list[tuple[bytes, bytes]], event.headers or [])
+        too_large = len(fields) > self.max_headers + 4  # + the pseudo-header fields
+        for name, value in fields:
+            if len(name) + len(value) > self.max_field:
+                too_large = True
             if name[:1] == b":":
                 if name == b":method":
                     method = value
@@ -490,6 +499,11 @@ class Http2Connection(asyncio.Protocol):
         self.last_accepted = max(self.last_accepted, sid)
         stream = Stream(self, sid, req)
         self.streams[sid] = stream
+        if too_large:  # limits.max_headers and max_field_size, as on HTTP/1.1
+            self.guard.bad_request(self.peer or None, ValueError("h2: header fields too large"))
+            self._body_done(stream)
+            self._answer_error(stream, 431, "request header fields too large")
+            return
         if req.method == "CONNECT" or req.target[:1] != "/":
             # No extended CONNECT (RFC 8441) and no asterisk-form here.
             self._body_done(stream)

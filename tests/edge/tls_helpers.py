@@ -67,7 +67,7 @@ class H2Client:
 
     @classmethod
     async def open(
-        cls, port: int, ca: trustme.CA, settings: dict[int, int] | None = None
+        cls, port: int, ca: trustme.CA, settings: dict[int, int] | None = None, init: bool = True
     ) -> H2Client:
         ctx = client_context(ca, ["h2"])
         reader, writer = await asyncio.open_connection(
@@ -75,6 +75,8 @@ class H2Client:
         )
         assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
         client = cls(reader, writer)
+        if not init:
+            return client  # the test writes the preface itself (or not)
         client.h2.initiate_connection()
         if settings:
             client.h2.update_settings(settings)
