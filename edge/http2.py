@@ -255,6 +255,7 @@ class Http2Connection(asyncio.Protocol):
         self.control = Budget(settings.max_control_frames)
         self.counters = engine.guard
         self.gone = False
+        self.in_batch = False  # in data_received: writes wait for the end of the batch
 
     # -- connection ---------------------------------------------------------------------
 
@@ -299,13 +300,19 @@ class Http2Connection(asyncio.Protocol):
         self.paused_since = 0.0
         self._pump_all()
 
-    def flush(self) -> None:
+    def flush(self, now: bool = False) -> None:
+        """Write what h2 has queued. Inside `data_received` this waits for the end of the
+        batch: one TLS record and one send for all the answers the batch produced (a write
+        per answer was most of the time h2 spent)."""
+        if self.in_batch and not now:
+            return
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.flush(now=True)  # what the batch produced (a GOAWAY) goes out first
             self.transport.close()
 
     def h2_call(self, fn: Any, *args: Any, **kw: Any) -> bool:
@@ -324,7 +331,7 @@ class Http2Connection(asyncio.Protocol):
         if code == ErrorCodes.ENHANCE_YOUR_CALM:
             self.guard.bad_request(self.peer or None, ValueError(f"h2: {reason}"))
         self.h2_call(self.h2.close_connection, code, reason.encode())
-        self.flush()
+        self.flush(now=True)
         self.closing = True
         for stream in list(self.streams.values()):
             self._mark_reset(stream)
@@ -338,7 +345,7 @@ class Http2Connection(asyncio.Protocol):
             self.close()
             return
         self.closing = True
-        self.flush()
+        self.flush(now=True)
         frame = GoAwayFrame(stream_id=0, last_stream_id=self.last_accepted, error_code=0)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(frame.serialize())
@@ -383,13 +390,25 @@ class Http2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.gone:
             return
+        self.in_batch = True
+        try:
+            self._received(data)
+        finally:
+            self.in_batch = False
+        self.flush()
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > OUTBUF_LIMIT:
+            # The client makes us write (PING acks, SETTINGS acks, answers) and does not read.
+            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "not reading what it asks for")
+
+    def _received(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             # h2 has queued the GOAWAY (PROTOCOL_ERROR, or ENHANCE_YOUR_CALM for an
             # oversized header block / CONTINUATION flood).
             self.guard.bad_request(self.peer or None, ValueError(f"h2: {exc}"))
-            self.flush()
+            self.flush(now=True)
             self.closing = True
             for stream in list(self.streams.values()):
                 self._mark_reset(stream)
@@ -431,17 +450,12 @@ class Http2Connection(asyncio.Protocol):
                 if kind is h2.events.RemoteSettingsChanged:
                     self._pump_all()  # INITIAL_WINDOW_SIZE may have grown
             elif kind is h2.events.ConnectionTerminated:
-                self.flush()
+                self.flush(now=True)
                 self.closing = True
                 for stream in list(self.streams.values()):
                     self._mark_reset(stream)
                 self.close()
                 return
-        self.flush()
-        transport = self.transport
-        if transport is not None and transport.get_write_buffer_size() > OUTBUF_LIMIT:
-            # The client makes us write (PING acks, SETTINGS acks, answers) and does not read.
-            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "not reading what it asks for")
 
     def _request(self, event: h2.events.RequestReceived, now: float) -> None:
         sid = event.stream_id
