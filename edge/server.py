@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -189,6 +190,9 @@ async def run_worker_async(
     loop.add_signal_handler(signal.SIGHUP, server.reload_certificates)
     try:
         await server.start(reuse_port)
+        # What start-up made (config, tables, module objects) lives as long as the worker:
+        # out of the collector's scans, which every new TLS connection's garbage triggers.
+        gc.freeze()
         log.info("listening on %s:%s", cfg.host, cfg.port)
         await stop.wait()
         log.info("stopping: no new connections; finishing answers in flight")
