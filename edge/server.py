@@ -27,7 +27,7 @@ from edge.engine import Engine
 from edge.http1 import tick_forever
 from edge.store_memory import MemoryTier
 from edge.tiers import Tiers
-from edge.tls import CertStore, plain_factory, start_listener
+from edge.tls import CertStore, TlsError, plain_factory, start_listener
 from edge.upstream import Upstream
 
 log = logging.getLogger("edge.server")
@@ -215,6 +215,12 @@ def run_worker(
 
 
 def serve(cfg: EdgeConfig, access_log: bool = False) -> int:
+    if cfg.tls is not None:
+        try:
+            CertStore(cfg.tls)  # a missing file or a key that does not match: say so now
+        except TlsError as exc:
+            print(f"woody-edge: tls.certificates: {exc}", file=sys.stderr)
+            return 2
     try:
         node_path, owned = prepare_node_tier(cfg)
     except RuntimeError as exc:  # NodeTierError: the tier cannot be used as configured
@@ -224,7 +230,9 @@ def serve(cfg: EdgeConfig, access_log: bool = False) -> int:
     if node_path is not None:
         where = f"{node_path}{' (memory)' if owned else ' (disk)'}"
     print(
-        f"woody-edge {cfg.node}: http://{cfg.host}:{cfg.port}/ -> {', '.join(cfg.origins)}"
+        f"woody-edge {cfg.node}: http://{cfg.host}:{cfg.port}/"
+        + (f" https://{cfg.host}:{cfg.tls.port}/" if cfg.tls else "")
+        + f" -> {', '.join(cfg.origins)}"
         f" ({cfg.workers} worker{'s' if cfg.workers > 1 else ''}, node cache {where}, redis "
         f"{cfg.redis_url or 'off'}, purge {'on' if cfg.purge_token else 'off'})",
         file=sys.stderr,

@@ -81,10 +81,11 @@ def make_context(files: CertFiles | None, settings: TlsSettings, http2: bool) ->
     ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     if files is not None:
+        for path in (files.cert, files.key):
+            if not os.path.isfile(path):
+                raise TlsError(f"{path}: no such file")
         try:
             ctx.load_cert_chain(files.cert, files.key)
-        except FileNotFoundError as exc:
-            raise TlsError(f"{exc.filename}: no such file") from exc
         except (OSError, ssl.SSLError) as exc:
             raise TlsError(
                 f"{files.cert} / {files.key}: cannot load the certificate and key: {exc}"

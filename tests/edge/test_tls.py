@@ -259,6 +259,26 @@ def copy_cert(src: CertFiles, dst: CertFiles) -> None:
     Path(dst.key).write_bytes(Path(src.key).read_bytes())
 
 
+def test_serve_refuses_to_start_with_a_missing_or_mismatched_key(
+    tmp_path: Path, ca: trustme.CA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace as dc_replace
+
+    from edge.config import EdgeConfig
+    from edge.server import serve
+    from edge.tls_config import TlsSettings
+
+    good = write_cert(ca, tmp_path, "a", "localhost")
+    other = write_cert(ca, tmp_path, "b", "localhost")
+    for files, says in (
+        (CertFiles(str(tmp_path / "none.pem"), good.key), "none.pem: no such file"),
+        (CertFiles(good.cert, other.key), "cannot load the certificate and key"),
+    ):
+        cfg = dc_replace(EdgeConfig(), tls=TlsSettings(port=1, certificates=(files,)))
+        assert serve(cfg) == 2
+        assert says in capsys.readouterr().err
+
+
 # -- configuration -----------------------------------------------------------------------
 
 SRC = "cfg/edge.yaml"
