@@ -186,6 +186,24 @@ async def test_plain_http_redirects_per_host(tls_front: Any) -> None:
         redirecting.close()
 
 
+async def test_plain_listener_redirects_when_configured(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    _, origin = scripted
+    server, _ = await start_tls_edge(
+        url(origin, "/"), tmp_path, ca, redirect=True, redirect_port=443, hsts="max-age=60"
+    )
+    try:
+        status, fields = await plain(server.port, "/5mo.jpg", "Shop.Example")
+        assert status == "HTTP/1.1 308 Permanent Redirect"
+        assert fields["location"] == "https://shop.example/5mo.jpg"  # 443: no port
+        assert "strict-transport-security" not in fields
+        status, _ = await plain(server.port, "/x", "bad host\\")
+        assert not status.startswith("HTTP/1.1 308")
+    finally:
+        await server.stop()
+
+
 async def test_h2_headers_are_the_same_as_http1(tls_front: Any, ca: trustme.CA) -> None:
     _, server, _ = tls_front
     client = await H2Client.open(server.tls_port, ca)
