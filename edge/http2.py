@@ -219,7 +219,8 @@ class Http2Connection(asyncio.Protocol):
             client_side=False,
             header_encoding=None,
             validate_inbound_headers=True,
-            normalize_inbound_headers=True,
+            # Its normalizing only joins split cookie fields: `_request` does that.
+            normalize_inbound_headers=False,
             # Our fields are lower-cased and stripped of hop-by-hop ones here.
             validate_outbound_headers=False,
             normalize_outbound_headers=False,

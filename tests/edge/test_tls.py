@@ -228,6 +228,28 @@ async def test_h2_headers_are_the_same_as_http1(tls_front: Any, ca: trustme.CA) 
         await client.close()
 
 
+async def test_h2_split_cookies_reach_the_origin_joined(tls_front: Any, ca: trustme.CA) -> None:
+    script, server, _ = tls_front
+    script.set("/api/c", body=b"c")
+    client = await H2Client.open(server.tls_port, ca)
+    try:
+        sid = client.h2.get_next_available_stream_id()
+        headers = [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", b"localhost"),
+            (b":path", b"/api/c"),
+            (b"cookie", b"a=1"),
+            (b"cookie", b"b=2"),
+        ]
+        client.h2.send_headers(sid, headers, end_stream=True)
+        client.flush()
+        await client.response(sid)
+        assert script.seen[-1].headers.getall("Cookie") == ["a=1; b=2"]
+    finally:
+        await client.close()
+
+
 async def test_h2_post_body_reaches_the_origin(tls_front: Any, ca: trustme.CA) -> None:
     script, server, _ = tls_front
     script.set("/api/orders", status=201, body=b"created")
