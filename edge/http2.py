@@ -325,8 +325,9 @@ class Http2Connection(asyncio.Protocol):
             log.debug("h2: %s", exc)
             return False
 
-    def goaway(self, code: ErrorCodes, reason: str) -> None:
-        """A connection error: GOAWAY and close (nothing more is answered)."""
+    def goaway(self, code: ErrorCodes, reason: str, abort: bool = False) -> None:
+        """A connection error: GOAWAY and close (nothing more is answered). `abort`: the
+        client reads nothing, so nothing queued can be flushed: drop the connection."""
         if self.gone:
             return
         if code == ErrorCodes.ENHANCE_YOUR_CALM:
@@ -336,7 +337,10 @@ class Http2Connection(asyncio.Protocol):
         self.closing = True
         for stream in list(self.streams.values()):
             self._mark_reset(stream)
-        self.close()
+        if abort and self.transport is not None:
+            self.transport.abort()
+        else:
+            self.close()
 
     def shutdown(self) -> None:
         """Graceful stop: GOAWAY NO_ERROR with the last stream accepted; streams in flight
@@ -367,7 +371,8 @@ class Http2Connection(asyncio.Protocol):
             return
         stall = self.settings.stall_timeout
         if self.paused_since and now - self.paused_since > stall:
-            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "not reading")  # socket full too long
+            # The socket stayed full too long: the client reads nothing.
+            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "not reading", abort=True)
             return
         if self.conn_stalled_since and now - self.conn_stalled_since > stall:
             self.goaway(ErrorCodes.FLOW_CONTROL_ERROR, "connection window stayed at 0")
@@ -400,7 +405,7 @@ class Http2Connection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and transport.get_write_buffer_size() > OUTBUF_LIMIT:
             # The client makes us write (PING acks, SETTINGS acks, answers) and does not read.
-            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "not reading what it asks for")
+            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "not reading what it asks for", abort=True)
 
     def _received(self, data: bytes) -> None:
         try:
@@ -696,7 +701,8 @@ class Http2Connection(asyncio.Protocol):
                 self._forget(stream)
 
     def _pump_all(self) -> None:
-        self.conn_stalled_since = 0.0
+        if self.h2.outbound_flow_control_window > 0:
+            self.conn_stalled_since = 0.0  # (a SETTINGS frame alone does not restart the clock)
         for stream in list(self.streams.values()):
             if stream.pending is not None or stream.end_after:
                 self._pump(stream)

@@ -236,6 +236,28 @@ async def test_zero_connection_window_stall_is_closed(edge: Any, ca: trustme.CA)
     await still_serves(server, ca)
 
 
+async def test_a_client_that_does_not_read_is_closed(edge: Any, ca: trustme.CA) -> None:
+    script, server = edge
+    script.set("/huge", body=b"H" * (4 << 20), Cache_Control="max-age=60")
+    client = await H2Client.open(server.tls_port, ca, settings={0x4: 2**31 - 1})
+    await settled(client)
+    client.h2.increment_flow_control_window(2**30)
+    client.flush()
+    # 16 x 4 MB asked for with every window open, and never read: more than the socket
+    # buffers hold, so the socket stays full.
+    for _ in range(LIMITS.max_concurrent_streams):
+        client.request("/huge")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 8
+    await asyncio.sleep(0.5)
+    assert h2_conns(server), "the connection should be open while its socket fills"
+    while h2_conns(server) and loop.time() < deadline:  # noqa: ASYNC110 (polling the server)
+        await asyncio.sleep(0.2)
+    assert not h2_conns(server)  # closed after stall_timeout with the socket full
+    await client.close()
+    await still_serves(server, ca)
+
+
 DataEv = h2.events.DataReceived
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize()
