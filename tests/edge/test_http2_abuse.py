@@ -98,6 +98,25 @@ async def test_rapid_reset_is_bounded_and_ends_in_goaway(edge: Any, ca: trustme.
     await still_serves(server, ca)
 
 
+async def test_rapid_reset_of_hits(edge: Any, ca: trustme.CA) -> None:
+    _, server = edge
+    await still_serves(server, ca)  # /a stored: every stream below is a hit
+    client = await H2Client.open(server.tls_port, ca)
+    await settled(client)
+    for _ in range(1000):
+        client.h2.reset_stream(client.request("/a"), ErrorCodes.CANCEL)
+    client.flush()
+    await client.until(lambda e: isinstance(e, h2.events.ConnectionTerminated), 2)
+    goaway = client.goaway()
+    # Answered at once, a hit is done before its reset arrives: the resets cost nothing and
+    # the connection may go on (a GOAWAY would only be ENHANCE_YOUR_CALM).
+    assert goaway is None or goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    for conn in h2_conns(server):
+        assert len(conn.streams) <= LIMITS.max_concurrent_streams
+    await client.close()
+    await still_serves(server, ca)
+
+
 async def test_streams_over_the_limit_while_answers_run_are_refused(
     edge: Any, ca: trustme.CA
 ) -> None:
