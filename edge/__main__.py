@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=None, help="processes on the port (EDGE_WORKERS)"
     )
+    serve.add_argument(
+        "--tls-port", type=int, default=None, help="HTTPS listener port (EDGE_TLS_PORT)"
+    )
+    serve.add_argument("--cert", default=None, help="PEM certificate chain (EDGE_TLS_CERT)")
+    serve.add_argument("--key", default=None, help="PEM private key (EDGE_TLS_KEY)")
     serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
     serve.add_argument("--check", action="store_true", help="validate the configuration and exit")
 
@@ -126,6 +131,9 @@ def _serve(args: argparse.Namespace) -> int:
             redis_url=args.redis,
             node=args.node,
             workers=args.workers,
+            tls_port=args.tls_port,
+            cert=args.cert,
+            key=args.key,
         )
     except ConfigError as exc:
         print(f"woody-edge: configuration error: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from edge.policy import Defaults, RuleTerms
+from edge.tls_config import TlsSettings, override_tls, parse_tls
 
 
 class ConfigError(ValueError):
@@ -118,6 +119,7 @@ class EdgeConfig:
     keep_tag_headers: bool = False
     rules: tuple[Rule, ...] = ()
     invalidations: tuple[Invalidation, ...] = ()
+    tls: TlsSettings | None = None  # the HTTPS listener (edge.tls_config)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -348,6 +350,7 @@ TOP_KEYS = {
     "headers",
     "rules",
     "invalidate",
+    "tls",
 }
 
 
@@ -488,6 +491,7 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
     changes["invalidations"] = tuple(
         _invalidation(r, raw, f"invalidate[{i}]") for i, raw in enumerate(inv)
     )
+    changes["tls"] = parse_tls(r, top.get("tls"))
     return replace(cfg, **changes)
 
 
@@ -516,6 +520,9 @@ ENV_VARS = (
     "EDGE_PORT",
     "EDGE_HOST",
     "EDGE_WORKERS",
+    "EDGE_TLS_PORT",
+    "EDGE_TLS_CERT",
+    "EDGE_TLS_KEY",
 )
 
 
@@ -553,6 +560,24 @@ def apply_overrides(cfg: EdgeConfig, env: dict[str, str], **flags: Any) -> EdgeC
                 changes[attr] = r.integer(int(env[name]), name, 1, high)
             except ValueError:
                 raise r.fail(name, f"expected an integer, got {env[name]!r}") from None
+    tls = override_tls(
+        r,
+        cfg.tls,
+        env.get("EDGE_TLS_PORT"),
+        env.get("EDGE_TLS_CERT"),
+        env.get("EDGE_TLS_KEY"),
+        ("EDGE_TLS_PORT", "EDGE_TLS_CERT", "EDGE_TLS_KEY"),
+    )
+    tls = override_tls(
+        _Reader("command line"),
+        tls,
+        flags.pop("tls_port", None),
+        flags.pop("cert", None),
+        flags.pop("key", None),
+        ("--tls-port", "--cert", "--key"),
+    )
+    if tls is not cfg.tls:
+        changes["tls"] = tls
     cli = _Reader("command line")
     for attr, value in flags.items():
         if value is None:

@@ -277,7 +277,7 @@ class Engine:
         return forward_headers(
             req.headers,
             peer=req.peer or None,
-            scheme="http",
+            scheme=req.scheme,
             host=forwarded_host(req.host, self.hosts),
             via=self.ident.via,
             drop=drop,

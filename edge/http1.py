@@ -96,6 +96,7 @@ class Request:
         "upgrade",
         "version",
     )
+    scheme = "http"  # edge.tls.TlsRequest: "https"
 
     def __init__(self, peer: str) -> None:
         self.method = ""

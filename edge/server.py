@@ -24,9 +24,10 @@ from typing import Any
 from edge.access_log import ACCESS
 from edge.config import EdgeConfig
 from edge.engine import Engine
-from edge.http1 import Http1Connection, tick_forever
+from edge.http1 import tick_forever
 from edge.store_memory import MemoryTier
 from edge.tiers import Tiers
+from edge.tls import CertStore, TlsError, plain_factory, start_listener
 from edge.upstream import Upstream
 
 log = logging.getLogger("edge.server")
@@ -59,6 +60,9 @@ class EdgeServer:
         self.engine: Engine | None = None
         self.port = cfg.port
         self._tasks: list[asyncio.Task[Any]] = []
+        self.certs: CertStore | None = None
+        self.tls_server: asyncio.Server | None = None
+        self.tls_port: int | None = None
 
     async def start(self, reuse_port: bool = False) -> None:
         cfg = self.cfg
@@ -117,7 +121,7 @@ class EdgeServer:
             bus.on_connected = engine.purger.remember_generation
             bus.start(engine.purger.apply_announced)
         self.server = await loop.create_server(
-            lambda: Http1Connection(engine),
+            plain_factory(engine, cfg.tls),  # Http1Connection (redirecting: edge.tls)
             cfg.host,
             cfg.port,
             reuse_port=reuse_port,
@@ -130,6 +134,16 @@ class EdgeServer:
             loop.create_task(tick_forever(engine.guard.open)),
             loop.create_task(tiers.watch(), name="tiers-watch"),
         ]
+        if cfg.tls is not None:  # HTTPS beside it (edge.tls): HTTP/1.1 and h2
+            self.certs = CertStore(cfg.tls)
+            self.tls_server = await start_listener(engine, self.certs, cfg.host, reuse_port)
+            self.tls_port = self.tls_server.sockets[0].getsockname()[1]
+            self._tasks.append(loop.create_task(self.certs.watch(), name="tls-watch"))
+
+    def reload_certificates(self) -> None:
+        """SIGHUP: read the TLS certificates again (new handshakes use them)."""
+        if self.certs is not None:
+            self.certs.reload("SIGHUP")
 
     @property
     def node(self) -> Engine:
@@ -141,6 +155,8 @@ class EdgeServer:
         engine = self.engine
         if self.server is not None:
             self.server.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         if engine is not None:
             for conn in list(engine.guard.open):
                 conn.shutdown()
@@ -175,8 +191,12 @@ async def run_worker_async(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = EdgeServer(cfg, access_log=access_log, node_path=node_path)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_certificates)
     try:
         await server.start(reuse_port)
+        # What start-up made (config, tables, module objects) lives as long as the worker:
+        # out of the collector's scans, which every new TLS connection's garbage triggers.
+        gc.freeze()
         log.info("listening on %s:%s", cfg.host, cfg.port)
         await stop.wait()
         log.info("stopping: no new connections; finishing answers in flight")
@@ -214,6 +234,12 @@ def run_worker(
 
 
 def serve(cfg: EdgeConfig, access_log: bool = False) -> int:
+    if cfg.tls is not None:
+        try:
+            CertStore(cfg.tls)  # a missing file or a key that does not match: say so now
+        except TlsError as exc:
+            print(f"woody-edge: tls.certificates: {exc}", file=sys.stderr)
+            return 2
     try:
         node_path, owned = prepare_node_tier(cfg)
     except RuntimeError as exc:  # NodeTierError: the tier cannot be used as configured
@@ -223,7 +249,9 @@ def serve(cfg: EdgeConfig, access_log: bool = False) -> int:
     if node_path is not None:
         where = f"{node_path}{' (memory)' if owned else ' (disk)'}"
     print(
-        f"woody-edge {cfg.node}: http://{cfg.host}:{cfg.port}/ -> {', '.join(cfg.origins)}"
+        f"woody-edge {cfg.node}: http://{cfg.host}:{cfg.port}/"
+        + (f" https://{cfg.host}:{cfg.tls.port}/" if cfg.tls else "")
+        + f" -> {', '.join(cfg.origins)}"
         f" ({cfg.workers} worker{'s' if cfg.workers > 1 else ''}, node cache {where}, redis "
         f"{cfg.redis_url or 'off'}, purge {'on' if cfg.purge_token else 'off'})",
         file=sys.stderr,
@@ -273,6 +301,7 @@ def _supervise(cfg: EdgeConfig, access_log: bool, node_path: str | None) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, lambda _s, _f: _signal_workers(workers, signal.SIGHUP))
     code = 0
     while workers:
         for i, (w, started) in enumerate(list(workers)):
@@ -300,3 +329,10 @@ def _supervise(cfg: EdgeConfig, access_log: bool, node_path: str | None) -> int:
                 time.sleep(min(5.0, 0.25 * 2**quick_exits))
             workers[i] = spawn()
     return code
+
+
+def _signal_workers(workers: list[Any], signum: int) -> None:
+    for w in workers:
+        if w.pid is not None and w.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signum)
