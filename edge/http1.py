@@ -482,13 +482,7 @@ class Http1Connection(asyncio.Protocol):
             self.close_after = True
         elif req.version == "1.0":
             head = head[:-2] + b"Connection: keep-alive\r\n\r\n"
-        if req.method == "HEAD" or not body:
-            transport.write(head)
-        elif len(body) <= 16384:
-            transport.write(head + body)
-        else:
-            transport.write(head)
-            transport.write(body)
+        _write_whole(transport, head, b"" if req.method == "HEAD" else body)
 
     def send(self, req: Request, reply: Reply) -> None:
         """A whole answer."""
@@ -498,14 +492,8 @@ class Http1Connection(asyncio.Protocol):
         head = serialize_head(
             reply.status, reply.fields, reply.length, self._tail(req, reply.close)
         )
-        body = reply.body
-        if req.method == "HEAD" or not body or reply.status in (204, 304):
-            transport.write(head)
-        elif len(body) <= 16384:
-            transport.write(head + body)
-        else:
-            transport.write(head)
-            transport.write(body)
+        no_body = req.method == "HEAD" or reply.status in (204, 304)
+        _write_whole(transport, head, b"" if no_body else reply.body)
 
     def start(self, req: Request, reply: Reply) -> None:
         """The head of an answer whose body follows through `write` and `end`."""
@@ -557,6 +545,17 @@ class Http1Connection(asyncio.Protocol):
         self.close_after = True
         if self.transport is not None:
             self.transport.abort()
+
+
+def _write_whole(transport: asyncio.Transport, head: bytes, body: bytes | memoryview) -> None:
+    """Head and body in one write when small (one segment), else two (no copy of a big body)."""
+    if not body:
+        transport.write(head)
+    elif len(body) <= 16384:
+        transport.write(head + body)
+    else:
+        transport.write(head)
+        transport.write(body)
 
 
 async def tick_forever(connections: set[Any], every: float = 1.0) -> None:
