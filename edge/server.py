@@ -5,6 +5,12 @@ ownership checks), then forks the workers; each opens the node tier, its Redis a
 clients, and serves the port with one `Engine` behind `edge.http1`. A worker that dies is
 replaced. SIGTERM or Ctrl-C: each worker stops accepting, lets in-flight answers finish
 (a 5 MB download in progress completes, within `SHUTDOWN_SECONDS`), then exits.
+
+SIGHUP: reload the configuration without a restart (`edge.reload`): the supervisor reads
+the file first (a bad one is refused and logged, and nothing is signalled), then passes
+SIGHUP to every worker, and each applies it to its next requests (`EdgeServer.reload`).
+Every worker publishes its counters once a second for the whole node's numbers
+(`edge.nodeview`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from edge.access_log import ACCESS
 from edge.config import EdgeConfig
 from edge.engine import Engine
 from edge.http1 import Http1Connection, tick_forever
+from edge.nodeview import NodeView, WorkerBoard
+from edge.reload import ConfigSource, Reloader, reloadable
 from edge.store_memory import MemoryTier
 from edge.tiers import Tiers
 from edge.upstream import Upstream
@@ -48,11 +56,26 @@ class EdgeServer:
     supervisor (None: prepare it here, as a single in-process server does)."""
 
     def __init__(
-        self, cfg: EdgeConfig, *, access_log: bool = False, node_path: str | None = None
+        self,
+        cfg: EdgeConfig,
+        *,
+        access_log: bool | str = False,
+        node_path: str | None = None,
+        source: ConfigSource | None = None,
+        supervisor: int | None = None,
     ) -> None:
         self.cfg = cfg
-        self.access_log = access_log
+        self.access_log = bool(access_log)
+        self.access_format = access_log if isinstance(access_log, str) else "text"
         self.node_path = node_path
+        self.source = source
+        """Where the configuration came from, to read it again on reload (None: this
+        server was built from a config object alone, and cannot reload)."""
+        self.supervisor = supervisor
+        """The supervisor's pid when this is one of its workers (a reload asked over HTTP
+        is passed to it, so that every worker reloads)."""
+        self.reloader: Reloader | None = None
+        self.view: NodeView | None = None
         self.owns_node_path = False
         self.server: asyncio.AbstractServer | None = None
         self.engine: Engine | None = None
@@ -108,7 +131,21 @@ class EdgeServer:
         tiers = Tiers(hot, node, redis, bus)
         engine = Engine(cfg, tiers, upstream)
         engine.access_log = ACCESS if self.access_log else None
+        engine.access_format = self.access_format
         self.engine = engine
+        view_redis = None
+        if cfg.redis_url:
+            from edge.purge_bus import make_client
+
+            view_redis = make_client(cfg.redis_url, 1.0, f"{cfg.redis_prefix}/{cfg.node}/view")
+        self.view = engine.view = NodeView(
+            engine,
+            WorkerBoard.for_node_tier(self.node_path if node is not None else None),
+            view_redis,
+            cfg.redis_prefix,
+        )
+        if self.source is not None:
+            self.reloader = engine.reloader = Reloader(self.source, engine, self.supervisor)
         if bus is not None:
             bus.start(engine.purger.apply_announced)
         self.server = await loop.create_server(
@@ -125,6 +162,18 @@ class EdgeServer:
             loop.create_task(tick_forever(engine.guard.open)),
             loop.create_task(tiers.watch(), name="tiers-watch"),
         ]
+        self.view.start()
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration and apply it to the next requests (SIGHUP; see
+        `edge.reload`). The one place a reload runs in a worker: whatever else a reload
+        must renew (TLS certificates...) goes into `self.reloader.hooks`, called with the
+        new configuration once it is applied."""
+        if self.reloader is None:
+            return {"ok": False, "error": "this server was not started from a file"}
+        result = await self.reloader.reload()
+        self.cfg = self.node.cfg
+        return result
 
     @property
     def node(self) -> Engine:
@@ -146,6 +195,12 @@ class EdgeServer:
             task.cancel()
         if engine is None:
             return
+        if self.view is not None:
+            await self.view.stop()
+            if self.view.redis is not None:
+                await self.view.redis.aclose()
+        if self.reloader is not None:
+            await self.reloader.close()
         tiers = engine.tiers
         await engine.collapser.drain()
         await tiers.drain()
@@ -159,17 +214,33 @@ class EdgeServer:
             if self.owns_node_path and self.node_path is not None:
                 from edge.store_node import NodeTier
 
+                WorkerBoard.remove(self.node_path)
                 NodeTier.remove(self.node_path)
 
 
 async def run_worker_async(
-    cfg: EdgeConfig, reuse_port: bool, access_log: bool, node_path: str | None
+    cfg: EdgeConfig,
+    reuse_port: bool,
+    access_log: bool | str,
+    node_path: str | None,
+    source: ConfigSource | None = None,
+    supervisor: int | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = EdgeServer(cfg, access_log=access_log, node_path=node_path)
+    server = EdgeServer(
+        cfg, access_log=access_log, node_path=node_path, source=source, supervisor=supervisor
+    )
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def hangup() -> None:
+        task = loop.create_task(server.reload(), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         await server.start(reuse_port)
         log.info("listening on %s:%s", cfg.host, cfg.port)
@@ -180,20 +251,36 @@ async def run_worker_async(
 
 
 def run_worker(
-    cfg: EdgeConfig, reuse_port: bool, access_log: bool, node_path: str | None = None
+    cfg: EdgeConfig,
+    reuse_port: bool,
+    access_log: bool | str,
+    node_path: str | None = None,
+    source: ConfigSource | None = None,
+    supervisor: int | None = None,
 ) -> None:
     """One process: the edge on uvloop."""
     import uvloop
+
+    # Until the loop's handler is installed, a SIGHUP (reload) must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s {cfg.node}[%(process)d] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    uvloop.run(run_worker_async(cfg, reuse_port, access_log, node_path))
+    uvloop.run(run_worker_async(cfg, reuse_port, access_log, node_path, source, supervisor))
 
 
-def serve(cfg: EdgeConfig, access_log: bool = False) -> int:
+def serve(
+    cfg: EdgeConfig,
+    access_log: bool | str = False,
+    source: ConfigSource | None = None,
+    pid_file: str | None = None,
+) -> int:
+    """Run the node in the foreground. `access_log`: False, True or "text" (the text
+    format), "json"; `source`: how to read the configuration again on SIGHUP;
+    `pid_file`: where to write this process's pid (for `woody-edge reload`)."""
     try:
         node_path, owned = prepare_node_tier(cfg)
     except RuntimeError as exc:  # NodeTierError: the tier cannot be used as configured
@@ -209,25 +296,41 @@ def serve(cfg: EdgeConfig, access_log: bool = False) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if pid_file:
+        with open(pid_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
     try:
         if cfg.workers == 1:
-            run_worker(cfg, reuse_port=False, access_log=access_log, node_path=node_path)
+            run_worker(cfg, False, access_log, node_path, source)
             return 0
-        return _supervise(cfg, access_log, node_path)
+        return _supervise(cfg, access_log, node_path, source)
     finally:
+        if pid_file:
+            with contextlib.suppress(OSError):
+                os.unlink(pid_file)
+        if node_path is not None:
+            WorkerBoard.remove(node_path)
         if owned and node_path is not None:
             from edge.store_node import NodeTier
 
             NodeTier.remove(node_path)
 
 
-def _supervise(cfg: EdgeConfig, access_log: bool, node_path: str | None) -> int:
-    """Run `cfg.workers` worker processes; replace one that dies; stop them all on a signal."""
+def _supervise(
+    cfg: EdgeConfig, access_log: bool | str, node_path: str | None, source: ConfigSource | None
+) -> int:
+    """Run `cfg.workers` worker processes; replace one that dies; stop them all on a signal;
+    on SIGHUP, check the configuration and have every worker reload it."""
     ctx = multiprocessing.get_context("fork")
     stopping = False
+    me = os.getpid()
 
     def spawn() -> Any:
-        w = ctx.Process(target=run_worker, args=(cfg, True, access_log, node_path), daemon=False)
+        w = ctx.Process(
+            target=run_worker,
+            args=(cfg, True, access_log, node_path, source, me),
+            daemon=False,
+        )
         w.start()
         return w
 
@@ -241,8 +344,33 @@ def _supervise(cfg: EdgeConfig, access_log: bool, node_path: str | None) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.pid, signal.SIGTERM)
 
+    def hangup(signum: int, _frame: object) -> None:
+        nonlocal cfg
+        from edge.config import ConfigError
+
+        say = f"woody-edge {cfg.node}: reload"
+        if source is None:
+            print(f"{say}: this node was not started from a file", file=sys.stderr, flush=True)
+            return
+        try:
+            new = source.load()
+        except ConfigError as exc:
+            print(
+                f"{say} refused: {exc}; the running configuration stays",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        print(f"{say}: {new.source} is valid; passing SIGHUP to the workers", file=sys.stderr)
+        cfg = reloadable(cfg, new)[0]  # workers started from now on start with it
+        for w in workers:
+            if w.pid is not None and w.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, hangup)
     code = 0
     while workers:
         for i, w in enumerate(list(workers)):
