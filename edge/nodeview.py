@@ -244,7 +244,8 @@ def sample_of(merged: Snapshot, t: float) -> dict[str, float]:
 
 class History:
     """A ring of cumulative node-wide samples, one a second; `rates()` turns consecutive
-    samples into per-second rates."""
+    samples into per-second rates (each row: the time `t` it ends at, the `seconds` it
+    spans, and a rate per series)."""
 
     def __init__(self, seconds: int = HISTORY_SECONDS) -> None:
         self.samples: deque[dict[str, float]] = deque(maxlen=seconds + 1)
@@ -261,7 +262,7 @@ class History:
             dt = cur["t"] - prev["t"]
             if dt <= 0:
                 continue
-            row: dict[str, float] = {"t": cur["t"]}
+            row: dict[str, float] = {"t": cur["t"], "seconds": round(dt, 3)}
             for name in SERIES:
                 row[name] = round(max(0.0, cur[name] - prev[name]) / dt, 3)
             looked = row["hits"] + row["misses"]

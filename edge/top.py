@@ -37,7 +37,9 @@ class Reading:
 
     def rate(self, series: str) -> float:
         rows = (self.history or {}).get("samples", [])[-RATE_SECONDS:]
-        return sum(float(r.get(series, 0)) for r in rows) / len(rows) if rows else 0.0
+        seconds = sum(float(r.get("seconds", 1.0)) for r in rows)
+        total = sum(float(r.get(series, 0)) * float(r.get("seconds", 1.0)) for r in rows)
+        return total / seconds if seconds else 0.0
 
 
 async def read_edge(session: aiohttp.ClientSession, edge: str) -> Reading:

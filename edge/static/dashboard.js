@@ -151,7 +151,8 @@ function showStats(st) {
 function showHistory(h) {
   const rows = h.samples;
   const last = rows.slice(-5);
-  const avg = (k) => (last.length ? last.reduce((a, s) => a + s[k], 0) / last.length : 0);
+  const span = last.reduce((a, s) => a + s.seconds, 0);
+  const avg = (k) => (span ? last.reduce((a, s) => a + s[k] * s.seconds, 0) / span : 0);
   setText("rps", fmtRate(avg("requests")));
   setText("bps", fmtBytes(avg("bytes")));
   drawAll(rows);
