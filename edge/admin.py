@@ -7,6 +7,7 @@ metrics and history are the whole node's (every worker summed, `edge.nodeview`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 from collections.abc import Coroutine
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from edge.http1 import Http1Connection, Request
 
 JSON = "application/json; charset=utf-8"
+log = logging.getLogger("edge.admin")
 
 
 def json_reply(body: object, status: int = 200, **extra: str) -> respond.Reply:
@@ -178,6 +180,7 @@ async def _reload(engine: Engine, req: Request) -> respond.Reply:
         return json_reply(result, 200 if result["ok"] else 400)
     _, result = reloader.check()
     if not result["ok"]:
+        log.error("reload refused: %s; the running configuration stays", result["error"])
         return json_reply(result, 400)
     os.kill(reloader.supervisor, signal.SIGHUP)
     result["applied_by"] = f"supervisor {reloader.supervisor}: SIGHUP to every worker"
