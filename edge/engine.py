@@ -609,6 +609,7 @@ class Engine:
         if upstream is not None:
             self.upstream = upstream
             self.collapser.upstream = upstream
+        self.collapser.cacheable.clear()  # "stored last time" was judged under the old rules
         self.routes.clear()
         self.fresh_hits.clear()
 

@@ -126,6 +126,13 @@ async def test_a_reload_switches_origins_limits_and_token_in_process(
     source = ConfigSource(str(config), {"port": free_port()})
     server = EdgeServer(source.load(), source=source)
     await server.start()
+    seen: list[int] = []
+
+    async def hook(cfg: Any) -> None:  # what edge/server.py runs after each applied reload
+        seen.append(cfg.max_connections)
+
+    assert server.reloader is not None
+    server.reloader.hooks.append(hook)
     try:
         async with aiohttp.ClientSession() as s:
             async with s.get(url(server_handle(server), "/kept")) as r:
@@ -147,6 +154,7 @@ async def test_a_reload_switches_origins_limits_and_token_in_process(
                 "max_connections",
             }
             assert server.node.guard.max_connections == 100
+            assert seen == [100]
             async with s.get(url(server_handle(server), "/kept")) as r:
                 assert (await r.read(), r.headers["X-Cache"]) == (b"first", "HIT")
             async with s.get(url(server_handle(server), "/new")) as r:
