@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from typing import Any
 
@@ -150,3 +151,50 @@ async def test_top_once_shows_rates_top_urls_and_origin_health_of_each_edge(
     assert "all 2/2 nodes" in out
     code, out = await run_top("--once", "--edge", url(a, ""), "--edge", "http://127.0.0.1:1")
     assert code == 1 and "unreachable" in out and "edge-a" in out
+
+
+def _read_pty(command: list[str], first: threading.Event, more: float) -> str:
+    """Run `command` on a pseudo-terminal, as in a real terminal; set `first` once it drew
+    its first frame, and stop it `more` seconds later."""
+    import os
+    import pty
+    import signal
+    import subprocess
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "110"}
+    proc = subprocess.Popen(command, stdout=slave, stderr=slave, stdin=slave, cwd=ROOT, env=env)
+    os.close(slave)
+    os.set_blocking(master, False)
+    out = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            out += os.read(master, 65536)
+        except BlockingIOError:
+            time.sleep(0.05)
+        except OSError:
+            break
+        if not first.is_set() and b"requests" in out:
+            first.set()
+            deadline = time.monotonic() + more
+    proc.send_signal(signal.SIGINT)
+    proc.wait(10)
+    os.close(master)
+    return out.decode(errors="replace")
+
+
+async def test_top_refreshes_in_a_terminal(
+    scripted: tuple[Scripted, Any], make_edge: EdgeFactory
+) -> None:
+    script, server = scripted
+    script.set("/t", body=b"t", Cache_Control="max-age=60")
+    edge = await make_edge(url(server, ""), node="edge-live")
+    command = [sys.executable, "-m", "edge", "top", "--edge", url(edge, ""), "--interval", "0.3"]
+    first = threading.Event()
+    reading = asyncio.create_task(asyncio.to_thread(_read_pty, command, first, 2.0))
+    assert await asyncio.to_thread(first.wait, 30), "no frame from woody-edge top"
+    await traffic(edge, ["/t"] * 7)
+    out = await reading
+    assert out.count("edge-live") >= 3, out  # redrawn, not printed once
+    assert " 0 requests" in out and " 7 requests" in out, out  # it moved while it ran
