@@ -84,12 +84,14 @@ class Request:
         "_headers",
         "body",
         "complete",
+        "first_byte",
         "flags",
         "host",
         "keep_alive",
         "method",
         "peer",
         "raw_headers",
+        "request_id",
         "special",
         "started",
         "target",
@@ -112,6 +114,8 @@ class Request:
         self.body = bytearray()
         self.complete = False
         self.started = 0.0
+        self.first_byte = 0.0  # set by `start` when timed (a streamed answer's head went out)
+        self.request_id = ""  # X-Request-Id, once the engine needed one (edge.access_log)
         self.upgrade = False
 
     @property
@@ -171,7 +175,7 @@ class Http1Connection(asyncio.Protocol):
         self.chunked_out = False  # the response being streamed uses chunked framing
         self.close_after = False
         self.broken = False  # parsing stopped (a bad request or an upgrade)
-        self.timed = engine.access_log is not None
+        self.timed = engine.timed
 
     # -- connection ---------------------------------------------------------------------
 
@@ -511,6 +515,8 @@ class Http1Connection(asyncio.Protocol):
                 tail += "Transfer-Encoding: chunked\r\n"
                 self.chunked_out = True
         self.transport.write(serialize_head(reply.status, reply.fields, reply.length, tail))
+        if self.timed:
+            req.first_byte = time.monotonic()
 
     def interim(self, status: int, fields: list[tuple[str, str]]) -> None:
         """A 1xx answer before the final one (103 Early Hints); HTTP/1.1 clients only."""

@@ -48,7 +48,16 @@ def test_docker_stack_config_accepts_the_stack() -> None:
 def test_services_mirror_the_lab(stack: dict[str, Any]) -> None:
     s = services(stack)
     assert stack["version"] == "3.9"
-    assert set(s) == {"database", "redis", "api", "front", "proxy", "edge"}
+    assert set(s) == {
+        "database",
+        "redis",
+        "api",
+        "front",
+        "proxy",
+        "edge",
+        "prometheus",
+        "grafana",
+    }
 
     db = s["database"]
     assert "--max-connections=1" in db["command"]
