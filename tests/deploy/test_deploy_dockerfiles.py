@@ -61,7 +61,7 @@ def allowed_by_dockerignore(dockerfile: Path, source: str) -> bool:
 def test_every_copied_file_exists_and_is_in_the_context(name: str) -> None:
     dockerfile = ALL_DOCKERFILES[name]
     sources = copy_sources(dockerfile)
-    assert sources, f"{name}: no COPY?"
+    assert sources or name == "woody-redis", f"{name}: no COPY?"  # Redis needs no file of ours
     for source in sources:
         matches = list(REPO.glob(source.rstrip("/")))
         optional = "[" in source  # README.m[d]: a glob that may match nothing
