@@ -1416,14 +1416,14 @@ def smoke(opts: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         report["error"] = "interrupted"
         status = 130
+    except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+        # A request that failed outright, or an answer that was not what a check could read.
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"ERROR: {report['error']}")
+        status = 1
     finally:
-        if opts.keep and deployed and status == 0:
-            log(
-                f"--keep: the stack runs. Edge http://127.0.0.1:{opts.edge_port}/ , proxy "
-                f"http://127.0.0.1:{opts.proxy_port}/ , purge token in {CACHE / 'purge-token'}; "
-                "scripts/swarm-smoke --down removes it"
-            )
-        else:
+        kept = opts.keep and deployed and status == 0
+        if not kept:
             began = time.monotonic()
             try:
                 teardown(opts.stack, created_swarm, dockerd_pid)
@@ -1441,6 +1441,12 @@ def smoke(opts: argparse.Namespace) -> int:
         print()
         print(render(report), end="", flush=True)
         log(f"written: {md.relative_to(REPO) if md.is_relative_to(REPO) else md}, {js.name}")
+    if kept:
+        log(
+            f"--keep: the stack runs. Edge http://127.0.0.1:{opts.edge_port}/ , proxy "
+            f"http://127.0.0.1:{opts.proxy_port}/ , purge token in {CACHE / 'purge-token'}; "
+            "scripts/swarm-smoke --down removes it"
+        )
     return status
 
 
