@@ -296,3 +296,18 @@ def test_purge_token_file(tmp_path: Path) -> None:
 def test_empty_environment_values_are_ignored() -> None:
     env = {name: "" for name in ("EDGE_ORIGIN", "EDGE_PORT", "EDGE_PURGE_TOKEN", "EDGE_NODE")}
     assert apply_overrides(base(), env) == base()
+
+
+def test_node_cache_keys_and_the_swarm_path_from_the_environment() -> None:
+    cfg = parse({"node_cache": {"path": "/var/cache/edge", "max_bytes": "1g"}, "workers": 2})
+    assert cfg.node_cache_enabled and cfg.node_cache_path == "/var/cache/edge"
+    assert cfg.node_cache_bytes == 2**30
+    assert cfg.hot_bytes == cfg.memory_max_bytes // 16  # an eighth, over 2 workers
+    off = parse({"node_cache": {"enabled": False}})
+    assert off.hot_bytes == off.memory_max_bytes  # each worker its own whole cache
+    cfg = apply_overrides(base(), {"EDGE_NODE_CACHE_PATH": "/var/cache/woody-edge"})
+    assert cfg.node_cache_path == "/var/cache/woody-edge"
+    with pytest.raises(ConfigError, match=r"node_cache\.enabled"):
+        parse({"node_cache": {"enabled": "yes"}})
+    with pytest.raises(ConfigError, match=r"hosts\[0\]"):
+        parse({"hosts": ["bad host/"]})
