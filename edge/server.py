@@ -358,11 +358,13 @@ def serve(
             with contextlib.suppress(OSError):
                 os.unlink(pid_file)
         if node_path is not None:
-            WorkerBoard.remove(node_path)
-        if owned and node_path is not None:
             from edge.store_node import NodeTier
 
-            NodeTier.remove(node_path)
+            WorkerBoard.remove(node_path)
+            if owned:
+                NodeTier.remove(node_path)
+            else:
+                NodeTier.release(node_path, cfg.node)
 
 
 QUICK_EXIT_SECONDS = 5.0

@@ -54,6 +54,7 @@ REGISTRY = "local"
 IMAGE_PREFIX = "woodytoys"
 TAG = "smoke"
 OVERRIDE = "deploy/swarm/local.yml"
+NOT_RUN_HERE = ("prometheus", "grafana")  # no registry: their images cannot be pulled
 SECRETS = ("woody_db_password", "woody_purge_token", "woody_tls_cert", "woody_tls_key")
 APT_PACKAGES = {  # command (or test) -> Debian package
     "dockerd": "docker.io",
@@ -473,6 +474,10 @@ def deploy(opts: argparse.Namespace) -> None:
         opts.stack,
         env=deploy_env(opts),
     )
+    # Their official images cannot be pulled here; an override cannot set replicas to 0
+    # (docker's stack merge keeps a non-zero value), so they are scaled down once created.
+    names = [f"{opts.stack}_{name}=0" for name in NOT_RUN_HERE]
+    docker("service", "scale", "--detach", *names, check=False)
 
 
 def service_health(stack: str) -> dict[str, tuple[int, int, int]]:
@@ -507,7 +512,11 @@ def wait_healthy(stack: str, timeout: float, what: str = "every service healthy"
     state: dict[str, tuple[int, int, int]] = {}
     while time.monotonic() - began < timeout:
         state = service_health(stack)
-        waiting = {n: s for n, s in state.items() if not (s[0] > 0 and s[2] >= s[0])}
+        waiting = {
+            n: s
+            for n, s in state.items()
+            if not (s[0] > 0 and s[2] >= s[0]) and n.removeprefix(stack + "_") not in NOT_RUN_HERE
+        }
         if state and not waiting:
             return time.monotonic() - began
         if time.monotonic() - last_report >= 10:

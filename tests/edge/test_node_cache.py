@@ -230,3 +230,32 @@ async def test_a_restarted_disk_tier_resyncs_only_if_it_missed_a_purge(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_a_node_stopped_cleanly_hands_its_disk_tier_to_the_next_one(
+    versioned, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """A replaced Swarm task comes back under another name on the same volume: it takes the
+    tier at once when the old one stopped cleanly (two live nodes on one path are refused)."""
+    _origin, server = versioned
+    path = tmp_path / "node-cache"
+    a, port_a = start_node(tmp_path, server, path=str(path))
+    try:
+        await fresh_get(port_a, "/kept")
+        port_b = free_port()
+        config = edge_config(tmp_path, "b.yaml", node_cache={"enabled": True, "path": str(path)})
+        refused = edge_proc(tmp_path, port_b, [str(server.make_url("/")).rstrip("/")], config)
+        refused.argv += ["--node", "other-task"]
+        refused.start()
+        assert refused.proc is not None and refused.proc.wait(30) == 2
+        assert "in use by node" in refused.output()
+    finally:
+        assert a.stop() == 0
+    b = edge_proc(tmp_path, port_b, [str(server.make_url("/")).rstrip("/")], config)
+    b.argv += ["--node", "other-task"]
+    b.start()
+    try:
+        wait_port(port_b, 30, b.proc)
+        assert await fresh_get(port_b, "/kept") == ("HIT", b"/kept v0")
+    finally:
+        b.stop()
