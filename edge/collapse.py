@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from cachetools import TTLCache
@@ -57,6 +58,9 @@ class Collapser:
         # Keys whose last answer was stored: later misses on them are collapsed.
         self.cacheable: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=3600)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # What an entry becomes as it is stored, and what follows (the engine's delivery
+        # hook: coded variants of compressible objects, edge.compress).
+        self.on_store: Callable[[Entry, float], Entry] | None = None
 
     def known_cacheable(self, key: str) -> bool:
         return key in self.cacheable
@@ -130,6 +134,8 @@ class Collapser:
         return True
 
     def store(self, entry: Entry, until: float) -> None:
+        if self.on_store is not None:
+            entry = self.on_store(entry, until)
         self.tiers.store(entry, until)
         self.cacheable[entry.key] = True
         self.stats.stored += 1

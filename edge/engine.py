@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
-from edge import flow, policy, respond
+from edge import compress, flow, policy, respond
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
 from edge.entry import Entry
 from edge.fetch import CHUNK, Fetch, FetchSpec, Head
 from edge.guard import ConnectionGuard
 from edge.http1 import (
+    F_ACCEPT_ENCODING,
     F_CACHE_CONTROL,
     F_COND,
     F_COND_OTHER,
@@ -124,6 +125,9 @@ class Engine:
         self.node_name = cfg.node.encode()
         self.hosts = frozenset(h.lower() for h in cfg.hosts)
         self.access_log: logging.Logger | None = None
+        # Delivery hook: stored compressible objects get their coded variants (edge.compress).
+        self.encoder = compress.VariantMaker(cfg.compression, tiers)
+        self.collapser.on_store = self.encoder.stored
 
     # -- recv ---------------------------------------------------------------------------
 
@@ -207,6 +211,12 @@ class Engine:
                 entry = first
             else:
                 entry = select_variant(entries, req.headers)
+                if req.flags & F_ACCEPT_ENCODING and not req.flags & F_RANGE:
+                    # Delivery hook: the coded variant this client takes (a hit never
+                    # compresses; a Range is answered from identity).
+                    entry = compress.select(
+                        entry, entries, req.headers.get("Accept-Encoding"), time.time()
+                    )
         req_cc = (
             policy.parse_request(req.headers) if req.flags & F_CACHE_CONTROL else flow.NO_REQUEST_CC
         )
@@ -430,7 +440,16 @@ class Engine:
             self.stats.record(x_cache, 0)
             self.log(req, head.status, 0, x_cache)
             return
-        sink: Http1Connection | Window = conn
+        # Delivery hook: compress as it streams when the client accepts a coding (edge.compress).
+        coding = None
+        if not req.flags & F_RANGE and compress.eligible(
+            head.status, head.headers.items(), length, self.cfg.compression
+        ):
+            coding = compress.negotiate(
+                req.headers.get("Accept-Encoding"), self.cfg.compression.codings
+            )
+            reply = compress.stream_reply(reply, coding)
+        sink: Http1Connection | Window | compress.EncodingSink = conn
         if req.flags & F_RANGE and head.status == 200:
             window = self.range_window(req, conn, reply, head)
             if window is None:
@@ -450,6 +469,8 @@ class Engine:
                 return
             self.deliver(req, conn, entry, "MISS", "", time.time(), "; ".join(parts))
             return
+        if coding is not None:
+            sink = compress.EncodingSink(conn, coding, self.cfg.compression.level(coding, False))
         conn.start(req, reply)
         if reply.status == 416:
             conn.end()
@@ -458,8 +479,12 @@ class Engine:
         if not ok:
             conn.abort()  # the origin's body broke off: the client must see it short
             return
+        if isinstance(sink, compress.EncodingSink):
+            await sink.finish()
         conn.end()
         sent = reply.length if reply.length is not None else 0
+        if isinstance(sink, compress.EncodingSink):
+            sent = sink.sent
         self.stats.record(x_cache, sent)
         self.log(req, reply.status, sent, x_cache)
 
@@ -552,12 +577,23 @@ class Engine:
                 origin_ms,
                 origin.content_length,
             )
+            # Delivery hook: an answer passed through is compressed as it streams.
+            out: Http1Connection | compress.EncodingSink = conn
+            settings = self.cfg.compression
+            if compress.eligible(origin.status, reply.fields, origin.content_length, settings):
+                coding = compress.negotiate(req.headers.get("Accept-Encoding"), settings.codings)
+                reply = compress.stream_reply(reply, coding)
+                if coding is not None:
+                    out = compress.EncodingSink(conn, coding, settings.level(coding, False))
             conn.start(req, reply)
             sent = 0
             if method != "HEAD":
                 async for chunk in origin.content.iter_chunked(CHUNK):
-                    await conn.write(chunk)
+                    await out.write(chunk)
                     sent += len(chunk)
+                if isinstance(out, compress.EncodingSink):
+                    await out.finish()
+                    sent = out.sent
             conn.end()
             self.stats.record(x_cache, sent)
             self.log(req, origin.status, sent, x_cache)

@@ -296,3 +296,33 @@ def test_purge_token_file(tmp_path: Path) -> None:
 def test_empty_environment_values_are_ignored() -> None:
     env = {name: "" for name in ("EDGE_ORIGIN", "EDGE_PORT", "EDGE_PURGE_TOKEN", "EDGE_NODE")}
     assert apply_overrides(base(), env) == base()
+
+
+def test_compression_and_slices_are_read_and_checked() -> None:
+    from edge.config import ConfigError, parse_config
+
+    cfg = parse_config(
+        {
+            "compression": {"codings": ["gzip"], "min_size": "2k"},
+            "slices": {"size": "256k", "parallel": 2, "above": "4m"},
+            "early_hints": False,
+            "rules": [{"match": "/*.jpg", "slice": {"size": "128k", "parallel": 8}}],
+        },
+        "t.yaml",
+    )
+    assert cfg.compression.codings == ("gzip",) and cfg.compression.min_size == 2048
+    assert cfg.slicing.size == 256 * 1024 and cfg.slicing.above == 4 * 2**20
+    assert cfg.early_hints is False
+    rule = cfg.rules[0].slice
+    assert rule is not None and rule.size == 128 * 1024 and rule.parallel == 8
+    for bad, where in (
+        ({"compression": {"codings": ["lzma"]}}, "compression.codings[0]"),
+        ({"slices": {"size": "1k"}}, "slices.size"),
+        ({"rules": [{"match": "/x", "slice": {"parallel": 0}}]}, "rules[0].slice.parallel"),
+    ):
+        try:
+            parse_config(bad, "t.yaml")
+        except ConfigError as exc:
+            assert where in str(exc), (where, str(exc))
+        else:
+            raise AssertionError(f"{bad} was accepted")

@@ -1,0 +1,255 @@
+"""`python -m bench.delivery bytes|hints`: what a real browser sees of issue 16's delivery work.
+
+bytes  headless Chromium loads the shop's page through the edge with compression on, then
+       with it off (`compression: {enabled: false}`), each time with an empty browser cache,
+       once on a cold edge (the misses are compressed as they stream) and once warm (hits of
+       the stored variants); it reports every resource's bytes on the wire
+       (`transferSize`, headers included, and `encodedBodySize`) and decoded size, from the
+       browser's own Resource Timing entries.
+hints  headless Chromium loads a cold page (the edge learnt the page's `Link` headers on an
+       earlier load, then the page was purged, so the next load is a miss) with Early Hints on
+       and off; it reports when the image request started (Resource Timing `startTime`,
+       milliseconds from navigation start) and when the HTML's response arrived. The origin's
+       page is made slow (`--page-delay`) so there is time to win, as for a page a real
+       origin renders.
+
+Both start their own origin and edge on loopback and stop them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.procs import REPO, ProcessGroup
+from bench.servers import OriginSpec, Server, start_edge, start_origin
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--window-size=1280,900",
+)
+ENTRIES_JS = """
+const out = [];
+for (const e of performance.getEntriesByType('navigation').concat(
+        performance.getEntriesByType('resource'))) {
+  out.push({name: e.name, start: e.startTime, responseStart: e.responseStart,
+            end: e.responseEnd, transfer: e.transferSize, encoded: e.encodedBodySize,
+            decoded: e.decodedBodySize, protocol: e.nextHopProtocol,
+            initiator: e.initiatorType});
+}
+return out;
+"""
+
+
+@contextlib.contextmanager
+def browser() -> Iterator[Any]:
+    """A fresh headless Chromium with an empty cache."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def load(url: str) -> list[dict[str, Any]]:
+    """Load `url` in a fresh browser; the Resource Timing entries once the page has loaded."""
+    with browser() as driver:
+        driver.get(url)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if driver.execute_script("return document.readyState") == "complete":
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        entries: list[dict[str, Any]] = driver.execute_script(ENTRIES_JS)
+        return entries
+
+
+def edge_config(group: ProcessGroup, name: str, extra: dict[str, Any]) -> Path:
+    raw = yaml.safe_load((REPO / "config" / "edge.yaml").read_text())
+    raw.update(extra)
+    path = group.subdir(name) / "edge.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def purge_all(edge: Server, token: str) -> None:
+    req = urllib.request.Request(
+        edge.url + "/_edge/purge",
+        data=json.dumps({"all": True}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+
+def short(name: str) -> str:
+    path = name.split("//", 1)[-1].split("/", 1)[-1]
+    return "/" + path
+
+
+# -- bytes -------------------------------------------------------------------------------------
+
+
+def bytes_run() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for label, compression in (("on", True), ("off", False)):
+        with ProcessGroup() as group:
+            origin = start_origin(
+                group, OriginSpec(heavy_seconds=0.2, db_seconds=0.2, static_rate=0)
+            )
+            cfg = edge_config(group, f"edge-{label}", {"compression": {"enabled": compression}})
+            edge = start_edge(group, origin.url, node=f"edge-{label}", config=cfg)
+            cold = load(edge.url + "/")
+            time.sleep(1.0)  # the stored variants are made in the background after the miss
+            warm = load(edge.url + "/")
+            out[label] = {"cold": cold, "warm": warm}
+    return out
+
+
+def bytes_table(data: dict[str, Any]) -> str:
+    text = (".html", "/", ".css", ".js", ".svg")
+    lines = [
+        "| resource | decoded bytes | off: on the wire | on, cold edge: on the wire | "
+        "on, warm edge: on the wire |",
+        "| :--- | ---: | ---: | ---: | ---: |",
+    ]
+    totals = {"decoded": 0, "off": 0, "cold": 0, "warm": 0}
+    image = {"off": 0, "cold": 0, "warm": 0}
+
+    def by_name(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {short(e["name"]): e for e in entries}
+
+    off = by_name(data["off"]["warm"])
+    cold = by_name(data["on"]["cold"])
+    warm = by_name(data["on"]["warm"])
+    for name in sorted(off):
+        o, c, w = off[name], cold.get(name, {}), warm.get(name, {})
+        if not name.endswith(text):
+            image["off"] += o["transfer"]
+            image["cold"] += c.get("transfer", 0)
+            image["warm"] += w.get("transfer", 0)
+            continue
+        totals["decoded"] += o["decoded"]
+        totals["off"] += o["transfer"]
+        totals["cold"] += c.get("transfer", 0)
+        totals["warm"] += w.get("transfer", 0)
+        lines.append(
+            f"| {name} | {o['decoded']:,} | {o['transfer']:,} | {c.get('transfer', 0):,} "
+            f"({c.get('encoded', 0):,} body) | {w.get('transfer', 0):,} "
+            f"({w.get('encoded', 0):,} body) |"
+        )
+    lines.append(
+        f"| **page + text assets** | {totals['decoded']:,} | {totals['off']:,} | "
+        f"{totals['cold']:,} | {totals['warm']:,} |"
+    )
+    lines.append(
+        f"| 5mo.jpg (never compressed) | | {image['off']:,} | {image['cold']:,} | "
+        f"{image['warm']:,} |"
+    )
+    return "\n".join(lines)
+
+
+# -- hints -------------------------------------------------------------------------------------
+
+
+def hints_run(page_delay: float, rounds: int) -> dict[str, Any]:
+    token = "bench-delivery-token-0123456789"
+    out: dict[str, Any] = {}
+    for label, on in (("hints on", True), ("hints off", False)):
+        samples = []
+        with ProcessGroup() as group:
+            origin = start_origin(
+                group,
+                OriginSpec(
+                    heavy_seconds=0.2,
+                    db_seconds=0.2,
+                    static_rate=0,
+                    extra=("--page-delay", str(page_delay)),
+                ),
+            )
+            cfg = edge_config(
+                group, f"edge-{label}", {"early_hints": on, "purge": {"token": token}}
+            )
+            edge = start_edge(group, origin.url, node="edge-h", config=cfg)
+            load(edge.url + "/")  # the edge learns the page's Link headers
+            for _ in range(rounds):
+                purge_all(edge, token)  # the next load is a cold page (a miss)
+                entries = load(edge.url + "/")
+                nav = next(e for e in entries if e["initiator"] == "navigation")
+                img = next(e for e in entries if e["name"].endswith("5mo.jpg"))
+                css = next(e for e in entries if e["name"].endswith("woody.css"))
+                samples.append(
+                    {
+                        "html_response_start_ms": nav["responseStart"],
+                        "image_start_ms": img["start"],
+                        "image_end_ms": img["end"],
+                        "css_start_ms": css["start"],
+                        "protocol": nav["protocol"],
+                        "image_initiator": img["initiator"],
+                    }
+                )
+        out[label] = samples
+    return out
+
+
+def hints_table(data: dict[str, Any]) -> str:
+    lines = [
+        "| run | HTML response start (ms) | CSS request start (ms) | image request start "
+        "(ms) | image done (ms) | protocol | image initiator |",
+        "| :--- | ---: | ---: | ---: | ---: | :--- | :--- |",
+    ]
+    for label, samples in data.items():
+        for i, s in enumerate(samples):
+            lines.append(
+                f"| {label} #{i + 1} | {s['html_response_start_ms']:.0f} | "
+                f"{s['css_start_ms']:.0f} | {s['image_start_ms']:.0f} | "
+                f"{s['image_end_ms']:.0f} | {s['protocol']} | {s['image_initiator']} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.delivery")
+    sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("bytes", help="bytes a browser downloads, compression on and off")
+    h = sub.add_parser("hints", help="when the image request starts, Early Hints on and off")
+    h.add_argument("--page-delay", type=float, default=0.5, help="seconds the origin's page takes")
+    h.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the raw entries here")
+    args = parser.parse_args(argv)
+    if args.what == "bytes":
+        data = bytes_run()
+        print(bytes_table(data))
+    else:
+        data = hints_run(args.page_delay, args.rounds)
+        print(hints_table(data))
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=1))
+
+
+if __name__ == "__main__":
+    main()
