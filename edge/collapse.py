@@ -62,6 +62,13 @@ class Collapser:
         # hook: coded variants of compressible objects, edge.compress).
         self.on_store: Callable[[Entry, float], Entry] | None = None
 
+    @property
+    def max_whole(self) -> int:
+        """The largest object stored whole: above `slices.above` objects are sliced."""
+        above = self.cfg.slicing.above
+        limit = self.tiers.max_object_bytes
+        return min(limit, above) if above else limit
+
     def known_cacheable(self, key: str) -> bool:
         return key in self.cacheable
 
@@ -74,7 +81,7 @@ class Collapser:
         return self.start(spec, collapse), False
 
     def start(self, spec: FetchSpec, collapse: bool) -> Fetch:
-        fetch = Fetch(spec, self.tiers.max_object_bytes)
+        fetch = Fetch(spec, self.max_whole)
         if collapse:
             self.flights[spec.key] = fetch
         self.spawn(self.run(fetch, collapse))

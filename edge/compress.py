@@ -252,6 +252,17 @@ def select(
     return siblings[coding] if coding is not None else identity
 
 
+def memoizable(entry: Entry) -> bool:
+    """May the engine remember this answer to a request with only Host and Accept-Encoding?
+    A coded copy with no other Vary, or an identity that will never have coded copies (an
+    identity awaiting them must be looked up again, to find them once made)."""
+    if entry.invalidated:
+        return False
+    if not entry.vary:
+        return "cz" not in entry.meta
+    return len(entry.vary) == 1 and entry.vary[0][0] == CODING_FIELD
+
+
 def identities(entries: Sequence[Entry]) -> list[Entry]:
     return [e for e in entries if not is_coded(e)]
 
@@ -338,6 +349,7 @@ class VariantMaker:
         ):
             return entry
         identity = identity_with_vary(entry)
+        identity.meta["cz"] = 1.0  # coded copies follow: other workers look for them
         task = asyncio.get_running_loop().create_task(self._make(identity, until))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -356,6 +368,22 @@ class VariantMaker:
         for variant in variants:
             self.tiers.store(variant, until)
             self.made += 1
+
+    def entries_for(self, identity: Entry, entries: list[Entry]) -> list[Entry]:
+        """`entries`, or, when the identity's coded copies are not among them yet (another
+        worker made them after this worker's hot copy was taken), the node tier's."""
+        if any(e.meta.get("of") == identity.response_time for e in entries):
+            return entries
+        node = self.tiers.node
+        if node is None:
+            return entries
+        fresh = node.get(identity.key)
+        if not any(e.meta.get("of") == identity.response_time for e in fresh):
+            return entries
+        for e in fresh:
+            self.tiers.hot.put(e, e.response_time + e.meta.get("keep", 0.0))
+        self.tiers.version += 1
+        return fresh
 
     async def drain(self, timeout: float = 5.0) -> None:
         if self._tasks:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
-from edge import compress, flow, policy, respond
+from edge import compress, flow, policy, respond, slices
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
 from edge.entry import Entry
@@ -58,6 +58,7 @@ CLIENT_CONDITIONALS = (
     "Range",
 )
 ROUTE_CACHE_SIZE = 65536
+F_HOST_AE = F_HOST | F_ACCEPT_ENCODING
 HEAD_CACHE_SIZE = 4096
 Run = Coroutine[Any, Any, None]
 
@@ -122,12 +123,17 @@ class Engine:
         self.heads = HeadCache(self.ident)
         self.routes: dict[str, flow.Route] = {}
         self.fresh_hits: dict[str, tuple[Entry, bytes, bytes, float, tuple[int, int]]] = {}
+        self.fresh_coded: dict[
+            tuple[str, bytes], tuple[Entry, bytes, bytes, float, tuple[int, int]]
+        ] = {}
         self.node_name = cfg.node.encode()
         self.hosts = frozenset(h.lower() for h in cfg.hosts)
         self.access_log: logging.Logger | None = None
         # Delivery hook: stored compressible objects get their coded variants (edge.compress).
         self.encoder = compress.VariantMaker(cfg.compression, tiers)
         self.collapser.on_store = self.encoder.stored
+        # Delivery hook: large objects in slices (edge.slices).
+        self.slicer = slices.Slicer(self)
 
     # -- recv ---------------------------------------------------------------------------
 
@@ -145,6 +151,17 @@ class Engine:
                     self.write_hit(req, conn, entry, head, body, now)
                     return None
                 del self.fresh_hits[req.target]
+        elif req.flags == F_HOST_AE and (method == "GET" or method == "HEAD"):
+            # Delivery hook: the same for a request with only Host and Accept-Encoding (the
+            # variant it was given depends on nothing else), memoized by that value.
+            fresh = self.fresh_coded.get((req.target, accept_encoding(req)))
+            if fresh is not None:
+                entry, head, body, until, stamp = fresh
+                now = time.time()
+                if now < until and stamp == self.tiers.stamp():
+                    self.write_hit(req, conn, entry, head, body, now)
+                    return None
+                del self.fresh_coded[(req.target, accept_encoding(req))]
         if method == "GET" or method == "HEAD":
             route = self.routes.get(req.target)
             if route is None:
@@ -205,18 +222,26 @@ class Engine:
         self, req: Request, conn: Http1Connection, route: flow.Lookup, entries: list[Entry]
     ) -> Run | None:
         entry: Entry | None = None
+        if not entries and self.slicer.policy_for(route) is not None:
+            return self.slicer.serve(req, conn, route)  # Delivery hook: a sliced object
         if entries:
             first = entries[0]
             if len(entries) == 1 and not first.vary:
                 entry = first
             else:
                 entry = select_variant(entries, req.headers)
-                if req.flags & F_ACCEPT_ENCODING and not req.flags & F_RANGE:
-                    # Delivery hook: the coded variant this client takes (a hit never
-                    # compresses; a Range is answered from identity).
-                    entry = compress.select(
-                        entry, entries, req.headers.get("Accept-Encoding"), time.time()
-                    )
+            if (
+                entry is not None
+                and "cz" in entry.meta
+                and req.flags & F_ACCEPT_ENCODING
+                and not req.flags & F_RANGE
+            ):
+                # Delivery hook: the coded variant this client takes (a hit never
+                # compresses; a Range is answered from identity).
+                entries = self.encoder.entries_for(entry, entries)
+                entry = compress.select(
+                    entry, entries, req.headers.get("Accept-Encoding"), time.time()
+                )
         req_cc = (
             policy.parse_request(req.headers) if req.flags & F_CACHE_CONTROL else flow.NO_REQUEST_CC
         )
@@ -270,6 +295,14 @@ class Engine:
                 if stamp is not None:
                     until = policy.fresh_until(entry)
                     self.fresh_hits[req.target] = (entry, head, body, until, stamp)
+            elif req.flags == F_HOST_AE and compress.memoizable(entry):
+                if len(self.fresh_coded) >= ROUTE_CACHE_SIZE:
+                    self.fresh_coded.clear()
+                stamp = self.tiers.stamp()
+                if stamp is not None:
+                    until = policy.fresh_until(entry)
+                    memo = (entry, head, body, until, stamp)
+                    self.fresh_coded[(req.target, accept_encoding(req))] = memo
             return
         if status is None:
             status = respond.hit_status(entry, now, detail)
@@ -408,6 +441,9 @@ class Engine:
                     return
                 await self.miss(req, conn, route, flow.Miss(fwd, None, False), req_cc, True)
                 return
+        if head.status == 200:  # Delivery hook: a large object is sliced from the next miss on
+            decided = head.decision
+            self.slicer.learn(route, head.length, decided.store or decided.reason == "too-big")
         x_cache = "EXPIRED" if stale is not None else "MISS"
         parts = [f"fwd={fwd}", f"fwd-status={head.status}"]
         if head.decision.store:
@@ -621,6 +657,12 @@ class Engine:
             x_cache,
             time.monotonic() - req.started if req.started else 0.0,
         )
+
+
+def accept_encoding(req: Request) -> bytes:
+    """The request's Accept-Encoding as sent (its raw lines joined), without building the
+    header mapping."""
+    return b", ".join(v for k, v in req.raw_headers if k.lower() == b"accept-encoding")
 
 
 def forwarded_host(host: str, allowed: frozenset[str]) -> str | None:
