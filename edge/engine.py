@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
-from edge import compress, flow, policy, respond, slices
+from edge import compress, flow, hints, policy, respond, slices
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
 from edge.entry import Entry
@@ -134,6 +134,8 @@ class Engine:
         self.collapser.on_store = self.encoder.stored
         # Delivery hook: large objects in slices (edge.slices).
         self.slicer = slices.Slicer(self)
+        # Delivery hook: 103 Early Hints learnt from pages' Link fields (edge.hints).
+        self.hints = hints.Hints()
 
     # -- recv ---------------------------------------------------------------------------
 
@@ -378,6 +380,13 @@ class Engine:
     ) -> None:
         """Fetch from the origin, joining a fetch in flight for the same key when the answer
         is expected to be shareable. `private`: this client's own fetch, never joined."""
+        if self.cfg.early_hints and hints.may_send(req.version) and req.method == "GET":
+            # Delivery hook: while the origin works, the page's learnt preload links first.
+            stale = decision.stale
+            links = self.hints.for_fetch(route.key, stale.headers if stale else None)
+            if links:
+                conn.interim(103, hints.interim_fields(links))
+                self.hints.sent += 1
         collapse = decision.collapse and not private
         fetch, follower = self.collapser.join_or_start(
             self.fetch_spec(req, route, decision.stale), collapse
@@ -411,6 +420,7 @@ class Engine:
             return
         if head.kind == "entry":
             assert head.entry is not None
+            self.hints.learn(route.key, head.entry.headers)  # Delivery hook (edge.hints)
             if head.status == 304:
                 ttl = int(
                     head.entry.meta.get("lifetime", 0.0) - policy.current_age(head.entry, now)
@@ -441,6 +451,8 @@ class Engine:
                     return
                 await self.miss(req, conn, route, flow.Miss(fwd, None, False), req_cc, True)
                 return
+        if 200 <= head.status < 300:  # Delivery hook: the page's preload links (edge.hints)
+            self.hints.learn(route.key, head.headers.items())
         if head.status == 200:  # Delivery hook: a large object is sliced from the next miss on
             decided = head.decision
             self.slicer.learn(route, head.length, decided.store or decided.reason == "too-big")

@@ -263,10 +263,23 @@ class Slicer:
             found = entries[0] if entries else None
         return found
 
-    def _stored_slice(self, key: str, manifest: Entry, index: int) -> bytes | None:
+    async def _stored_slice(self, key: str, manifest: Entry, index: int) -> bytes | None:
+        """Slice `index` of this manifest's fill: from the node tier, else from Redis (then
+        kept in the node tier: another node filled it)."""
         size = int(manifest.meta["slice"])
-        for entry in self._get(slice_key(key, size, index)):
-            if entry.meta.get("of") == manifest.meta["fill"]:
+        skey = slice_key(key, size, index)
+        fill = manifest.meta["fill"]
+        for entry in self._get(skey):
+            if entry.meta.get("of") == fill:
+                return entry.body
+        redis = self.tiers.redis
+        if redis is None:
+            return None
+        for entry in await redis.get(skey):
+            if entry.meta.get("of") == fill:
+                node = self.tiers.node
+                if node is not None:
+                    node.put(entry, entry.response_time + entry.meta.get("keep", 0.0))
                 return entry.body
         return None
 
@@ -467,7 +480,7 @@ class Slicer:
             # Up to `parallel` slices ahead of the one being sent: stored, or being fetched.
             for ahead in needed[pos : pos + pol.parallel]:
                 if ahead not in sources:
-                    body = self._stored_slice(route.key, manifest, ahead)
+                    body = await self._stored_slice(route.key, manifest, ahead)
                     sources[ahead] = (
                         body
                         if body is not None

@@ -228,3 +228,24 @@ async def test_the_shops_image_through_the_edge_config(origin, make_edge: EdgeFa
         async with s.get(url(edge, "/5mo.jpg")) as r:
             assert await r.read() == data
     assert origin_hits(origin, "/5mo.jpg") == 39
+
+
+@pytest.mark.redis
+async def test_another_node_serves_the_slices_from_redis(
+    origin, make_edge: EdgeFactory, redis_url, key_prefix
+) -> None:
+    a = await make_edge(
+        url(origin, "/"), node="edge-a", redis_url=redis_url, redis_prefix=key_prefix
+    )
+    b = await make_edge(
+        url(origin, "/"), node="edge-b", redis_url=redis_url, redis_prefix=key_prefix
+    )
+    data = IMAGE.read_bytes()
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url(a, "/5mo.jpg")) as r:
+            assert await r.read() == data
+        await node_of(a).tiers.drain()
+        async with s.get(url(b, "/5mo.jpg")) as r:
+            assert r.headers["X-Cache"] == "HIT" and r.headers["X-Served-By"] == "edge-b"
+            assert await r.read() == data
+    assert origin_hits(origin, "/5mo.jpg") == 39  # edge-b fetched nothing

@@ -18,8 +18,8 @@ MODULES = (
     "e_miss_cost",
     "f_revalidate",
     "g_range",
-    "h_compressed_hits",
-    "i_identity_page_hits",
+    "k_compressed_hits",
+    "l_identity_page_hits",
 )
 
 

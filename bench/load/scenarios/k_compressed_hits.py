@@ -1,5 +1,5 @@
-"""h. Hits of the 4.6 KB shop page as browsers ask for it (Accept-Encoding: gzip, deflate, br,
-zstd), against the same page's identity hits (i): what a compressed hit costs.
+"""k. Hits of the 4.6 KB shop page as browsers ask for it (Accept-Encoding: gzip, deflate, br,
+zstd), against the same page's identity hits (l): what a compressed hit costs.
 
 The edge compresses each stored object once per coding (br, zstd, gzip) and serves the stored
 variant on a hit, so a compressed hit should cost about what an identity hit costs, with
@@ -18,7 +18,7 @@ BROWSER_ACCEPT_ENCODING = "gzip, deflate, br, zstd"  # what Chromium sends
 
 
 class CompressedHits(HitScenario):
-    letter = "h"
+    letter = "k"
     title = "compressed page hits (Accept-Encoding of a browser)"
     path = PAGE
     metric = Metric("hits/s", lambda oc: oc.result.rps if oc.result else None, True, "rps")

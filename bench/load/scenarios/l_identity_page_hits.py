@@ -1,4 +1,4 @@
-"""i. Hits of the 4.6 KB shop page without Accept-Encoding (identity): the baseline of h."""
+"""l. Hits of the 4.6 KB shop page without Accept-Encoding (identity): the baseline of k."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from bench.load.scenario import Metric
 
 
 class IdentityPageHits(HitScenario):
-    letter = "i"
+    letter = "l"
     title = "identity page hits (no Accept-Encoding)"
     path = PAGE
     metric = Metric("hits/s", lambda oc: oc.result.rps if oc.result else None, True, "rps")
 
     def describe(self, opts: Options) -> str:
-        return f"GET {self.path} without Accept-Encoding (identity, the baseline of h)"
+        return f"GET {self.path} without Accept-Encoding (identity, the baseline of k)"
 
 
 SCENARIO = IdentityPageHits()
