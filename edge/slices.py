@@ -440,6 +440,7 @@ class Slicer:
             reply = respond.Reply(304, respond.not_modified(fields))
             conn.send(req, reply)
             self.engine.stats.record(x_cache, 0)
+            self.engine.log(req, 304, 0, x_cache)
             return
         if total == 0:
             raise NotSliceable("an empty object")
@@ -460,6 +461,7 @@ class Slicer:
                     ("Content-Type", "text/plain; charset=utf-8"),
                 ]
                 conn.send(req, respond.Reply(416, fields, text, len(text)))
+                self.engine.log(req, 416, len(text), x_cache)
                 return
             if not plan.whole and len(plan.ranges) == 1:  # several ranges: the whole (14.2)
                 first, last = plan.ranges[0]
@@ -470,6 +472,7 @@ class Slicer:
             conn.start(req, reply)
             conn.end()
             self.engine.stats.record(x_cache, 0)
+            self.engine.log(req, code, 0, x_cache)
             return
         needed = covering(first, last, size)
         sources: dict[int, SliceFill | bytes] = dict(fills)
@@ -498,6 +501,7 @@ class Slicer:
             self._store_slice(route, manifest, index, await asyncio.shield(source.done))
         conn.end()
         self.engine.stats.record(x_cache, written)
+        self.engine.log(req, code, written, x_cache)
 
     async def _relay(self, fill: SliceFill, conn: Http1Connection, lo: int, hi: int) -> int:
         """Bytes lo..hi of a slice being fetched, passed on as they arrive."""
