@@ -97,3 +97,21 @@ def vm_rss_kib(pid: int, proc: Path = PROC) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def tree_memory_kib(pid: int, proc: Path = PROC) -> tuple[int, int]:
+    """(RSS summed, PSS summed) over pid and every process below it, in KiB. PSS counts a
+    page shared by n processes (fork, a shared map) as 1/n in each: the honest total of a
+    node whose workers share memory."""
+    rss = pss = 0
+    for one in (pid, *descendants(pid, proc)):
+        try:
+            rollup = (proc / str(one) / "smaps_rollup").read_text().splitlines()
+        except OSError:
+            continue
+        for line in rollup:
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return rss, pss

@@ -18,8 +18,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from cachetools import TTLCache
-
 from edge.config import EdgeConfig
 from edge.entry import Entry
 from edge.fetch import Fetch, FetchSpec
@@ -55,8 +53,6 @@ class Collapser:
         self.stats = stats
         self.flights: dict[str, Fetch] = {}
         self.refreshing: set[str] = set()
-        # Keys whose last answer was stored: later misses on them are collapsed.
-        self.cacheable: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=3600)
         self._tasks: set[asyncio.Task[Any]] = set()
         # What an entry becomes as it is stored, and what follows (the engine's delivery
         # hook: coded variants of compressible objects, edge.compress).
@@ -70,7 +66,7 @@ class Collapser:
         return min(limit, above) if above else limit
 
     def known_cacheable(self, key: str) -> bool:
-        return key in self.cacheable
+        return key in self.tiers.stored_before
 
     def join_or_start(self, spec: FetchSpec, collapse: bool) -> tuple[Fetch, bool]:
         """The fetch to take this client's answer from, and whether it is someone else's."""
@@ -144,7 +140,6 @@ class Collapser:
         if self.on_store is not None:
             entry = self.on_store(entry, until)
         self.tiers.store(entry, until)
-        self.cacheable[entry.key] = True
         self.stats.stored += 1
 
     def spawn(self, coro: Any) -> None:

@@ -29,6 +29,7 @@ identity); the 206 says `Vary: Accept-Encoding`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import zlib
@@ -95,6 +96,10 @@ def negotiate(accept_encoding: str | None, offered: Sequence[str]) -> str | None
         return None
     identity_q = weights.get("identity", star if star is not None else 1.0)
     return best if best_q >= identity_q or identity_q == 0 else None
+
+
+# The values browsers send are few: hits negotiate from a small cache.
+_negotiate = functools.lru_cache(maxsize=1024)(negotiate)
 
 
 # -- what may be compressed ----------------------------------------------------------------
@@ -248,19 +253,8 @@ def select(
 
     if policy.fresh_until(identity) <= now:
         return identity  # a revalidation uses the identity's own validators
-    coding = negotiate(accept_encoding, [c for c in CODINGS if c in siblings])
+    coding = _negotiate(accept_encoding, tuple(c for c in CODINGS if c in siblings))
     return siblings[coding] if coding is not None else identity
-
-
-def memoizable(entry: Entry) -> bool:
-    """May the engine remember this answer to a request with only Host and Accept-Encoding?
-    A coded copy with no other Vary, or an identity that will never have coded copies (an
-    identity awaiting them must be looked up again, to find them once made)."""
-    if entry.invalidated:
-        return False
-    if not entry.vary:
-        return "cz" not in entry.meta
-    return len(entry.vary) == 1 and entry.vary[0][0] == CODING_FIELD
 
 
 def identities(entries: Sequence[Entry]) -> list[Entry]:
@@ -368,6 +362,26 @@ class VariantMaker:
         for variant in variants:
             self.tiers.store(variant, until)
             self.made += 1
+
+    def hit_variant(
+        self, entries: list[Entry], accept_encoding: bytes | None, has_range: bool
+    ) -> Entry | None:
+        """On the engine's hit path: the entry for a request that carries nothing the answer
+        depends on but (maybe) Accept-Encoding, when the stored entries are one identity
+        without other Vary and its coded copies; None when they are anything else (the full
+        lookup decides)."""
+        identity: Entry | None = None
+        for e in entries:
+            if not is_coded(e):
+                if identity is not None or e.vary:
+                    return None
+                identity = e
+        if identity is None:
+            return None
+        if accept_encoding is None or has_range or "cz" not in identity.meta:
+            return identity
+        entries = self.entries_for(identity, entries)
+        return select(identity, entries, accept_encoding.decode("latin-1"), time.time())
 
     def entries_for(self, identity: Entry, entries: list[Entry]) -> list[Entry]:
         """`entries`, or, when the identity's coded copies are not among them yet (another

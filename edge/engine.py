@@ -26,10 +26,10 @@ from edge.entry import Entry
 from edge.fetch import CHUNK, Fetch, FetchSpec, Head
 from edge.guard import ConnectionGuard
 from edge.http1 import (
+    ANSWERED_FROM_CACHE,
     F_ACCEPT_ENCODING,
     F_CACHE_CONTROL,
     F_COND,
-    F_COND_OTHER,
     F_HOST,
     F_RANGE,
     Request,
@@ -58,37 +58,11 @@ CLIENT_CONDITIONALS = (
     "Range",
 )
 ROUTE_CACHE_SIZE = 65536
-F_HOST_AE = F_HOST | F_ACCEPT_ENCODING
-HEAD_CACHE_SIZE = 4096
+MAX_ANSWERS_PER_ENTRY = 64
+PER_REQUEST = frozenset({"Age", "Cache-Status"})  # written by answer_hit for each request
+PLAIN_OR_ANSWERED = F_HOST | ANSWERED_FROM_CACHE
+PLAIN_OR_ANSWERED_AE = PLAIN_OR_ANSWERED | F_ACCEPT_ENCODING
 Run = Coroutine[Any, Any, None]
-
-
-class HeadCache:
-    """Pre-serialized heads of stored entries (the constant part of a hit's answer),
-    rebuilt when the entry changes. Built from `edge.respond`, like every other answer."""
-
-    def __init__(self, ident: respond.Identity) -> None:
-        self.ident = ident
-        self.heads: dict[tuple[str, str, bool], tuple[Entry, bytes]] = {}
-
-    def get(self, entry: Entry, not_modified: bool) -> bytes:
-        slot = (entry.key, entry.variant_id, not_modified)
-        cached = self.heads.get(slot)
-        if cached is not None and cached[0] is entry:
-            return cached[1]
-        fields = respond.client_fields(entry.headers, self.ident)
-        fields.append(("X-Cache", "HIT"))
-        if not_modified:
-            head = serialize_head(304, respond.not_modified(fields), None, "")
-        else:
-            if entry.status == 200 and not any(k.lower() == "accept-ranges" for k, _ in fields):
-                fields.append(("Accept-Ranges", "bytes"))
-            head = serialize_head(entry.status, fields, len(entry.body), "")
-        head = head[:-2]  # without the blank line: Age and Cache-Status follow per request
-        if len(self.heads) >= HEAD_CACHE_SIZE:
-            self.heads.clear()
-        self.heads[slot] = (entry, head)
-        return head
 
 
 class Window:
@@ -120,12 +94,7 @@ class Engine:
         self.guard = ConnectionGuard(cfg.max_connections)
         self.collapser = Collapser(cfg, tiers, upstream, self.stats)
         self.purger = Purger(cfg, tiers, self.stats)
-        self.heads = HeadCache(self.ident)
         self.routes: dict[str, flow.Route] = {}
-        self.fresh_hits: dict[str, tuple[Entry, bytes, bytes, float, tuple[int, int]]] = {}
-        self.fresh_coded: dict[
-            tuple[str, bytes], tuple[Entry, bytes, bytes, float, tuple[int, int]]
-        ] = {}
         self.node_name = cfg.node.encode()
         self.hosts = frozenset(h.lower() for h in cfg.hosts)
         self.access_log: logging.Logger | None = None
@@ -142,28 +111,30 @@ class Engine:
     def serve(self, req: Request, conn: Http1Connection) -> Run | None:
         """Answer `req`: at once (returns None), or through the returned coroutine."""
         method = req.method
-        if req.flags == F_HOST and (method == "GET" or method == "HEAD"):
-            # A plain request for a target whose last answer was a fresh hit: the same
-            # decision holds while the tiers' stamp is unchanged and the entry fresh.
-            fresh = self.fresh_hits.get(req.target)
-            if fresh is not None:
-                entry, head, body, until, stamp = fresh
-                now = time.time()
-                if now < until and stamp == self.tiers.stamp():
-                    self.write_hit(req, conn, entry, head, body, now)
-                    return None
-                del self.fresh_hits[req.target]
-        elif req.flags == F_HOST_AE and (method == "GET" or method == "HEAD"):
-            # Delivery hook: the same for a request with only Host and Accept-Encoding (the
-            # variant it was given depends on nothing else), memoized by that value.
-            fresh = self.fresh_coded.get((req.target, accept_encoding(req)))
-            if fresh is not None:
-                entry, head, body, until, stamp = fresh
-                now = time.time()
-                if now < until and stamp == self.tiers.stamp():
-                    self.write_hit(req, conn, entry, head, body, now)
-                    return None
-                del self.fresh_coded[(req.target, accept_encoding(req))]
+        flags = req.flags
+        if (flags | ANSWERED_FROM_CACHE | F_ACCEPT_ENCODING) == PLAIN_OR_ANSWERED_AE and (
+            method == "GET" or method == "HEAD"
+        ):
+            # The hit path: a request without cache directives or a body, for a target
+            # whose stored entry is fresh (flow.lookup would say Hit; policy decides).
+            route = self.routes.get(req.target)
+            if type(route) is flow.Lookup and (not self.hosts or self.host_allowed(req)):
+                entries = self.tiers.get_now(route.key)
+                if entries:
+                    entry: Entry | None = entries[0]
+                    if len(entries) > 1 or "cz" in entries[0].meta:
+                        # Delivery hook: an identity and its coded copies (edge.compress).
+                        entry = self.encoder.hit_variant(
+                            entries,
+                            accept_encoding(req) if flags & F_ACCEPT_ENCODING else None,
+                            bool(flags & F_RANGE),
+                        )
+                    elif entries[0].vary:
+                        entry = None
+                    now = time.time()
+                    if entry is not None and policy.fresh_for_any_request(entry, now):
+                        self.answer_hit(req, conn, entry, now)
+                        return None
         if method == "GET" or method == "HEAD":
             route = self.routes.get(req.target)
             if route is None:
@@ -282,29 +253,10 @@ class Engine:
         status: str | None = None,
         origin_ms: float | None = None,
     ) -> None:
-        """Answer from a stored entry. A plain or conditional fresh hit uses the entry's
-        pre-serialized head; anything else (Range, stale, revalidated) builds its reply."""
-        special = req.flags & (F_RANGE | F_COND | F_COND_OTHER)
-        if x_cache == "HIT" and status is None and special in (0, F_COND):
-            not_modified = bool(special) and flow.wants_304(req.headers, entry)
-            head = self.heads.get(entry, not_modified)
-            body = b"" if not_modified else entry.body
-            self.write_hit(req, conn, entry, head, body, now)
-            if req.flags == F_HOST and not entry.vary and not entry.invalidated:
-                if len(self.fresh_hits) >= ROUTE_CACHE_SIZE:
-                    self.fresh_hits.clear()
-                stamp = self.tiers.stamp()
-                if stamp is not None:
-                    until = policy.fresh_until(entry)
-                    self.fresh_hits[req.target] = (entry, head, body, until, stamp)
-            elif req.flags == F_HOST_AE and compress.memoizable(entry):
-                if len(self.fresh_coded) >= ROUTE_CACHE_SIZE:
-                    self.fresh_coded.clear()
-                stamp = self.tiers.stamp()
-                if stamp is not None:
-                    until = policy.fresh_until(entry)
-                    memo = (entry, head, body, until, stamp)
-                    self.fresh_coded[(req.target, accept_encoding(req))] = memo
+        """Answer from a stored entry: a fresh hit from the answers kept on the entry
+        (`answer_hit`); anything else (stale, revalidated, collapsed) builds its reply."""
+        if x_cache == "HIT" and status is None and origin_ms is None:
+            self.answer_hit(req, conn, entry, now)
             return
         if status is None:
             status = respond.hit_status(entry, now, detail)
@@ -316,16 +268,14 @@ class Engine:
         self.stats.record(x_cache, size)
         self.log(req, reply.status, size, x_cache)
 
-    def write_hit(
-        self,
-        req: Request,
-        conn: Http1Connection,
-        entry: Entry,
-        head: bytes,
-        body: bytes,
-        now: float,
-    ) -> None:
-        """A fresh hit from a pre-serialized head: only Age and Cache-Status per request."""
+    def answer_hit(self, req: Request, conn: Http1Connection, entry: Entry, now: float) -> None:
+        """A fresh hit: the answer for this request's conditional and Range fields is built
+        once per entry (`respond.from_entry`), then only Age and Cache-Status are written
+        per request."""
+        answer = entry.answers.get(req.special)
+        if answer is None:
+            answer = self.build_answer(req, entry, now)
+        status, head, body = answer
         meta = entry.meta
         age = meta.get("age0", 0.0) + now - entry.response_time  # policy.current_age
         tail = b"Age: %d\r\nCache-Status: %s; hit; ttl=%d\r\n\r\n" % (
@@ -340,7 +290,18 @@ class Engine:
         stats.bytes_served += size
         self.tiers.hot_hits.add(entry.key)
         if self.access_log is not None:
-            self.log(req, entry.status if body or not entry.body else 304, size, "HIT")
+            self.log(req, status, size, "HIT")
+
+    def build_answer(
+        self, req: Request, entry: Entry, now: float
+    ) -> tuple[int, bytes, bytes | memoryview]:
+        reply = respond.from_entry(entry, req.method, req.headers, self.ident, "HIT", "hit", now)
+        fields = [(k, v) for k, v in reply.fields if k not in PER_REQUEST]
+        head = serialize_head(reply.status, fields, reply.length, "")[:-2]
+        answer = (reply.status, head, reply.body)
+        if len(entry.answers) < MAX_ANSWERS_PER_ENTRY:
+            entry.answers[req.special] = answer
+        return answer
 
     # -- miss ---------------------------------------------------------------------------
 
@@ -392,9 +353,14 @@ class Engine:
             self.fetch_spec(req, route, decision.stale), collapse
         )
         try:
-            head = await asyncio.wait_for(
-                asyncio.shield(fetch.head), self.cfg.collapse_timeout + self.cfg.read_timeout
-            )
+            if follower:
+                head = await asyncio.wait_for(
+                    asyncio.shield(fetch.head), self.cfg.collapse_timeout + self.cfg.read_timeout
+                )
+            else:
+                # Our own fetch always publishes a head (an error at worst, within the
+                # origin timeouts); shielded, so this client going away cannot cancel it.
+                head = await asyncio.shield(fetch.head)
             await self.serve_fetched(req, conn, route, decision, req_cc, fetch, head, follower)
         finally:
             if not follower:
@@ -510,6 +476,19 @@ class Engine:
                     await self.pass_through(req, conn, "range")
                 return
             sink, reply = window
+        if head.body is not None:
+            # A small body, read whole: one write.
+            body = head.body
+            if isinstance(sink, Window):
+                body = body[sink.first : sink.last + 1]
+            if coding is not None:  # Delivery hook: compressed whole (edge.compress)
+                body = compress.encode(body, coding, self.cfg.compression.level(coding, False))
+                reply.length = len(body)
+            reply.body = body
+            conn.send(req, reply)
+            self.stats.record(x_cache, len(body))
+            self.log(req, reply.status, len(body), x_cache)
+            return
         if follower and not fetch.can_attach():
             entry = await asyncio.shield(fetch.done)
             if entry is None:

@@ -38,6 +38,11 @@ class Entry:
     """Soft-purged: treat as stale, revalidate before serving (stale-if-error may still use it)."""
     meta: dict[str, float] = field(default_factory=dict)
     """Numbers the edge computed at store time (e.g. the rule's ttl, swr, sie)."""
+    answers: dict[object, tuple[int, bytes, bytes | memoryview]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Fresh-hit answers already built from this entry, by the request's conditional and
+    Range fields: (status, serialized head but Age and Cache-Status, body). Never stored."""
 
     @property
     def size(self) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from aiohttp import ClientResponse
 from multidict import CIMultiDict, MultiMapping
 
 from edge import policy
@@ -25,6 +26,7 @@ from edge.upstream import OriginUnavailable, Upstream, end_to_end
 
 log = logging.getLogger("edge.fetch")
 CHUNK = 256 * 1024
+SMALL_BODY = 64 * 1024  # read whole before answering: one write to the client, no streaming
 
 
 @dataclass(slots=True)
@@ -40,6 +42,7 @@ class Head:
     origin_ms: float = 0.0
     vary: tuple[tuple[str, str], ...] = ()
     length: int | None = None  # the origin's Content-Length, when it sent one
+    body: bytes | None = None  # a small body, read whole before the head was published
 
 
 class Sink(Protocol):
@@ -123,7 +126,7 @@ class Fetch:
         response_time: float,
         origin_ms: float,
     ) -> None:
-        from aiohttp import ClientPayloadError, ClientResponse
+        from aiohttp import ClientPayloadError
 
         assert isinstance(resp, ClientResponse)
         spec = self.spec
@@ -144,6 +147,9 @@ class Fetch:
         if decision.store and length is not None and length > self.max_object_bytes:
             decision = policy.StoreDecision(False, "too-big")
         vary = vary_values(policy.vary_names(headers), spec.request_headers)
+        if length is not None and length <= SMALL_BODY and resp.status != 204:
+            await self._small(resp, headers, decision, vary, store, request_time, origin_ms)
+            return
         self._buffering = decision.store
         self._set_head(
             Head(
@@ -159,7 +165,8 @@ class Fetch:
         self._reading = True
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._leader_ready.wait(), 30)
+                async with asyncio.timeout(30):
+                    await self._leader_ready.wait()
             async for chunk in resp.content.iter_chunked(CHUNK):
                 if self._buffering:
                     self._size += len(chunk)
@@ -189,18 +196,67 @@ class Fetch:
             self.failed = True
             self._finish(None)
             return
+        self._store(resp.status, headers, decision, vary, body, store, request_time, response_time)
+
+    async def _small(
+        self,
+        resp: ClientResponse,
+        headers: CIMultiDict[str],
+        decision: policy.StoreDecision,
+        vary: tuple[tuple[str, str], ...],
+        store: Store,
+        request_time: float,
+        origin_ms: float,
+    ) -> None:
+        """A body of known, small length: read it whole, then publish the head with it (the
+        clients get one write each) and store it."""
+        from aiohttp import ClientPayloadError
+
+        response_time = time.time()
+        try:
+            body = await resp.read()
+        except (ClientPayloadError, OSError, TimeoutError) as exc:
+            log.warning("origin body of %s broke off: %s", self.spec.key, exc)
+            self.failed = True
+            self._finish(None)
+            return
+        if len(body) != resp.content_length:
+            self.failed = True
+            self._finish(None)
+            return
+        head = Head("stream", resp.status, headers, decision, origin_ms=origin_ms, vary=vary)
+        head.length, head.body = len(body), body
+        self._set_head(head)
+        if decision.store:
+            self._store(
+                resp.status, headers, decision, vary, body, store, request_time, response_time
+            )
+        else:
+            self._finish(None)
+
+    def _store(
+        self,
+        status: int,
+        headers: CIMultiDict[str],
+        decision: policy.StoreDecision,
+        vary: tuple[tuple[str, str], ...],
+        body: bytes,
+        store: Store,
+        request_time: float,
+        response_time: float,
+    ) -> None:
         age0 = policy.initial_age(headers, request_time, response_time)
         meta = decision.meta(age0)
         meta["keep"] = decision.keep_seconds()
         entry = Entry(
-            key=spec.key,
-            status=resp.status,
+            key=self.spec.key,
+            status=status,
             headers=tuple(headers.items()),
             body=body,
             request_time=request_time,
             response_time=response_time,
             vary=vary,
-            tags=spec.tags + _origin_tags(headers),
+            tags=self.spec.tags + _origin_tags(headers),
             meta=meta,
         )
         store(entry, response_time + meta["keep"])

@@ -42,6 +42,9 @@ F_TE = 128
 F_HOST = 256
 F_ACCEPT_ENCODING = 512  # the variant a hit serves depends on it (edge.compress)
 _PLAIN = F_HOST | F_ACCEPT_ENCODING  # flags that need no check of the request's head
+# Fields a hit's answer depends on beside the stored entry (304, 206, 416): the engine keeps
+# the answers it built by their values.
+ANSWERED_FROM_CACHE = F_RANGE | F_COND | F_COND_OTHER
 _FLAGS = {
     b"range": F_RANGE,
     b"if-none-match": F_COND,
@@ -90,6 +93,7 @@ class Request:
         "method",
         "peer",
         "raw_headers",
+        "special",
         "started",
         "target",
         "upgrade",
@@ -103,6 +107,7 @@ class Request:
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self._headers: CIMultiDict[str] | None = None
         self.flags = 0
+        self.special: tuple[tuple[bytes, bytes], ...] = ()  # conditional and Range fields
         self.keep_alive = True
         self.peer = peer
         self.host = ""
@@ -328,6 +333,8 @@ class Http1Connection(asyncio.Protocol):
         flag = _FLAGS.get(lname)
         if flag is not None:
             req.flags |= flag
+            if flag & ANSWERED_FROM_CACHE:
+                req.special += ((lname, value),)
         elif lname == b"host":
             if req.flags & F_HOST:
                 # RFC 9112 section 3.2: more than one Host line is a 400.

@@ -419,6 +419,12 @@ def vary_names(headers: Headers) -> tuple[str, ...]:
     return tuple(names)
 
 
+def fresh_for_any_request(entry: Entry, now: float) -> bool:
+    """`reuse` answers FRESH for a request without cache directives (section 4: fresh, and
+    no no-cache in the stored response): the question of every plain hit, in two tests."""
+    return now < fresh_until(entry) and not entry.invalidated and not entry.meta.get("nc")
+
+
 def reuse(entry: Entry, request: RequestCacheControl, now: float) -> Reuse:
     """How a stored response may be used for this request (RFC 9111 section 4 and RFC 5861)."""
     meta = entry.meta

@@ -176,6 +176,7 @@ class PurgeBus:
         self._client = make_client(url, timeout, f"{prefix}/{node}/bus")
         self._publish = self._client.register_script(PUBLISH_LUA)
         self.applied_generation: int | None = None
+        self.on_connected: Callable[[int], None] | None = None
         """The last purge generation this node saw (None before the first contact)."""
         self.last_contact = 0.0
         """Epoch seconds (per `clock`) of the last successful exchange with Redis."""
@@ -330,6 +331,8 @@ class PurgeBus:
                 elif gen != self.applied_generation:
                     self._resync(callback, gen, "reconnect")
                 self.applied_generation = gen
+                if self.on_connected is not None:
+                    self.on_connected(gen)  # the generation this node is in step with now
                 self.connected = True
                 self._connected.set()
                 backoff = 0.05

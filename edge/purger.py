@@ -116,6 +116,7 @@ class Purger:
         from edge.purge_bus import is_own
 
         kind = message.get("type")
+        self.remember_generation(message.get("gen"))
         if kind == "resync":
             count = self.tiers.clear_here()
         elif kind == "blind":
@@ -139,6 +140,23 @@ class Purger:
         self.stats.bus_purges[str(kind)] += 1
         self.stats.bus_purged_entries += count
         return count
+
+    def remember_generation(self, gen: object) -> None:
+        """A disk tier keeps the last bus generation it applied: restarted, the node
+        compares it with Redis's and resyncs if purges went out while it was down."""
+        node = self.tiers.node
+        if isinstance(gen, int) and node is not None and node.persistent:
+            node.set_note(BUS_GENERATION, str(gen).encode())
+
+    def generation_before_restart(self) -> int | None:
+        node = self.tiers.node
+        if node is None or not node.persistent:
+            return None
+        raw = node.note(BUS_GENERATION)
+        return int(raw) if raw is not None and raw.isdigit() else None
+
+
+BUS_GENERATION = "bus-generation"
 
 
 def _ms_since(t0: float) -> float:

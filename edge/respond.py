@@ -57,7 +57,7 @@ class Reply:
 
     status: int
     fields: Fields
-    body: bytes = b""
+    body: bytes | memoryview = b""
     length: int | None = 0
     close: bool = False
     extra: dict[str, object] = field(default_factory=dict)
@@ -154,7 +154,7 @@ def from_entry(
     if len(plan.ranges) == 1:
         first, last = plan.ranges[0]
         fields.append(("Content-Range", f"bytes {first}-{last}/{len(body)}"))
-        part = body[first : last + 1]
+        part = memoryview(body)[first : last + 1]  # no copy of the stored body
         return Reply(206, fields, part, len(part))
     content_type = next((v for k, v in fields if k.lower() == "content-type"), None)
     multipart, multipart_type = multipart_body(body, plan.ranges, content_type)

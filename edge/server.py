@@ -110,6 +110,10 @@ class EdgeServer:
         engine.access_log = ACCESS if self.access_log else None
         self.engine = engine
         if bus is not None:
+            # A node restarted on its disk tier knows the last purge it applied: the bus
+            # resyncs at once if Redis has moved on since.
+            bus.applied_generation = engine.purger.generation_before_restart()
+            bus.on_connected = engine.purger.remember_generation
             bus.start(engine.purger.apply_announced)
         self.server = await loop.create_server(
             lambda: Http1Connection(engine),
@@ -221,22 +225,29 @@ def serve(cfg: EdgeConfig, access_log: bool = False) -> int:
             NodeTier.remove(node_path)
 
 
+QUICK_EXIT_SECONDS = 5.0
+MAX_QUICK_EXITS = 5
+
+
 def _supervise(cfg: EdgeConfig, access_log: bool, node_path: str | None) -> int:
-    """Run `cfg.workers` worker processes; replace one that dies; stop them all on a signal."""
+    """Run `cfg.workers` worker processes; replace one that dies; stop them all on a signal.
+    A worker that dies within QUICK_EXIT_SECONDS of its start is replaced after a growing
+    pause; MAX_QUICK_EXITS such deaths in a row (the port is taken, say) stop the node."""
     ctx = multiprocessing.get_context("fork")
     stopping = False
+    quick_exits = 0
 
-    def spawn() -> Any:
+    def spawn() -> tuple[Any, float]:
         w = ctx.Process(target=run_worker, args=(cfg, True, access_log, node_path), daemon=False)
         w.start()
-        return w
+        return w, time.monotonic()
 
     workers = [spawn() for _ in range(cfg.workers)]
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        for w in workers:
+        for w, _ in workers:
             if w.pid is not None and w.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.pid, signal.SIGTERM)
@@ -245,14 +256,28 @@ def _supervise(cfg: EdgeConfig, access_log: bool, node_path: str | None) -> int:
     signal.signal(signal.SIGINT, forward)
     code = 0
     while workers:
-        for i, w in enumerate(list(workers)):
+        for i, (w, started) in enumerate(list(workers)):
             w.join(0.2)
             if w.is_alive():
                 continue
             if stopping:
-                workers.remove(w)
+                workers.remove((w, started))
                 code = code or (w.exitcode or 0)
-            else:
-                log.warning("worker %s exited with %s: starting another", w.pid, w.exitcode)
-                workers[i] = spawn()
+                continue
+            quick = time.monotonic() - started < QUICK_EXIT_SECONDS
+            quick_exits = quick_exits + 1 if quick else 0
+            if quick_exits >= MAX_QUICK_EXITS:
+                print(
+                    f"woody-edge: workers keep exiting at start (last exit code {w.exitcode});"
+                    " stopping the node",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                forward(signal.SIGTERM, None)
+                code = 1
+                continue
+            log.warning("worker %s exited with %s: starting another", w.pid, w.exitcode)
+            if quick:
+                time.sleep(min(5.0, 0.25 * 2**quick_exits))
+            workers[i] = spawn()
     return code

@@ -89,11 +89,26 @@ class _Slot:
     """The variants of one primary key. Treated as immutable once inside the cache
     (sizes are recorded at insertion), except for same-size replacements."""
 
-    __slots__ = ("size", "variants")
+    __slots__ = ("_live", "size", "variants")
 
     def __init__(self, variants: dict[str, _Stored]) -> None:
         self.variants = variants
         self.size = sum(s.entry.size for s in variants.values())
+        self._live: tuple[float, list[Entry]] | None = None
+
+    def live(self) -> tuple[float, list[Entry]]:
+        """(the earliest keep-until, the entries most recent response first): what `get`
+        returns while that time is ahead, computed once per slot (the hit path)."""
+        if self._live is None:
+            ordered = sorted(
+                self.variants.values(), key=lambda s: (s.entry.response_time, s.seq), reverse=True
+            )
+            first_out = min((s.keep_until for s in ordered), default=0.0)
+            self._live = (first_out, [s.entry for s in ordered])
+        return self._live
+
+    def changed(self) -> None:
+        self._live = None
 
     @property
     def keep_until(self) -> float:
@@ -169,6 +184,9 @@ class MemoryTier:
         if slot is None:
             return []
         now = self._clock()
+        first_out, entries = slot.live()
+        if now < first_out:
+            return list(entries)
         live = [s for s in slot.variants.values() if s.keep_until > now]
         if len(live) != len(slot.variants):
             self.expirations += len(slot.variants) - len(live)
@@ -365,6 +383,7 @@ class MemoryTier:
                 # A copy: entries already handed out keep their own state. Same size.
                 entry = dataclasses.replace(stored.entry, invalidated=True)
                 slot.variants[vid] = _Stored(entry, stored.keep_until, stored.seq)
+                slot.changed()
         return len(slot.variants)
 
     def _remove(self, key: str) -> _Slot | None:

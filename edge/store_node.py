@@ -759,6 +759,24 @@ class NodeTier:
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    def note(self, name: str) -> bytes | None:
+        """A small value the node keeps beside its objects (say the purge bus generation it
+        last applied, so that a restarted node knows what it missed)."""
+        self._check()
+        with self._env.begin(db=self._meta) as txn:
+            value = txn.get(b"note:" + name.encode())
+            return bytes(value) if value is not None else None
+
+    def set_note(self, name: str, value: bytes) -> None:
+        self._check()
+        with self._env.begin(db=self._meta, write=True) as txn:
+            txn.put(b"note:" + name.encode(), value)
+
+    @property
+    def closed(self) -> bool:
+        """Closed (or shut after an error): every call but `close` raises NodeTierError."""
+        return self._closed is not None
+
     def sync(self) -> None:
         """Flush the map to disk (the environment commits without fsync, for speed)."""
         self._check()

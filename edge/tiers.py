@@ -20,6 +20,8 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from cachetools import TTLCache
+
 from edge.entry import Entry
 from edge.store_memory import MemoryTier
 
@@ -52,6 +54,9 @@ class Tiers:
         self._checked: set[str] = set()  # hot keys checked against the node this generation
         self.version = 0  # moves whenever this worker's view of the tiers changes
         self.hot_hits: set[str] = set()  # keys served from hot copies, for the node's LRU
+        # Keys this worker saw stored (by itself, another worker, or another node): later
+        # misses on them are expected to be shareable, so they are collapsed.
+        self.stored_before: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=3600)
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -96,6 +101,8 @@ class Tiers:
             entries = node.get(key)
             for entry in entries:
                 self.hot.put(entry, keep_until(entry))
+            if entries:
+                self.stored_before[key] = True
             self._checked.add(key)
             self.version += 1
         if entries:
@@ -147,19 +154,28 @@ class Tiers:
         came from Redis)."""
         until = keep_until(entry)
         self.version += 1
+        self.stored_before[entry.key] = True
         self.hot.put(entry, until)
         self._checked.add(entry.key)
         if shared and self.node is not None:
             self.node.put(entry, until)
 
     def store(self, entry: Entry, until: float) -> None:
+        """Into this worker's hot copy now; into the node tier once the waiting clients got
+        their answer (next loop turn: storing never delays a response); into Redis in the
+        background."""
         self.version += 1
+        self.stored_before[entry.key] = True
         self.hot.put(entry, until)
         self._checked.add(entry.key)
         if self.node is not None:
-            self.node.put(entry, until)
+            asyncio.get_running_loop().call_soon(self._node_put, entry, until)
         if self.redis is not None:
             self.spawn(self.redis.put(entry, until))
+
+    def _node_put(self, entry: Entry, until: float) -> None:
+        if self.node is not None and not self.node.closed:
+            self.node.put(entry, until)
 
     def purge_here(
         self,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict, MultiMapping
+from yarl import URL
 
 from edge.policy import HOP_BY_HOP
 
@@ -206,7 +208,7 @@ class Upstream:
             try:
                 resp = await session.request(
                     method,
-                    self.origins[i].url + path_qs,
+                    _url(self.origins[i].url, path_qs),
                     headers=headers,
                     data=None if body is None else _once(body),
                     allow_redirects=False,
@@ -244,6 +246,17 @@ class Upstream:
             self._ok(i)
             return resp
         raise last or OriginUnavailable("connect", "no origin available")
+
+
+_PLAIN_TARGET = re.compile(r"[!#$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~]*\Z")
+
+
+def _url(base: str, path_qs: str) -> URL:
+    """The origin URL of a request target. A target of plain URI characters is used as the
+    client sent it (already percent-encoded: no second pass); anything else is encoded."""
+    if _PLAIN_TARGET.match(path_qs):
+        return URL(base + path_qs, encoded=True)
+    return URL(base + path_qs)
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

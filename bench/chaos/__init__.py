@@ -15,8 +15,8 @@ own SQLite file), a redis-server of its own on a free port, and several edge nod
 4. holds N concurrent keep-alive connections on the nodes for a while;
 5. fuzzes request lines and headers over raw sockets (Hypothesis) against one node;
 6. checks every order the edge answered 200 for exists exactly once at the origin;
-7. (separately) the bounded-memory run: distinct 1 MB objects through a 64 MB memory tier,
-   reading the edge process's VmRSS.
+7. (separately) the bounded-memory run: distinct 1 MB objects through a 64 MB node budget,
+   reading the memory of the whole node (2 workers: PSS and RSS summed over its processes).
 
 During 2-4 clients also place orders (`/api/orders/do`, a write behind GET) and ask for
 uncached calls. It prints what it counts: requests, errors by kind (5xx by code, connection

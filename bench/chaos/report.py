@@ -141,9 +141,10 @@ def summary(report: Report) -> str:
     if report.memory:
         m = report.memory
         lines.append(
-            f"memory: {m['objects']} x {m['object_bytes']} B through {m['tier_mib']} MiB: edge "
-            f"VmRSS peak {m['rss_peak_mib']} MiB (start {m['rss_start_mib']}, bound "
-            f"{m['rss_bound_mib']}), tier holds {m['memory_tier_bytes']} B in "
+            f"memory: {m['objects']} x {m['object_bytes']} B through {m['tier_mib']} MiB: node "
+            f"PSS peak {m['pss_peak_mib']} MiB (start {m['pss_start_mib']}, bound "
+            f"{m['rss_bound_mib']}; RSS summed over its processes {m['rss_peak_mib']} MiB), "
+            "tier holds {m['memory_tier_bytes']} B in "
             f"{m['memory_tier_keys']} keys, {m['evictions']} evictions, hot object "
             f"{m['hot_object']} last {m['hot_object_last']}, statuses {m['statuses']}"
         )
@@ -179,8 +180,8 @@ def verdict(report: Report) -> list[str]:
                 bad.append(f"{t.name}: {t.statuses[500]} answers 500")
     m = report.memory
     if m:
-        if m["rss_peak_mib"] > m["rss_bound_mib"]:
-            bad.append(f"memory: VmRSS {m['rss_peak_mib']} MiB over {m['rss_bound_mib']}")
+        if m["pss_peak_mib"] > m["rss_bound_mib"]:
+            bad.append(f"memory: node PSS {m['pss_peak_mib']} MiB over {m['rss_bound_mib']}")
         if m["hot_object_last"] != "HIT" or m["wrong_length"]:
             bad.append(
                 f"memory: hot object {m['hot_object_last']}, wrong lengths {m['wrong_length']}"

@@ -26,7 +26,7 @@ async def test_short_chaos_run(tmp_path: Path) -> None:
     assert report.fuzz["cached_image_intact_after"]
     assert report.crashes == 0 and not report.crash_notes
     memory = report.memory
-    assert memory["rss_peak_mib"] < memory["rss_bound_mib"]
+    assert memory["pss_peak_mib"] < memory["rss_bound_mib"]
     assert memory["memory_tier_bytes"] <= 16 * 2**20
     assert memory["hot_object_last"] == "HIT" and memory["wrong_length"] == 0
     assert chaos.verdict(report) == []
