@@ -98,6 +98,7 @@ def negotiate(accept_encoding: str | None, offered: Sequence[str]) -> str | None
     return best if best_q >= identity_q or identity_q == 0 else None
 
 
+MAX_PICKS = 4096
 # The values browsers send are few: hits negotiate from a small cache.
 _negotiate = functools.lru_cache(maxsize=1024)(negotiate)
 
@@ -335,6 +336,8 @@ class VariantMaker:
         self.made = 0  # coded variants stored
         self.seconds = 0.0  # CPU-seconds spent making them (thread time)
         self._tasks: set[asyncio.Task[None]] = set()
+        # (key, identity's response_time, Accept-Encoding) -> the coded copy a hit sends.
+        self._picks: dict[tuple[str, float, bytes], Entry] = {}
 
     def stored(self, entry: Entry, until: float) -> Entry:
         """The entry as it is to be stored; its coded variants follow in the background."""
@@ -380,8 +383,17 @@ class VariantMaker:
             return None
         if accept_encoding is None or has_range or "cz" not in identity.meta:
             return identity
+        slot = (identity.key, identity.response_time, accept_encoding)
+        picked = self._picks.get(slot)
+        if picked is not None and not picked.invalidated and not identity.invalidated:
+            return picked  # freshness is checked by the caller, on the entry returned
         entries = self.entries_for(identity, entries)
-        return select(identity, entries, accept_encoding.decode("latin-1"), time.time())
+        picked = select(identity, entries, accept_encoding.decode("latin-1"), time.time())
+        if picked is not None and picked is not identity:
+            if len(self._picks) >= MAX_PICKS:
+                self._picks.clear()
+            self._picks[slot] = picked  # a coded copy of this very identity: stays right
+        return picked
 
     def entries_for(self, identity: Entry, entries: list[Entry]) -> list[Entry]:
         """`entries`, or, when the identity's coded copies are not among them yet (another
