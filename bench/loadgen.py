@@ -145,6 +145,67 @@ def run_wrk(
     )
 
 
+def run_h2load(
+    h2load: str,
+    url: str,
+    *,
+    clients: int,
+    streams: int,
+    threads: int,
+    duration: float,
+    warmup: float = 1.0,
+) -> LoadResult:
+    """h2load (nghttp2) over h2: `clients` connections with `streams` requests in flight
+    each, for `duration` s after a warm-up. It reports no percentiles, only the mean."""
+    argv = [
+        h2load,
+        f"-c{clients}",
+        f"-m{streams}",
+        f"-t{max(1, min(threads, clients))}",
+        f"-D{max(1, round(duration))}",
+        f"--warm-up-time={warmup:g}",
+        url,
+    ]
+    code, stdout, stderr = run_tool(argv, duration + warmup + 40)
+    if code != 0:
+        raise RuntimeError(f"h2load failed ({code}): {(stderr or stdout).strip()[-500:]}")
+    return parse_h2load(stdout, argv)
+
+
+def parse_h2load(stdout: str, argv: list[str] | None = None) -> LoadResult:
+    import re
+
+    finished = re.search(r"finished in ([\d.]+)(m?s)", stdout)
+    req = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored, (\d+) timeout",
+        stdout,
+    )
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", stdout)
+    traffic = re.search(r"traffic: .*?\((\d+)\) total", stdout)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", stdout)
+    if not (finished and req and codes and traffic):
+        raise RuntimeError(f"cannot read h2load's output: {stdout.strip()[-500:]}")
+    seconds = float(finished.group(1)) / (1000.0 if finished.group(2) == "ms" else 1.0)
+    succeeded = int(req.group(4))
+    errors = int(req.group(5)) + int(req.group(6)) + int(req.group(7))
+    statuses = {f"{k}xx": int(codes.group(i + 1)) for i, k in enumerate("2345")}
+    pct: list[tuple[float, float]] = []
+    if mean:
+        unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}[mean.group(2)]
+        pct = [(-1.0, float(mean.group(1)) * unit)]  # -1: the mean (no percentiles)
+    return LoadResult(
+        tool="h2load",
+        requests=succeeded,
+        seconds=seconds,
+        bytes=int(traffic.group(1)),
+        errors=errors + statuses["4xx"] + statuses["5xx"],
+        percentiles_ms=pct,
+        statuses=statuses,
+        raw={"argv": argv or [], "stdout": stdout[-4000:]},
+    )
+
+
 def cache_verdict(headers: Any) -> str:
     """HIT, MISS, ... from X-Cache (edge, our nginx and Varnish set-ups) or Cache-Status."""
     x_cache = headers.get("X-Cache")

@@ -115,6 +115,7 @@ def start_edge(
     redis_url: str | None = None,
     key_prefix: str = "woody-bench",
     config: Path | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Server:
     if not edge_available():
         raise RuntimeError("`python -m edge serve` is not available yet")
@@ -133,6 +134,7 @@ def start_edge(
         node,
         "--workers",
         str(workers),
+        *extra_args,
     ]
     config = config or REPO / "config" / "edge.yaml"
     if redis_url:

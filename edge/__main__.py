@@ -1,4 +1,5 @@
-"""Command line: `python -m edge serve` runs a node; `python -m edge purge` purges nodes."""
+"""Command line: `python -m edge serve` runs a node; `purge` purges nodes; `warm` fills them;
+`top` watches them; `reload` makes a running node read its configuration again."""
 
 from __future__ import annotations
 
@@ -39,7 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=None, help="processes on the port (EDGE_WORKERS)"
     )
-    serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    serve.add_argument(
+        "--tls-port", type=int, default=None, help="HTTPS listener port (EDGE_TLS_PORT)"
+    )
+    serve.add_argument("--cert", default=None, help="PEM certificate chain (EDGE_TLS_CERT)")
+    serve.add_argument("--key", default=None, help="PEM private key (EDGE_TLS_KEY)")
+    serve.add_argument(
+        "--access-log",
+        nargs="?",
+        const="text",
+        default=None,
+        choices=("text", "json"),
+        help="log every answer to stderr: text (the default) or json (one object a line)",
+    )
+    serve.add_argument(
+        "--pid-file", default=None, help="write the node's pid here (for `woody-edge reload`)"
+    )
     serve.add_argument("--check", action="store_true", help="validate the configuration and exit")
 
     purge = sub.add_parser("purge", help="purge URLs, prefixes or tags on edge nodes")
@@ -80,6 +96,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     warm.add_argument("--concurrency", type=int, default=8, help="requests at a time")
     warm.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+
+    top = sub.add_parser("top", help="a live terminal view of edge nodes (rates, top URLs)")
+    top.add_argument(
+        "--edge",
+        action="append",
+        default=None,
+        help="edge node URL, repeatable (default: $EDGE_URLS or http://127.0.0.1:8080)",
+    )
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+    top.add_argument("--width", type=int, default=None, help="columns (default: the terminal's)")
+
+    reload = sub.add_parser(
+        "reload", help="make a running node read its configuration again (no restart)"
+    )
+    how = reload.add_mutually_exclusive_group(required=True)
+    how.add_argument("--pid-file", default=None, help="send SIGHUP to the pid in this file")
+    how.add_argument("--edge", default=None, help="POST /_edge/reload to this node's URL")
+    reload.add_argument(
+        "--token",
+        default=None,
+        help="purge token, for --edge (default: $EDGE_PURGE_TOKEN or $EDGE_PURGE_TOKEN_FILE)",
+    )
+    reload.add_argument("--timeout", type=float, default=10.0, help="seconds, for --edge")
     return parser
 
 
@@ -94,6 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "top":
+        from edge import top
+
+        if args.interval <= 0:
+            print("woody-edge top: --interval must be positive", file=sys.stderr)
+            return 2
+        return top.main(_edges(args.edge), args.once, args.interval, args.width)
+    if args.command == "reload":
+        return _reload(args)
     if args.command == "warm":
         from edge.warm import read_targets, warm
 
@@ -111,29 +160,87 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError, config_from_environment
+    from edge.config import ConfigError
+    from edge.reload import ConfigSource
     from edge.server import serve
 
     path = args.config
     if path is None and os.path.exists(DEFAULT_CONFIG):
         path = DEFAULT_CONFIG
+    source = ConfigSource(
+        os.path.abspath(path) if path is not None else None,
+        {
+            "host": args.host,
+            "port": args.port,
+            "origins": args.origin,
+            "redis_url": args.redis,
+            "node": args.node,
+            "workers": args.workers,
+            "tls_port": args.tls_port,
+            "cert": args.cert,
+            "key": args.key,
+        },
+    )
     try:
-        cfg = config_from_environment(
-            path,
-            host=args.host,
-            port=args.port,
-            origins=args.origin,
-            redis_url=args.redis,
-            node=args.node,
-            workers=args.workers,
-        )
+        cfg = source.load()
     except ConfigError as exc:
         print(f"woody-edge: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.check:
         print(f"{cfg.source}: OK ({len(cfg.rules)} rules, {len(cfg.invalidations)} invalidations)")
         return 0
-    return serve(cfg, access_log=args.access_log)
+    return serve(cfg, access_log=args.access_log or False, source=source, pid_file=args.pid_file)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """SIGHUP to the pid in --pid-file, or POST /_edge/reload to --edge with the token."""
+    if args.pid_file:
+        import signal
+
+        try:
+            with open(args.pid_file, encoding="utf-8") as f:
+                pid = int(f.read().strip())
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError) as exc:
+            print(f"woody-edge reload: {args.pid_file}: {exc}", file=sys.stderr)
+            return 1
+        print(f"sent SIGHUP to {pid}: the node logs whether it reloaded or refused the file")
+        return 0
+    import urllib.error
+    import urllib.request
+
+    token = _purge_token(args)
+    if not token:
+        print("woody-edge reload: --edge needs the purge token (--token)", file=sys.stderr)
+        return 2
+    request = urllib.request.Request(
+        args.edge.rstrip("/") + "/_edge/reload",
+        method="POST",
+        data=b"",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            answer = json.loads(exc.read())
+        except ValueError:
+            answer = {"ok": False, "error": f"HTTP {exc.code}"}
+    except (OSError, ValueError) as exc:
+        print(f"woody-edge reload: {args.edge}: {exc}", file=sys.stderr)
+        return 1
+    if answer.get("ok"):
+        changes = ", ".join(answer["changed"]) or "nothing"
+        line = f"reloaded {answer.get('source')}: changed {changes}"
+        if answer.get("restart_needed"):
+            line += f"; a restart is needed to change {', '.join(answer['restart_needed'])}"
+        if answer.get("applied_by"):
+            line += f" ({answer['applied_by']})"
+        print(line)
+        return 0
+    print(f"woody-edge reload: refused: {answer.get('error')}", file=sys.stderr)
+    return 1
 
 
 def _purge_token(args: argparse.Namespace) -> str | None:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from edge.policy import Defaults, RuleTerms
+from edge.tls_config import TlsSettings, override_tls, parse_tls
 
 
 class ConfigError(ValueError):
@@ -175,6 +176,7 @@ class EdgeConfig:
     compression: Compression = field(default_factory=Compression)
     slicing: Slicing = field(default_factory=Slicing)
     early_hints: bool = True
+    tls: TlsSettings | None = None  # the HTTPS listener (edge.tls_config)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -186,13 +188,15 @@ class EdgeConfig:
 
     @property
     def hot_bytes(self) -> int:
-        """Each worker's hot copy: `memory.hot_bytes`; by default a quarter of the node
-        budget shared by the workers; the whole budget when the node tier is off."""
+        """Each worker's hot copy: `memory.hot_bytes`; by default an eighth of the node
+        budget shared by the workers (32 MB per worker of the default 256 MB with one
+        worker); the whole budget when the node tier is off. An object bigger than the hot
+        copy is served from the node tier, with a copy per hit."""
         if self.memory_hot_bytes is not None:
             return self.memory_hot_bytes
         if not self.node_cache_enabled:
             return self.memory_max_bytes
-        return max(self.memory_max_object_bytes, self.memory_max_bytes // (4 * self.workers))
+        return self.memory_max_bytes // (8 * self.workers)
 
     def rule_for(self, path: str, query_names: frozenset[str]) -> Rule | None:
         """The first rule whose pattern matches (rules are read top to bottom)."""
@@ -452,6 +456,7 @@ TOP_KEYS = {
     "compression",
     "slices",
     "early_hints",
+    "tls",
 }
 
 
@@ -597,6 +602,7 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
     changes["invalidations"] = tuple(
         _invalidation(r, raw, f"invalidate[{i}]") for i, raw in enumerate(inv)
     )
+    changes["tls"] = parse_tls(r, top.get("tls"))
     return replace(cfg, **changes)
 
 
@@ -625,6 +631,9 @@ ENV_VARS = (
     "EDGE_PORT",
     "EDGE_HOST",
     "EDGE_WORKERS",
+    "EDGE_TLS_PORT",
+    "EDGE_TLS_CERT",
+    "EDGE_TLS_KEY",
 )
 
 
@@ -662,6 +671,24 @@ def apply_overrides(cfg: EdgeConfig, env: dict[str, str], **flags: Any) -> EdgeC
                 changes[attr] = r.integer(int(env[name]), name, 1, high)
             except ValueError:
                 raise r.fail(name, f"expected an integer, got {env[name]!r}") from None
+    tls = override_tls(
+        r,
+        cfg.tls,
+        env.get("EDGE_TLS_PORT"),
+        env.get("EDGE_TLS_CERT"),
+        env.get("EDGE_TLS_KEY"),
+        ("EDGE_TLS_PORT", "EDGE_TLS_CERT", "EDGE_TLS_KEY"),
+    )
+    tls = override_tls(
+        _Reader("command line"),
+        tls,
+        flags.pop("tls_port", None),
+        flags.pop("cert", None),
+        flags.pop("key", None),
+        ("--tls-port", "--cert", "--key"),
+    )
+    if tls is not cfg.tls:
+        changes["tls"] = tls
     cli = _Reader("command line")
     for attr, value in flags.items():
         if value is None:

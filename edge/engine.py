@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
-from edge import compress, flow, hints, policy, respond, slices
+from edge import access_log, compress, flow, hints, policy, respond, slices
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
 from edge.entry import Entry
@@ -36,6 +36,7 @@ from edge.http1 import (
     serialize_head,
 )
 from edge.keys import select_variant, vary_values
+from edge.observe import Observer
 from edge.purger import Purger
 from edge.ranges import if_range_allows, plan_ranges
 from edge.stats import Stats
@@ -44,6 +45,8 @@ from edge.upstream import OriginUnavailable, Upstream, end_to_end, forward_heade
 
 if TYPE_CHECKING:
     from edge.http1 import Http1Connection
+    from edge.nodeview import NodeView
+    from edge.reload import Reloader
 
 log = logging.getLogger("edge.engine")
 
@@ -98,6 +101,12 @@ class Engine:
         self.node_name = cfg.node.encode()
         self.hosts = frozenset(h.lower() for h in cfg.hosts)
         self.access_log: logging.Logger | None = None
+        # operations (see `reconfigure` and `log`): latency and top URLs, the node view
+        self.access_format = "text"
+        self.timed = True  # edge.http1 stamps request times: latency histograms, logs
+        self.observer = Observer()
+        self.view: NodeView | None = None
+        self.reloader: Reloader | None = None
         # Delivery hook: stored compressible objects get their coded variants (edge.compress).
         self.encoder = compress.VariantMaker(cfg.compression, tiers)
         self.collapser.on_store = self.encoder.stored
@@ -289,8 +298,7 @@ class Engine:
         stats.hits += 1
         stats.bytes_served += size
         self.tiers.hot_hits.add(entry.key)
-        if self.access_log is not None:
-            self.log(req, status, size, "HIT")
+        self.log(req, status, size, "HIT")
 
     def build_answer(
         self, req: Request, entry: Entry, now: float
@@ -307,14 +315,16 @@ class Engine:
 
     def origin_headers(self, req: Request, drop: tuple[str, ...] = ()) -> CIMultiDict[str]:
         """The headers this client's request carries to the origin (X-Forwarded-*, Via)."""
-        return forward_headers(
+        headers = forward_headers(
             req.headers,
             peer=req.peer or None,
-            scheme="http",
+            scheme=req.scheme,
             host=forwarded_host(req.host, self.hosts),
             via=self.ident.via,
             drop=drop,
         )
+        headers[access_log.HEADER] = access_log.request_id(req)
+        return headers
 
     def fetch_spec(self, req: Request, route: flow.Lookup, stale: Entry | None) -> FetchSpec:
         headers = self.origin_headers(req, drop=CLIENT_CONDITIONALS)
@@ -630,24 +640,40 @@ class Engine:
         finally:
             origin.release()
 
-    # -- logs ---------------------------------------------------------------------------
+    # -- logs and operations -----------------------------------------------------------
 
     def log(self, req: Request, status: int, size: int, x_cache: str) -> None:
-        if self.access_log is None:
-            return
-        from edge.access_log import FORMAT
+        """Called once per answer, after its last byte: latency histogram, top URLs, the
+        access log (edge.observe, edge.access_log)."""
+        now = time.monotonic()
+        self.observer.answered(req.target, x_cache, size, now - req.started if req.started else 0.0)
+        if self.access_log is not None:
+            access_log.write(
+                self.access_log, self.access_format, req, self.cfg.node, status, size, x_cache, now
+            )
 
-        self.access_log.info(
-            FORMAT,
-            req.peer or "-",
-            req.method,
-            req.target,
-            req.version,
-            status,
-            size,
-            x_cache,
-            time.monotonic() - req.started if req.started else 0.0,
-        )
+    def reconfigure(self, cfg: EdgeConfig, upstream: Upstream | None = None) -> None:
+        """Apply a reloaded configuration (edge.reload) to the requests that come next.
+
+        Rules, TTLs, invalidations, hosts, headers and limits come from `cfg` from now on;
+        the routes and the answers built under the old rules are dropped. Stored
+        objects stay (each keeps the rule terms it was stored under until it expires).
+        `upstream`: the new origin client when the origins or their timeouts changed (the
+        caller closes the old one once requests in flight are done with it). What only a
+        restart can change (node, listen address, workers, Redis, node tier) is the
+        caller's to keep as it was (`edge.reload.reloadable`)."""
+        self.cfg = cfg
+        self.ident = respond.Identity(cfg.node, cfg.keep_tag_headers)
+        self.hosts = frozenset(h.lower() for h in cfg.hosts)
+        self.guard.max_connections = cfg.max_connections
+        self.collapser.cfg = cfg
+        self.purger.cfg = cfg
+        if upstream is not None:
+            self.upstream = upstream
+            self.collapser.upstream = upstream
+        self.tiers.stored_before.clear()  # "stored last time" was judged under the old rules
+        self.tiers.forget_answers()  # answers built with the old headers settings
+        self.routes.clear()
 
 
 def accept_encoding(req: Request) -> bytes:

@@ -87,18 +87,21 @@ class Request:
         "_headers",
         "body",
         "complete",
+        "first_byte",
         "flags",
         "host",
         "keep_alive",
         "method",
         "peer",
         "raw_headers",
+        "request_id",
         "special",
         "started",
         "target",
         "upgrade",
         "version",
     )
+    scheme = "http"  # edge.tls.TlsRequest: "https"
 
     def __init__(self, peer: str) -> None:
         self.method = ""
@@ -114,6 +117,8 @@ class Request:
         self.body = bytearray()
         self.complete = False
         self.started = 0.0
+        self.first_byte = 0.0  # set by `start` when timed (a streamed answer's head went out)
+        self.request_id = ""  # X-Request-Id, once the engine needed one (edge.access_log)
         self.upgrade = False
 
     @property
@@ -173,7 +178,7 @@ class Http1Connection(asyncio.Protocol):
         self.chunked_out = False  # the response being streamed uses chunked framing
         self.close_after = False
         self.broken = False  # parsing stopped (a bad request or an upgrade)
-        self.timed = engine.access_log is not None
+        self.timed = engine.timed
 
     # -- connection ---------------------------------------------------------------------
 
@@ -484,13 +489,7 @@ class Http1Connection(asyncio.Protocol):
             self.close_after = True
         elif req.version == "1.0":
             head = head[:-2] + b"Connection: keep-alive\r\n\r\n"
-        if req.method == "HEAD" or not body:
-            transport.write(head)
-        elif len(body) <= 16384:
-            transport.write(head + body)
-        else:
-            transport.write(head)
-            transport.write(body)
+        _write_whole(transport, head, b"" if req.method == "HEAD" else body)
 
     def send(self, req: Request, reply: Reply) -> None:
         """A whole answer."""
@@ -500,14 +499,8 @@ class Http1Connection(asyncio.Protocol):
         head = serialize_head(
             reply.status, reply.fields, reply.length, self._tail(req, reply.close)
         )
-        body = reply.body
-        if req.method == "HEAD" or not body or reply.status in (204, 304):
-            transport.write(head)
-        elif len(body) <= 16384:
-            transport.write(head + body)
-        else:
-            transport.write(head)
-            transport.write(body)
+        no_body = req.method == "HEAD" or reply.status in (204, 304)
+        _write_whole(transport, head, b"" if no_body else reply.body)
 
     def start(self, req: Request, reply: Reply) -> None:
         """The head of an answer whose body follows through `write` and `end`."""
@@ -525,6 +518,8 @@ class Http1Connection(asyncio.Protocol):
                 tail += "Transfer-Encoding: chunked\r\n"
                 self.chunked_out = True
         self.transport.write(serialize_head(reply.status, reply.fields, reply.length, tail))
+        if self.timed:
+            req.first_byte = time.monotonic()
 
     def interim(self, status: int, fields: list[tuple[str, str]]) -> None:
         """A 1xx answer before the final one (103 Early Hints); HTTP/1.1 clients only."""
@@ -559,6 +554,17 @@ class Http1Connection(asyncio.Protocol):
         self.close_after = True
         if self.transport is not None:
             self.transport.abort()
+
+
+def _write_whole(transport: asyncio.Transport, head: bytes, body: bytes | memoryview) -> None:
+    """Head and body in one write when small (one segment), else two (no copy of a big body)."""
+    if not body:
+        transport.write(head)
+    elif len(body) <= 16384:
+        transport.write(head + body)
+    else:
+        transport.write(head)
+        transport.write(body)
 
 
 async def tick_forever(connections: set[Any], every: float = 1.0) -> None:

@@ -165,6 +165,8 @@ async def _purge_post(engine: Engine, req: Request) -> respond.Reply:
         )
     except ValueError as exc:
         return _json_error(400, str(exc))
+    if engine.view is not None:
+        engine.view.record_purge(result)  # for the dashboard's "last purge"
     return _answer(result)
 
 
@@ -188,4 +190,7 @@ async def _purge_method(engine: Engine, req: Request) -> respond.Reply:
     except BadPurge as exc:
         return _json_error(400, str(exc))
     kind = "soft-urls" if soft else "urls"
-    return _answer(await engine.purger.purge([target], soft=soft, kind=kind))
+    result = await engine.purger.purge([target], soft=soft, kind=kind)
+    if engine.view is not None:
+        engine.view.record_purge(result)
+    return _answer(result)

@@ -1,4 +1,5 @@
-"""Counters of one edge process, shown by /_edge/stats (JSON) and /_edge/metrics (Prometheus)."""
+"""Counters of one edge process. `edge.nodeview` sums every worker's; /_edge/stats shows the
+sums as JSON and `edge.metrics` as Prometheus text."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class Stats:
             "results": {k: self.results[k] for k in CACHE_RESULTS},
             "bytes_served": self.bytes_served,
             "origin_fetches": self.origin_fetches,
+            "origin_seconds": round(self.origin_seconds, 6),
             "origin_errors": dict(self.origin_errors),
             "collapsed": self.collapsed,
             "stored": self.stored,
@@ -75,97 +77,3 @@ class Stats:
             "memory": memory,
             "redis": redis,
         }
-
-    def prometheus(self, node: str, memory: dict[str, int], redis_up: int) -> str:
-        """The Prometheus text exposition format (version 0.0.4)."""
-        label = f'node="{_escape(node)}"'
-        lines: list[str] = []
-        results = self.results
-
-        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                all_labels = f"{label},{labels}" if labels else label
-                lines.append(f"{name}{{{all_labels}}} {value}")
-
-        metric(
-            "edge_requests_total",
-            "counter",
-            "Requests answered, by X-Cache result.",
-            [(f'result="{k}"', results[k]) for k in CACHE_RESULTS],
-        )
-        metric("edge_bytes_served_total", "counter", "Body bytes sent.", [("", self.bytes_served)])
-        metric(
-            "edge_origin_fetches_total",
-            "counter",
-            "Requests sent to the origin.",
-            [("", self.origin_fetches)],
-        )
-        metric(
-            "edge_origin_errors_total",
-            "counter",
-            "Origin failures, by kind.",
-            [(f'kind="{_escape(k)}"', v) for k, v in sorted(self.origin_errors.items())],
-        )
-        metric(
-            "edge_origin_seconds_total",
-            "counter",
-            "Time spent waiting for origin headers.",
-            [("", round(self.origin_seconds, 6))],
-        )
-        metric(
-            "edge_collapsed_total",
-            "counter",
-            "Requests that waited for another's fetch.",
-            [("", self.collapsed)],
-        )
-        metric("edge_stored_total", "counter", "Responses stored.", [("", self.stored)])
-        metric(
-            "edge_purges_total",
-            "counter",
-            "Purge requests, by kind.",
-            [(f'kind="{_escape(k)}"', v) for k, v in sorted(self.purges.items())],
-        )
-        metric(
-            "edge_purged_entries_total",
-            "counter",
-            "Entries removed or marked stale by purges.",
-            [("", self.purged_entries)],
-        )
-        metric(
-            "edge_purge_failures_total",
-            "counter",
-            "Purges applied on this node only: the shared tier was unreachable.",
-            [("", self.purge_failures)],
-        )
-        metric(
-            "edge_bus_purges_total",
-            "counter",
-            "Purges of other nodes applied from the purge bus, by kind.",
-            [(f'kind="{_escape(k)}"', v) for k, v in sorted(self.bus_purges.items())],
-        )
-        metric(
-            "edge_bus_purged_entries_total",
-            "counter",
-            "Entries removed or marked stale by purges from the bus.",
-            [("", self.bus_purged_entries)],
-        )
-        metric(
-            "edge_memory_entries",
-            "gauge",
-            "Entries in the memory tier.",
-            [("", memory.get("entries", 0))],
-        )
-        metric(
-            "edge_memory_bytes",
-            "gauge",
-            "Bytes in the memory tier.",
-            [("", memory.get("bytes", 0))],
-        )
-        metric("edge_redis_up", "gauge", "1 when the shared Redis tier answers.", [("", redis_up)])
-        return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

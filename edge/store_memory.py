@@ -197,6 +197,10 @@ class MemoryTier:
         live.sort(key=lambda s: (s.entry.response_time, s.seq), reverse=True)
         return [s.entry for s in live]
 
+    def entries(self) -> list[Entry]:
+        """Every variant held, without touching the LRU order."""
+        return [s.entry for _, slot in self._slots() for s in slot.variants.values()]
+
     def fits(self, size: int) -> bool:
         """Whether an object of `size` bytes may be stored (else it streams through)."""
         return 0 <= size <= self.max_object_bytes

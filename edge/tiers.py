@@ -197,6 +197,12 @@ class Tiers:
         self._checked.clear()
         return self.node.purge(urls, prefixes, tags, all=all, soft=soft, at=at, remember=remember)
 
+    def forget_answers(self) -> None:
+        """Drop the answers built from this worker's hot copies (`Entry.answers`): they are
+        built again from the current configuration on the next hit."""
+        for entry in self.hot.entries():
+            entry.answers.clear()
+
     def clear_here(self) -> int:
         self.version += 1
         count = self.hot.clear()

@@ -63,6 +63,12 @@ class HitScenario(Scenario):
         origin = ctx.fast_origin()
         return [Target("origin direct", origin), *ctx.start_caches(origin, self.letter)]
 
+    def load(
+        self, ctx: Context, url: str, conns: int, seconds: float, headers: dict[str, str]
+    ) -> LoadResult:
+        """One measured round (wrk; bench.load.tls_hits: wrk over TLS and h2load)."""
+        return ctx.hammer(url, conns, seconds, headers)
+
     def _warm(self, url: str) -> tuple[list[str], dict[str, str]]:
         verdicts: list[str] = []
         stored: dict[str, str] = {}
@@ -102,7 +108,7 @@ class HitScenario(Scenario):
                 server = target.server
                 if outcome.error or server is None:
                     continue
-                hammer = partial(ctx.hammer, server.url + self.path, conns, per_round, headers)
+                hammer = partial(self.load, ctx, server.url + self.path, conns, per_round, headers)
                 what = f"{self.letter}: {outcome.server} ({conns} conns, round {r + 1})"
                 with ctx.step(what, per_round):
                     try:

@@ -18,6 +18,7 @@ from bench.topology.config import (
     DEFAULT_EDGE_PORT,
     DEFAULT_NODE_BASE_PORT,
     DEFAULT_ORIGIN_PORT,
+    DEFAULT_TLS_PORT,
     LOOPBACK,
     TopologyConfig,
 )
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_NODE_BASE_PORT,
         help="with several edges, node i listens on this + i (default 8090)",
+    )
+    up.add_argument(
+        "--tls-port",
+        type=int,
+        default=DEFAULT_TLS_PORT,
+        help="HTTPS and h2 on this port with var/tls/'s certificate (default 8443; 0: off)",
     )
     up.add_argument("--host", default=LOOPBACK, help="address everything binds (127.0.0.1)")
     up.add_argument("--heavy-seconds", type=float, help="origin: the heavy call's delay")
@@ -87,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> TopologyConfig:
         edge_port=args.edge_port,
         origin_port=args.origin_port,
         node_base_port=args.node_base_port,
+        tls_port=args.tls_port or None,
         host=args.host,
         heavy_seconds=heavy,
         db_seconds=db,
@@ -146,6 +154,10 @@ async def _run_up(config: TopologyConfig, state_file: Path) -> int:
         print()
         print(f"Edge:   {topo.edge_url}")
         print(f"Origin: {topo.origin_url}")
+        if topo.tls_url:
+            ca = _rel_path(topo.dev_cert().ca)
+            print(f"HTTPS:  {topo.tls_url}  (HTTP/1.1 and h2; trust the local CA {ca})")
+            print(f"  curl --http2 --cacert {ca} -I {topo.tls_url}/5mo.jpg")
         origin = "generated; set EDGE_PURGE_TOKEN to choose it" if topo.token_generated else ""
         print(f"Purge token: {topo.purge_token}" + (f"  ({origin})" if origin else ""))
         print(
@@ -283,3 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio works too
         runner = asyncio.run
     return int(runner(_run_up(config, args.state_file or _state_file())))
+
+
+def _rel_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -9,6 +9,7 @@ from pathlib import Path
 DEFAULT_EDGE_PORT = 8080
 DEFAULT_ORIGIN_PORT = 8081
 DEFAULT_NODE_BASE_PORT = 8090
+DEFAULT_TLS_PORT = 8443
 LOOPBACK = "127.0.0.1"
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 
@@ -28,6 +29,10 @@ class TopologyConfig:
     db_seconds: float | None = None
     static_rate: int | None = None
     origin_db: str | None = None
+    tls_port: int | None = None
+    """HTTPS (HTTP/1.1 and h2) on this port, with var/tls/ (bench.topology.certs); None: off
+    (`topology up`, hence `make run`, turns it on at DEFAULT_TLS_PORT). With several edges,
+    node i serves HTTPS on tls_port + i."""
     edge_config: str | None = None
     edge_workers: int | None = None
     purge_token: str | None = None

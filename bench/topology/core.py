@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from bench.procs import Child, Probe, StartError, child_env, http_probe, port_open, redis_probe
 from bench.topology.balancer import RoundRobinBalancer
+from bench.topology.certs import DevCert, ensure_dev_cert
 from bench.topology.config import LOOPBACK, LOOPBACK_NAMES, TopologyConfig
 
 EDGE_ENV_WE_SET = ("EDGE_ORIGIN", "EDGE_REDIS_URL", "EDGE_NODE", "EDGE_PORT", "EDGE_HOST")
@@ -111,7 +112,25 @@ class Topology:
             argv += ["--redis", c.redis_url]
         if c.edge_workers is not None:
             argv += ["--workers", str(c.edge_workers)]
+        if c.tls_port:
+            cert = self.dev_cert()
+            argv += ["--tls-port", str(self.tls_port(index))]
+            argv += ["--cert", str(cert.cert), "--key", str(cert.key)]
         return argv
+
+    def tls_port(self, index: int) -> int:
+        assert self.config.tls_port
+        return self.config.tls_port if self.config.edges == 1 else self.config.tls_port + index
+
+    @property
+    def tls_url(self) -> str | None:
+        if not self.config.tls_port:
+            return None
+        return f"https://{self.config.host}:{self.tls_port(1)}"
+
+    def dev_cert(self) -> DevCert:
+        """The certificate make run serves HTTPS with (var/tls/, made once)."""
+        return ensure_dev_cert(self.config.cwd / "var" / "tls")
 
     def _service(self, role: str, name: str, argv: list[str], url: str, **kw: Any) -> Service:
         extra = {**self.config.extra_env, **kw.pop("env", {})}
@@ -154,6 +173,8 @@ class Topology:
         ports = [c.origin_port, c.edge_port]
         if c.edges > 1:
             ports += [self.node_port(i) for i in self._node_range()]
+        if c.tls_port:
+            ports += [self.tls_port(i) for i in self._node_range()]
         busy = [p for p in ports if port_open(p, c.host)]
         if busy:
             raise TopologyError(
@@ -324,6 +345,8 @@ class Topology:
             "node_urls": self.node_urls,
             "redis_url": self.redis_url,
             "purge_token": self.purge_token,
+            "tls_url": self.tls_url,
+            "tls_ca": str(self.dev_cert().ca) if self.config.tls_port else None,
             "services": [
                 {"role": s.role, "name": s.name, "pid": s.pid, "url": s.url} for s in self.services
             ],

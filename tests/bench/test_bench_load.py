@@ -50,7 +50,8 @@ def test_load_hits_herd_and_miss_cost_through_nginx() -> None:
     # CPU of nginx's process tree (master and 2 workers) per request, beside requests/s
     assert a["extra"]["cpu_per_request"]["cpu_us"] > 0
     assert a["extra"]["rounds"][0]["cpu_us"] > 0
-    assert _outcome(data, "e", "nginx")["extra"]["cpu_per_request"]["cpu_us"] > 0
+    # 30 misses may take less than one 10 ms clock tick of CPU: measured, maybe 0
+    assert _outcome(data, "e", "nginx")["extra"]["cpu_per_request"]["cpu_us"] >= 0
     assert set(data["cpu_ratios"]) == {"a", "e"}
 
 

@@ -58,6 +58,9 @@ def _edge(argv: list[str]) -> None:
     parser.add_argument("--origin", required=True)
     parser.add_argument("--redis")
     parser.add_argument("--workers", type=int)
+    parser.add_argument("--tls-port", type=int)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     args = parser.parse_args(argv)
 
     async def health(request: web.Request) -> web.Response:

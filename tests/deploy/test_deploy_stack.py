@@ -48,7 +48,16 @@ def test_docker_stack_config_accepts_the_stack() -> None:
 def test_services_mirror_the_lab(stack: dict[str, Any]) -> None:
     s = services(stack)
     assert stack["version"] == "3.9"
-    assert set(s) == {"database", "redis", "api", "front", "proxy", "edge"}
+    assert set(s) == {
+        "database",
+        "redis",
+        "api",
+        "front",
+        "proxy",
+        "edge",
+        "prometheus",
+        "grafana",
+    }
 
     db = s["database"]
     assert "--max-connections=1" in db["command"]
@@ -74,17 +83,23 @@ def test_edge_is_global_on_port_80_with_rolling_updates(stack: dict[str, Any]) -
     assert deploy["restart_policy"]["condition"] in {"any", "on-failure"}
     assert deploy["resources"]["limits"]["memory"]
     assert deploy["resources"]["limits"]["cpus"]
-    (port,) = edge["ports"]
+    port, https = edge["ports"]
     assert (port["published"], port["target"]) == (80, 8080)
+    assert (https["published"], https["target"]) == (443, 8443)
     # start-first puts the new task beside the old one on the same node: only the routing mesh
     # (ingress) lets both exist; a host-mode port would make the update fail.
     assert port.get("mode", "ingress") == "ingress"
+    assert https.get("mode", "ingress") == "ingress"
     env = edge["environment"]
     assert env["EDGE_ORIGIN"] == "http://proxy:8080"
     assert env["EDGE_REDIS_URL"].startswith("redis://redis:6379")
     assert env["EDGE_PURGE_TOKEN_FILE"] == "/run/secrets/woody_purge_token"
-    assert edge["secrets"] == ["woody_purge_token"]
+    assert edge["secrets"] == ["woody_purge_token", "woody_tls_cert", "woody_tls_key"]
     assert stack["secrets"]["woody_purge_token"]["external"] is True
+    assert env["EDGE_TLS_PORT"] == "8443"
+    assert env["EDGE_TLS_CERT"] == "/run/secrets/woody_tls_cert"
+    assert env["EDGE_TLS_KEY"] == "/run/secrets/woody_tls_key"
+    assert stack["secrets"]["woody_tls_key"]["external"] is True
     (config,) = edge["configs"]
     assert stack["configs"][config["source"]]["file"] == "./config/edge.yaml"
     assert edge["networks"] == ["woody"]

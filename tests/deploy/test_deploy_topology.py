@@ -153,7 +153,7 @@ def test_cli_options_map_to_config() -> None:
             *("up", "--edges", "3", "--origin-replicas", "2"),
             *("--redis", "redis://127.0.0.1:6399/0", "--edge-port", "9080"),
             *("--origin-port", "9081", "--heavy-seconds", "1"),
-            *("--db-seconds", "2", "--static-rate", "0"),
+            *("--db-seconds", "2", "--static-rate", "0", "--tls-port", "0"),
         ]
     )
     config = topology.config_from_args(args)
@@ -368,6 +368,7 @@ def test_up_command_runs_in_the_foreground_and_stops_on_sigterm(fake_root: Path)
         [
             *(sys.executable, "-m", "bench.topology", "up", "--edges", "1", "--quick"),
             *("--edge-port", str(edge_port), "--origin-port", str(origin_port)),
+            *("--tls-port", "0"),
         ],
         cwd=fake_root,
         env=env,
@@ -411,7 +412,7 @@ def test_detach_then_down(fake_root: Path) -> None:
     up = subprocess.run(
         [
             *(*cmd, "up", "--detach", "--quick", "--edge-port", str(edge_port)),
-            *("--origin-port", str(origin_port), "--startup-timeout", "20"),
+            *("--origin-port", str(origin_port), "--startup-timeout", "20", "--tls-port", "0"),
         ],
         cwd=fake_root,
         env=env,

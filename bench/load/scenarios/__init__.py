@@ -18,6 +18,9 @@ MODULES = (
     "e_miss_cost",
     "f_revalidate",
     "g_range",
+    "h_tls_hits",
+    "i_h2_hits",
+    "j_handshakes",
     "k_compressed_hits",
     "l_identity_page_hits",
 )

@@ -1,0 +1,127 @@
+"""What one worker measures about the answers it sends, beyond `edge.stats`' counters:
+latency histograms by cache path (hit, miss, pass) and the most requested URLs.
+
+`Observer.answered` runs once per answer (the engine's `log` hook), hits included, so it
+does a handful of dict and list operations and nothing else. Everything here is
+per-process and synchronous; `edge.nodeview` sums what the workers of a node publish.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from typing import Any
+
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+"""Upper bounds (seconds) of the latency histograms' buckets; +Inf is implied. From 0.1 ms
+(a hit from the worker's hot copy) to 30 s (a 5 MB image at a throttled origin)."""
+
+PATHS = ("hit", "miss", "pass")
+PATH_OF = {
+    "HIT": "hit",
+    "STALE": "hit",
+    "MISS": "miss",
+    "EXPIRED": "miss",
+    "REVALIDATED": "miss",
+    "BYPASS": "pass",
+}
+"""Which histogram an X-Cache verdict goes to: served from cache, fetched for the cache
+(a revalidation is a round trip to the origin), or passed through."""
+
+TOP_KEEP = 2000
+"""URLs counted per worker; past twice this, the counters keep their TOP_KEEP largest."""
+TOP_PUBLISH = 20
+"""URLs per list in a published snapshot."""
+
+
+class Histogram:
+    """Cumulative-at-export histogram: per-bucket counts, their sum and count."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"counts": list(self.counts), "sum": round(self.sum, 6)}
+
+
+class Observer:
+    """One worker's latency histograms and URL counters."""
+
+    def __init__(self) -> None:
+        self.latency = {p: Histogram() for p in PATHS}
+        self.url_hits: Counter[str] = Counter()
+        """Answers served from cache (HIT, STALE), by request target."""
+        self.url_bytes: Counter[str] = Counter()
+        """Body bytes sent, by request target (every verdict)."""
+
+    def answered(self, target: str, x_cache: str, size: int, seconds: float) -> None:
+        path = PATH_OF.get(x_cache)
+        if path is None:  # "-": an answer of the edge's own (421, 400...)
+            return
+        self.latency[path].observe(seconds)
+        if path == "hit":
+            self.url_hits[target] += 1
+        if size:
+            self.url_bytes[target] += size
+        if len(self.url_bytes) > 2 * TOP_KEEP or len(self.url_hits) > 2 * TOP_KEEP:
+            self.trim()
+
+    def trim(self) -> None:
+        self.url_hits = Counter(dict(self.url_hits.most_common(TOP_KEEP)))
+        self.url_bytes = Counter(dict(self.url_bytes.most_common(TOP_KEEP)))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "latency": {p: h.as_dict() for p, h in self.latency.items()},
+            "top_hits": self.url_hits.most_common(TOP_PUBLISH),
+            "top_bytes": self.url_bytes.most_common(TOP_PUBLISH),
+        }
+
+
+def quantile(counts: list[int], q: float) -> float | None:
+    """The q-quantile of a histogram's bucket counts, interpolated inside its bucket as
+    Prometheus' histogram_quantile does (None when empty; the last finite bound when it
+    falls in +Inf)."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(counts):
+        if seen + n >= rank and n:
+            if i == len(LATENCY_BUCKETS):
+                return LATENCY_BUCKETS[-1]
+            low = LATENCY_BUCKETS[i - 1] if i else 0.0
+            high = LATENCY_BUCKETS[i]
+            return low + (high - low) * (rank - seen) / n
+        seen += n
+    return LATENCY_BUCKETS[-1]

@@ -1,0 +1,381 @@
+"""HTTPS at the edge (edge/tls.py): TLS 1.2+ only, SNI, reload in place, redirect and HSTS,
+ALPN to HTTP/1.1 or h2 with the same headers on both, and the `tls:` configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from edge.config import ConfigError, apply_overrides, parse_config
+from edge.http1 import serialize_head
+from edge.http2 import h1_head_fields
+from edge.tls_config import CertFiles
+from tests.edge.conftest import url
+from tests.edge.tls_helpers import H2Client, client_context, start_tls_edge, write_cert
+
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA(key_type=trustme.KeyType.ECDSA)
+
+
+@pytest.fixture
+async def tls_front(scripted, tmp_path: Path, ca: trustme.CA):  # type: ignore[no-untyped-def]
+    script, origin = scripted
+    script.set("/a", body=b"A" * 1000, Cache_Control="max-age=60")
+    script.set("/big", body=bytes(range(256)) * 2000, Cache_Control="max-age=60")
+    shop = write_cert(ca, tmp_path, "shop", "shop.example", "*.shop.example")
+    server, files = await start_tls_edge(url(origin, "/"), tmp_path, ca, hsts=HSTS)
+    assert server.certs is not None
+    # A second certificate, chosen by SNI.
+    settings = server.certs.settings
+    server.certs.settings = type(settings)(
+        port=settings.port,
+        certificates=(files, shop),
+        hsts=HSTS,
+        redirect=("shop.example",),
+        redirect_port=server.tls_port,
+        http2=settings.http2,
+    )
+    assert server.certs.reload("test")
+    yield script, server, files
+    await server.stop()
+
+
+async def h1(
+    port: int, ca: trustme.CA, path: str, host: str = "localhost", sni: str = "localhost"
+) -> tuple[str, dict[str, str], bytes, ssl.SSLObject]:
+    """One HTTP/1.1 request over TLS."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_context(ca, ["http/1.1"]), server_hostname=sni
+    )
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), 5)
+    sslobj = writer.get_extra_info("ssl_object")
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        fields[k.strip().lower()] = v.strip()
+    return lines[0], fields, body, sslobj
+
+
+async def plain(port: int, path: str, host: str) -> tuple[str, dict[str, str]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head = data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    return head[0], {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in head[1:])}
+
+
+async def test_http1_over_tls_miss_then_hit_with_hsts(tls_front: Any, ca: trustme.CA) -> None:
+    script, server, _ = tls_front
+    status, fields, body, sslobj = await h1(server.tls_port, ca, "/a")
+    assert status == "HTTP/1.1 200 OK" and body == b"A" * 1000
+    assert fields["x-cache"] == "MISS"
+    assert fields["strict-transport-security"] == HSTS
+    assert sslobj.version() in ("TLSv1.2", "TLSv1.3")
+    assert sslobj.selected_alpn_protocol() == "http/1.1"
+    status, fields, body, _ = await h1(server.tls_port, ca, "/a")
+    assert fields["x-cache"] == "HIT" and fields["cache-status"].startswith("edge-1; hit")
+    assert fields["strict-transport-security"] == HSTS
+    # The origin learns the client came over https.
+    assert script.seen[0].headers["X-Forwarded-Proto"] == "https"
+    # No HSTS over plain HTTP (RFC 6797 section 7.2).
+    _, plain_fields = await plain(server.port, "/a", "localhost")
+    assert "strict-transport-security" not in plain_fields
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_old_tls_versions_are_refused(tls_front: Any, ca: trustme.CA) -> None:
+    _, server, _ = tls_front
+    ctx = client_context(ca, ["http/1.1"])
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await asyncio.wait_for(
+            asyncio.open_connection(
+                "127.0.0.1", server.tls_port, ssl=ctx, server_hostname="localhost"
+            ),
+            5,
+        )
+    # The listener is still there for a modern client.
+    status, *_ = await h1(server.tls_port, ca, "/a")
+    assert status.endswith("200 OK")
+
+
+async def test_sni_chooses_the_certificate(tls_front: Any, ca: trustme.CA) -> None:
+    _, server, _ = tls_front
+    *_, sslobj = await h1(server.tls_port, ca, "/a", host="shop.example", sni="shop.example")
+    sans = {v for _, v in sslobj.getpeercert()["subjectAltName"]}
+    assert "shop.example" in sans
+    *_, sslobj = await h1(server.tls_port, ca, "/a", host="x.shop.example", sni="x.shop.example")
+    assert "*.shop.example" in {v for _, v in sslobj.getpeercert()["subjectAltName"]}
+    # An unknown name (and no SNI at all) gets the first certificate.
+    *_, sslobj = await h1(server.tls_port, ca, "/a")
+    assert "localhost" in {v for _, v in sslobj.getpeercert()["subjectAltName"]}
+
+
+async def test_reload_keeps_open_connections_and_new_handshakes_use_new_files(
+    tls_front: Any, ca: trustme.CA, tmp_path: Path
+) -> None:
+    _, server, files = tls_front
+    # A connection opened before the reload.
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1",
+        server.tls_port,
+        ssl=client_context(ca, ["http/1.1"]),
+        server_hostname="localhost",
+    )
+    new_ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    fresh = write_cert(new_ca, tmp_path, "renewed", "127.0.0.1", "localhost")
+    copy_cert(fresh, files)
+    assert server.certs.changed()
+    server.reload_certificates()  # what SIGHUP does
+    assert server.certs.reloads >= 2
+    *_, sslobj = await h1(server.tls_port, new_ca, "/a")
+    assert sslobj is not None
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await h1(server.tls_port, ca, "/a")
+    # The old connection still works.
+    writer.write(b"GET /a HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    writer.close()
+    # A broken file: the certificates in use stay.
+    copy_cert(CertFiles(fresh.cert, __file__), files)  # a key file that is no key
+    assert not server.certs.reload("test")
+    assert server.certs.reload_errors == 1
+    *_, sslobj = await h1(server.tls_port, new_ca, "/a")
+    assert sslobj is not None
+
+
+async def test_plain_http_redirects_per_host(tls_front: Any) -> None:
+    _, server, _ = tls_front
+    # tls.redirect names shop.example only: the test swapped the settings after start, so
+    # the plain listener here is the one started without redirect; build one that has it.
+    from edge.http1 import Http1Connection
+    from edge.tls import Redirector
+
+    loop = asyncio.get_running_loop()
+    redirecting = await loop.create_server(
+        lambda: Http1Connection(Redirector(server.node, server.certs.settings)),  # type: ignore[arg-type]
+        "127.0.0.1",
+        0,
+    )
+    port = redirecting.sockets[0].getsockname()[1]
+    try:
+        status, fields = await plain(port, "/a?x=1", "shop.example:80")
+        assert status == "HTTP/1.1 308 Permanent Redirect"
+        assert fields["location"] == f"https://shop.example:{server.tls_port}/a?x=1"
+        status, _ = await plain(port, "/_edge/health", "shop.example")
+        assert status == "HTTP/1.1 200 OK"  # the healthcheck stays on plain HTTP
+        status, fields = await plain(port, "/a", "localhost")
+        assert status == "HTTP/1.1 200 OK" and "location" not in fields
+    finally:
+        redirecting.close()
+
+
+async def test_plain_listener_redirects_when_configured(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    _, origin = scripted
+    server, _ = await start_tls_edge(
+        url(origin, "/"), tmp_path, ca, redirect=True, redirect_port=443, hsts="max-age=60"
+    )
+    try:
+        status, fields = await plain(server.port, "/5mo.jpg", "Shop.Example")
+        assert status == "HTTP/1.1 308 Permanent Redirect"
+        assert fields["location"] == "https://shop.example/5mo.jpg"  # 443: no port
+        assert "strict-transport-security" not in fields
+        status, _ = await plain(server.port, "/x", "bad host\\")
+        assert not status.startswith("HTTP/1.1 308")
+    finally:
+        await server.stop()
+
+
+async def test_h2_headers_are_the_same_as_http1(tls_front: Any, ca: trustme.CA) -> None:
+    _, server, _ = tls_front
+    client = await H2Client.open(server.tls_port, ca)
+    try:
+        headers, body = await client.response(client.request("/a"))
+        assert headers[b":status"] == b"200" and body == b"A" * 1000
+        assert headers[b"x-cache"] == b"MISS"
+        headers, body = await client.response(client.request("/a"))
+        assert headers[b"x-cache"] == b"HIT"
+        assert headers[b"cache-status"].startswith(b"edge-1; hit; ttl=")
+        assert headers[b"strict-transport-security"] == HSTS.encode()
+        assert b"connection" not in headers
+        _, h1_fields, _, _ = await h1(server.tls_port, ca, "/a")
+        h1_names = set(h1_fields) - {"connection"}
+        assert {k.decode() for k in headers if not k.startswith(b":")} == h1_names
+        # A body larger than the windows (flow control: the client acknowledges as it reads).
+        headers, body = await client.response(client.request("/big"), timeout=10)
+        assert body == bytes(range(256)) * 2000
+        headers, body = await client.response(client.request("/big", method="HEAD"))
+        assert body == b"" and headers[b"content-length"] == b"512000"
+    finally:
+        await client.close()
+
+
+async def test_h2_split_cookies_reach_the_origin_joined(tls_front: Any, ca: trustme.CA) -> None:
+    script, server, _ = tls_front
+    script.set("/api/c", body=b"c")
+    client = await H2Client.open(server.tls_port, ca)
+    try:
+        sid = client.h2.get_next_available_stream_id()
+        headers = [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", b"localhost"),
+            (b":path", b"/api/c"),
+            (b"cookie", b"a=1"),
+            (b"cookie", b"b=2"),
+        ]
+        client.h2.send_headers(sid, headers, end_stream=True)
+        client.flush()
+        await client.response(sid)
+        assert script.seen[-1].headers.getall("Cookie") == ["a=1; b=2"]
+    finally:
+        await client.close()
+
+
+async def test_h2_post_body_reaches_the_origin(tls_front: Any, ca: trustme.CA) -> None:
+    script, server, _ = tls_front
+    script.set("/api/orders", status=201, body=b"created")
+    client = await H2Client.open(server.tls_port, ca)
+    try:
+        sid = client.request("/api/orders", method="POST", end=False)
+        await client.send_body(sid, b"x" * 100000)  # larger than a frame and the first window
+        headers, body = await client.response(sid)
+        assert headers[b":status"] == b"201" and body == b"created"
+    finally:
+        await client.close()
+
+
+async def test_graceful_stop_sends_goaway_and_finishes_streams(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    script, origin = scripted
+    script.set("/slow", body=b"s" * 10, Cache_Control="max-age=60")
+    script.delay = 0.5
+    server, _ = await start_tls_edge(url(origin, "/"), tmp_path, ca)
+    client = await H2Client.open(server.tls_port, ca)
+    sid = client.request("/slow")
+    await asyncio.sleep(0.1)
+    stopping = asyncio.create_task(server.stop())
+    frames = await client.raw_frames(until_closed=10)
+    kinds = [(type(f).__name__, f.stream_id) for f in frames]
+    goaway = next(f for f in frames if type(f).__name__ == "GoAwayFrame")
+    assert goaway.error_code == 0 and goaway.last_stream_id == sid
+    # The stream in flight is answered after the GOAWAY, then the connection closes.
+    assert kinds.index(("GoAwayFrame", 0)) < kinds.index(("HeadersFrame", sid))
+    data = b"".join(f.data for f in frames if type(f).__name__ == "DataFrame")
+    assert data == b"s" * 10
+    assert any("END_STREAM" in f.flags for f in frames if f.stream_id == sid)
+    await asyncio.wait_for(stopping, 10)
+    await client.close()
+
+
+def test_h1_head_fields_round_trip() -> None:
+    head = serialize_head(200, [("X-Cache", "HIT"), ("Via", "1.1 e")], 5, "Connection: close\r\n")
+    status, fields = h1_head_fields(head)
+    assert status == 200
+    assert fields == [(b"x-cache", b"HIT"), (b"via", b"1.1 e"), (b"content-length", b"5")]
+
+
+def copy_cert(src: CertFiles, dst: CertFiles) -> None:
+    Path(dst.cert).write_bytes(Path(src.cert).read_bytes())
+    Path(dst.key).write_bytes(Path(src.key).read_bytes())
+
+
+def test_serve_refuses_to_start_with_a_missing_or_mismatched_key(
+    tmp_path: Path, ca: trustme.CA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace as dc_replace
+
+    from edge.config import EdgeConfig
+    from edge.server import serve
+    from edge.tls_config import TlsSettings
+
+    good = write_cert(ca, tmp_path, "a", "localhost")
+    other = write_cert(ca, tmp_path, "b", "localhost")
+    for files, says in (
+        (CertFiles(str(tmp_path / "none.pem"), good.key), "none.pem: no such file"),
+        (CertFiles(good.cert, other.key), "cannot load the certificate and key"),
+    ):
+        cfg = dc_replace(EdgeConfig(), tls=TlsSettings(port=1, certificates=(files,)))
+        assert serve(cfg) == 2
+        assert says in capsys.readouterr().err
+
+
+# -- configuration -----------------------------------------------------------------------
+
+SRC = "cfg/edge.yaml"
+
+
+def fails(doc: Any, where: str, fragment: str = "") -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc, SRC)
+    assert f"{SRC}: {where}:" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_tls_config_values() -> None:
+    cfg = parse_config(
+        {
+            "tls": {
+                "port": 8443,
+                "certificates": [{"cert": "/c.pem", "key": "/k.pem", "names": ["Shop.Example"]}],
+                "min_version": "1.3",
+                "redirect": ["shop.example"],
+                "hsts": "max-age=600",
+                "http2": {"max_concurrent_streams": 64, "max_header_list_size": "32k"},
+            }
+        },
+        SRC,
+    )
+    tls = cfg.tls
+    assert tls is not None and tls.port == 8443 and tls.min_version == "1.3"
+    assert tls.certificates == (CertFiles("/c.pem", "/k.pem", ("shop.example",)),)
+    assert tls.http2.max_concurrent_streams == 64 and tls.http2.max_header_list_size == 32768
+    assert tls.redirects("SHOP.example:80") and not tls.redirects("other.example")
+    assert parse_config({}, SRC).tls is None
+
+
+def test_tls_config_errors_name_the_key() -> None:
+    cert = [{"cert": "/c", "key": "/k"}]
+    fails({"tls": {"certificates": cert}}, "tls.port")
+    fails({"tls": {"port": 8443}}, "tls.certificates")
+    fails({"tls": {"port": 8443, "certificates": [{"cert": "/c"}]}}, "tls.certificates[0].key")
+    fails({"tls": {"port": 8443, "certificates": cert, "min_version": "1.1"}}, "tls.min_version")
+    fails({"tls": {"port": 8443, "certificates": cert, "ciphers": "x"}}, "tls.ciphers", "unknown")
+    fails({"tls": {"port": 8443, "certificates": cert, "hsts": "1 year"}}, "tls.hsts")
+    fails(
+        {"tls": {"port": 8443, "certificates": cert, "http2": {"max_concurrent_streams": 0}}},
+        "tls.http2.max_concurrent_streams",
+    )
+
+
+def test_tls_from_environment_and_flags() -> None:
+    cfg = parse_config({}, SRC)
+    env = {"EDGE_TLS_PORT": "9443", "EDGE_TLS_CERT": "/c", "EDGE_TLS_KEY": "/k"}
+    out = apply_overrides(cfg, env)
+    assert out.tls is not None and out.tls.port == 9443
+    assert out.tls.certificates[0] == CertFiles("/c", "/k")
+    out = apply_overrides(cfg, {}, tls_port=8443, cert="/c2", key="/k2")
+    assert out.tls is not None and out.tls.certificates[0].cert == "/c2"
+    with pytest.raises(ConfigError, match="EDGE_TLS_KEY"):
+        apply_overrides(cfg, {"EDGE_TLS_PORT": "9443", "EDGE_TLS_CERT": "/c"})
+    with pytest.raises(ConfigError, match="--cert"):
+        apply_overrides(cfg, {}, tls_port=8443)
