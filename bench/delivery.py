@@ -19,6 +19,7 @@ Both start their own origin and edge on loopback and stop them at the end.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import time
@@ -43,6 +44,7 @@ FLAGS = (
     "--disable-component-update",
     "--window-size=1280,900",
 )
+SPKI: list[str] = []  # `hints --tls`: the bench certificate's key, trusted by this browser
 ENTRIES_JS = """
 const out = [];
 for (const e of performance.getEntriesByType('navigation').concat(
@@ -66,6 +68,10 @@ def browser() -> Iterator[Any]:
     options.binary_location = CHROMIUM
     for flag in FLAGS:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    if SPKI:
+        # Trusted as a valid certificate (a secure context), unlike --ignore-certificate-errors.
+        options.add_argument("--ignore-certificate-errors-spki-list=" + ",".join(SPKI))
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -84,6 +90,22 @@ def load(url: str) -> list[dict[str, Any]]:
             time.sleep(0.05)
         time.sleep(0.3)
         entries: list[dict[str, Any]] = driver.execute_script(ENTRIES_JS)
+        # When each request really left the browser (DevTools' Network.requestWillBeSent:
+        # Resource Timing dates a preload from an early hint when the page first uses it).
+        sent: dict[str, float] = {}
+        hints = 0
+        for record in driver.get_log("performance"):
+            message = json.loads(record["message"])["message"]
+            if message.get("method") == "Network.responseReceivedEarlyHints":
+                hints += 1
+            if message.get("method") == "Network.requestWillBeSent":
+                params = message["params"]
+                sent.setdefault(params["request"]["url"], float(params["timestamp"]))
+        first = min(sent.values(), default=0.0)
+        for e in entries:
+            if e["name"] in sent:
+                e["sent_ms"] = (sent[e["name"]] - first) * 1000
+            e["early_hints_seen"] = hints
         return entries
 
 
@@ -104,6 +126,17 @@ def purge_all(edge: Server, token: str) -> None:
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         resp.read()
+
+
+def wait_tls(port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the edge's TLS port {port} did not open")
 
 
 def short(name: str) -> str:
@@ -283,7 +316,63 @@ def memory_table(data: dict[str, Any]) -> str:
 # -- hints -------------------------------------------------------------------------------------
 
 
-def hints_run(page_delay: float, rounds: int) -> dict[str, Any]:
+def tls_section(group: ProcessGroup) -> tuple[dict[str, Any], int]:
+    """A `tls:` section with a fresh certificate for 127.0.0.1 (trustme, a dev dependency):
+    Chromium acts on 103 only over HTTP/2, which browsers speak over TLS only."""
+    import trustme
+
+    from bench.procs import free_port
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    folder = group.subdir("tls")
+    cert_path, key_path = folder / "edge.pem", folder / "edge.key"
+    cert_path.write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
+    key_path.write_bytes(cert.private_key_pem.bytes())
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    leaf = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
+    spki = leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    SPKI[:] = [base64.b64encode(digest.finalize()).decode()]
+    port = free_port()
+    section = {"port": port, "certificates": [{"cert": str(cert_path), "key": str(key_path)}]}
+    return section, port
+
+
+def edge_arrivals(edge: Server) -> dict[str, float]:
+    """From the edge's JSON access log: when each request of the last page load reached the
+    edge (answer time minus ttlb), in ms after the page's own request."""
+    import datetime
+
+    starts: list[tuple[str, float]] = []
+    for child in edge.managed:
+        for line in child.log_path.read_text(errors="replace").splitlines():
+            text = line[line.find("{") :] if "{" in line else ""
+            try:
+                rec = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict) or "target" not in rec or "ttlb" not in rec:
+                continue
+            when = datetime.datetime.fromisoformat(str(rec["time"]).replace("Z", "+00:00"))
+            starts.append((str(rec["target"]), when.timestamp() - float(rec["ttlb"])))
+    pages = [t for target, t in starts if target == "/"]
+    if not pages:
+        return {}
+    page = pages[-1]
+    out: dict[str, float] = {}
+    for target, t in starts:
+        if t >= page - 0.005 and target not in out and target != "/":
+            out[target] = (t - page) * 1000
+    return out
+
+
+def hints_run(page_delay: float, rounds: int, tls: bool = False) -> dict[str, Any]:
     token = "bench-delivery-token-0123456789"
     out: dict[str, Any] = {}
     for label, on in (("hints on", True), ("hints off", False)):
@@ -298,19 +387,34 @@ def hints_run(page_delay: float, rounds: int) -> dict[str, Any]:
                     extra=("--page-delay", str(page_delay)),
                 ),
             )
-            cfg = edge_config(
-                group, f"edge-{label}", {"early_hints": on, "purge": {"token": token}}
+            extra: dict[str, Any] = {"early_hints": on, "purge": {"token": token}}
+            tls_port = 0
+            if tls:
+                extra["tls"], tls_port = tls_section(group)
+            cfg = edge_config(group, f"edge-{label}", extra)
+            edge = start_edge(
+                group, origin.url, node="edge-h", config=cfg, extra_args=("--access-log", "json")
             )
-            edge = start_edge(group, origin.url, node="edge-h", config=cfg)
-            load(edge.url + "/")  # the edge learns the page's Link headers
+            page = f"https://127.0.0.1:{tls_port}/" if tls else edge.url + "/"
+            if tls:
+                wait_tls(tls_port)
+            load(page)  # the edge learns the page's Link headers
             for _ in range(rounds):
                 purge_all(edge, token)  # the next load is a cold page (a miss)
-                entries = load(edge.url + "/")
+                entries = load(page)
+                time.sleep(0.2)
+                arrivals = edge_arrivals(edge)
                 nav = next(e for e in entries if e["initiator"] == "navigation")
-                img = next(e for e in entries if e["name"].endswith("5mo.jpg"))
-                css = next(e for e in entries if e["name"].endswith("woody.css"))
+                none = {"start": float("nan"), "end": float("nan"), "initiator": "missing"}
+                img = next((e for e in entries if e["name"].endswith("5mo.jpg")), none)
+                css = next((e for e in entries if e["name"].endswith("woody.css")), none)
                 samples.append(
                     {
+                        "image_at_edge_ms": arrivals.get("/5mo.jpg", float("nan")),
+                        "css_at_edge_ms": arrivals.get("/woody.css", float("nan")),
+                        "image_sent_ms": img.get("sent_ms", float("nan")),
+                        "css_sent_ms": css.get("sent_ms", float("nan")),
+                        "early_hints_seen": nav.get("early_hints_seen", 0),
                         "html_response_start_ms": nav["responseStart"],
                         "image_start_ms": img["start"],
                         "image_end_ms": img["end"],
@@ -325,15 +429,19 @@ def hints_run(page_delay: float, rounds: int) -> dict[str, Any]:
 
 def hints_table(data: dict[str, Any]) -> str:
     lines = [
-        "| run | HTML response start (ms) | CSS request start (ms) | image request start "
-        "(ms) | image done (ms) | protocol | image initiator |",
-        "| :--- | ---: | ---: | ---: | ---: | :--- | :--- |",
+        "| run | 103 seen | image request at the edge (ms) | CSS at the edge (ms) | image "
+        "requestWillBeSent (ms) | HTML response start (ms) | image done (ms) | protocol | "
+        "image initiator |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | :--- | :--- |",
     ]
     for label, samples in data.items():
         for i, s in enumerate(samples):
             lines.append(
-                f"| {label} #{i + 1} | {s['html_response_start_ms']:.0f} | "
-                f"{s['css_start_ms']:.0f} | {s['image_start_ms']:.0f} | "
+                f"| {label} #{i + 1} | {s.get('early_hints_seen', 'n/a')} | "
+                f"{s.get('image_at_edge_ms', float('nan')):.0f} | "
+                f"{s.get('css_at_edge_ms', float('nan')):.0f} | "
+                f"{s.get('image_sent_ms', float('nan')):.0f} | "
+                f"{s['html_response_start_ms']:.0f} | "
                 f"{s['image_end_ms']:.0f} | {s['protocol']} | {s['image_initiator']} |"
             )
     return "\n".join(lines)
@@ -346,6 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     h = sub.add_parser("hints", help="when the image request starts, Early Hints on and off")
     h.add_argument("--page-delay", type=float, default=0.5, help="seconds the origin's page takes")
     h.add_argument("--rounds", type=int, default=3)
+    h.add_argument("--tls", action="store_true", help="over HTTPS, where Chromium speaks h2")
     m = sub.add_parser("memory", help="RSS of the edge during a cold 5 MB fill")
     m.add_argument("--static-rate", type=int, default=300 * 1024)
     parser.add_argument("--json", type=Path, help="also write the raw entries here")
@@ -357,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         data = memory_run(args.static_rate)
         print(memory_table(data))
     else:
-        data = hints_run(args.page_delay, args.rounds)
+        data = hints_run(args.page_delay, args.rounds, args.tls)
         print(hints_table(data))
     if args.json:
         args.json.write_text(json.dumps(data, indent=1))

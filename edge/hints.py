@@ -9,10 +9,10 @@ browser fetches the stylesheet, script and image while the origin is still worki
   revalidated; forgotten when the page's answer no longer carries such links. Per worker,
   bounded (`MAX_PAGES`), in memory: hints are an optimization, a worker that has not seen
   the page yet sends none.
-- Sent only to HTTP/1.1 clients (RFC 9110 section 15.2: "A server MUST NOT send a 1xx
-  response to an HTTP/1.0 client"), through the connection's `interim(status, fields)`. That
-  is the hook for HTTP/2 (branch `tls`): an HTTP/2 stream object with the same `interim`
-  method sends a HEADERS frame with `:status 103`; nothing here depends on the protocol.
+- Sent to HTTP/1.1 and HTTP/2 clients, never to HTTP/1.0 (RFC 9110 section 15.2: "A server
+  MUST NOT send a 1xx response to an HTTP/1.0 client"), through the `interim(status, fields)`
+  of the object carrying the request: the HTTP/1.1 connection, or the h2 stream
+  (`edge/http2.py`: a HEADERS frame with `:status 103`); nothing here depends on the protocol.
 - Never stored: a 1xx is never an entry (the stored answer is the final one, whose `Link`
   fields the hints repeat, as RFC 8297 section 2 expects).
 - The origin's own 103: aiohttp's client (3.14) reads and drops informational answers before
@@ -21,7 +21,7 @@ browser fetches the stylesheet, script and image while the origin is still worki
 
 Note: Chromium acts on 103 only over HTTP/2 and HTTP/3 ("Chromium only handles 103 responses
 over HTTP/2 and HTTP/3", its intent to ship); over HTTP/1.1 it ignores them. See
-docs/delivery.md for the measurement.
+docs/delivery.md for both measurements.
 """
 
 from __future__ import annotations
