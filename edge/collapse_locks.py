@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from edge.entry import Entry
@@ -26,6 +27,9 @@ class NodeLocks:
         return self.node.try_lock(key, ttl)
 
     async def unlock_async(self, key: str, token: str) -> None:
+        # The fill's node-tier write runs on the next loop turn (after its clients got their
+        # answer, Tiers.store): let it land before the waiting workers look.
+        await asyncio.sleep(0)
         self.node.unlock(key, token)
 
     async def wait_for_fill(

@@ -634,6 +634,7 @@ ENV_VARS = (
     "EDGE_TLS_PORT",
     "EDGE_TLS_CERT",
     "EDGE_TLS_KEY",
+    "EDGE_NODE_CACHE_PATH",
 )
 
 
@@ -665,6 +666,9 @@ def apply_overrides(cfg: EdgeConfig, env: dict[str, str], **flags: Any) -> EdgeC
         changes["node"] = env["EDGE_NODE"]
     if env.get("EDGE_HOST"):
         changes["host"] = env["EDGE_HOST"]
+    if env.get("EDGE_NODE_CACHE_PATH"):
+        changes["node_cache_path"] = env["EDGE_NODE_CACHE_PATH"]
+        changes["node_cache_enabled"] = True
     for name, attr, high in (("EDGE_PORT", "port", 65535), ("EDGE_WORKERS", "workers", 64)):
         if env.get(name):
             try:

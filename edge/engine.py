@@ -68,11 +68,23 @@ PLAIN_OR_ANSWERED_AE = PLAIN_OR_ANSWERED | F_ACCEPT_ENCODING
 Run = Coroutine[Any, Any, None]
 
 
-class Window:
+class Counted:
+    """Passes a streamed body on to the client, counting the bytes (for stats and logs)."""
+
+    def __init__(self, conn: Http1Connection) -> None:
+        self.conn = conn
+        self.sent = 0
+
+    async def write(self, chunk: bytes) -> None:
+        self.sent += len(chunk)
+        await self.conn.write(chunk)
+
+
+class Window(Counted):
     """Passes on only bytes first..last of a streamed body (a Range answered from a fill)."""
 
     def __init__(self, conn: Http1Connection, first: int, last: int) -> None:
-        self.conn = conn
+        super().__init__(conn)
         self.first = first
         self.last = last
         self.offset = 0
@@ -82,7 +94,7 @@ class Window:
         self.offset = end
         if end <= self.first or start > self.last:
             return
-        await self.conn.write(chunk[max(0, self.first - start) : self.last + 1 - start])
+        await super().write(chunk[max(0, self.first - start) : self.last + 1 - start])
 
 
 class Engine:
@@ -473,7 +485,7 @@ class Engine:
                 req.headers.get("Accept-Encoding"), self.cfg.compression.codings
             )
             reply = compress.stream_reply(reply, coding)
-        sink: Http1Connection | Window | compress.EncodingSink = conn
+        sink: Counted | compress.EncodingSink = Counted(conn)
         if req.flags & F_RANGE and head.status == 200:
             window = self.range_window(req, conn, reply, head)
             if window is None:
@@ -519,11 +531,8 @@ class Engine:
         if isinstance(sink, compress.EncodingSink):
             await sink.finish()
         conn.end()
-        sent = reply.length if reply.length is not None else 0
-        if isinstance(sink, compress.EncodingSink):
-            sent = sink.sent
-        self.stats.record(x_cache, sent)
-        self.log(req, reply.status, sent, x_cache)
+        self.stats.record(x_cache, sink.sent)
+        self.log(req, reply.status, sink.sent, x_cache)
 
     def range_window(
         self, req: Request, conn: Http1Connection, reply: respond.Reply, head: Head

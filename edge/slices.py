@@ -409,14 +409,27 @@ class Slicer:
         sent: list[bool],
     ) -> None:
         now = time.time()
+        from edge.http1 import F_CACHE_CONTROL
+
+        req_cc = (
+            policy.parse_request(req.headers) if req.flags & F_CACHE_CONTROL else flow.NO_REQUEST_CC
+        )
         manifest = await self._manifest(route.key)
         if manifest is not None and (
             manifest.invalidated
             or int(manifest.meta.get("slice", 0)) != pol.size
-            or policy.reuse(manifest, flow.NO_REQUEST_CC, now) is not policy.Reuse.FRESH
+            or policy.reuse(manifest, req_cc, now) is not policy.Reuse.FRESH
         ):
             manifest = None  # expired or purged softly: a new fill (slices are not revalidated)
         fills: dict[int, SliceFill | bytes] = {}
+        if manifest is None and req_cc.only_if_cached:
+            # RFC 9111 section 5.2.1.7: "respond ... with a 504 (Gateway Timeout)".
+            self.engine.reject(
+                req,
+                conn,
+                flow.Reject(504, "not in cache (only-if-cached)", "MISS", "detail=only-if-cached"),
+            )
+            return
         if manifest is None:
             manifest, first_fill = await self._new_manifest(req, route, pol)
             fills[first_fill.index] = first_fill

@@ -247,6 +247,7 @@ class Redirector:
         self.guard = engine.guard
         self.cfg = engine.cfg
         self.access_log = engine.access_log
+        self.timed = engine.timed
         self.settings = settings
         port = settings.redirect_port or settings.port
         self.port_suffix = "" if port == 443 else f":{port}"

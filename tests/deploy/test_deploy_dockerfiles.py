@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import DEPLOY, DOCKERFILES, REPO
+from tests.deploy.helpers import DEPLOY, DOCKERFILES, LOCAL_DOCKERFILES, REPO
+
+ALL_DOCKERFILES = {**DOCKERFILES, **LOCAL_DOCKERFILES}
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -55,11 +57,11 @@ def allowed_by_dockerignore(dockerfile: Path, source: str) -> bool:
     )
 
 
-@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+@pytest.mark.parametrize("name", sorted(ALL_DOCKERFILES))
 def test_every_copied_file_exists_and_is_in_the_context(name: str) -> None:
-    dockerfile = DOCKERFILES[name]
+    dockerfile = ALL_DOCKERFILES[name]
     sources = copy_sources(dockerfile)
-    assert sources, f"{name}: no COPY?"
+    assert sources or name == "woody-redis", f"{name}: no COPY?"  # Redis needs no file of ours
     for source in sources:
         matches = list(REPO.glob(source.rstrip("/")))
         optional = "[" in source  # README.m[d]: a glob that may match nothing
@@ -69,17 +71,31 @@ def test_every_copied_file_exists_and_is_in_the_context(name: str) -> None:
         )
 
 
-@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+@pytest.mark.parametrize("name", sorted(ALL_DOCKERFILES))
 def test_images_are_labelled_healthchecked_and_secret_free(name: str) -> None:
-    dockerfile = DOCKERFILES[name]
+    dockerfile = ALL_DOCKERFILES[name]
     steps = instructions(dockerfile)
     words = [w for w, _ in steps]
     assert "HEALTHCHECK" in words
     assert any(w == "ARG" and r.startswith("GIT_COMMIT") for w, r in steps)
     labels = " ".join(r for w, r in steps if w == "LABEL")
     assert 'org.opencontainers.image.revision="${GIT_COMMIT}"' in labels
-    froms = [r.split()[0] for w, r in steps if w == "FROM"]
-    assert all(base.startswith(("python:3.11-slim", "nginx:", "mysql:8")) for base in froms), froms
+    # Every base is a build argument whose default is the official image (scripts/swarm-smoke
+    # passes a local Debian); a later stage may start from an earlier one.
+    args = dict(r.split("=", 1) for w, r in steps if w == "ARG" and "=" in r)
+    stages = {r.split()[-1] for w, r in steps if w == "FROM" and " AS " in r}
+    for base in (r.split()[0] for w, r in steps if w == "FROM"):
+        if base in stages:
+            continue
+        arg = re.fullmatch(r"\$\{(\w+)\}", base)
+        assert arg, f"{dockerfile}: FROM {base}: the base must be a build argument"
+        default = args[arg.group(1)]
+        assert default.startswith(
+            ("python:3.11-slim", "nginx:", "mysql:8", "redis:7", "debian:bookworm")
+        ), default
+    # The commit's label comes last: a new commit does not invalidate the cached layers.
+    assert words[-1] == "LABEL" and steps[-3] == ("ARG", "GIT_COMMIT=unknown")
+    assert "# syntax=" not in dockerfile.read_text(), "a syntax line pulls a frontend image"
     text = dockerfile.read_text()
     assert not re.search(r"(PASSWORD|TOKEN)=(?!\$)\S", text), "no secrets baked in"
 
@@ -96,7 +112,26 @@ def test_images_run_unprivileged(name: str) -> None:
 
 def test_database_runs_mysqld_as_mysql() -> None:
     # The official image starts as root only to initialize, then drops to user `mysql` (gosu).
-    assert instructions(DOCKERFILES["woody-database"])[0][1].startswith("mysql:8")
+    assert instructions(DOCKERFILES["woody-database"])[0] == ("ARG", "BASE=mysql:8.0")
+    # The MariaDB stand-in does the same: its entrypoint ends in `mysqld --user=mysql`.
+    entrypoint = (DEPLOY / "database" / "mariadb-entrypoint.sh").read_text()
+    assert 'exec "$@" --user=mysql' in entrypoint
+
+
+def test_mariadb_entrypoint_sets_the_password_and_runs_init_sql(tmp_path: Path) -> None:
+    """The stand-in's entrypoint, with mariadb-install-db, mariadbd and the clients faked."""
+    script = DEPLOY / "database" / "mariadb-entrypoint.sh"
+    assert os.access(script, os.X_OK)
+    text = script.read_text()
+    for needed in ("MYSQL_ROOT_PASSWORD_FILE", "MYSQL_DATABASE", "/docker-entrypoint-initdb.d",
+                   "--skip-networking", "'root'@'%'"):  # fmt: skip
+        assert needed in text, needed
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    # A command that is not mysqld runs as is (as with the official image).
+    out = subprocess.run(
+        ["/bin/sh", str(script), "echo", "plain"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout == "plain\n"
 
 
 def test_init_sql_has_the_lab_schema_and_seeds() -> None:

@@ -326,3 +326,18 @@ def test_compression_and_slices_are_read_and_checked() -> None:
             assert where in str(exc), (where, str(exc))
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+def test_node_cache_keys_and_the_swarm_path_from_the_environment() -> None:
+    cfg = parse({"node_cache": {"path": "/var/cache/edge", "max_bytes": "1g"}, "workers": 2})
+    assert cfg.node_cache_enabled and cfg.node_cache_path == "/var/cache/edge"
+    assert cfg.node_cache_bytes == 2**30
+    assert cfg.hot_bytes == cfg.memory_max_bytes // 16  # an eighth, over 2 workers
+    off = parse({"node_cache": {"enabled": False}})
+    assert off.hot_bytes == off.memory_max_bytes  # each worker its own whole cache
+    cfg = apply_overrides(base(), {"EDGE_NODE_CACHE_PATH": "/var/cache/woody-edge"})
+    assert cfg.node_cache_path == "/var/cache/woody-edge"
+    with pytest.raises(ConfigError, match=r"node_cache\.enabled"):
+        parse({"node_cache": {"enabled": "yes"}})
+    with pytest.raises(ConfigError, match=r"hosts\[0\]"):
+        parse({"hosts": ["bad host/"]})
