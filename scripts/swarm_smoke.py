@@ -54,7 +54,7 @@ REGISTRY = "local"
 IMAGE_PREFIX = "woodytoys"
 TAG = "smoke"
 OVERRIDE = "deploy/swarm/local.yml"
-SECRETS = ("woody_db_password", "woody_purge_token")
+SECRETS = ("woody_db_password", "woody_purge_token", "woody_tls_cert", "woody_tls_key")
 APT_PACKAGES = {  # command (or test) -> Debian package
     "dockerd": "docker.io",
     "debootstrap": "debootstrap",
@@ -419,6 +419,20 @@ def create_secrets() -> str:
     token = secrets.token_hex(24)
     docker("secret", "create", "woody_purge_token", "-", input_text=token)
     CACHE.mkdir(parents=True, exist_ok=True)
+    # The edge's HTTPS listener needs a certificate: a self-signed one for localhost, made
+    # with openssl for this run (a real deployment puts its own in these two secrets).
+    cert, key = CACHE / "tls-cert.pem", CACHE / "tls-key.pem"
+    run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-days", "2", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ]
+    )  # fmt: skip
+    key.chmod(0o600)
+    docker("secret", "create", "woody_tls_cert", str(cert))
+    docker("secret", "create", "woody_tls_key", str(key))
     path = CACHE / "purge-token"
     path.write_text(token)
     path.chmod(0o600)

@@ -47,6 +47,7 @@ EDGE_ENV = {
     "EDGE_PURGE_TOKEN_FILE": "edge and deploy/docker-entrypoint.sh: purge token file (secret)",
     "EDGE_PURGE_TOKEN": "edge: purge token (the entrypoint exports it from the file)",
     "EDGE_WORKERS": "edge: processes per node",
+    "EDGE_NODE_CACHE_PATH": "edge: the node tier on disk (the edge-cache volume)",
 }
 ORIGIN_ENV = {
     "ORIGIN_DB_HOST": "deploy/docker-entrypoint.sh: builds --db",
