@@ -9,8 +9,10 @@ keep-alive connection, as wget does, and every body is read to its end.
 
 from __future__ import annotations
 
+import gzip
 import re
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -123,6 +125,27 @@ class PageLoad:
         }
 
 
+def decoded(body: bytes, encoding: str) -> bytes:
+    """The body as a browser reads it: the fetcher accepts what a browser accepts (aiohttp's
+    default Accept-Encoding) and counts the bytes on the wire, so it decodes what it parses."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding in ("gzip", "x-gzip"):
+        return gzip.decompress(body)
+    if coding == "br":
+        import brotli
+
+        return bytes(brotli.decompress(body))
+    if coding == "zstd":
+        import zstandard
+
+        return bytes(zstandard.ZstdDecompressor().decompressobj().decompress(body))
+    if coding == "deflate":
+        return zlib.decompress(body)
+    raise ValueError(f"unknown Content-Encoding {encoding!r}")
+
+
 def _in_scope(url: str, root: str) -> bool:
     u, r = urlsplit(url), urlsplit(root)
     if u.scheme not in ("http", "https") or (u.scheme, u.netloc) != (r.scheme, r.netloc):
@@ -176,13 +199,14 @@ async def fetch_page(
                         age=resp.headers.get("Age"),
                     )
                     final_url = str(resp.url)
+                    encoding = resp.headers.get("Content-Encoding", "")
             except (TimeoutError, aiohttp.ClientError) as exc:
                 load.errors.append(f"{current}: {exc!r}")
                 continue
             load.resources.append(fetched)
             if not parse or fetched.status >= 400:
                 continue
-            text = b"".join(chunks).decode("utf-8", errors="replace")
+            text = decoded(b"".join(chunks), encoding).decode("utf-8", errors="replace")
             if ctype == "text/html":
                 links, base = html_links(text)
                 base_url = urljoin(final_url, base) if base else final_url

@@ -97,6 +97,15 @@ def nginx_cache_conf(prefix: Path, port: int, origin_port: int, ttl: int = 30) -
         "      proxy_no_cache $arg_product;\n"
         "      proxy_cache_bypass $arg_product;\n"
         "      add_header X-Cache $upstream_cache_status always;\n"
+        # Compression as the edge does it (gzip only: Debian's nginx has no brotli
+        # module); nginx compresses every answer, hits included, as it goes out.
+        "      gzip on;\n"
+        "      gzip_proxied any;\n"
+        "      gzip_vary on;\n"
+        "      gzip_min_length 1024;\n"
+        "      gzip_comp_level 6;\n"
+        "      gzip_types text/css text/javascript application/javascript application/json "
+        "image/svg+xml;\n"
         "    }\n"
         "  }\n"
         "}\n"

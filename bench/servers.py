@@ -50,6 +50,8 @@ class OriginSpec:
     key_prefix: str = "woody-bench"
     impl: str = "auto"
     """'auto' (the project's origin when present), 'real' or 'standin'."""
+    extra: tuple[str, ...] = ()
+    """More `origin serve` flags (the real origin only)."""
 
 
 def resolve_impl(impl: str) -> str:
@@ -92,6 +94,8 @@ def start_origin(group: ProcessGroup, spec: OriginSpec, name: str = "origin") ->
         argv += ["--db", f"sqlite://{db}"]
     if impl == "real" and _has_flag(help_out, "--no-access-log"):
         argv.append("--no-access-log")
+    if impl == "real":
+        argv += list(spec.extra)
     managed = group.start(
         name,
         argv,

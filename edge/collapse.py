@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from edge.config import EdgeConfig
@@ -53,6 +54,16 @@ class Collapser:
         self.flights: dict[str, Fetch] = {}
         self.refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # What an entry becomes as it is stored, and what follows (the engine's delivery
+        # hook: coded variants of compressible objects, edge.compress).
+        self.on_store: Callable[[Entry, float], Entry] | None = None
+
+    @property
+    def max_whole(self) -> int:
+        """The largest object stored whole: above `slices.above` objects are sliced."""
+        above = self.cfg.slicing.above
+        limit = self.tiers.max_object_bytes
+        return min(limit, above) if above else limit
 
     def known_cacheable(self, key: str) -> bool:
         return key in self.tiers.stored_before
@@ -66,7 +77,7 @@ class Collapser:
         return self.start(spec, collapse), False
 
     def start(self, spec: FetchSpec, collapse: bool) -> Fetch:
-        fetch = Fetch(spec, self.tiers.max_object_bytes)
+        fetch = Fetch(spec, self.max_whole)
         if collapse:
             self.flights[spec.key] = fetch
         self.spawn(self.run(fetch, collapse))
@@ -126,6 +137,8 @@ class Collapser:
         return True
 
     def store(self, entry: Entry, until: float) -> None:
+        if self.on_store is not None:
+            entry = self.on_store(entry, until)
         self.tiers.store(entry, until)
         self.stats.stored += 1
 

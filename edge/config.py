@@ -52,6 +52,59 @@ def path_matches(
     return fnmatch.fnmatchcase(path, pattern) and all(q in query_names for q in with_query)
 
 
+CODING_NAMES = ("br", "zstd", "gzip")
+DEFAULT_COMPRESSIBLE = (
+    "text/",
+    "application/javascript",
+    "application/x-javascript",
+    "application/json",
+    "application/xml",
+    "application/xhtml+xml",
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/manifest+json",
+    "application/wasm",
+    "image/svg+xml",
+    "font/ttf",
+    "font/otf",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Compression:
+    """`compression:`: what the edge compresses itself (see edge/compress.py)."""
+
+    enabled: bool = True
+    codings: tuple[str, ...] = CODING_NAMES
+    min_size: int = 1024
+    types: tuple[str, ...] = DEFAULT_COMPRESSIBLE
+    # Stored objects are compressed once: slow, dense levels; a streamed answer is
+    # compressed per client: fast ones.
+    stored_levels: tuple[tuple[str, int], ...] = (("br", 9), ("zstd", 19), ("gzip", 9))
+    stream_levels: tuple[tuple[str, int], ...] = (("br", 4), ("zstd", 3), ("gzip", 6))
+
+    def level(self, coding: str, stored: bool) -> int:
+        return dict(self.stored_levels if stored else self.stream_levels)[coding]
+
+
+@dataclass(frozen=True, slots=True)
+class SlicePolicy:
+    """How a large object is cut into fixed-size ranges (see edge/slices.py). `size` 0 turns
+    slicing off."""
+
+    size: int = 0
+    parallel: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Slicing:
+    """`slices:`: the default for objects no rule slices: above `above` bytes (0 = never)."""
+
+    size: int = 1024 * 1024
+    parallel: int = 4
+    above: int = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """Per-path behaviour for origins that send no caching headers."""
@@ -62,6 +115,7 @@ class Rule:
     query: QueryPolicy = QueryPolicy()
     bypass: bool = False
     tags: tuple[str, ...] = ()
+    slice: SlicePolicy | None = None  # None: the `slices:` default decides by size
 
     def matches(self, path: str, query_names: frozenset[str]) -> bool:
         return path_matches(self.match, self.with_query, path, query_names)
@@ -119,6 +173,9 @@ class EdgeConfig:
     keep_tag_headers: bool = False
     rules: tuple[Rule, ...] = ()
     invalidations: tuple[Invalidation, ...] = ()
+    compression: Compression = field(default_factory=Compression)
+    slicing: Slicing = field(default_factory=Slicing)
+    early_hints: bool = True
     tls: TlsSettings | None = None  # the HTTPS listener (edge.tls_config)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -268,10 +325,55 @@ RULE_KEYS = {
     "tags",
     "stale_while_revalidate",
     "stale_if_error",
+    "slice",
 }
 
 
-def _rule(r: _Reader, raw: Any, where: str) -> Rule:
+def _slice(r: _Reader, raw: Any, where: str, default: Slicing) -> SlicePolicy:
+    """`slice: true`, `slice: false`, or `slice: {size: 128k, parallel: 8}`."""
+    if isinstance(raw, bool):
+        return SlicePolicy(default.size if raw else 0, default.parallel)
+    d = r.mapping(raw, where, {"size", "parallel"})
+    size = r.size(d.get("size", default.size), f"{where}.size")
+    if size and size < 16 * 1024:
+        raise r.fail(f"{where}.size", f"a slice is at least 16k, got {size} bytes")
+    parallel = r.integer(d.get("parallel", default.parallel), f"{where}.parallel", 1, 64)
+    return SlicePolicy(size, parallel)
+
+
+def _compression(r: _Reader, raw: Any, where: str) -> Compression:
+    d = r.mapping(raw, where, {"enabled", "codings", "min_size", "types"})
+    out = Compression()
+    changes: dict[str, Any] = {}
+    if "enabled" in d:
+        changes["enabled"] = r.boolean(d["enabled"], f"{where}.enabled")
+    if "codings" in d:
+        codings = r.strings(d["codings"], f"{where}.codings")
+        for i, c in enumerate(codings):
+            if c not in CODING_NAMES:
+                raise r.fail(f"{where}.codings[{i}]", f"expected br, zstd or gzip, got {c!r}")
+        changes["codings"] = codings
+    if "min_size" in d:
+        changes["min_size"] = r.size(d["min_size"], f"{where}.min_size")
+    if "types" in d:
+        changes["types"] = tuple(t.lower() for t in r.strings(d["types"], f"{where}.types"))
+    return replace(out, **changes)
+
+
+def _slicing(r: _Reader, raw: Any, where: str) -> Slicing:
+    d = r.mapping(raw, where, {"size", "parallel", "above"})
+    out = Slicing()
+    size = r.size(d.get("size", out.size), f"{where}.size")
+    if size < 16 * 1024:
+        raise r.fail(f"{where}.size", f"a slice is at least 16k, got {size} bytes")
+    return Slicing(
+        size=size,
+        parallel=r.integer(d.get("parallel", out.parallel), f"{where}.parallel", 1, 64),
+        above=r.size(d.get("above", out.above), f"{where}.above"),
+    )
+
+
+def _rule(r: _Reader, raw: Any, where: str, slicing: Slicing = Slicing()) -> Rule:
     d = r.mapping(raw, where, RULE_KEYS)
     if "match" not in d:
         raise r.fail(f"{where}.match", "missing (a path pattern such as /api/misc/*)")
@@ -299,6 +401,7 @@ def _rule(r: _Reader, raw: Any, where: str) -> Rule:
         query=_query(r, d.get("query", "all"), f"{where}.query"),
         bypass=r.boolean(d.get("bypass", False), f"{where}.bypass"),
         tags=r.strings(d.get("tags"), f"{where}.tags"),
+        slice=_slice(r, d["slice"], f"{where}.slice", slicing) if "slice" in d else None,
     )
 
 
@@ -350,6 +453,9 @@ TOP_KEYS = {
     "headers",
     "rules",
     "invalidate",
+    "compression",
+    "slices",
+    "early_hints",
     "tls",
 }
 
@@ -481,10 +587,15 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
         changes["keep_tag_headers"] = r.boolean(
             headers["keep_tag_headers"], "headers.keep_tag_headers"
         )
+    changes["compression"] = _compression(r, top.get("compression"), "compression")
+    slicing = _slicing(r, top.get("slices"), "slices")
+    changes["slicing"] = slicing
+    if "early_hints" in top:
+        changes["early_hints"] = r.boolean(top["early_hints"], "early_hints")
     rules = top.get("rules") or []
     if not isinstance(rules, list):
         raise r.fail("rules", "expected a list of rules")
-    changes["rules"] = tuple(_rule(r, raw, f"rules[{i}]") for i, raw in enumerate(rules))
+    changes["rules"] = tuple(_rule(r, raw, f"rules[{i}]", slicing) for i, raw in enumerate(rules))
     inv = top.get("invalidate") or []
     if not isinstance(inv, list):
         raise r.fail("invalidate", "expected a list")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
-from edge import access_log, flow, policy, respond
+from edge import access_log, compress, flow, hints, policy, respond, slices
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
 from edge.entry import Entry
@@ -27,6 +27,7 @@ from edge.fetch import CHUNK, Fetch, FetchSpec, Head
 from edge.guard import ConnectionGuard
 from edge.http1 import (
     ANSWERED_FROM_CACHE,
+    F_ACCEPT_ENCODING,
     F_CACHE_CONTROL,
     F_COND,
     F_HOST,
@@ -63,6 +64,7 @@ ROUTE_CACHE_SIZE = 65536
 MAX_ANSWERS_PER_ENTRY = 64
 PER_REQUEST = frozenset({"Age", "Cache-Status"})  # written by answer_hit for each request
 PLAIN_OR_ANSWERED = F_HOST | ANSWERED_FROM_CACHE
+PLAIN_OR_ANSWERED_AE = PLAIN_OR_ANSWERED | F_ACCEPT_ENCODING
 Run = Coroutine[Any, Any, None]
 
 
@@ -117,13 +119,21 @@ class Engine:
         self.observer = Observer()
         self.view: NodeView | None = None
         self.reloader: Reloader | None = None
+        # Delivery hook: stored compressible objects get their coded variants (edge.compress).
+        self.encoder = compress.VariantMaker(cfg.compression, tiers)
+        self.collapser.on_store = self.encoder.stored
+        # Delivery hook: large objects in slices (edge.slices).
+        self.slicer = slices.Slicer(self)
+        # Delivery hook: 103 Early Hints learnt from pages' Link fields (edge.hints).
+        self.hints = hints.Hints()
 
     # -- recv ---------------------------------------------------------------------------
 
     def serve(self, req: Request, conn: Http1Connection) -> Run | None:
         """Answer `req`: at once (returns None), or through the returned coroutine."""
         method = req.method
-        if (req.flags | ANSWERED_FROM_CACHE) == PLAIN_OR_ANSWERED and (
+        flags = req.flags
+        if (flags | ANSWERED_FROM_CACHE | F_ACCEPT_ENCODING) == PLAIN_OR_ANSWERED_AE and (
             method == "GET" or method == "HEAD"
         ):
             # The hit path: a request without cache directives or a body, for a target
@@ -131,10 +141,19 @@ class Engine:
             route = self.routes.get(req.target)
             if type(route) is flow.Lookup and (not self.hosts or self.host_allowed(req)):
                 entries = self.tiers.get_now(route.key)
-                if entries and len(entries) == 1:
-                    entry = entries[0]
+                if entries:
+                    entry: Entry | None = entries[0]
+                    if len(entries) > 1 or "cz" in entries[0].meta:
+                        # Delivery hook: an identity and its coded copies (edge.compress).
+                        entry = self.encoder.hit_variant(
+                            entries,
+                            accept_encoding(req) if flags & F_ACCEPT_ENCODING else None,
+                            bool(flags & F_RANGE),
+                        )
+                    elif entries[0].vary:
+                        entry = None
                     now = time.time()
-                    if not entry.vary and policy.fresh_for_any_request(entry, now):
+                    if entry is not None and policy.fresh_for_any_request(entry, now):
                         self.answer_hit(req, conn, entry, now)
                         return None
         if method == "GET" or method == "HEAD":
@@ -197,12 +216,26 @@ class Engine:
         self, req: Request, conn: Http1Connection, route: flow.Lookup, entries: list[Entry]
     ) -> Run | None:
         entry: Entry | None = None
+        if not entries and self.slicer.policy_for(route) is not None:
+            return self.slicer.serve(req, conn, route)  # Delivery hook: a sliced object
         if entries:
             first = entries[0]
             if len(entries) == 1 and not first.vary:
                 entry = first
             else:
                 entry = select_variant(entries, req.headers)
+            if (
+                entry is not None
+                and "cz" in entry.meta
+                and req.flags & F_ACCEPT_ENCODING
+                and not req.flags & F_RANGE
+            ):
+                # Delivery hook: the coded variant this client takes (a hit never
+                # compresses; a Range is answered from identity).
+                entries = self.encoder.entries_for(entry, entries)
+                entry = compress.select(
+                    entry, entries, req.headers.get("Accept-Encoding"), time.time()
+                )
         req_cc = (
             policy.parse_request(req.headers) if req.flags & F_CACHE_CONTROL else flow.NO_REQUEST_CC
         )
@@ -330,6 +363,13 @@ class Engine:
     ) -> None:
         """Fetch from the origin, joining a fetch in flight for the same key when the answer
         is expected to be shareable. `private`: this client's own fetch, never joined."""
+        if self.cfg.early_hints and hints.may_send(req.version) and req.method == "GET":
+            # Delivery hook: while the origin works, the page's learnt preload links first.
+            stale = decision.stale
+            links = self.hints.for_fetch(route.key, stale.headers if stale else None)
+            if links:
+                conn.interim(103, hints.interim_fields(links))
+                self.hints.sent += 1
         collapse = decision.collapse and not private
         fetch, follower = self.collapser.join_or_start(
             self.fetch_spec(req, route, decision.stale), collapse
@@ -368,6 +408,7 @@ class Engine:
             return
         if head.kind == "entry":
             assert head.entry is not None
+            self.hints.learn(route.key, head.entry.headers)  # Delivery hook (edge.hints)
             if head.status == 304:
                 ttl = int(
                     head.entry.meta.get("lifetime", 0.0) - policy.current_age(head.entry, now)
@@ -398,6 +439,11 @@ class Engine:
                     return
                 await self.miss(req, conn, route, flow.Miss(fwd, None, False), req_cc, True)
                 return
+        if 200 <= head.status < 300:  # Delivery hook: the page's preload links (edge.hints)
+            self.hints.learn(route.key, head.headers.items())
+        if head.status == 200:  # Delivery hook: a large object is sliced from the next miss on
+            decided = head.decision
+            self.slicer.learn(route, head.length, decided.store or decided.reason == "too-big")
         x_cache = "EXPIRED" if stale is not None else "MISS"
         parts = [f"fwd={fwd}", f"fwd-status={head.status}"]
         if head.decision.store:
@@ -430,7 +476,16 @@ class Engine:
             self.stats.record(x_cache, 0)
             self.log(req, head.status, 0, x_cache)
             return
-        sink: Counted = Counted(conn)
+        # Delivery hook: compress as it streams when the client accepts a coding (edge.compress).
+        coding = None
+        if not req.flags & F_RANGE and compress.eligible(
+            head.status, head.headers.items(), length, self.cfg.compression
+        ):
+            coding = compress.negotiate(
+                req.headers.get("Accept-Encoding"), self.cfg.compression.codings
+            )
+            reply = compress.stream_reply(reply, coding)
+        sink: Counted | compress.EncodingSink = Counted(conn)
         if req.flags & F_RANGE and head.status == 200:
             window = self.range_window(req, conn, reply, head)
             if window is None:
@@ -448,6 +503,9 @@ class Engine:
             body = head.body
             if isinstance(sink, Window):
                 body = body[sink.first : sink.last + 1]
+            if coding is not None:  # Delivery hook: compressed whole (edge.compress)
+                body = compress.encode(body, coding, self.cfg.compression.level(coding, False))
+                reply.length = len(body)
             reply.body = body
             conn.send(req, reply)
             self.stats.record(x_cache, len(body))
@@ -460,6 +518,8 @@ class Engine:
                 return
             self.deliver(req, conn, entry, "MISS", "", time.time(), "; ".join(parts))
             return
+        if coding is not None:
+            sink = compress.EncodingSink(conn, coding, self.cfg.compression.level(coding, False))
         conn.start(req, reply)
         if reply.status == 416:
             conn.end()
@@ -468,6 +528,8 @@ class Engine:
         if not ok:
             conn.abort()  # the origin's body broke off: the client must see it short
             return
+        if isinstance(sink, compress.EncodingSink):
+            await sink.finish()
         conn.end()
         self.stats.record(x_cache, sink.sent)
         self.log(req, reply.status, sink.sent, x_cache)
@@ -561,12 +623,23 @@ class Engine:
                 origin_ms,
                 origin.content_length,
             )
+            # Delivery hook: an answer passed through is compressed as it streams.
+            out: Http1Connection | compress.EncodingSink = conn
+            settings = self.cfg.compression
+            if compress.eligible(origin.status, reply.fields, origin.content_length, settings):
+                coding = compress.negotiate(req.headers.get("Accept-Encoding"), settings.codings)
+                reply = compress.stream_reply(reply, coding)
+                if coding is not None:
+                    out = compress.EncodingSink(conn, coding, settings.level(coding, False))
             conn.start(req, reply)
             sent = 0
             if method != "HEAD":
                 async for chunk in origin.content.iter_chunked(CHUNK):
-                    await conn.write(chunk)
+                    await out.write(chunk)
                     sent += len(chunk)
+                if isinstance(out, compress.EncodingSink):
+                    await out.finish()
+                    sent = out.sent
             conn.end()
             self.stats.record(x_cache, sent)
             self.log(req, origin.status, sent, x_cache)
@@ -610,6 +683,12 @@ class Engine:
         self.tiers.stored_before.clear()  # "stored last time" was judged under the old rules
         self.tiers.forget_answers()  # answers built with the old headers settings
         self.routes.clear()
+
+
+def accept_encoding(req: Request) -> bytes:
+    """The request's Accept-Encoding as sent (its raw lines joined), without building the
+    header mapping."""
+    return b", ".join(v for k, v in req.raw_headers if k.lower() == b"accept-encoding")
 
 
 def forwarded_host(host: str, allowed: frozenset[str]) -> str | None:

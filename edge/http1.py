@@ -40,6 +40,8 @@ F_EXPECT = 32
 F_UPGRADE = 64
 F_TE = 128
 F_HOST = 256
+F_ACCEPT_ENCODING = 512  # the variant a hit serves depends on it (edge.compress)
+_PLAIN = F_HOST | F_ACCEPT_ENCODING  # flags that need no check of the request's head
 # Fields a hit's answer depends on beside the stored entry (304, 206, 416): the engine keeps
 # the answers it built by their values.
 ANSWERED_FROM_CACHE = F_RANGE | F_COND | F_COND_OTHER
@@ -56,6 +58,7 @@ _FLAGS = {
     b"transfer-encoding": F_BODY | F_TE,
     b"expect": F_EXPECT,
     b"upgrade": F_UPGRADE,
+    b"accept-encoding": F_ACCEPT_ENCODING,
 }
 MAX_QUEUED = 32  # pipelined requests parsed ahead before reading pauses
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
@@ -356,7 +359,7 @@ class Http1Connection(asyncio.Protocol):
         self.head_started = 0.0
         if self.timed:
             req.started = time.monotonic()
-        if req.flags != F_HOST or req.target[:1] != "/":
+        if (req.flags | F_ACCEPT_ENCODING) != _PLAIN or req.target[:1] != "/":
             self._check_head(req)
         self.queue.append(req)
         if len(self.queue) >= MAX_QUEUED:

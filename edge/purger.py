@@ -18,6 +18,7 @@ from multidict import MultiMapping
 from edge import policy
 from edge.config import EdgeConfig, QueryPolicy
 from edge.keys import cache_key, query_names
+from edge.slices import purged_with
 from edge.stats import Stats
 from edge.tiers import Tiers
 
@@ -70,7 +71,8 @@ class Purger:
         from edge.purge_bus import RedisUnavailable
 
         t0 = time.monotonic()
-        keys = sorted({self.key_for(u) for u in urls})
+        # A sliced object's manifest goes with its URL (edge.slices).
+        keys = sorted({k for u in urls for k in purged_with(self.key_for(u))})
         prefixes, tags = list(prefixes), list(tags)
         mine = self.tiers.purge_here(keys, prefixes, tags, all=all, soft=soft)
         self.stats.purges[kind] += 1

@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(300k = 307200; 0 = no throttle)",
     )
     serve.add_argument(
+        "--page-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="the front page waits this long before answering (default 0: the lab's nginx)",
+    )
+    serve.add_argument(
         "--replicas",
         type=_positive,
         default=defaults.replicas,
@@ -134,6 +141,7 @@ def settings_from_args(args: argparse.Namespace) -> OriginSettings:
         heavy_seconds=args.heavy_seconds,
         db_seconds=args.db_seconds,
         static_rate=args.static_rate,
+        page_delay=args.page_delay,
         replicas=args.replicas,
         api_cache=args.api_cache,
         api_cache_prefix=args.api_cache_prefix,

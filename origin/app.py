@@ -119,7 +119,7 @@ def create_app(settings: OriginSettings | None = None) -> web.Application:
     api.add_routes(app)
     app.router.add_route("GET", "/_origin/stats", stats_view)
     app.router.add_route("DELETE", "/_origin/stats", stats_view)
-    static = StaticFiles(settings.static_dir, settings.static_rate)
+    static = StaticFiles(settings.static_dir, settings.static_rate, settings.page_delay)
     app.router.add_get("/", static.handle)
     app.router.add_get("/{name}", static.handle)
     return app

@@ -89,6 +89,8 @@ class OriginSettings:
     heavy_seconds: float = 5.0
     db_seconds: float = 15.0
     static_rate: int = DEFAULT_STATIC_RATE
+    page_delay: float = 0.0
+    """Seconds the front page takes before its answer starts (a page a real origin renders)."""
     replicas: int = 1
     api_cache: str | None = None
     api_cache_prefix: str = "woody-api"
@@ -110,6 +112,8 @@ class OriginSettings:
             raise ValueError("--db-seconds must be >= 0")
         if self.static_rate < 0:
             raise ValueError("--static-rate must be >= 0 (0 = no throttle)")
+        if self.page_delay < 0:
+            raise ValueError("--page-delay must be >= 0")
         if self.replicas < 1:
             raise ValueError("--replicas must be >= 1")
         if not 0 < self.port < 65536 and self.port != 0:

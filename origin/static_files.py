@@ -79,12 +79,24 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     return start, min(end, size - 1)
 
 
+# The page's own subresources, announced with Link so that a CDN can send them as 103 Early
+# Hints (RFC 8297) and a browser may preload them (issue 16).
+PAGE_LINKS = ", ".join(
+    (
+        "</woody.css>; rel=preload; as=style",
+        "</htmx.min.js>; rel=preload; as=script",
+        "</5mo.jpg>; rel=preload; as=image",
+    )
+)
+
+
 class StaticFiles:
     """Serves the files of one directory (no subdirectories), `/` being index.html."""
 
-    def __init__(self, directory: Path, rate: int) -> None:
+    def __init__(self, directory: Path, rate: int, page_delay: float = 0.0) -> None:
         self.directory = directory
         self.rate = rate
+        self.page_delay = page_delay
         self._loaded: dict[Path, _Loaded] = {}
         self._reading: dict[tuple[Path, int, int], asyncio.Future[bytes]] = {}
 
@@ -125,6 +137,10 @@ class StaticFiles:
             "ETag": etag,
             hdrs.ACCEPT_RANGES: "bytes",
         }
+        if name == "index.html":
+            headers[hdrs.LINK] = PAGE_LINKS
+            if self.page_delay:
+                await asyncio.sleep(self.page_delay)
 
         inm = request.headers.get(hdrs.IF_NONE_MATCH)
         if inm is not None:

@@ -21,6 +21,8 @@ from bench.table.model import (
     IMAGE_BYTES,
     METRICS,
     PAGE_PATH,
+    RANGE_HEADER,
+    RANGE_PATH,
     ROW_LABELS,
     Delays,
     Endpoints,
@@ -31,11 +33,13 @@ from bench.table.model import (
 from bench.table.setups import redis_up, setup
 
 
-async def timed_get(url: str, total_timeout: float) -> tuple[float, int, int, dict[str, str]]:
+async def timed_get(
+    url: str, total_timeout: float, headers: dict[str, str] | None = None
+) -> tuple[float, int, int, dict[str, str]]:
     """One GET on a new connection (as `curl` does), body read to the end."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=total_timeout)) as session:
         t0 = time.perf_counter()
-        async with session.get(url) as resp:
+        async with session.get(url, headers=headers) as resp:
             body = await resp.read()
             elapsed = time.perf_counter() - t0
             return elapsed, resp.status, len(body), dict(resp.headers)
@@ -54,6 +58,7 @@ class TableRun:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     timeout: float = 300.0
     results: list[Row] = field(default_factory=list)
+    round: int = 0  # each start of a row's servers gets fresh Redis prefixes
     prefixes: list[str] = field(default_factory=list)
 
     @property
@@ -73,7 +78,7 @@ class TableRun:
         return 1.5 + miss + 0.1 * self.hits
 
     def prefix(self, key: str) -> str:
-        p = f"woody-bench-{self.run_id}-{key}"
+        p = f"woody-bench-{self.run_id}-{key}-{self.round}"
         self.prefixes.append(p)
         return p
 
@@ -81,6 +86,22 @@ class TableRun:
         if self.progress is None:
             return contextlib.nullcontext()
         return self.progress.step(name, expected)
+
+    async def measure_range(self, row: Row) -> None:
+        """Issue 16: one KB in the middle of the 5 MB image, on a cold cache of its own (the
+        row's servers started again: a cache may fetch the whole image for a Range)."""
+        self.round += 1
+        with ProcessGroup() as group:
+            try:
+                ends = setup(self, row.key, group)
+            except (RuntimeError, FileNotFoundError, StartError):
+                return
+            repeats = self.hits if ends.caching else 1
+            phases = [("miss", ends.miss)] + [("hit", ends.hit)] * repeats
+            for phase, base in phases:
+                with self._step(f"{row.label}: range {phase}", 0.1):
+                    row.samples.append(await self._one(row.key, "range", phase, base + RANGE_PATH))
+        self._cells(row, ("range",))
 
     async def measure(self, row: Row, ends: Endpoints, heavy_path: str) -> None:
         plans: list[tuple[str, str, float]] = [
@@ -100,7 +121,10 @@ class TableRun:
                     row.samples.append(await self._one(row.key, metric, phase, base + path))
                 if phase == "miss":
                     await asyncio.sleep(0.1)  # let a shared tier finish storing
-        for metric in METRICS:
+        self._cells(row, METRICS)
+
+    def _cells(self, row: Row, metrics: tuple[str, ...]) -> None:
+        for metric in metrics:
             for phase in ("miss", "hit"):
                 got = [
                     s
@@ -135,7 +159,8 @@ class TableRun:
                     files=len(load.resources),
                     error="; ".join(load.errors) or None,
                 )
-            elapsed, status, size, headers = await timed_get(url, self.timeout)
+            extra = {"Range": RANGE_HEADER} if metric == "range" else None
+            elapsed, status, size, headers = await timed_get(url, self.timeout, extra)
             return Sample(
                 row,
                 metric,
@@ -169,6 +194,7 @@ class TableRun:
                 if key == "edge-redis":
                     row.note = "miss on edge-1, hit on edge-3 (never fetched)"
                 await self.measure(row, ends, HEAVY_PATH)
+            await self.measure_range(row)
             self.results.append(row)
         for name, url in self.targets.items():
             row = Row(f"target:{name}", f"{name} ({url})")

@@ -8,7 +8,10 @@ from typing import Any
 HEAVY_PATH = "/api/misc/heavy?name=bench"
 DB_PATH = "/api/products/last"
 PAGE_PATH = "/"
-METRICS = ("page", "heavy", "db")
+RANGE_PATH = "/5mo.jpg"
+RANGE_HEADER = "bytes=2500000-2500999"
+"""Issue 16: one KB in the middle of the cold 5 MB image (measured first, on a cold cache)."""
+METRICS = ("page", "heavy", "db", "range")
 COLUMNS = [(m, p) for m in METRICS for p in ("miss", "hit")]
 
 # Table 7.1 of the seed, as the lab measured it on its Swarm (seconds).

@@ -7,7 +7,7 @@ from typing import Any
 
 from bench import report
 from bench.table.measure import TableRun
-from bench.table.model import COLUMNS, LAB_TABLE
+from bench.table.model import COLUMNS, LAB_TABLE, RANGE_HEADER, RANGE_PATH
 
 
 def render_markdown(run: TableRun, origin_impl: str, started: str) -> str:
@@ -40,6 +40,9 @@ def render_markdown(run: TableRun, origin_impl: str, started: str) -> str:
         "",
         report.markdown_table(headers, body, left=(0, -1)),
         "† the response contradicts the column (e.g. a 'miss' served as a HIT); see the JSON.",
+        "",
+        f"range = `Range: {RANGE_HEADER}` of `{RANGE_PATH}`, on a cold cache of its own (each "
+        "row's servers are started again for it).",
         "",
         "### The lab's own table 7.1 (quoted)",
         "",

@@ -298,6 +298,36 @@ def test_empty_environment_values_are_ignored() -> None:
     assert apply_overrides(base(), env) == base()
 
 
+def test_compression_and_slices_are_read_and_checked() -> None:
+    from edge.config import ConfigError, parse_config
+
+    cfg = parse_config(
+        {
+            "compression": {"codings": ["gzip"], "min_size": "2k"},
+            "slices": {"size": "256k", "parallel": 2, "above": "4m"},
+            "early_hints": False,
+            "rules": [{"match": "/*.jpg", "slice": {"size": "128k", "parallel": 8}}],
+        },
+        "t.yaml",
+    )
+    assert cfg.compression.codings == ("gzip",) and cfg.compression.min_size == 2048
+    assert cfg.slicing.size == 256 * 1024 and cfg.slicing.above == 4 * 2**20
+    assert cfg.early_hints is False
+    rule = cfg.rules[0].slice
+    assert rule is not None and rule.size == 128 * 1024 and rule.parallel == 8
+    for bad, where in (
+        ({"compression": {"codings": ["lzma"]}}, "compression.codings[0]"),
+        ({"slices": {"size": "1k"}}, "slices.size"),
+        ({"rules": [{"match": "/x", "slice": {"parallel": 0}}]}, "rules[0].slice.parallel"),
+    ):
+        try:
+            parse_config(bad, "t.yaml")
+        except ConfigError as exc:
+            assert where in str(exc), (where, str(exc))
+        else:
+            raise AssertionError(f"{bad} was accepted")
+
+
 def test_node_cache_keys_and_the_swarm_path_from_the_environment() -> None:
     cfg = parse({"node_cache": {"path": "/var/cache/edge", "max_bytes": "1g"}, "workers": 2})
     assert cfg.node_cache_enabled and cfg.node_cache_path == "/var/cache/edge"

@@ -27,7 +27,8 @@ IMAGE = ROOT / "origin" / "static" / "5mo.jpg"
 async def test_sigterm_finishes_the_download_in_progress(tmp_path: Path) -> None:
     oport, eport = free_port(), free_port()
     origin = Proc(
-        origin_argv(oport, tmp_path, static_rate=2_000_000, heavy_seconds=0, db_seconds=0),
+        # 500 KB/s per response: the image's 8 parallel slices (config/edge.yaml) take 1.25 s.
+        origin_argv(oport, tmp_path, static_rate=500_000, heavy_seconds=0, db_seconds=0),
         tmp_path / "origin.log",
     ).start()
     edge = edge_proc(tmp_path, eport, [f"http://127.0.0.1:{oport}"], edge_config(tmp_path))

@@ -21,6 +21,8 @@ MODULES = (
     "h_tls_hits",
     "i_h2_hits",
     "j_handshakes",
+    "k_compressed_hits",
+    "l_identity_page_hits",
 )
 
 
