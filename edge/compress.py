@@ -338,19 +338,33 @@ class VariantMaker:
         self._tasks: set[asyncio.Task[None]] = set()
         # (key, identity's response_time, Accept-Encoding) -> the coded copy a hit sends.
         self._picks: dict[tuple[str, float, bytes], Entry] = {}
+        self._making: set[tuple[str, float]] = set()  # identities whose copies are on the way
 
     def stored(self, entry: Entry, until: float) -> Entry:
-        """The entry as it is to be stored; its coded variants follow in the background."""
+        """The entry as it is to be stored. Its coded variants are made on first demand (the
+        first hit that accepts a coding, `hit_variant`): an object nobody asks again for is
+        never compressed (a miss costs no compression work)."""
         if is_coded(entry) or not eligible(
             entry.status, entry.headers, len(entry.body), self.settings
         ):
             return entry
         identity = identity_with_vary(entry)
-        identity.meta["cz"] = 1.0  # coded copies follow: other workers look for them
+        identity.meta["cz"] = 1.0  # coded copies follow on demand: workers look for them
+        identity.meta["keep_until"] = until
+        return identity
+
+    def demand(self, identity: Entry) -> None:
+        """Make the coded copies of `identity` in the background, once per worker."""
+        slot = (identity.key, identity.response_time)
+        if slot in self._making or "cz" not in identity.meta:
+            return
+        if len(self._making) >= MAX_PICKS:
+            self._making.clear()
+        self._making.add(slot)
+        until = identity.meta.get("keep_until", identity.response_time + 3600.0)
         task = asyncio.get_running_loop().create_task(self._make(identity, until))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return identity
 
     async def _make(self, identity: Entry, until: float) -> None:
         loop = asyncio.get_running_loop()
@@ -389,6 +403,8 @@ class VariantMaker:
             return picked  # freshness is checked by the caller, on the entry returned
         entries = self.entries_for(identity, entries)
         picked = select(identity, entries, accept_encoding.decode("latin-1"), time.time())
+        if picked is identity:
+            self.demand(identity)  # first demand: identity now, coded copies soon
         if picked is not None and picked is not identity:
             if len(self._picks) >= MAX_PICKS:
                 self._picks.clear()

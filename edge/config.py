@@ -80,7 +80,7 @@ class Compression:
     types: tuple[str, ...] = DEFAULT_COMPRESSIBLE
     # Stored objects are compressed once: slow, dense levels; a streamed answer is
     # compressed per client: fast ones.
-    stored_levels: tuple[tuple[str, int], ...] = (("br", 9), ("zstd", 19), ("gzip", 9))
+    stored_levels: tuple[tuple[str, int], ...] = (("br", 9), ("zstd", 12), ("gzip", 9))
     stream_levels: tuple[tuple[str, int], ...] = (("br", 4), ("zstd", 3), ("gzip", 6))
 
     def level(self, coding: str, stored: bool) -> int:

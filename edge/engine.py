@@ -232,10 +232,13 @@ class Engine:
             ):
                 # Delivery hook: the coded variant this client takes (a hit never
                 # compresses; a Range is answered from identity).
+                identity = entry
                 entries = self.encoder.entries_for(entry, entries)
                 entry = compress.select(
                     entry, entries, req.headers.get("Accept-Encoding"), time.time()
                 )
+                if entry is identity:
+                    self.encoder.demand(identity)  # first demand: coded copies follow
         req_cc = (
             policy.parse_request(req.headers) if req.flags & F_CACHE_CONTROL else flow.NO_REQUEST_CC
         )

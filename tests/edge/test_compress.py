@@ -163,6 +163,12 @@ async def test_edge_compresses_once_and_hits_serve_stored_variants(
         assert brotli.decompress(miss_body) == TEXT
         assert miss_headers["ETag"] == '"v1-br"' and miss_headers["Vary"] == "Accept-Encoding"
         await node_of(edge).encoder.drain()
+        assert node_of(edge).encoder.made == 0  # stored: nothing compressed yet
+        # The first hit that accepts a coding gets identity and asks for the coded copies.
+        async with s.get(url(edge, "/page"), headers=ae) as r:
+            assert r.headers["X-Cache"] == "HIT" and "Content-Encoding" not in r.headers
+            assert await r.read() == TEXT
+        await node_of(edge).encoder.drain()
         made = node_of(edge).encoder.made
         assert made == 3
         for coding in ("br", "zstd", "gzip"):
