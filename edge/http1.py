@@ -436,6 +436,8 @@ class Http1Connection(asyncio.Protocol):
             self.answering = req
             run = self.engine.serve(req, self)
             if run is not None:
+                if not req.started:
+                    req.started = time.monotonic()  # an answer that waits: it is timed
                 self.task = self.loop.create_task(self._run(req, run))
                 return
             self._finished(req)

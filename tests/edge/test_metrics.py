@@ -85,7 +85,9 @@ async def test_latency_histograms_of_hits_misses_and_passes(
         assert values == sorted(values), path  # cumulative
         assert buckets[-1][0] == float("inf") and buckets[-1][1] == counts[path]
     assert counts == {"hit": 2, "miss": 2, "pass": 1}
-    assert 0 < sums["hit"] < sums["miss"]  # a hit is answered without the origin
+    # a hit is answered without the origin (a fresh one in the turn it was parsed in, not
+    # timed: it counts in the first bucket, 100 µs, with nothing added to the sum)
+    assert 0 <= sums["hit"] < sums["miss"]
 
 
 async def test_promtool_finds_nothing_to_say(
