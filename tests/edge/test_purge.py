@@ -205,7 +205,8 @@ async def test_hard_purges_reach_every_node(cluster: Cluster) -> None:
         for path in gone:
             got = await asyncio.gather(*(c.get(i, path) for i in range(3)))
             assert all(b == c.origin.body(path) for _, _, b in got), (spec, path)
-            assert got[0][1]["X-Cache"] == "MISS", (spec, path)
+            # one of them fetched it (which one is a race: another node may store it first)
+            assert "MISS" in [h["X-Cache"] for _, h, _ in got], (spec, path)
 
 
 async def test_soft_purges_revalidate_on_every_node(cluster: Cluster) -> None:
@@ -366,8 +367,12 @@ async def test_a_fill_that_raced_a_purge_is_not_stored(cluster: Cluster) -> None
     c = cluster
     c.origin.delay["/obj/b"] = 0.3
     for n, spec in enumerate(({"urls": ["/obj/b"]}, {"tags": ["sk-b"]}, {"all": True})):
+        before = c.origin.fetches["/obj/b"]
         in_flight = asyncio.ensure_future(c.get(n % 3, "/obj/b"))
-        await asyncio.sleep(0.1)  # the origin has the request
+        for _ in range(100):  # until the origin has the request (a fixed sleep raced)
+            if c.origin.fetches["/obj/b"] > before:
+                break
+            await asyncio.sleep(0.01)
         old = c.origin.body("/obj/b")
         c.origin.bump("/obj/b")
         status, _ = await c.purge((n + 1) % 3, spec)
