@@ -70,7 +70,6 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import hashlib
 import json
 import logging
@@ -90,6 +89,7 @@ from typing import Any, TypedDict, TypeVar
 import lmdb
 
 from edge.entry import MAGIC, Entry, EntryFormatError
+from edge.fill_wait import SharedPollers
 from edge.store_memory import PURGE_MEMORY_SECONDS, MiB, PurgePattern
 
 log = logging.getLogger("edge.store.node")
@@ -370,7 +370,7 @@ class NodeTier:
         self._host = _host_id()
         self._touched: dict[str, None] = {}
         self._broken: set[bytes] = set()  # keys whose records did not parse, to remove
-        self._pollers: dict[tuple[str, float | None], asyncio.Task[list[Entry] | None]] = {}
+        self._pollers = SharedPollers()
         self._closed: str | None = None
         os.makedirs(self.path, exist_ok=True)
         data = os.path.join(self.path, DATA_FILE)
@@ -740,23 +740,11 @@ class NodeTier:
         released or abandoned (possibly []), or [] on timeout. Waiters of this process on the
         same key share one poller and one list of entries (one copy of the body)."""
         self._check()
-        deadline = time.monotonic() + timeout
-        ident = (key, newer_than)
-        while (remaining := deadline - time.monotonic()) > 0:
-            task = self._pollers.get(ident)
-            if task is None or task.done():
-                task = asyncio.create_task(self._poll_fill(key, remaining, poll, newer_than))
-                self._pollers[ident] = task
-                task.add_done_callback(functools.partial(self._poller_done, ident))
-            try:
-                async with asyncio.timeout(remaining):
-                    result = await asyncio.shield(task)
-            except TimeoutError:
-                return []
-            if result is not None:
-                return result
-            await asyncio.sleep(0)  # that poller had a shorter budget: start another
-        return []
+        return await self._pollers.wait(
+            (key, newer_than),
+            timeout,
+            lambda budget: self._poll_fill(key, budget, poll, newer_than),
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -1297,12 +1285,6 @@ class NodeTier:
         except (KeyError, TypeError, ValueError):
             return None
         return record
-
-    def _poller_done(
-        self, ident: tuple[str, float | None], task: asyncio.Task[list[Entry] | None]
-    ) -> None:
-        if self._pollers.get(ident) is task:
-            del self._pollers[ident]
 
     async def _poll_fill(
         self, key: str, budget: float, poll: float, newer_than: float | None

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge.entry import Entry, EntryFormatError
+from edge.fill_wait import SharedPollers
 from edge.purge_bus import (
     PUBLISH_LUA,
     Announced,
@@ -227,7 +228,7 @@ class RedisTier:
         self._retry_at = 0.0
         self._probing = False
         self._sweeper: asyncio.Task[None] | None = None
-        self._pollers: dict[tuple[str, float | None], asyncio.Task[list[Entry] | None]] = {}
+        self._pollers = SharedPollers()
         self.gets = 0
         self.hits = 0
         self.puts = 0
@@ -250,8 +251,7 @@ class RedisTier:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="redis-sweep")
 
     async def close(self) -> None:
-        for task in list(self._pollers.values()):
-            task.cancel()
+        self._pollers.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.wait([self._sweeper])
@@ -645,28 +645,11 @@ class RedisTier:
         responses received after `newer_than`, if given), or what is there when the lock
         vanishes, or [] on timeout or when Redis is down. Concurrent waiters of this tier
         on the same key share one poller (one Redis round trip per `poll`)."""
-        deadline = time.monotonic() + timeout
-        ident = (key, newer_than)
-        while (remaining := deadline - time.monotonic()) > 0:
-            task = self._pollers.get(ident)
-            if task is None or task.done():
-                task = asyncio.create_task(self._poll_fill(key, remaining, poll, newer_than))
-                self._pollers[ident] = task
-                task.add_done_callback(self._poller_done)
-            try:
-                async with asyncio.timeout(remaining):
-                    result = await asyncio.shield(task)
-            except TimeoutError:
-                return []
-            if result is not None:
-                return result
-            await asyncio.sleep(0)  # that poller had a shorter budget: start another
-        return []
-
-    def _poller_done(self, task: asyncio.Task[list[Entry] | None]) -> None:
-        for ident, t in list(self._pollers.items()):
-            if t is task:
-                del self._pollers[ident]
+        return await self._pollers.wait(
+            (key, newer_than),
+            timeout,
+            lambda budget: self._poll_fill(key, budget, poll, newer_than),
+        )
 
     async def _poll_fill(
         self, key: str, budget: float, poll: float, newer_than: float | None
