@@ -43,6 +43,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from edge.observe import TOP_PUBLISH
+from edge.shutdown import cancel_all
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -372,11 +373,7 @@ class NodeView:
                 log.exception("node view tick failed")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._writes) if t is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await cancel_all((self._task, *self._writes), "node view")
         self.board.withdraw(self.pid)
 
     # across nodes

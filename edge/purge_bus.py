@@ -31,7 +31,6 @@ many acknowledgements as there were receivers (`collect_acks`), then reports the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from edge.shutdown import cancel_all, close_within
 from edge.store_memory import MemoryTier
 
 log = logging.getLogger("edge.purge_bus")
@@ -348,7 +348,7 @@ class PurgeBus:
             finally:
                 self.connected = False
                 self._connected.clear()
-                await _quietly(pubsub.aclose())
+                await close_pubsub(pubsub)
             if not self._closed:
                 await asyncio.sleep(backoff)
                 backoff = min(1.0, backoff * 2)
@@ -444,14 +444,14 @@ class PurgeBus:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [t for t in (self._task, self._watchdog, *self._acks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        await _quietly(self._client.aclose())
+        await cancel_all((self._task, self._watchdog, *self._acks), "purge bus")
+        await close_within(self._client.aclose(), "purge bus: Redis client")
 
 
-async def _quietly(aw: Any) -> None:
-    with contextlib.suppress(Exception):
-        await aw
+async def close_pubsub(pubsub: Any) -> None:
+    """Close a subscription; when redis-py's close stalls (redis/redis-py#3941), drop its
+    connection without waiting for the socket to close."""
+    if not await close_within(pubsub.aclose(), "purge bus: subscription", seconds=1.0):
+        connection = getattr(pubsub, "connection", None)
+        if connection is not None:
+            await close_within(connection.disconnect(nowait=True), "purge bus: connection")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edge.config import ConfigError, EdgeConfig, config_from_environment
+from edge.shutdown import cancel_all
 from edge.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -162,11 +163,7 @@ class Reloader:
 
     async def close(self) -> None:
         """Close the origin clients replaced by reloads now (the node is stopping)."""
-        tasks = list(self._retired)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await cancel_all(list(self._retired), "reload: retired origin clients")
 
     def status(self) -> dict[str, Any]:
         return {"reloads": self.reloads, "refused": self.refused, "last": self.last}

@@ -33,6 +33,7 @@ from edge.engine import Engine
 from edge.http1 import tick_forever
 from edge.nodeview import NodeView, WorkerBoard
 from edge.reload import ConfigSource, Reloader, reloadable
+from edge.shutdown import close_within
 from edge.store_memory import MemoryTier
 from edge.tiers import Tiers
 from edge.tls import CertStore, TlsError, plain_factory, start_listener
@@ -223,7 +224,7 @@ class EdgeServer:
         if self.view is not None:
             await self.view.stop()
             if self.view.redis is not None:
-                await self.view.redis.aclose()
+                await close_within(self.view.redis.aclose(), "node view: Redis client")
         if self.reloader is not None:
             await self.reloader.close()
         tiers = engine.tiers

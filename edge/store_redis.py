@@ -45,6 +45,7 @@ from edge.purge_bus import (
     generation_key,
     make_client,
 )
+from edge.shutdown import cancel_all, close_within
 from edge.store_memory import MiB, PurgePattern, key_path
 
 __all__ = ["LOCAL_TOKEN_PREFIX", "RedisTier", "RedisUnavailable"]
@@ -252,12 +253,9 @@ class RedisTier:
 
     async def close(self) -> None:
         self._pollers.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.wait([self._sweeper])
-            self._sweeper = None
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.aclose()
+        await cancel_all([self._sweeper], "redis tier")
+        self._sweeper = None
+        await close_within(self._client.aclose(), "redis tier: Redis client")
 
     @property
     def status(self) -> str:

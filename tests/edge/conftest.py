@@ -114,8 +114,8 @@ async def make_edge() -> AsyncIterator[EdgeFactory]:
         return EdgeHandle(server)
 
     yield start
-    for server in started:
-        await server.stop()
+    # Stopped together: a node's stop may wait for its open connections (SHUTDOWN_SECONDS).
+    await asyncio.gather(*(server.stop() for server in started))
 
 
 def node_of(server: EdgeHandle) -> Engine:
