@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import struct
 from enum import IntEnum
+from typing import cast
 
 import hpack
 
@@ -224,7 +225,7 @@ class RequestDecoder:
             raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, f"header list too large: {exc}") from exc
         except hpack.HPACKError as exc:
             raise H2Error(ErrorCode.COMPRESSION_ERROR, f"HPACK: {exc}") from exc
-        out: Fields = [(bytes(k), bytes(v)) for k, v in fields]  # type: ignore[arg-type]
+        out = cast(Fields, fields)  # (name, value) tuples of bytes, as raw=True gives
         if indexed:
             if len(self.cache) >= CACHED_BLOCKS:
                 self.cache.clear()
