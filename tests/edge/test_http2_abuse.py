@@ -21,6 +21,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from edge.h2_frames import encode_field
 from edge.http2 import Http2Connection
 from edge.server import EdgeServer
 from edge.tls_config import Http2Settings
@@ -329,3 +330,79 @@ async def test_malformed_input_gets_an_error_not_a_crash(
     assert closed or "RstStreamFrame" in kinds or "GoAwayFrame" in kinds, kinds
     await client.close()
     await still_serves(server, ca)
+
+
+async def test_streams_over_max_concurrent_streams_are_refused_not_fatal(
+    edge: Any, ca: trustme.CA
+) -> None:
+    _, server = edge
+    client = await H2Client.open(server.tls_port, ca)
+    await settled(client)
+    for i in range(LIMITS.max_concurrent_streams):  # all open: their answers take 0.3 s
+        client.request(f"/slow?c={i}")
+    await asyncio.sleep(0.05)
+    # One more than SETTINGS_MAX_CONCURRENT_STREAMS, past the client library (which would
+    # not send it), with a stateless header block (the client's HPACK table stays in step).
+    extra = 2 * LIMITS.max_concurrent_streams + 1
+    block = b"\x82\x87" + encode_field(b":authority", b"localhost") + encode_field(b":path", b"/a")
+    client.raw(frame_bytes(0x1, 0x5, extra, block))
+    frames = await client.raw_frames(until_closed=1.5)
+    resets = [f for f in frames if type(f).__name__ == "RstStreamFrame" and f.stream_id == extra]
+    # RFC 9113 section 5.1.2: REFUSED_STREAM for that stream, not a connection error.
+    assert [f.error_code for f in resets] == [ErrorCodes.REFUSED_STREAM]
+    assert not [f for f in frames if type(f).__name__ == "GoAwayFrame"]
+    assert not client.reader.at_eof()
+    # The streams already open are answered.
+    answered = {f.stream_id for f in frames if type(f).__name__ == "HeadersFrame"}
+    assert answered == set(range(1, extra, 2))
+    await client.close()
+    await still_serves(server, ca)
+
+
+async def timed_edge(scripted: Any, tmp_path: Path, ca: trustme.CA, **limits: float) -> EdgeServer:
+    script, origin = scripted
+    script.set("/a", body=b"A" * 100, Cache_Control="max-age=60")
+    server, _ = await start_tls_edge(url(origin, "/"), tmp_path, ca, limits=limits, http2=LIMITS)
+    return server
+
+
+async def test_slow_preface_is_closed_after_header_timeout(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    server = await timed_edge(scripted, tmp_path, ca, header_timeout=0.5)
+    try:
+        client = await H2Client.open(server.tls_port, ca, init=False)
+        client.writer.write(PREFACE[:10])  # a preface that never ends
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        frames = await client.raw_frames(until_closed=4)
+        assert client.reader.at_eof(), "still open after header_timeout"
+        assert loop.time() - t0 < 3.5
+        assert {type(f).__name__ for f in frames} <= {"SettingsFrame", "WindowUpdateFrame"}
+        assert server.node.guard.header_timeouts >= 1
+        await client.close()
+        await still_serves(server, ca)
+    finally:
+        await server.stop()
+
+
+async def test_idle_connection_gets_goaway_after_keepalive_timeout(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    server = await timed_edge(scripted, tmp_path, ca, keepalive_timeout=1.0)
+    try:
+        client = await H2Client.open(server.tls_port, ca)
+        headers, _ = await client.response(client.request("/a"))
+        assert headers[b":status"] == b"200"
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert await client.until(lambda e: isinstance(e, h2.events.ConnectionTerminated), 5)
+        assert goaway_code(client) == ErrorCodes.NO_ERROR
+        assert 0.9 < loop.time() - t0 < 4
+        while await client.pump(1):  # then closed
+            pass
+        assert client.closed
+        assert not h2_conns(server)
+        await client.close()
+    finally:
+        await server.stop()
