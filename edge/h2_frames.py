@@ -74,7 +74,7 @@ SETTING = struct.Struct(">HL")
 GOAWAY_BODY = struct.Struct(">LL")
 
 
-def frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+def frame(kind: int, flags: int, sid: int, payload: bytes | memoryview = b"") -> bytes:
     n = len(payload)
     return HEAD.pack(n >> 8, n & 0xFF, kind, flags, sid) + payload
 
@@ -137,16 +137,69 @@ def strip_padding(flags: int, payload: bytes) -> bytes:
 
 # -- HPACK for responses (RFC 7541), stateless ------------------------------------------------
 
-STATIC_NAMES = (
-    ":authority :method :method :path :path :scheme :scheme :status :status :status :status "
-    ":status :status :status accept-charset accept-encoding accept-language accept-ranges accept "
-    "access-control-allow-origin age allow authorization cache-control content-disposition "
-    "content-encoding content-language content-length content-location content-range "
-    "content-type cookie date etag expect expires from host if-match if-modified-since "
-    "if-none-match if-range if-unmodified-since last-modified link location max-forwards "
-    "proxy-authenticate proxy-authorization range referer refresh retry-after server set-cookie "
-    "strict-transport-security transfer-encoding user-agent vary via www-authenticate"
-).split()
+STATIC_NAMES = [
+    ":authority",
+    ":method",
+    ":method",
+    ":path",
+    ":path",
+    ":scheme",
+    ":scheme",
+    ":status",
+    ":status",
+    ":status",
+    ":status",
+    ":status",
+    ":status",
+    ":status",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "accept-ranges",
+    "accept",
+    "access-control-allow-origin",
+    "age",
+    "allow",
+    "authorization",
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-location",
+    "content-range",
+    "content-type",
+    "cookie",
+    "date",
+    "etag",
+    "expect",
+    "expires",
+    "from",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "last-modified",
+    "link",
+    "location",
+    "max-forwards",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "range",
+    "referer",
+    "refresh",
+    "retry-after",
+    "server",
+    "set-cookie",
+    "strict-transport-security",
+    "transfer-encoding",
+    "user-agent",
+    "vary",
+    "via",
+    "www-authenticate",
+]
 # The first static-table index of each name (RFC 7541 appendix A).
 STATIC_INDEX: dict[bytes, int] = {}
 for _i, _name in enumerate(STATIC_NAMES, 1):
@@ -200,39 +253,99 @@ _INDEXED = bytes(range(0x81, 0xFF))
 CACHED_BLOCKS = 64
 
 
+def _int_at(block: bytes, i: int, prefix: int) -> tuple[int, int]:
+    """An HPACK integer at `i` (RFC 7541 section 5.1): its value and the offset after it."""
+    top = (1 << prefix) - 1
+    value = block[i] & top
+    i += 1
+    if value < top:
+        return value, i
+    shift = 0
+    while True:
+        b = block[i]
+        i += 1
+        value += (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
+def table_neutral(block: bytes) -> bool:
+    """True when decoding `block` leaves the dynamic table as it was: only indexed fields
+    and literals without (or never) indexing, no table size update. False for anything
+    else, a truncated block included (the decoder then says what is wrong)."""
+    if not block.translate(None, _INDEXED):
+        return True
+    i, n = 0, len(block)
+    try:
+        while i < n:
+            b = block[i]
+            if b & 0x80:
+                _, i = _int_at(block, i, 7)
+                continue
+            if b & 0xE0:  # 01xxxxxx adds to the table, 001xxxxx resizes it
+                return False
+            index, i = _int_at(block, i, 4)
+            if not index:
+                length, i = _int_at(block, i, 7)
+                i += length
+            length, i = _int_at(block, i, 7)
+            i += length
+    except IndexError:
+        return False
+    return i == n
+
+
+class Decoded:
+    """A request header block decoded and checked; `parsed` is the caller's memo of what
+    it built from it (the same block means the same request while it is cached)."""
+
+    __slots__ = ("fields", "parsed", "problem")
+
+    def __init__(self, fields: Fields, problem: str | None) -> None:
+        self.fields = fields
+        self.problem = problem
+        self.parsed: object = None
+
+
 class RequestDecoder:
     """Request header blocks to fields (the `hpack` package's decoder, bounded by
-    SETTINGS_MAX_HEADER_LIST_SIZE). A block made only of indexed fields changes nothing in
-    the dynamic table, so while the table is unchanged the same bytes mean the same fields:
-    such blocks (what h2load and browsers send for a repeated request) are decoded once."""
+    SETTINGS_MAX_HEADER_LIST_SIZE). A block that leaves the dynamic table as it was
+    (`table_neutral`) means the same fields each time while the table does not change:
+    such blocks (what h2load and browsers send for a repeated request) are decoded and
+    checked once; a block that changes the table empties the cache."""
 
     __slots__ = ("cache", "decoder")
 
     def __init__(self, max_header_list_size: int) -> None:
         self.decoder = hpack.Decoder(max_header_list_size=max_header_list_size)
-        self.cache: dict[bytes, Fields] = {}
+        self.cache: dict[bytes, Decoded] = {}
 
-    def decode(self, block: bytes) -> Fields:
+    def request(self, block: bytes) -> Decoded:
+        """A request's header block, decoded and checked (`check_request`)."""
+        cached = self.cache.get(block)
+        if cached is not None:
+            return cached
+        neutral = table_neutral(block)
+        fields = self.decode(block, neutral)
+        decoded = Decoded(fields, check_request(fields))
+        if neutral:
+            if len(self.cache) >= CACHED_BLOCKS:
+                self.cache.clear()
+            self.cache[block] = decoded
+        return decoded
+
+    def decode(self, block: bytes, neutral: bool = False) -> Fields:
         """Raises H2Error (COMPRESSION_ERROR, or ENHANCE_YOUR_CALM over the list size)."""
-        indexed = not block.translate(None, _INDEXED)
-        if indexed:
-            cached = self.cache.get(block)
-            if cached is not None:
-                return cached
         try:
             fields = self.decoder.decode(block, raw=True)
         except hpack.OversizedHeaderListError as exc:
             raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, f"header list too large: {exc}") from exc
         except hpack.HPACKError as exc:
             raise H2Error(ErrorCode.COMPRESSION_ERROR, f"HPACK: {exc}") from exc
-        out = cast(Fields, fields)  # (name, value) tuples of bytes, as raw=True gives
-        if indexed:
-            if len(self.cache) >= CACHED_BLOCKS:
-                self.cache.clear()
-            self.cache[block] = out
-        elif self.cache:
+        if not neutral and self.cache:
             self.cache.clear()  # the dynamic table may have changed
-        return out
+        return cast(Fields, fields)  # (name, value) tuples of bytes, as raw=True gives
 
 
 # RFC 9113 section 8.2.1: no upper case, controls, space, high bytes; no colon but a leading one.

@@ -220,6 +220,18 @@ class Budget:
         return self.count <= self.limit
 
 
+# method, target, host, fields, flags, special fields, too large, Content-Length
+Parsed = tuple[
+    str,
+    str,
+    str,
+    tuple[tuple[bytes, bytes], ...],
+    int,
+    tuple[tuple[bytes, bytes], ...],
+    bool,
+    str | None,
+]
+
 # The encoded part of a cached answer's head before its per-request fields (Age and what
 # follows), by the bytes of that part: the engine keeps one serialized head per answer.
 _head_blocks: dict[bytes, bytes] = {}
@@ -629,10 +641,9 @@ class Http2Connection(asyncio.Protocol):
         if not sid & 1:
             raise H2Error(ErrorCode.PROTOCOL_ERROR, "a stream id the client may not open")
         self.highest = sid
-        fields = self.decoder.decode(block)
-        self._request(sid, fields, end_stream, now)
+        self._request(sid, self.decoder.request(block), end_stream, now)
 
-    def _request(self, sid: int, fields: wire.Fields, end_stream: bool, now: float) -> None:
+    def _request(self, sid: int, decoded: wire.Decoded, end_stream: bool, now: float) -> None:
         self.preface_deadline = 0.0
         if self.closing:
             self.out.append(wire.rst_stream(sid, ErrorCode.REFUSED_STREAM))
@@ -651,58 +662,28 @@ class Http2Connection(asyncio.Protocol):
         stream = Stream(self, sid, req, self.peer_initial, recv)
         stream.remote_closed = end_stream
         self.streams[sid] = stream
-        problem = wire.check_request(fields)
-        if problem is not None:
-            self._malformed(stream, problem, now)
+        if decoded.problem is not None:
+            self._malformed(stream, decoded.problem, now)
             return
+        parsed = cast("Parsed | None", decoded.parsed)
+        if parsed is None:
+            parsed = decoded.parsed = self._parse(decoded.fields)
+        method, target, host, raw, flags, special, too_large, length = parsed
         req.version = "2"
-        raw = req.raw_headers
-        cookies: list[bytes] = []
-        method = path = authority = b""
-        too_large = len(fields) > self.max_headers + 4  # + the pseudo-header fields
-        for name, value in fields:
-            if len(name) + len(value) > self.max_field:
-                too_large = True
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                continue
-            if name == b"cookie":
-                cookies.append(value)  # RFC 9113 section 8.2.3: joined again
-                continue
-            flag = _FLAGS.get(name)
-            if flag is not None:
-                req.flags |= flag
-                if flag & ANSWERED_FROM_CACHE:
-                    req.special += ((name, value),)
-            elif name == b"host":
-                req.flags |= F_HOST
-                if not authority:
-                    req.host = value.decode("latin-1")
-            raw.append((name, value))
-        if cookies:
-            raw.append((b"cookie", b"; ".join(cookies)))
-        if authority:
-            req.host = authority.decode("latin-1")
-            if not req.flags & F_HOST:
-                raw.append((b"host", authority))
-                req.flags |= F_HOST
-        req.method = METHODS.get(method) or method.decode("latin-1")
-        req.target = path.decode("latin-1") or "/"
+        req.method = method
+        req.target = target
+        req.host = host
+        req.raw_headers = list(raw)
+        req.flags = flags
+        req.special = special
         if self.engine.access_log is not None:
             req.started = time.monotonic()
         self.last_accepted = max(self.last_accepted, sid)
-        if req.flags & F_BODY:
-            length = req.headers.get("content-length")
-            if length is not None:
-                if not length.isdigit():
-                    self._malformed(stream, "invalid content-length", now)
-                    return
-                stream.expect = int(length)
+        if length is not None:
+            if not length.isdigit():
+                self._malformed(stream, "invalid content-length", now)
+                return
+            stream.expect = int(length)
         if too_large:  # limits.max_headers and max_field_size, as on HTTP/1.1
             self.guard.bad_request(self.peer or None, ValueError("h2: header fields too large"))
             self._body_done(stream)
@@ -720,6 +701,60 @@ class Http2Connection(asyncio.Protocol):
         if stream.expect is not None and stream.expect > self.max_body:
             self._body_done(stream)
             self._answer_error(stream, 413, "request body too large")
+
+    def _parse(self, fields: wire.Fields) -> Parsed:
+        """What a request is made of, from its checked fields (kept with a cached block)."""
+        raw: list[tuple[bytes, bytes]] = []
+        cookies: list[bytes] = []
+        method = path = authority = b""
+        host = ""
+        flags = 0
+        special: tuple[tuple[bytes, bytes], ...] = ()
+        lengths: set[bytes] = set()
+        too_large = len(fields) > self.max_headers + 4  # + the pseudo-header fields
+        for name, value in fields:
+            if len(name) + len(value) > self.max_field:
+                too_large = True
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                continue
+            if name == b"cookie":
+                cookies.append(value)  # RFC 9113 section 8.2.3: joined again
+                continue
+            flag = _FLAGS.get(name)
+            if flag is not None:
+                flags |= flag
+                if flag & ANSWERED_FROM_CACHE:
+                    special += ((name, value),)
+                if flag & F_BODY and name == b"content-length":
+                    lengths.add(value)
+            elif name == b"host":
+                flags |= F_HOST
+                host = value.decode("latin-1")
+            raw.append((name, value))
+        if cookies:
+            raw.append((b"cookie", b"; ".join(cookies)))
+        if authority:
+            host = authority.decode("latin-1")
+            if not flags & F_HOST:
+                raw.append((b"host", authority))
+                flags |= F_HOST
+        length = None if not lengths else lengths.pop() if len(lengths) == 1 else b"x"
+        return (
+            METHODS.get(method) or method.decode("latin-1"),
+            path.decode("latin-1") or "/",
+            host,
+            tuple(raw),
+            flags,
+            special,
+            too_large,
+            None if length is None else length.decode("latin-1"),
+        )
 
     def _malformed(self, stream: Stream, problem: str, now: float) -> None:
         """RFC 9113 section 8.1.1: a malformed request is a stream error."""
@@ -871,9 +906,7 @@ class Http2Connection(asyncio.Protocol):
         block = _head_blocks.get(fixed)
         if block is None:
             status, fields = h1_head_fields(fixed + b"\r\n")
-            block = wire.encode_status(status) + b"".join(
-                [self._h2_field(k, v) for k, v in fields]
-            )
+            block = wire.encode_status(status) + b"".join([self._h2_field(k, v) for k, v in fields])
             if len(_head_blocks) >= HEAD_BLOCKS:
                 _head_blocks.clear()
             _head_blocks[fixed] = block

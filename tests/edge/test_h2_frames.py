@@ -79,7 +79,9 @@ def test_response_blocks_decode_and_leave_no_table_state() -> None:
 
 
 def test_the_static_table_is_rfc_7541s() -> None:
-    names = [bytes(hpack.Decoder().decode(bytes([0x80 | i]), raw=True)[0][0]) for i in range(1, 62)]
+    names = [
+        next(iter(hpack.Decoder().decode(bytes([0x80 | i]), raw=True)))[0] for i in range(1, 62)
+    ]
     assert names == [n.encode() for n in wire.STATIC_NAMES]
 
 
@@ -106,19 +108,32 @@ def request_block(encoder: hpack.Encoder, path: bytes) -> bytes:
     )
 
 
-def test_indexed_blocks_are_decoded_once_while_the_table_holds() -> None:
+def test_blocks_that_leave_the_table_alone_are_decoded_once() -> None:
     encoder = hpack.Encoder()
     decoder = wire.RequestDecoder(65536)
-    first = request_block(encoder, b"/a")  # literals: they enter both tables
-    assert decoder.decode(first)[3] == (b":path", b"/a")
+    first = request_block(encoder, b"/a")  # literals with indexing: both tables change
+    assert not wire.table_neutral(first)
+    assert decoder.request(first).fields[3] == (b":path", b"/a")
     again = request_block(encoder, b"/a")  # indexed only
-    assert not again.translate(None, bytes(range(0x81, 0xFF)))
-    fields = decoder.decode(again)
-    assert decoder.decode(again) is fields  # cached
-    other = request_block(encoder, b"/b")  # a literal: the table changed, the cache goes
-    assert decoder.decode(other)[3] == (b":path", b"/b")
+    assert wire.table_neutral(again)
+    decoded = decoder.request(again)
+    assert decoder.request(again) is decoded  # cached, with its check
+    assert decoded.problem is None
+    other = request_block(encoder, b"/b")  # a literal with indexing: the cache goes
+    assert decoder.request(other).fields[3] == (b":path", b"/b")
     assert not decoder.cache
-    assert decoder.decode(request_block(encoder, b"/a"))[3] == (b":path", b"/a")
+    assert decoder.request(request_block(encoder, b"/a")).fields[3] == (b":path", b"/a")
+    # What nghttp2 sends for a repeated request: indexed fields and :path as a literal
+    # without indexing: cached too.
+    no_index = b"\x82\x87\xbe" + wire.encode_field(b":path", b"/c")
+    assert wire.table_neutral(no_index)
+    decoded = decoder.request(no_index)
+    assert decoder.request(no_index) is decoded and decoded.fields[3] == (b":path", b"/c")
+    # Truncated or resizing blocks are not neutral.
+    assert not wire.table_neutral(no_index[:-1])
+    assert not wire.table_neutral(b"\x3f\xe1\x1f\x82")
+    bad = decoder.request(b"\x82\x87\xbe")  # no :path: malformed, the check says why
+    assert bad.problem is not None
 
 
 def test_decoder_errors_are_connection_errors() -> None:
