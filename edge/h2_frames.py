@@ -222,15 +222,24 @@ def hpack_int(value: int, prefix: int, first: int = 0) -> bytes:
     return bytes(out)
 
 
-def encode_field(name: bytes, value: bytes) -> bytes:
-    """A literal field without indexing (RFC 7541 section 6.2.2), no Huffman."""
+def name_prefix(name: bytes) -> bytes:
+    """The start of a literal field without indexing (RFC 7541 section 6.2.2): the name's
+    static-table index, or a literal name; the value's length and bytes follow."""
     index = STATIC_INDEX.get(name)
-    n = len(value)
-    vlen = bytes((n,)) if n < 127 else hpack_int(n, 7)
     if index is not None:
-        return (bytes((index,)) if index < 15 else hpack_int(index, 4)) + vlen + value
+        return bytes((index,)) if index < 15 else hpack_int(index, 4)
     m = len(name)
-    return b"\x00" + (bytes((m,)) if m < 127 else hpack_int(m, 7)) + name + vlen + value
+    return b"\x00" + (bytes((m,)) if m < 127 else hpack_int(m, 7)) + name
+
+
+def encode_value(prefix: bytes, value: bytes) -> bytes:
+    n = len(value)
+    return prefix + (bytes((n,)) if n < 127 else hpack_int(n, 7)) + value
+
+
+def encode_field(name: bytes, value: bytes) -> bytes:
+    """A literal field without indexing, no Huffman."""
+    return encode_value(name_prefix(name), value)
 
 
 def encode_status(status: int) -> bytes:

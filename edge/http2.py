@@ -235,6 +235,8 @@ Parsed = tuple[
 # The encoded part of a cached answer's head before its per-request fields (Age and what
 # follows), by the bytes of that part: the engine keeps one serialized head per answer.
 _head_blocks: dict[bytes, bytes] = {}
+# The encoded names of the per-answer fields after it, by their HTTP/1.1 spelling ("Age").
+_tail_prefixes: dict[bytes, bytes] = {}
 
 
 class Http2Connection(asyncio.Protocol):
@@ -913,12 +915,20 @@ class Http2Connection(asyncio.Protocol):
         if cut < 0:
             return block
         rest = [block]
+        prefixes = _tail_prefixes
         for line in head[cut + 2 :].split(b"\r\n"):
             if line:
                 name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name not in HOP_BY_HOP:
-                    rest.append(self._h2_field(name, value.strip()))
+                prefix = prefixes.get(name)
+                if prefix is not None:
+                    rest.append(wire.encode_value(prefix, value.strip()))
+                    continue
+                lname = name.strip().lower()
+                if lname in HOP_BY_HOP:
+                    continue
+                rest.append(self._h2_field(lname, value.strip()))
+                if lname != b"via" and len(prefixes) < 64:
+                    prefixes[name] = wire.name_prefix(lname)
         return b"".join(rest)
 
     def send_head(
