@@ -440,6 +440,11 @@ class Http2Connection(asyncio.Protocol):
             self.in_batch = False
             self.goaway(exc.code, exc.reason)
             return
+        except Exception:  # a bug of ours: this connection ends, the worker goes on
+            log.exception("h2: handling the client's frames failed")
+            self.in_batch = False
+            self.goaway(ErrorCode.INTERNAL_ERROR, "internal error")
+            return
         finally:
             self.in_batch = False
         self.flush()

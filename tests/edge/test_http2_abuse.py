@@ -406,3 +406,79 @@ async def test_idle_connection_gets_goaway_after_keepalive_timeout(
         await client.close()
     finally:
         await server.stop()
+
+
+def post_headers(path: str, length: int | None) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost"),
+        (b":path", path.encode()),
+    ]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    return headers
+
+
+async def test_request_bodies_over_the_limit_are_413(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    script, _ = scripted
+    script.set("/api/in", status=201, body=b"ok")
+    server = await timed_edge(scripted, tmp_path, ca, max_request_body=1000)
+    try:
+        client = await H2Client.open(server.tls_port, ca)
+        await settled(client)
+        # Announced too large: 413 at once.
+        sid = client.h2.get_next_available_stream_id()
+        client.h2.send_headers(sid, post_headers("/api/in", 5000))
+        client.flush()
+        headers, _ = await client.response(sid)
+        assert headers[b":status"] == b"413"
+        # Not announced, and larger than the limit as it arrives: 413 too.
+        sid = client.request("/api/in", method="POST", end=False)
+        client.h2.send_data(sid, b"x" * 5000)
+        client.flush()
+        headers, _ = await client.response(sid)
+        assert headers[b":status"] == b"413"
+        # Within the limit: it reaches the origin; the connection went on.
+        sid = client.request("/api/in", method="POST", end=False)
+        await client.send_body(sid, b"y" * 500)
+        headers, body = await client.response(sid)
+        assert headers[b":status"] == b"201" and body == b"ok"
+        assert script.seen[-1].method == "POST"
+        await client.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_body_that_does_not_match_its_content_length_is_a_stream_error(
+    edge: Any, ca: trustme.CA
+) -> None:
+    _, server = edge
+    client = await H2Client.open(server.tls_port, ca)
+    await settled(client)
+    sid = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(sid, post_headers("/a", 10))
+    client.h2.send_data(sid, b"12345", end_stream=True)  # 5 of the 10 announced
+    client.flush()
+    assert await client.until(lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == sid)
+    reset = next(e for e in client.events if isinstance(e, h2.events.StreamReset))
+    assert reset.error_code == ErrorCodes.PROTOCOL_ERROR  # RFC 9113 section 8.1.1
+    headers, _ = await client.response(client.request("/a"))  # the connection goes on
+    assert headers[b":status"] == b"200"
+    await client.close()
+
+
+async def test_a_slow_request_body_is_408(scripted: Any, tmp_path: Path, ca: trustme.CA) -> None:
+    server = await timed_edge(scripted, tmp_path, ca, body_timeout=0.5)
+    try:
+        client = await H2Client.open(server.tls_port, ca)
+        await settled(client)
+        sid = client.request("/api/slow-body", method="POST", end=False)  # and no DATA
+        headers, _ = await client.response(sid, timeout=5)
+        assert headers[b":status"] == b"408"
+        assert server.node.guard.body_timeouts >= 1
+        await client.close()
+    finally:
+        await server.stop()
