@@ -665,6 +665,7 @@ class Sample:
     status: int
     served_by: str
     error: str
+    cache: str = ""
 
 
 class Load:
@@ -721,6 +722,7 @@ class Load:
                     answer.status,
                     answer.header("x-served-by"),
                     "",
+                    answer.header("x-cache"),
                 )
             except (OSError, http.client.HTTPException) as exc:
                 sample = Sample(began, self.now(), False, 0, "", type(exc).__name__)
@@ -807,6 +809,8 @@ def replacement_test(
     result["old_task"] = old
     result["new_task"] = new.served_by if new else None
     result["replacement_answered_s"] = round(new.ended - t_action, 2) if new else None
+    # The node tier is on a volume: the new task's first answer comes from the old one's cache.
+    result["first_answer_cache"] = new.cache if new else None
     first_fail = next((s for s in samples if s.began >= t_action and not s.ok), None)
     result["first_failure_s"] = round(first_fail.began - t_action, 2) if first_fail else None
     if proc is not None:
@@ -1411,6 +1415,11 @@ def smoke(opts: argparse.Namespace) -> int:
             f"{upd['new_task']} after {upd['replacement_answered_s']} s, update "
             f"{upd.get('update_state')}",
         )
+        checks.add(
+            "after the rolling update the new task's first answer is a HIT (the disk tier)",
+            upd.get("first_answer_cache") == "HIT",
+            f"X-Cache: {upd.get('first_answer_cache')}",
+        )
         wait_healthy(opts.stack, 120, "the edge healthy again")
         step("service update --force of the edge", began)
         began = time.monotonic()
@@ -1419,6 +1428,11 @@ def smoke(opts: argparse.Namespace) -> int:
             "after docker kill, Swarm's replacement task answered",
             failures["kill"]["new_task"] is not None,
             f"{failures['kill']['new_task']} after {failures['kill']['replacement_answered_s']} s",
+        )
+        checks.add(
+            "after docker kill the replacement's first answer is a HIT (the disk tier)",
+            failures["kill"].get("first_answer_cache") == "HIT",
+            f"X-Cache: {failures['kill'].get('first_answer_cache')}",
         )
         wait_healthy(opts.stack, 120, "the edge healthy again")
         step("docker kill of the edge", began)

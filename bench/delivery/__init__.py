@@ -1,0 +1,21 @@
+"""`python -m bench.delivery bytes|memory|hints`: what a browser (and the edge's memory) sees of
+the delivery work (issue 16): one module per measurement, `cli` for the command line.
+
+bytes  headless Chromium loads the shop's page through the edge with compression on, then
+       with it off (`compression: {enabled: false}`), each time with an empty browser cache,
+       once on a cold edge (the misses are compressed as they stream) and once warm (hits of
+       the stored variants); it reports every resource's bytes on the wire
+       (`transferSize`, headers included, and `encodedBodySize`) and decoded size, from the
+       browser's own Resource Timing entries.
+hints  headless Chromium loads a cold page (the edge learnt the page's `Link` headers on an
+       earlier load, then the page was purged, so the next load is a miss) with Early Hints on
+       and off; it reports when the image request started (Resource Timing `startTime`,
+       milliseconds from navigation start) and when the HTML's response arrived. The origin's
+       page is made slow (`--page-delay`) so there is time to win, as for a page a real
+       origin renders.
+
+memory samples the edge's resident memory every 20 ms during one cold `GET /5mo.jpg`, sliced and
+       whole.
+
+Each starts its own origin and edge on loopback and stops them at the end.
+"""

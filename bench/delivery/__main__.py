@@ -1,0 +1,3 @@
+from bench.delivery.cli import main
+
+main()
