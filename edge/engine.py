@@ -338,7 +338,7 @@ class Engine:
             peer=req.peer or None,
             scheme=req.scheme,
             host=forwarded_host(req.host, self.hosts),
-            via=self.ident.via,
+            via=self.ident.via(req.version),
             drop=drop,
         )
         headers[access_log.HEADER] = access_log.request_id(req)

@@ -1,30 +1,46 @@
 """HTTP/2 to clients (RFC 9113), over TLS after ALPN chose "h2": one protocol per connection,
-the `h2` library (python-hyper) for framing, HPACK and the stream state machine.
+the server side of the protocol written here (frames, stream states, flow control) over
+`edge.h2_frames` (the wire format; the `hpack` package decodes request header blocks).
 
 Each stream is a `Stream`: the engine's responder, with the same methods as
 `edge.http1.Http1Connection` (`send`, `start` / `write` / `end`, `abort`, `interim`,
-`write_raw`), so `Engine.serve` answers both protocols with the same headers. A request is
-built from its HEADERS (`:authority` as Host) and its DATA, buffered whole as on HTTP/1.1.
+`write_raw`), so `Engine.serve` answers both protocols with the same headers (Via names
+"2" as the protocol the client spoke). A request is built from its HEADERS (`:authority`
+as Host) and its DATA, buffered whole as on HTTP/1.1.
+
+The hit path is short: a request header block made of indexed fields only is decoded and
+checked once per connection (`h2_frames.RequestDecoder`); the answer's header block is
+encoded without the dynamic table, so the part of a cached answer's head before Age is
+encoded once per head (`head_block`), and everything a batch of received frames produces
+goes out in one write.
 
 Flow control both ways: a response body goes out as the client's stream and connection
 windows allow (`write` waits; `send` leaves the rest pending, sent as WINDOW_UPDATEs come);
 request bodies are acknowledged as they arrive, each up to `limits.max_request_body`.
 
 Protections (each has a test in tests/edge/test_http2_abuse.py that drives it with raw frames):
-- SETTINGS_MAX_CONCURRENT_STREAMS and SETTINGS_MAX_HEADER_LIST_SIZE (`tls.http2.*`); streams
+- SETTINGS_MAX_CONCURRENT_STREAMS and SETTINGS_MAX_HEADER_LIST_SIZE (`tls.http2.*`); a stream
+  over the limit is refused (RST_STREAM REFUSED_STREAM, RFC 9113 section 5.1.2); streams
   whose answer is still being computed count against the limit even after the client reset
   them, so resetting does not let a client run more work than the limit (rapid reset,
-  CVE-2023-44487); more than `max_resets` client resets in 10 s: GOAWAY ENHANCE_YOUR_CALM.
-- CONTINUATION floods (CVE-2024-27316 and kin): a header block is bounded by h2 (64 frames
-  of at most 16 KB) and by SETTINGS_MAX_HEADER_LIST_SIZE; past that, GOAWAY.
-- SETTINGS, PING and unknown-frame floods: more than `max_control_frames` in 10 s: GOAWAY
-  ENHANCE_YOUR_CALM; and a client that does not read what they make us write (the socket's
-  buffer over `OUTBUF_LIMIT`) is closed.
+  CVE-2023-44487); more than `max_resets` client resets, refused or malformed streams in
+  10 s: GOAWAY ENHANCE_YOUR_CALM.
+- CONTINUATION floods (CVE-2024-27316 and kin): a header block is at most 64 CONTINUATION
+  frames of at most 16 KB (past that, GOAWAY PROTOCOL_ERROR) and its fields at most
+  SETTINGS_MAX_HEADER_LIST_SIZE (past that, GOAWAY ENHANCE_YOUR_CALM).
+- SETTINGS, PING, PRIORITY and unknown-frame floods: more than `max_control_frames` in 10 s:
+  GOAWAY ENHANCE_YOUR_CALM; and a client that does not read what they make us write (the
+  socket's buffer over `OUTBUF_LIMIT`) is closed.
 - Zero-window stalls: a stream whose window stays 0 (or a connection whose window or socket
   stays full) longer than `stall_timeout` is reset (or closed); a stalled stream holds at
   most a reference to its body, never a copy.
-- Slow request heads and bodies, idle connections: `limits.header_timeout` (the preface),
-  `limits.body_timeout` with `body_min_rate`, `limits.keepalive_timeout`.
+- Malformed frames and requests: a connection error (GOAWAY) for what breaks the
+  connection's state (frame sizes, stream ids, windows, HPACK), a stream error (RST_STREAM
+  PROTOCOL_ERROR) for a malformed request (RFC 9113 section 8.1.1: fields, pseudo-header
+  fields, Content-Length against the DATA).
+- Slow request heads and bodies, idle connections: `limits.header_timeout` (the preface
+  and the first request), `limits.body_timeout` with `body_min_rate`,
+  `limits.keepalive_timeout`.
 Graceful stop (`shutdown`, from `EdgeServer.stop`): GOAWAY NO_ERROR naming the last stream
 accepted; the streams in flight finish, then the connection closes.
 """
@@ -37,15 +53,9 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
-
-from edge.http1 import _FLAGS, F_BODY, F_HOST, METHODS
+from edge import h2_frames as wire
+from edge.h2_frames import ErrorCode, H2Error
+from edge.http1 import _FLAGS, ANSWERED_FROM_CACHE, F_BODY, F_HOST, METHODS
 from edge.respond import Reply
 from edge.tls import TlsRequest
 from edge.tls_config import Http2Settings
@@ -62,7 +72,9 @@ HOP_BY_HOP = frozenset(
 )
 WINDOW_SECONDS = 10.0  # the period the reset and control-frame budgets count over
 OUTBUF_LIMIT = 4 << 20  # bytes queued to a client that is not reading: close it
-MAX_FRAME = 16384
+MAX_FRAME = wire.MIN_FRAME  # what we accept and what we send
+MAX_CONTINUATIONS = 64
+HEAD_BLOCKS = 4096  # encoded heads kept (`head_block`)
 
 
 class Stream:
@@ -74,17 +86,24 @@ class Stream:
         "done",
         "end_after",
         "ended",
+        "expect",
         "id",
         "pending",
+        "received",
+        "recv_window",
+        "remote_closed",
         "req",
         "reset",
         "running",
         "stalled_since",
         "started",
         "waiter",
+        "window",
     )
 
-    def __init__(self, conn: Http2Connection, stream_id: int, req: Request) -> None:
+    def __init__(
+        self, conn: Http2Connection, stream_id: int, req: Request, window: int, recv: int
+    ) -> None:
         self.conn = conn
         self.id = stream_id
         self.req = req
@@ -93,11 +112,16 @@ class Stream:
         self.end_after = False
         self.reset = False  # reset by either side: nothing more is sent
         self.running = False  # the engine is still computing the answer
-        self.done = False  # the request arrived whole (END_STREAM)
+        self.done = False  # the request body is no longer received (whole, refused, reset)
+        self.remote_closed = False  # the client sent END_STREAM
         self.pending: memoryview | None = None  # body bytes waiting for window
         self.waiter: asyncio.Future[None] | None = None
         self.stalled_since = 0.0
         self.body_started = 0.0
+        self.window = window  # what we may send (the client's window for this stream)
+        self.recv_window = recv  # what the client may send
+        self.expect: int | None = None  # the request's Content-Length
+        self.received = 0
 
     # -- the engine's side (the same methods as Http1Connection) -------------------------
 
@@ -105,26 +129,31 @@ class Stream:
         if self.reset or self.started:
             return
         no_body = req.method == "HEAD" or not reply.body or reply.status in (204, 304)
-        self.conn.send_head(self, reply.status, _fields(reply.fields), reply.length, no_body)
+        conn = self.conn
+        block = wire.encode_status(reply.status) + conn.fields_block(reply.fields)
+        conn.send_head(self, block, reply.status, reply.length, reply.fields, no_body)
         if not no_body:
-            self.conn.send_body(self, memoryview(reply.body), end=True)
+            conn.send_body(self, memoryview(reply.body), end=True)
 
     def write_raw(self, req: Request, head: bytes, body: bytes | memoryview) -> None:
         """The engine's hit fast path hands a pre-serialized HTTP/1.1 head: its fields are
         taken as they are (the same X-Cache, Age, Cache-Status as on HTTP/1.1)."""
         if self.reset or self.started:
             return
-        status, fields = h1_head_fields(head)
+        conn = self.conn
+        block = conn.head_block(head)
         no_body = req.method == "HEAD" or not body
-        self.conn.send_head(self, status, fields, None, no_body)
+        conn.send_head(self, block, 0, None, None, no_body)
         if not no_body:
-            self.conn.send_body(self, memoryview(body), end=True)
+            conn.send_body(self, memoryview(body), end=True)
 
     def start(self, req: Request, reply: Reply) -> None:
         if self.reset:
             raise ConnectionResetError("stream reset")
         no_body = req.method == "HEAD" or reply.status in (204, 304)
-        self.conn.send_head(self, reply.status, _fields(reply.fields), reply.length, no_body)
+        conn = self.conn
+        block = wire.encode_status(reply.status) + conn.fields_block(reply.fields)
+        conn.send_head(self, block, reply.status, reply.length, reply.fields, no_body)
 
     async def write(self, data: bytes | memoryview) -> None:
         if self.reset:
@@ -146,23 +175,15 @@ class Stream:
 
     def abort(self) -> None:
         """The body broke off: reset the stream, so the client sees it incomplete."""
-        self.conn.reset_stream(self, ErrorCodes.INTERNAL_ERROR)
+        self.conn.reset_stream(self, ErrorCode.INTERNAL_ERROR)
 
     def interim(self, status: int, fields: list[tuple[str, str]]) -> None:
         """A 1xx answer before the final one (103 Early Hints)."""
         if not self.reset and not self.started:
-            headers = [(b":status", str(status).encode()), *_fields(fields)]
-            self.conn.h2_call(self.conn.h2.send_headers, self.id, headers)
-            self.conn.flush()
-
-
-def _fields(fields: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    out = []
-    for k, v in fields:
-        name = k.lower().encode("latin-1")
-        if name not in HOP_BY_HOP:
-            out.append((name, v.encode("latin-1", "replace")))
-    return out
+            conn = self.conn
+            block = wire.encode_status(status) + conn.fields_block(fields)
+            conn.out.append(wire.headers(self.id, conn.table_prefix() + block, False))
+            conn.flush()
 
 
 def h1_head_fields(head: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
@@ -199,8 +220,27 @@ class Budget:
         return self.count <= self.limit
 
 
+# method, target, host, fields, flags, special fields, too large, Content-Length
+Parsed = tuple[
+    str,
+    str,
+    str,
+    tuple[tuple[bytes, bytes], ...],
+    int,
+    tuple[tuple[bytes, bytes], ...],
+    bool,
+    str | None,
+]
+
+# The encoded part of a cached answer's head before its per-request fields (Age and what
+# follows), by the bytes of that part: the engine keeps one serialized head per answer.
+_head_blocks: dict[bytes, bytes] = {}
+# The encoded names of the per-answer fields after it, by their HTTP/1.1 spelling ("Age").
+_tail_prefixes: dict[bytes, bytes] = {}
+
+
 class Http2Connection(asyncio.Protocol):
-    """One client connection speaking HTTP/2."""
+    """One client connection speaking HTTP/2 (the server side)."""
 
     def __init__(self, engine: Engine, settings: Http2Settings, hsts: str | None) -> None:
         self.engine = engine
@@ -213,39 +253,23 @@ class Http2Connection(asyncio.Protocol):
         self.idle_timeout = cfg.keepalive_timeout
         self.body_timeout = cfg.body_timeout
         self.body_min_rate = cfg.body_min_rate
-        self.hsts = [(b"strict-transport-security", hsts.encode())] if hsts else []
+        self.hsts = wire.encode_field(b"strict-transport-security", hsts.encode()) if hsts else b""
         self.loop = asyncio.get_running_loop()
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=True,
-            # Its normalizing only joins split cookie fields: `_request` does that.
-            normalize_inbound_headers=False,
-            # Our fields are lower-cased and stripped of hop-by-hop ones here.
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.h2 = h2.connection.H2Connection(config=config)
-        self.h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_list_size,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
-            },
-        )
-        # The SETTINGS above are h2's values from the start (not a change waiting for the
-        # client's ACK), so the HPACK decoder gets its bound here.
-        self.h2.decoder.max_header_list_size = settings.max_header_list_size
         self.max_headers = cfg.max_headers
         self.max_field = cfg.max_field_size
+        # Via: the hop the engine wrote ("1.1 <node>") names the protocol spoken here.
+        ident = engine.ident
+        self.via_h1 = ident.via("1.1").encode()
+        self.via_h2 = ident.via("2").encode()
+        self.decoder = wire.RequestDecoder(settings.max_header_list_size)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Stream] = {}
         self.running = 0  # streams whose answer the engine is still computing
         self.peer = ""
         self.closing = False  # GOAWAY sent: no new streams
+        self.dead = False  # a connection error: nothing more is read
         self.last_accepted = 0
+        self.highest = 0  # the highest stream id the client opened
         self.write_paused = False
         self.paused_since = 0.0
         self.conn_stalled_since = 0.0
@@ -257,17 +281,42 @@ class Http2Connection(asyncio.Protocol):
         self.counters = engine.guard
         self.gone = False
         self.in_batch = False  # in data_received: writes wait for the end of the batch
+        self.out: list[bytes] = []
+        self.buf = b""
+        self.preface = False  # the client's preface arrived
+        self.got_settings = False  # and its first SETTINGS
+        self.acked = False  # the client acknowledged our SETTINGS
+        self.send_window = wire.DEFAULT_WINDOW  # the client's connection window
+        self.recv_window = wire.DEFAULT_WINDOW + settings.initial_window
+        self.peer_initial = wire.DEFAULT_WINDOW  # the client's SETTINGS_INITIAL_WINDOW_SIZE
+        self.table_update = False  # the client changed its table size: say ours is 0
+        self.block_sid = 0  # a header block in CONTINUATION frames: its stream
+        self.block_flags = 0
+        self.block_parts: list[bytes] = []
 
     # -- connection ---------------------------------------------------------------------
+
+    def _our_settings(self) -> bytes:
+        s = self.settings
+        return wire.settings_frame(
+            {
+                wire.S_MAX_CONCURRENT_STREAMS: s.max_concurrent_streams,
+                wire.S_MAX_HEADER_LIST_SIZE: s.max_header_list_size,
+                wire.S_INITIAL_WINDOW_SIZE: s.initial_window,
+                wire.S_MAX_FRAME_SIZE: MAX_FRAME,
+            }
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         guard = self.guard
         if len(guard.open) >= guard.max_connections:
             guard.over_limit += 1
-            self.h2.initiate_connection()
-            self.h2.close_connection(ErrorCodes.REFUSED_STREAM, b"too many connections")
-            self.flush()
+            self.transport.write(
+                self._our_settings()
+                + wire.goaway(0, ErrorCode.REFUSED_STREAM, b"too many connections")
+            )
+            self.dead = True
             self.transport.close()
             return
         guard.accepted += 1
@@ -278,9 +327,9 @@ class Http2Connection(asyncio.Protocol):
         now = self.loop.time()
         self.last_activity = now
         self.preface_deadline = now + self.header_timeout
-        self.h2.initiate_connection()
-        # The connection window, for request bodies of several streams at once.
-        self.h2.increment_flow_control_window(self.settings.initial_window)
+        # Our SETTINGS, and the connection window for request bodies of several streams.
+        self.out.append(self._our_settings())
+        self.out.append(wire.window_update(0, self.settings.initial_window))
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -302,13 +351,13 @@ class Http2Connection(asyncio.Protocol):
         self._pump_all()
 
     def flush(self, now: bool = False) -> None:
-        """Write what h2 has queued. Inside `data_received` this waits for the end of the
-        batch: one TLS record and one send for all the answers the batch produced (a write
-        per answer was most of the time h2 spent)."""
-        if self.in_batch and not now:
+        """Write what is queued. Inside `data_received` this waits for the end of the
+        batch: one TLS record and one send for all the answers the batch produced."""
+        if (self.in_batch and not now) or not self.out:
             return
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
+        data = b"".join(self.out)
+        self.out.clear()
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     def close(self) -> None:
@@ -316,44 +365,32 @@ class Http2Connection(asyncio.Protocol):
             self.flush(now=True)  # what the batch produced (a GOAWAY) goes out first
             self.transport.close()
 
-    def h2_call(self, fn: Any, *args: Any, **kw: Any) -> bool:
-        """Call into h2 for a stream that may have been closed meanwhile."""
-        try:
-            fn(*args, **kw)
-            return True
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-            log.debug("h2: %s", exc)
-            return False
-
-    def goaway(self, code: ErrorCodes, reason: str, abort: bool = False) -> None:
+    def goaway(self, code: ErrorCode, reason: str, abort: bool = False) -> None:
         """A connection error: GOAWAY and close (nothing more is answered). `abort`: the
         client reads nothing, so nothing queued can be flushed: drop the connection."""
-        if self.gone:
+        if self.gone or self.dead:
             return
-        if code == ErrorCodes.ENHANCE_YOUR_CALM:
-            self.guard.bad_request(self.peer or None, ValueError(f"h2: {reason}"))
-        self.h2_call(self.h2.close_connection, code, reason.encode())
-        self.flush(now=True)
+        self.guard.bad_request(self.peer or None, ValueError(f"h2: {reason}"))
+        self.dead = True
         self.closing = True
+        self.out.append(wire.goaway(self.highest, code, reason.encode()))
         for stream in list(self.streams.values()):
             self._mark_reset(stream)
         if abort and self.transport is not None:
+            self.out.clear()
             self.transport.abort()
         else:
             self.close()
 
     def shutdown(self) -> None:
         """Graceful stop: GOAWAY NO_ERROR with the last stream accepted; streams in flight
-        finish. The frame is written directly (h2 would refuse to send anything after its
-        own GOAWAY), then the connection closes once no answer is in progress."""
+        finish, then the connection closes once no answer is in progress."""
         if self.closing or self.gone:
             self.close()
             return
         self.closing = True
+        self.out.append(wire.goaway(self.last_accepted, ErrorCode.NO_ERROR))
         self.flush(now=True)
-        frame = GoAwayFrame(stream_id=0, last_stream_id=self.last_accepted, error_code=0)
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame.serialize())
         self._maybe_close()
 
     def _maybe_close(self) -> None:
@@ -372,14 +409,14 @@ class Http2Connection(asyncio.Protocol):
         stall = self.settings.stall_timeout
         if self.paused_since and now - self.paused_since > stall:
             # The socket stayed full too long: the client reads nothing.
-            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "not reading", abort=True)
+            self.goaway(ErrorCode.ENHANCE_YOUR_CALM, "not reading", abort=True)
             return
         if self.conn_stalled_since and now - self.conn_stalled_since > stall:
-            self.goaway(ErrorCodes.FLOW_CONTROL_ERROR, "connection window stayed at 0")
+            self.goaway(ErrorCode.FLOW_CONTROL_ERROR, "connection window stayed at 0")
             return
         for stream in list(self.streams.values()):
             if stream.stalled_since and now - stream.stalled_since > stall:
-                self.reset_stream(stream, ErrorCodes.CANCEL)  # its window stayed at 0
+                self.reset_stream(stream, ErrorCode.CANCEL)  # its window stayed at 0
             elif stream.body_started and not stream.done and self.body_timeout > 0:
                 allowed = self.body_timeout + (
                     len(stream.req.body) / self.body_min_rate if self.body_min_rate > 0 else 1e9
@@ -394,94 +431,293 @@ class Http2Connection(asyncio.Protocol):
     # -- receiving ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self.gone:
+        if self.gone or self.dead:
             return
         self.in_batch = True
         try:
             self._received(data)
+        except H2Error as exc:
+            self.in_batch = False
+            self.goaway(exc.code, exc.reason)
+            return
+        except Exception:  # a bug of ours: this connection ends, the worker goes on
+            log.exception("h2: handling the client's frames failed")
+            self.in_batch = False
+            self.goaway(ErrorCode.INTERNAL_ERROR, "internal error")
+            return
         finally:
             self.in_batch = False
         self.flush()
         transport = self.transport
         if transport is not None and transport.get_write_buffer_size() > OUTBUF_LIMIT:
             # The client makes us write (PING acks, SETTINGS acks, answers) and does not read.
-            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "not reading what it asks for", abort=True)
+            self.goaway(ErrorCode.ENHANCE_YOUR_CALM, "not reading what it asks for", abort=True)
 
     def _received(self, data: bytes) -> None:
-        try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            # h2 has queued the GOAWAY (PROTOCOL_ERROR, or ENHANCE_YOUR_CALM for an
-            # oversized header block / CONTINUATION flood).
-            self.guard.bad_request(self.peer or None, ValueError(f"h2: {exc}"))
-            self.flush(now=True)
-            self.closing = True
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        if not self.preface:
+            if len(data) < len(wire.PREFACE):
+                if not wire.PREFACE.startswith(data):
+                    raise H2Error(ErrorCode.PROTOCOL_ERROR, "no connection preface")
+                self.buf = data
+                return
+            if not data.startswith(wire.PREFACE):
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "no connection preface")
+            self.preface = True
+            data = data[len(wire.PREFACE) :]
+        now = self.loop.time()
+        self.last_activity = now
+        pos = 0
+        n = len(data)
+        parse = wire.parse_head
+        while n - pos >= 9:
+            length, kind, flags, sid = parse(data, pos)
+            if length > MAX_FRAME:
+                raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "frame over SETTINGS_MAX_FRAME_SIZE")
+            end = pos + 9 + length
+            if end > n:
+                break
+            payload = data[pos + 9 : end]
+            pos = end
+            self._frame(kind, flags, sid, payload, now)
+            if self.dead or self.gone:
+                return
+        if pos < n:
+            self.buf = data[pos:]
+
+    def _frame(self, kind: int, flags: int, sid: int, payload: bytes, now: float) -> None:
+        if self.block_sid and kind != wire.CONTINUATION:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "a header block was interrupted")
+        if not self.got_settings and kind != wire.SETTINGS:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "the preface's SETTINGS frame is missing")
+        if kind == wire.HEADERS:
+            self._headers(flags, sid, payload, now)
+        elif kind == wire.DATA:
+            self._data(flags, sid, payload, now)
+        elif kind == wire.WINDOW_UPDATE:
+            self._window_update(sid, payload)
+        elif kind == wire.CONTINUATION:
+            if not self.block_sid or sid != self.block_sid:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+            parts = self.block_parts
+            if len(parts) > MAX_CONTINUATIONS:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "too many CONTINUATION frames")
+            parts.append(payload)
+            if flags & wire.END_HEADERS:
+                self.block_sid = 0
+                self.block_parts = []
+                self._header_block(self.block_flags, sid, b"".join(parts), now)
+        elif kind == wire.SETTINGS:
+            self._settings(flags, sid, payload, now)
+        elif kind == wire.RST_STREAM:
+            if len(payload) != 4:
+                raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM of the wrong size")
+            self._check_stream_id(sid, "RST_STREAM")
+            stream = self.streams.get(sid)
+            if stream is not None:
+                self._client_reset(stream, now)
+        elif kind == wire.PING:
+            if len(payload) != 8:
+                raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "PING of the wrong size")
+            if sid:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
+            self._control(now)
+            if not flags & wire.ACK:
+                self.out.append(wire.ping_ack(payload))
+        elif kind == wire.GOAWAY:
+            if sid:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream")
+            # The client leaves: nothing more is answered.
+            self.dead = self.closing = True
             for stream in list(self.streams.values()):
                 self._mark_reset(stream)
             self.close()
-            return
-        now = self.loop.time()
-        self.last_activity = now
-        for event in events:
-            if self.gone:
-                return
-            kind = type(event)
-            if kind is h2.events.RequestReceived:
-                self._request(cast(h2.events.RequestReceived, event), now)
-            elif kind is h2.events.DataReceived:
-                self._data(cast(h2.events.DataReceived, event), now)
-            elif kind is h2.events.StreamEnded:
-                ended = self.streams.get(cast(h2.events.StreamEnded, event).stream_id or 0)
-                if ended is not None and not ended.done:
-                    self._dispatch(ended)
-            elif kind is h2.events.WindowUpdated:
-                sid = cast(h2.events.WindowUpdated, event).stream_id
-                if not sid:
-                    self._pump_all()
-                else:
-                    s = self.streams.get(sid)
-                    if s is not None:
-                        self._pump(s)
-            elif kind is h2.events.StreamReset:
-                self._client_reset(cast(h2.events.StreamReset, event), now)
-            elif kind in (
-                h2.events.PingReceived,
-                h2.events.RemoteSettingsChanged,
-                h2.events.UnknownFrameReceived,
-                h2.events.PriorityUpdated,
-            ):
-                if not self.control.spend(now):
-                    self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "too many control frames")
-                    return
-                if kind is h2.events.RemoteSettingsChanged:
-                    self._pump_all()  # INITIAL_WINDOW_SIZE may have grown
-            elif kind is h2.events.ConnectionTerminated:
-                self.flush(now=True)
-                self.closing = True
-                for stream in list(self.streams.values()):
-                    self._mark_reset(stream)
-                self.close()
-                return
+        elif kind == wire.PRIORITY:
+            if len(payload) != 5:
+                raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "PRIORITY of the wrong size")
+            if not sid:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
+            self._control(now)
+        elif kind == wire.PUSH_PROMISE:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+        else:
+            self._control(now)  # an unknown frame type: ignored (RFC 9113 section 4.1)
 
-    def _request(self, event: h2.events.RequestReceived, now: float) -> None:
-        sid = event.stream_id
-        assert sid is not None
+    def _control(self, now: float) -> None:
+        if not self.control.spend(now):
+            raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too many control frames")
+
+    def _check_stream_id(self, sid: int, what: str) -> None:
+        if not sid:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, f"{what} on stream 0")
+        if sid > self.highest:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, f"{what} on an idle stream")
+
+    def _settings(self, flags: int, sid: int, payload: bytes, now: float) -> None:
+        if sid:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & wire.ACK:
+            if payload:
+                raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            self._control(now)
+            self.acked = True
+            return
+        if len(payload) % 6:
+            raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS of the wrong size")
+        if self.got_settings:
+            self._control(now)
+        self.got_settings = True
+        for key, value in wire.parse_settings(payload):
+            if key == wire.S_INITIAL_WINDOW_SIZE:
+                if value > wire.MAX_WINDOW:
+                    raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "initial window over 2^31-1")
+                delta = value - self.peer_initial
+                self.peer_initial = value
+                for stream in self.streams.values():  # RFC 9113 section 6.9.2
+                    stream.window += delta
+                    if stream.window > wire.MAX_WINDOW:
+                        raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "a window over 2^31-1")
+            elif key == wire.S_HEADER_TABLE_SIZE:
+                self.table_update = True
+            elif key == wire.S_ENABLE_PUSH:
+                if value > 1:
+                    raise H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH over 1")
+            elif key == wire.S_MAX_FRAME_SIZE and not MAX_FRAME <= value < 1 << 24:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
+        self.out.append(wire.SETTINGS_ACK)
+        self._pump_all()  # INITIAL_WINDOW_SIZE may have grown
+
+    def _window_update(self, sid: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE of the wrong size")
+        increment = wire.U32.unpack(payload)[0] & 0x7FFFFFFF
+        if not sid:
+            if not increment:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "a zero window increment")
+            self.send_window += increment
+            if self.send_window > wire.MAX_WINDOW:
+                raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "the window over 2^31-1")
+            self._pump_all()
+            return
+        self._check_stream_id(sid, "WINDOW_UPDATE")
+        stream = self.streams.get(sid)
+        if stream is None or stream.reset:
+            return  # closed meanwhile
+        if not increment:
+            self.reset_stream(stream, ErrorCode.PROTOCOL_ERROR)
+            return
+        stream.window += increment
+        if stream.window > wire.MAX_WINDOW:
+            self.reset_stream(stream, ErrorCode.FLOW_CONTROL_ERROR)
+            return
+        self._pump(stream)
+
+    def _headers(self, flags: int, sid: int, payload: bytes, now: float) -> None:
+        if not sid:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0")
+        payload = wire.strip_padding(flags, payload)
+        if flags & wire.PRIORITY_FLAG:
+            if len(payload) < 5:
+                raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+            if wire.U32.unpack_from(payload)[0] & 0x7FFFFFFF == sid:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "a stream depending on itself")
+            payload = payload[5:]
+        if flags & wire.END_HEADERS:
+            self._header_block(flags, sid, payload, now)
+        else:
+            self.block_sid = sid
+            self.block_flags = flags
+            self.block_parts = [payload]
+
+    def _header_block(self, flags: int, sid: int, block: bytes, now: float) -> None:
+        end_stream = bool(flags & wire.END_STREAM)
+        if sid <= self.highest:
+            fields = self.decoder.decode(block)  # the HPACK state moves on in any case
+            stream = self.streams.get(sid)
+            if stream is None or stream.reset:
+                return  # a stream we closed (or reset) meanwhile
+            if stream.remote_closed:
+                self.reset_stream(stream, ErrorCode.STREAM_CLOSED)
+            elif not end_stream or wire.check_request(fields, trailers=True):
+                self._malformed(stream, "malformed trailers", now)
+            else:  # trailers: the request is whole
+                self._end_of_request(stream, now)
+            return
+        if not sid & 1:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "a stream id the client may not open")
+        self.highest = sid
+        self._request(sid, self.decoder.request(block), end_stream, now)
+
+    def _request(self, sid: int, decoded: wire.Decoded, end_stream: bool, now: float) -> None:
         self.preface_deadline = 0.0
         if self.closing:
-            self.h2_call(self.h2.reset_stream, sid, ErrorCodes.REFUSED_STREAM)
+            self.out.append(wire.rst_stream(sid, ErrorCode.REFUSED_STREAM))
             return
-        if self.running >= self.settings.max_concurrent_streams:
-            # Streams reset by the client whose answers are still being computed count too.
-            self.h2_call(self.h2.reset_stream, sid, ErrorCodes.REFUSED_STREAM)
+        if len(self.streams) >= self.settings.max_concurrent_streams:
+            # RFC 9113 section 5.1.2: refused. Streams reset by the client whose answers are
+            # still being computed count too; refusing often is an abuse pattern.
+            self.out.append(wire.rst_stream(sid, ErrorCode.REFUSED_STREAM))
             if not self.resets.spend(now):
-                self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "too many streams refused")
+                raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too many streams refused")
             return
+        recv = self.settings.initial_window
+        if not self.acked:
+            recv = max(recv, wire.DEFAULT_WINDOW)  # our SETTINGS may not be in force yet
         req = TlsRequest(self.peer)
+        stream = Stream(self, sid, req, self.peer_initial, recv)
+        stream.remote_closed = end_stream
+        self.streams[sid] = stream
+        if decoded.problem is not None:
+            self._malformed(stream, decoded.problem, now)
+            return
+        parsed = cast("Parsed | None", decoded.parsed)
+        if parsed is None:
+            parsed = decoded.parsed = self._parse(decoded.fields)
+        method, target, host, raw, flags, special, too_large, length = parsed
         req.version = "2"
-        raw = req.raw_headers
+        req.method = method
+        req.target = target
+        req.host = host
+        req.raw_headers = list(raw)
+        req.flags = flags
+        req.special = special
+        if self.engine.access_log is not None:
+            req.started = time.monotonic()
+        self.last_accepted = max(self.last_accepted, sid)
+        if length is not None:
+            if not length.isdigit():
+                self._malformed(stream, "invalid content-length", now)
+                return
+            stream.expect = int(length)
+        if too_large:  # limits.max_headers and max_field_size, as on HTTP/1.1
+            self.guard.bad_request(self.peer or None, ValueError("h2: header fields too large"))
+            self._body_done(stream)
+            self._answer_error(stream, 431, "request header fields too large")
+            return
+        if req.method == "CONNECT" or req.target[:1] != "/":
+            # No extended CONNECT (RFC 8441) and no asterisk-form here.
+            self._body_done(stream)
+            self._answer_error(stream, 400 if req.method != "CONNECT" else 405, "not supported")
+            return
+        if end_stream:
+            self._end_of_request(stream, now)
+            return
+        stream.body_started = now
+        if stream.expect is not None and stream.expect > self.max_body:
+            self._body_done(stream)
+            self._answer_error(stream, 413, "request body too large")
+
+    def _parse(self, fields: wire.Fields) -> Parsed:
+        """What a request is made of, from its checked fields (kept with a cached block)."""
+        raw: list[tuple[bytes, bytes]] = []
         cookies: list[bytes] = []
         method = path = authority = b""
-        fields = cast(list[tuple[bytes, bytes]], event.headers or [])
+        host = ""
+        flags = 0
+        special: tuple[tuple[bytes, bytes], ...] = ()
+        lengths: set[bytes] = set()
         too_large = len(fields) > self.max_headers + 4  # + the pseudo-header fields
         for name, value in fields:
             if len(name) + len(value) > self.max_field:
@@ -499,75 +735,98 @@ class Http2Connection(asyncio.Protocol):
                 continue
             flag = _FLAGS.get(name)
             if flag is not None:
-                req.flags |= flag
+                flags |= flag
+                if flag & ANSWERED_FROM_CACHE:
+                    special += ((name, value),)
+                if flag & F_BODY and name == b"content-length":
+                    lengths.add(value)
             elif name == b"host":
-                req.flags |= F_HOST
-                if not authority:
-                    req.host = value.decode("latin-1")
+                flags |= F_HOST
+                host = value.decode("latin-1")
             raw.append((name, value))
         if cookies:
             raw.append((b"cookie", b"; ".join(cookies)))
         if authority:
-            req.host = authority.decode("latin-1")
-            if not req.flags & F_HOST:
+            host = authority.decode("latin-1")
+            if not flags & F_HOST:
                 raw.append((b"host", authority))
-                req.flags |= F_HOST
-        req.method = METHODS.get(method) or method.decode("latin-1")
-        req.target = path.decode("latin-1") or "/"
-        if self.engine.access_log is not None:
-            req.started = time.monotonic()
-        self.last_accepted = max(self.last_accepted, sid)
-        stream = Stream(self, sid, req)
-        self.streams[sid] = stream
-        if too_large:  # limits.max_headers and max_field_size, as on HTTP/1.1
-            self.guard.bad_request(self.peer or None, ValueError("h2: header fields too large"))
-            self._body_done(stream)
-            self._answer_error(stream, 431, "request header fields too large")
+                flags |= F_HOST
+        length = None if not lengths else lengths.pop() if len(lengths) == 1 else b"x"
+        return (
+            METHODS.get(method) or method.decode("latin-1"),
+            path.decode("latin-1") or "/",
+            host,
+            tuple(raw),
+            flags,
+            special,
+            too_large,
+            None if length is None else length.decode("latin-1"),
+        )
+
+    def _malformed(self, stream: Stream, problem: str, now: float) -> None:
+        """RFC 9113 section 8.1.1: a malformed request is a stream error."""
+        self.guard.bad_request(self.peer or None, ValueError(f"h2: {problem}"))
+        self.reset_stream(stream, ErrorCode.PROTOCOL_ERROR)
+        if not self.resets.spend(now):
+            raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too many malformed streams")
+
+    def _end_of_request(self, stream: Stream, now: float) -> None:
+        stream.remote_closed = True
+        if stream.expect is not None and stream.received != stream.expect and not stream.done:
+            self._malformed(stream, "a body shorter than its content-length", now)
             return
-        if req.method == "CONNECT" or req.target[:1] != "/":
-            # No extended CONNECT (RFC 8441) and no asterisk-form here.
-            self._body_done(stream)
-            self._answer_error(stream, 400 if req.method != "CONNECT" else 405, "not supported")
+        if not stream.done:
+            self._dispatch(stream)
+
+    def _data(self, flags: int, sid: int, payload: bytes, now: float) -> None:
+        if not sid:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0")
+        if sid > self.highest:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")
+        size = len(payload)  # flow-controlled: padding included
+        if size > self.recv_window:
+            raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "DATA over the connection window")
+        data = wire.strip_padding(flags, payload)
+        if size:
+            # Acknowledged at once: the connection window opens again (the bounds are
+            # max_request_body per stream and `body_budget` per connection).
+            self.out.append(wire.window_update(0, size))
+        stream = self.streams.get(sid)
+        if stream is None or stream.reset:
+            return  # closed meanwhile: its frames in flight are dropped
+        if stream.remote_closed:
+            self.reset_stream(stream, ErrorCode.STREAM_CLOSED)
             return
-        if event.stream_ended is None:
-            stream.body_started = now
-            length = req.headers.get("content-length") if req.flags & F_BODY else None
-            if length is not None and length.isdigit() and int(length) > self.max_body:
+        if size > stream.recv_window:
+            self.reset_stream(stream, ErrorCode.FLOW_CONTROL_ERROR)
+            return
+        end = bool(flags & wire.END_STREAM)
+        if size and not end:
+            self.out.append(wire.window_update(sid, size))
+        stream.received += len(data)
+        if stream.expect is not None and stream.received > stream.expect:
+            self._malformed(stream, "a body longer than its content-length", now)
+            return
+        if not stream.done:
+            body = stream.req.body
+            if len(body) + len(data) > self.max_body:
                 self._body_done(stream)
                 self._answer_error(stream, 413, "request body too large")
-        # else: StreamEnded follows in the same batch and dispatches it
+                return
+            self.body_buffered += len(data)
+            if self.body_buffered > self.body_budget:
+                raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too much request body at once")
+            body += data
+        if end:
+            self._end_of_request(stream, now)
 
-    def _data(self, event: h2.events.DataReceived, now: float) -> None:
-        sid = event.stream_id or 0
-        size = event.flow_controlled_length or 0
-        # Acknowledged at once: the stream and connection windows open again (the
-        # bounds are max_request_body per stream and `body_budget` per connection).
-        if size:
-            self.h2_call(self.h2.acknowledge_received_data, size, sid)
-        stream = self.streams.get(sid)
-        if stream is None or stream.done:
-            return
-        data = event.data or b""
-        body = stream.req.body
-        if len(body) + len(data) > self.max_body:
-            self._body_done(stream)
-            self._answer_error(stream, 413, "request body too large")
-            return
-        self.body_buffered += len(data)
-        if self.body_buffered > self.body_budget:
-            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "too much request body at once")
-            return
-        body += data
-
-    def _client_reset(self, event: h2.events.StreamReset, now: float) -> None:
-        stream = self.streams.get(event.stream_id or 0)
-        if stream is None:
-            return
+    def _client_reset(self, stream: Stream, now: float) -> None:
         unfinished = stream.running or not stream.ended
         self._mark_reset(stream)
+        self._forget(stream)
         if unfinished and not self.resets.spend(now):
             # Rapid reset: streams opened and cancelled faster than answers complete.
-            self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "too many streams reset")
+            raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset")
 
     # -- dispatch ---------------------------------------------------------------------
 
@@ -589,7 +848,7 @@ class Http2Connection(asyncio.Protocol):
             self.loop.create_task(self._run(stream, run))
         elif not stream.ended and not stream.reset:
             log.error("%s %s: the engine sent no answer", req.method, req.target)
-            self.reset_stream(stream, ErrorCodes.INTERNAL_ERROR)
+            self.reset_stream(stream, ErrorCode.INTERNAL_ERROR)
 
     async def _run(self, stream: Stream, run: Coroutine[Any, Any, None]) -> None:
         req = stream.req
@@ -602,12 +861,12 @@ class Http2Connection(asyncio.Protocol):
             if not stream.started:
                 self._answer_error(stream, 500, "internal error")
             else:
-                self.reset_stream(stream, ErrorCodes.INTERNAL_ERROR)
+                self.reset_stream(stream, ErrorCode.INTERNAL_ERROR)
         finally:
             stream.running = False
             self.running -= 1
         if not stream.ended and not stream.reset and not self.gone:
-            self.reset_stream(stream, ErrorCodes.INTERNAL_ERROR)
+            self.reset_stream(stream, ErrorCode.INTERNAL_ERROR)
         self._forget(stream)
 
     def _answer_error(self, stream: Stream, status: int, message: str) -> None:
@@ -615,34 +874,89 @@ class Http2Connection(asyncio.Protocol):
         fields = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
         if not stream.started:
             stream.send(stream.req, Reply(status, fields, body, len(body)))
-        if not stream.reset:
+        if not stream.reset and not stream.remote_closed:
             # The rest of the request is not wanted (RFC 9113 section 8.1).
-            self.h2_call(self.h2.reset_stream, stream.id, ErrorCodes.NO_ERROR)
-            stream.reset = True
+            self.out.append(wire.rst_stream(stream.id, ErrorCode.NO_ERROR))
+            self._mark_reset(stream)
         self.flush()
         self._forget(stream)
 
     # -- sending ----------------------------------------------------------------------
 
+    def table_prefix(self) -> bytes:
+        """RFC 7541 section 4.2: after the client changed SETTINGS_HEADER_TABLE_SIZE, the
+        next block says the size our encoder uses (0: it never indexes)."""
+        if self.table_update:
+            self.table_update = False
+            return wire.TABLE_SIZE_ZERO
+        return b""
+
+    def _h2_field(self, name: bytes, value: bytes) -> bytes:
+        if name == b"via" and value.endswith(self.via_h1):
+            value = value[: -len(self.via_h1)] + self.via_h2
+        return wire.encode_field(name, value)
+
+    def fields_block(self, fields: list[tuple[str, str]]) -> bytes:
+        """A Reply's fields, lower-cased, without the connection-specific ones."""
+        out = []
+        for k, v in fields:
+            name = k.lower().encode("latin-1")
+            if name not in HOP_BY_HOP:
+                out.append(self._h2_field(name, v.encode("latin-1", "replace")))
+        return b"".join(out)
+
+    def head_block(self, head: bytes) -> bytes:
+        """The header block of a serialized HTTP/1.1 head: the part before Age is encoded
+        once per head's bytes, the rest (Age, Cache-Status) per answer."""
+        cut = head.find(b"\r\nAge: ")
+        fixed = head if cut < 0 else head[:cut]
+        block = _head_blocks.get(fixed)
+        if block is None:
+            status, fields = h1_head_fields(fixed + b"\r\n")
+            block = wire.encode_status(status) + b"".join([self._h2_field(k, v) for k, v in fields])
+            if len(_head_blocks) >= HEAD_BLOCKS:
+                _head_blocks.clear()
+            _head_blocks[fixed] = block
+        if cut < 0:
+            return block
+        rest = [block]
+        prefixes = _tail_prefixes
+        for line in head[cut + 2 :].split(b"\r\n"):
+            if line:
+                name, _, value = line.partition(b":")
+                prefix = prefixes.get(name)
+                if prefix is not None:
+                    rest.append(wire.encode_value(prefix, value.strip()))
+                    continue
+                lname = name.strip().lower()
+                if lname in HOP_BY_HOP:
+                    continue
+                rest.append(self._h2_field(lname, value.strip()))
+                if lname != b"via" and len(prefixes) < 64:
+                    prefixes[name] = wire.name_prefix(lname)
+        return b"".join(rest)
+
     def send_head(
         self,
         stream: Stream,
+        block: bytes,
         status: int,
-        fields: list[tuple[bytes, bytes]],
         length: int | None,
+        fields: list[tuple[str, str]] | None,
         end: bool,
     ) -> None:
-        headers = [(b":status", str(status).encode()), *fields, *self.hsts]
+        """The final HEADERS: `block` has :status and the fields; HSTS and Content-Length
+        (when `length` is known and `fields` have none) are added here."""
         if (
             length is not None
             and status not in (204, 304)
-            and not any(k == b"content-length" for k, _ in fields)
+            and not any(k.lower() == "content-length" for k, _ in fields or ())
         ):
-            headers.append((b"content-length", str(length).encode()))
+            block += wire.encode_field(b"content-length", b"%d" % length)
         stream.started = True
-        if not self.h2_call(self.h2.send_headers, stream.id, headers, end_stream=end):
-            self._mark_reset(stream)
+        if stream.reset or self.dead:
             return
+        self.out.append(wire.headers(stream.id, self.table_prefix() + block + self.hsts, end))
         if end:
             stream.ended = True
             self._forget(stream)
@@ -661,32 +975,29 @@ class Http2Connection(asyncio.Protocol):
 
     def _pump(self, stream: Stream) -> None:
         """Send what the windows allow of the stream's pending body."""
-        if stream.reset or self.gone:
+        if stream.reset or self.gone or self.dead:
             return
-        h2c = self.h2
         sid = stream.id
         pending = stream.pending
-        try:
-            while pending is not None and len(pending) and not self.write_paused:
-                window = h2c.local_flow_control_window(sid)
-                if window <= 0:
-                    break
-                n = min(window, len(pending), MAX_FRAME)
-                last = n == len(pending) and stream.end_after
-                h2c.send_data(sid, pending[:n].tobytes(), end_stream=last)
-                pending = pending[n:]
-                if last:
-                    stream.end_after = False
-            stream.pending = pending if pending is not None and len(pending) else None
-            if stream.pending is None and stream.end_after:
-                h2c.end_stream(sid)
+        out = self.out
+        while pending is not None and len(pending) and not self.write_paused:
+            n = min(stream.window, self.send_window, len(pending), MAX_FRAME)
+            if n <= 0:
+                break
+            last = n == len(pending) and stream.end_after
+            out.append(wire.frame(wire.DATA, wire.END_STREAM if last else 0, sid, pending[:n]))
+            stream.window -= n
+            self.send_window -= n
+            pending = pending[n:]
+            if last:
                 stream.end_after = False
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            self._mark_reset(stream)
-            return
-        now = self.loop.time()
+        stream.pending = pending if pending is not None and len(pending) else None
+        if stream.pending is None and stream.end_after:
+            out.append(wire.frame(wire.DATA, wire.END_STREAM, sid))
+            stream.end_after = False
         if stream.pending is not None and not self.write_paused:
-            if h2c.outbound_flow_control_window <= 0:
+            now = self.loop.time()
+            if self.send_window <= 0:
                 self.conn_stalled_since = self.conn_stalled_since or now
             else:
                 stream.stalled_since = stream.stalled_since or now
@@ -701,7 +1012,7 @@ class Http2Connection(asyncio.Protocol):
                 self._forget(stream)
 
     def _pump_all(self) -> None:
-        if self.h2.outbound_flow_control_window > 0:
+        if self.send_window > 0:
             self.conn_stalled_since = 0.0  # (a SETTINGS frame alone does not restart the clock)
         for stream in list(self.streams.values()):
             if stream.pending is not None or stream.end_after:
@@ -709,9 +1020,9 @@ class Http2Connection(asyncio.Protocol):
             elif stream.waiter is not None and not stream.waiter.done() and not self.write_paused:
                 stream.waiter.set_result(None)
 
-    def reset_stream(self, stream: Stream, code: ErrorCodes) -> None:
-        if not stream.reset:
-            self.h2_call(self.h2.reset_stream, stream.id, code)
+    def reset_stream(self, stream: Stream, code: ErrorCode) -> None:
+        if not stream.reset and not self.dead:
+            self.out.append(wire.rst_stream(stream.id, code))
             self.flush()
         self._mark_reset(stream)
         self._forget(stream)

@@ -46,9 +46,11 @@ class Identity:
     node: str
     keep_tags: bool = False
 
-    @property
-    def via(self) -> str:
-        return f"1.1 {self.node} (woodytoys-edge)"
+    def via(self, version: str = "1.1") -> str:
+        """This hop in Via (RFC 9110 section 7.6.3): the protocol version the client spoke
+        to this node ("1.1", "2"), then its name. Replies are built with "1.1"; an h2
+        stream names its own version (`edge.http2`)."""
+        return f"{version} {self.node} (woodytoys-edge)"
 
 
 @dataclass(slots=True)
@@ -74,7 +76,7 @@ def client_fields(stored: Iterable[tuple[str, str]], ident: Identity) -> Fields:
             vias.append(value)
         elif lname not in drop:
             out.append((name, value))
-    out.append(("Via", ", ".join([*vias, ident.via])))
+    out.append(("Via", ", ".join([*vias, ident.via()])))
     out.append(("X-Served-By", ident.node))
     return out
 

@@ -21,6 +21,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from edge.h2_frames import encode_field
 from edge.http2 import Http2Connection
 from edge.server import EdgeServer
 from edge.tls_config import Http2Settings
@@ -329,3 +330,155 @@ async def test_malformed_input_gets_an_error_not_a_crash(
     assert closed or "RstStreamFrame" in kinds or "GoAwayFrame" in kinds, kinds
     await client.close()
     await still_serves(server, ca)
+
+
+async def test_streams_over_max_concurrent_streams_are_refused_not_fatal(
+    edge: Any, ca: trustme.CA
+) -> None:
+    _, server = edge
+    client = await H2Client.open(server.tls_port, ca)
+    await settled(client)
+    for i in range(LIMITS.max_concurrent_streams):  # all open: their answers take 0.3 s
+        client.request(f"/slow?c={i}")
+    await asyncio.sleep(0.05)
+    # One more than SETTINGS_MAX_CONCURRENT_STREAMS, past the client library (which would
+    # not send it), with a stateless header block (the client's HPACK table stays in step).
+    extra = 2 * LIMITS.max_concurrent_streams + 1
+    block = b"\x82\x87" + encode_field(b":authority", b"localhost") + encode_field(b":path", b"/a")
+    client.raw(frame_bytes(0x1, 0x5, extra, block))
+    frames = await client.raw_frames(until_closed=1.5)
+    resets = [f for f in frames if type(f).__name__ == "RstStreamFrame" and f.stream_id == extra]
+    # RFC 9113 section 5.1.2: REFUSED_STREAM for that stream, not a connection error.
+    assert [f.error_code for f in resets] == [ErrorCodes.REFUSED_STREAM]
+    assert not [f for f in frames if type(f).__name__ == "GoAwayFrame"]
+    assert not client.reader.at_eof()
+    # The streams already open are answered.
+    answered = {f.stream_id for f in frames if type(f).__name__ == "HeadersFrame"}
+    assert answered == set(range(1, extra, 2))
+    await client.close()
+    await still_serves(server, ca)
+
+
+async def timed_edge(scripted: Any, tmp_path: Path, ca: trustme.CA, **limits: float) -> EdgeServer:
+    script, origin = scripted
+    script.set("/a", body=b"A" * 100, Cache_Control="max-age=60")
+    server, _ = await start_tls_edge(url(origin, "/"), tmp_path, ca, limits=limits, http2=LIMITS)
+    return server
+
+
+async def test_slow_preface_is_closed_after_header_timeout(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    server = await timed_edge(scripted, tmp_path, ca, header_timeout=0.5)
+    try:
+        client = await H2Client.open(server.tls_port, ca, init=False)
+        client.writer.write(PREFACE[:10])  # a preface that never ends
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        frames = await client.raw_frames(until_closed=4)
+        assert client.reader.at_eof(), "still open after header_timeout"
+        assert loop.time() - t0 < 3.5
+        assert {type(f).__name__ for f in frames} <= {"SettingsFrame", "WindowUpdateFrame"}
+        assert server.node.guard.header_timeouts >= 1
+        await client.close()
+        await still_serves(server, ca)
+    finally:
+        await server.stop()
+
+
+async def test_idle_connection_gets_goaway_after_keepalive_timeout(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    server = await timed_edge(scripted, tmp_path, ca, keepalive_timeout=1.0)
+    try:
+        client = await H2Client.open(server.tls_port, ca)
+        headers, _ = await client.response(client.request("/a"))
+        assert headers[b":status"] == b"200"
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert await client.until(lambda e: isinstance(e, h2.events.ConnectionTerminated), 5)
+        assert goaway_code(client) == ErrorCodes.NO_ERROR
+        assert 0.9 < loop.time() - t0 < 4
+        while await client.pump(1):  # then closed
+            pass
+        assert client.closed
+        assert not h2_conns(server)
+        await client.close()
+    finally:
+        await server.stop()
+
+
+def post_headers(path: str, length: int | None) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost"),
+        (b":path", path.encode()),
+    ]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    return headers
+
+
+async def test_request_bodies_over_the_limit_are_413(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    script, _ = scripted
+    script.set("/api/in", status=201, body=b"ok")
+    server = await timed_edge(scripted, tmp_path, ca, max_request_body=1000)
+    try:
+        client = await H2Client.open(server.tls_port, ca)
+        await settled(client)
+        # Announced too large: 413 at once.
+        sid = client.h2.get_next_available_stream_id()
+        client.h2.send_headers(sid, post_headers("/api/in", 5000))
+        client.flush()
+        headers, _ = await client.response(sid)
+        assert headers[b":status"] == b"413"
+        # Not announced, and larger than the limit as it arrives: 413 too.
+        sid = client.request("/api/in", method="POST", end=False)
+        client.h2.send_data(sid, b"x" * 5000)
+        client.flush()
+        headers, _ = await client.response(sid)
+        assert headers[b":status"] == b"413"
+        # Within the limit: it reaches the origin; the connection went on.
+        sid = client.request("/api/in", method="POST", end=False)
+        await client.send_body(sid, b"y" * 500)
+        headers, body = await client.response(sid)
+        assert headers[b":status"] == b"201" and body == b"ok"
+        assert script.seen[-1].method == "POST"
+        await client.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_body_that_does_not_match_its_content_length_is_a_stream_error(
+    edge: Any, ca: trustme.CA
+) -> None:
+    _, server = edge
+    client = await H2Client.open(server.tls_port, ca)
+    await settled(client)
+    sid = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(sid, post_headers("/a", 10))
+    client.h2.send_data(sid, b"12345", end_stream=True)  # 5 of the 10 announced
+    client.flush()
+    assert await client.until(lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == sid)
+    reset = next(e for e in client.events if isinstance(e, h2.events.StreamReset))
+    assert reset.error_code == ErrorCodes.PROTOCOL_ERROR  # RFC 9113 section 8.1.1
+    headers, _ = await client.response(client.request("/a"))  # the connection goes on
+    assert headers[b":status"] == b"200"
+    await client.close()
+
+
+async def test_a_slow_request_body_is_408(scripted: Any, tmp_path: Path, ca: trustme.CA) -> None:
+    server = await timed_edge(scripted, tmp_path, ca, body_timeout=0.5)
+    try:
+        client = await H2Client.open(server.tls_port, ca)
+        await settled(client)
+        sid = client.request("/api/slow-body", method="POST", end=False)  # and no DATA
+        headers, _ = await client.response(sid, timeout=5)
+        assert headers[b":status"] == b"408"
+        assert server.node.guard.body_timeouts >= 1
+        await client.close()
+    finally:
+        await server.stop()

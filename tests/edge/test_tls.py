@@ -216,7 +216,9 @@ async def test_h2_headers_are_the_same_as_http1(tls_front: Any, ca: trustme.CA) 
         assert headers[b"cache-status"].startswith(b"edge-1; hit; ttl=")
         assert headers[b"strict-transport-security"] == HSTS.encode()
         assert b"connection" not in headers
+        assert headers[b"via"] == b"2 edge-1 (woodytoys-edge)"  # the protocol spoken here
         _, h1_fields, _, _ = await h1(server.tls_port, ca, "/a")
+        assert h1_fields["via"] == "1.1 edge-1 (woodytoys-edge)"
         h1_names = set(h1_fields) - {"connection"}
         assert {k.decode() for k in headers if not k.startswith(b":")} == h1_names
         # A body larger than the windows (flow control: the client acknowledges as it reads).

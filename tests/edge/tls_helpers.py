@@ -37,8 +37,9 @@ def client_context(ca: trustme.CA, alpn: list[str]) -> ssl.SSLContext:
 
 
 async def start_tls_edge(
-    origin_url: str, tmp: Path, ca: trustme.CA, **tls: Any
+    origin_url: str, tmp: Path, ca: trustme.CA, limits: dict[str, Any] | None = None, **tls: Any
 ) -> tuple[EdgeServer, CertFiles]:
+    """`limits`: EdgeConfig fields over the standard configuration (header_timeout...)."""
     files = write_cert(ca, tmp, "edge", "127.0.0.1", "localhost")
     h2_settings = tls.pop("http2", Http2Settings())
     settings = TlsSettings(port=0, certificates=(files,), http2=h2_settings, **tls)
@@ -47,6 +48,7 @@ async def start_tls_edge(
         origins=(origin_url.rstrip("/"),),
         port=0,
         tls=settings,
+        **(limits or {}),
     )
     server = EdgeServer(cfg)
     await server.start()
