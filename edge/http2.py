@@ -4,9 +4,10 @@ the server side of the protocol written here (frames, stream states, flow contro
 
 Each stream is a `Stream`: the engine's responder, with the same methods as
 `edge.http1.Http1Connection` (`send`, `start` / `write` / `end`, `abort`, `interim`,
-`write_raw`), so `Engine.serve` answers both protocols with the same headers (Via names
-"2" as the protocol the client spoke). A request is built from its HEADERS (`:authority`
-as Host) and its DATA, buffered whole as on HTTP/1.1.
+`write_raw`), so `Engine.serve` answers both protocols with the same headers (Via on an
+answer names the HTTP/1.1 it came from the origin in; the request sent to the origin names
+"2"). A request is built from its HEADERS (`:authority` as Host) and its DATA, buffered
+whole as on HTTP/1.1.
 
 The hit path is short: a request header block made of indexed fields only is decoded and
 checked once per connection (`h2_frames.RequestDecoder`); the answer's header block is
@@ -257,10 +258,6 @@ class Http2Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.max_headers = cfg.max_headers
         self.max_field = cfg.max_field_size
-        # Via: the hop the engine wrote ("1.1 <node>") names the protocol spoken here.
-        ident = engine.ident
-        self.via_h1 = ident.via("1.1").encode()
-        self.via_h2 = ident.via("2").encode()
         self.decoder = wire.RequestDecoder(settings.max_header_list_size)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Stream] = {}
@@ -891,18 +888,13 @@ class Http2Connection(asyncio.Protocol):
             return wire.TABLE_SIZE_ZERO
         return b""
 
-    def _h2_field(self, name: bytes, value: bytes) -> bytes:
-        if name == b"via" and value.endswith(self.via_h1):
-            value = value[: -len(self.via_h1)] + self.via_h2
-        return wire.encode_field(name, value)
-
     def fields_block(self, fields: list[tuple[str, str]]) -> bytes:
         """A Reply's fields, lower-cased, without the connection-specific ones."""
         out = []
         for k, v in fields:
             name = k.lower().encode("latin-1")
             if name not in HOP_BY_HOP:
-                out.append(self._h2_field(name, v.encode("latin-1", "replace")))
+                out.append(wire.encode_field(name, v.encode("latin-1", "replace")))
         return b"".join(out)
 
     def head_block(self, head: bytes) -> bytes:
@@ -913,7 +905,8 @@ class Http2Connection(asyncio.Protocol):
         block = _head_blocks.get(fixed)
         if block is None:
             status, fields = h1_head_fields(fixed + b"\r\n")
-            block = wire.encode_status(status) + b"".join([self._h2_field(k, v) for k, v in fields])
+            encoded = [wire.encode_field(k, v) for k, v in fields]
+            block = wire.encode_status(status) + b"".join(encoded)
             if len(_head_blocks) >= HEAD_BLOCKS:
                 _head_blocks.clear()
             _head_blocks[fixed] = block
@@ -931,8 +924,8 @@ class Http2Connection(asyncio.Protocol):
                 lname = name.strip().lower()
                 if lname in HOP_BY_HOP:
                     continue
-                rest.append(self._h2_field(lname, value.strip()))
-                if lname != b"via" and len(prefixes) < 64:
+                rest.append(wire.encode_field(lname, value.strip()))
+                if len(prefixes) < 64:
                     prefixes[name] = wire.name_prefix(lname)
         return b"".join(rest)
 

@@ -47,9 +47,10 @@ class Identity:
     keep_tags: bool = False
 
     def via(self, version: str = "1.1") -> str:
-        """This hop in Via (RFC 9110 section 7.6.3): the protocol version the client spoke
-        to this node ("1.1", "2"), then its name. Replies are built with "1.1"; an h2
-        stream names its own version (`edge.http2`)."""
+        """This hop in Via (RFC 9110 section 7.6.3): the received-protocol, then this node's
+        name. On a request sent to the origin it is the version the client spoke ("1.1",
+        "2"); on an answer, the version the answer was received in from the origin: "1.1"
+        (aiohttp's client), whatever protocol the client speaks."""
         return f"{version} {self.node} (woodytoys-edge)"
 
 

@@ -205,18 +205,21 @@ async def test_plain_listener_redirects_when_configured(
 
 
 async def test_h2_headers_are_the_same_as_http1(tls_front: Any, ca: trustme.CA) -> None:
-    _, server, _ = tls_front
+    script, server, _ = tls_front
     client = await H2Client.open(server.tls_port, ca)
     try:
         headers, body = await client.response(client.request("/a"))
         assert headers[b":status"] == b"200" and body == b"A" * 1000
         assert headers[b"x-cache"] == b"MISS"
+        # The request sent to the origin names the protocol the client spoke.
+        assert script.seen[-1].headers["Via"] == "2 edge-1 (woodytoys-edge)"
         headers, body = await client.response(client.request("/a"))
         assert headers[b"x-cache"] == b"HIT"
         assert headers[b"cache-status"].startswith(b"edge-1; hit; ttl=")
         assert headers[b"strict-transport-security"] == HSTS.encode()
         assert b"connection" not in headers
-        assert headers[b"via"] == b"2 edge-1 (woodytoys-edge)"  # the protocol spoken here
+        # Via names the protocol the answer was received in, from the origin (RFC 9110 7.6.3)
+        assert headers[b"via"] == b"1.1 edge-1 (woodytoys-edge)"
         _, h1_fields, _, _ = await h1(server.tls_port, ca, "/a")
         assert h1_fields["via"] == "1.1 edge-1 (woodytoys-edge)"
         h1_names = set(h1_fields) - {"connection"}
