@@ -82,6 +82,13 @@ def client_fields(stored: Iterable[tuple[str, str]], ident: Identity) -> Fields:
     return out
 
 
+def add_accept_ranges(fields: Fields) -> None:
+    """The edge answers Range on every stored 200 (RFC 9110 section 14.3): say so, once
+    (the origin may have said it already)."""
+    if not any(k.lower() == "accept-ranges" for k, _ in fields):
+        fields.append(("Accept-Ranges", "bytes"))
+
+
 def cache_fields(
     ident: Identity,
     x_cache: str,
@@ -130,8 +137,7 @@ def from_entry(
         return Reply(304, not_modified(fields))
     if entry.status != 200:
         return Reply(entry.status, fields, body, len(body))
-    if not any(k.lower() == "accept-ranges" for k, _ in fields):
-        fields.append(("Accept-Ranges", "bytes"))
+    add_accept_ranges(fields)
     range_header = request_headers.get("Range")
     if range_header is None or method not in ("GET", "HEAD"):
         return Reply(200, fields, body, len(body))

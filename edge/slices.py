@@ -447,7 +447,7 @@ class Slicer:
         fields += respond.cache_fields(
             self.engine.ident, x_cache, status, policy.current_age(manifest, now)
         )
-        fields.append(("Accept-Ranges", "bytes"))
+        respond.add_accept_ranges(fields)
         headers = req.headers
         if flow.wants_304(headers, manifest):
             reply = respond.Reply(304, respond.not_modified(fields))

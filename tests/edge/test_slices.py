@@ -80,6 +80,7 @@ class Ranged:
             "ETag": f'"v{self.version}"',
             "Cache-Control": "max-age=60",
             "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
         }
         m = re.match(r"bytes=(\d+)-(\d+)$", header or "")
         if m is None or self.ignore_range:
@@ -122,6 +123,7 @@ async def test_a_cold_full_request_is_filled_in_parallel_slices(
         async with s.get(url(edge, "/blob")) as r:
             assert r.headers["X-Cache"] == "HIT" and await r.read() == BLOB
             assert r.headers["ETag"] == '"v1"'
+            assert r.headers.getall("Accept-Ranges") == ["bytes"]  # the origin's, not twice
         async with s.get(url(edge, "/blob"), headers={"Range": "bytes=70000-70009"}) as r:
             assert r.status == 206 and await r.read() == BLOB[70000:70010]
             assert r.headers["Content-Range"] == f"bytes 70000-70009/{len(BLOB)}"
