@@ -52,13 +52,19 @@ log = logging.getLogger("edge.engine")
 
 # Sent by the client, they would change what the origin answers to the shared fetch:
 # the edge asks for the whole, current object and answers the client's conditions itself.
-CLIENT_CONDITIONALS = (
+# A shared fetch carries no body either (a body on a GET is outside the cache key), so
+# neither does it carry the body's framing: a Content-Length without its bytes would leave
+# the origin waiting on a pooled connection, reading the next request as the body.
+NOT_FOR_SHARED_FETCH = (
     "If-None-Match",
     "If-Modified-Since",
     "If-Match",
     "If-Unmodified-Since",
     "If-Range",
     "Range",
+    "Content-Length",
+    "Content-Type",
+    "Content-Encoding",
 )
 ROUTE_CACHE_SIZE = 65536
 MAX_ANSWERS_PER_ENTRY = 64
@@ -345,7 +351,7 @@ class Engine:
         return headers
 
     def fetch_spec(self, req: Request, route: flow.Lookup, stale: Entry | None) -> FetchSpec:
-        headers = self.origin_headers(req, drop=CLIENT_CONDITIONALS)
+        headers = self.origin_headers(req, drop=NOT_FOR_SHARED_FETCH)
         if stale is not None:
             headers.update(policy.validators_for(stale))
         return FetchSpec(

@@ -312,9 +312,9 @@ class Slicer:
     ) -> None:
         from aiohttp import ClientPayloadError
 
-        from edge.engine import CLIENT_CONDITIONALS
+        from edge.engine import NOT_FOR_SHARED_FETCH
 
-        headers = self.engine.origin_headers(req, drop=(*CLIENT_CONDITIONALS, "Accept-Encoding"))
+        headers = self.engine.origin_headers(req, drop=(*NOT_FOR_SHARED_FETCH, "Accept-Encoding"))
         headers["Range"] = f"bytes={first}-{last}"
         headers["Accept-Encoding"] = "identity"  # the offsets address the identity bytes
         stats = self.engine.stats

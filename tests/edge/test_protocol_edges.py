@@ -330,3 +330,33 @@ async def test_connect_gets_405_with_allow(scripted, served) -> None:  # type: i
     assert head.startswith(b"HTTP/1.1 405 ") and b"\r\nAllow: " in head, out
     assert b"Connection: close" in head
     assert not script.seen
+
+
+# -- a body on a GET ----------------------------------------------------------------------
+
+
+async def test_a_body_on_a_cacheable_get_never_reaches_the_origin(scripted, served) -> None:  # type: ignore[no-untyped-def]
+    """The body is outside the cache key: the shared fetch carries neither it nor its
+    framing, so it cannot change (or stall) what other clients receive."""
+    script, origin = scripted
+    script.set("/page", body=b"the page", Cache_Control="max-age=60")
+    edge = await served(url(origin, "/"))
+    t0 = time.monotonic()
+    answer = await raw(
+        edge.port,
+        b"GET /page HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nConnection: close\r\n\r\npoison!",
+    )
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"the page")
+    assert time.monotonic() - t0 < 2
+    seen = script.seen[-1]
+    assert "Content-Length" not in seen.headers and await seen.read() == b""
+    chunked = await raw(
+        edge.port,
+        b"GET /other HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+        b"\r\n7\r\npoison!\r\n0\r\n\r\n",
+    )
+    assert chunked.startswith(b"HTTP/1.1 404")
+    assert await script.seen[-1].read() == b""
+    page = f"http://127.0.0.1:{edge.port}/page"
+    async with aiohttp.ClientSession() as s, s.get(page) as r:
+        assert r.headers["X-Cache"] == "HIT" and await r.read() == b"the page"
