@@ -409,13 +409,21 @@ def has_validator(headers: Headers) -> bool:
 
 
 def vary_names(headers: Headers) -> tuple[str, ...]:
-    """Field names listed in Vary, lower-cased, de-duplicated, in order."""
+    """Field names listed in Vary, lower-cased, de-duplicated, in order.
+
+    An answer with a Content-Encoding that does not say it varies on Accept-Encoding is
+    taken to vary on it anyway: the origin chose that coding from this client's
+    Accept-Encoding (RFC 9110 section 12.5.3), and a cache keeping it for everyone would
+    serve it to clients that cannot decode it (a misconfigured origin, common enough)."""
     names: list[str] = []
     for value in header_values(headers, "Vary"):
         for part in value.split(","):
             name = part.strip().lower()
             if name and name not in names:
                 names.append(name)
+    coding = headers.get("Content-Encoding", "").strip().lower()
+    if coding and coding != "identity" and "accept-encoding" not in names and "*" not in names:
+        names.append("accept-encoding")
     return tuple(names)
 
 

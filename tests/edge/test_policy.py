@@ -1010,3 +1010,18 @@ def test_store_decision_meta_is_what_entries_carry() -> None:
     meta = d.meta(3.0)
     assert meta == {"lifetime": 60.0, "age0": 3.0, "swr": 0.0, "sie": 0.0, "mr": 1.0, "nc": 1.0}
     assert dataclasses.replace(d, stale_if_error=10).keep_seconds() >= 70
+
+
+def test_a_coded_answer_varies_on_accept_encoding_even_when_it_does_not_say_so() -> None:
+    """RFC 9110 12.5.3: the origin chose the coding from this client's Accept-Encoding; kept
+    for every client, it would reach clients that cannot decode it."""
+    assert policy.vary_names(hdrs(content_encoding="gzip")) == ("accept-encoding",)
+    assert policy.vary_names(hdrs(content_encoding="br", vary="Accept-Language")) == (
+        "accept-language",
+        "accept-encoding",
+    )
+    assert policy.vary_names(hdrs(content_encoding="gzip", vary="Accept-Encoding")) == (
+        "accept-encoding",
+    )
+    assert policy.vary_names(hdrs(content_encoding="identity")) == ()
+    assert policy.vary_names(hdrs(vary="Cookie")) == ("cookie",)

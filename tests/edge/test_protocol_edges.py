@@ -360,3 +360,34 @@ async def test_a_body_on_a_cacheable_get_never_reaches_the_origin(scripted, serv
     page = f"http://127.0.0.1:{edge.port}/page"
     async with aiohttp.ClientSession() as s, s.get(page) as r:
         assert r.headers["X-Cache"] == "HIT" and await r.read() == b"the page"
+
+
+async def test_a_coded_answer_without_vary_never_reaches_a_client_that_did_not_ask(
+    scripted, served
+) -> None:  # type: ignore[no-untyped-def]
+    """An origin that compresses for clients that accept gzip and forgets `Vary`: the gzip
+    copy is served to clients that accept gzip only."""
+    import gzip
+
+    script, origin = scripted
+
+    async def page(request: web.Request) -> web.Response:
+        headers = {"Cache-Control": "max-age=60", "Content-Type": "text/plain"}
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(body=gzip.compress(b"plain text " * 10), headers=headers)
+        return web.Response(body=b"plain text " * 10, headers=headers)
+
+    script.handlers["/coded"] = page
+    edge = await served(url(origin, "/"))
+    target = f"http://127.0.0.1:{edge.port}/coded"
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        async with s.get(target, headers={"Accept-Encoding": "gzip"}) as r:
+            assert r.headers["Content-Encoding"] == "gzip"
+        async with s.get(target, headers={"Accept-Encoding": "identity"}) as r:
+            assert "Content-Encoding" not in r.headers
+            assert await r.read() == b"plain text " * 10
+        async with s.get(target, headers={"Accept-Encoding": "gzip"}) as r:
+            # A hit either way: the identity copy (newer, varying on nothing) suits everyone.
+            assert r.headers["X-Cache"] == "HIT"
+            assert r.headers.get("Content-Encoding") in (None, "gzip")
