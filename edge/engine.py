@@ -148,15 +148,22 @@ class Engine:
             if type(route) is flow.Lookup and (not self.hosts or self.host_allowed(req)):
                 entries = self.tiers.get_now(route.key)
                 if entries:
-                    entry: Entry | None = entries[0]
-                    if len(entries) > 1 or "cz" in entries[0].meta:
+                    first = entries[0]
+                    entry: Entry | None = first
+                    if (
+                        len(entries) == 1
+                        and not first.vary
+                        and (not flags & F_ACCEPT_ENCODING or flags & F_RANGE)
+                    ):
+                        pass  # one identity and nothing to negotiate: no coded copy applies
+                    elif len(entries) > 1 or "cz" in first.meta:
                         # Delivery hook: an identity and its coded copies (edge.compress).
                         entry = self.encoder.hit_variant(
                             entries,
                             accept_encoding(req) if flags & F_ACCEPT_ENCODING else None,
                             bool(flags & F_RANGE),
                         )
-                    elif entries[0].vary:
+                    elif first.vary:
                         entry = None
                     now = time.time()
                     if entry is not None and policy.fresh_for_any_request(entry, now):

@@ -78,6 +78,7 @@ class Observer:
 
     def __init__(self) -> None:
         self.latency = {p: Histogram() for p in PATHS}
+        self.hit_counts = self.latency["hit"].counts  # the hit path's bucket, looked up once
         self.url_hits: Counter[str] = Counter()
         """Answers served from cache (HIT, STALE), by request target."""
         self.url_bytes: Counter[str] = Counter()
@@ -98,13 +99,14 @@ class Observer:
     def hit(self, target: str, size: int) -> None:
         """A fresh hit answered in the loop turn its request was parsed in: its latency is
         far under the first bucket (100 µs), so no clock is read for it."""
-        latency = self.latency["hit"]
-        latency.counts[0] += 1
-        self.url_hits[target] += 1
+        self.hit_counts[0] += 1
+        url_hits = self.url_hits
+        n = url_hits.get(target)
+        url_hits[target] = 1 if n is None else n + 1
         if size:
             self.url_bytes[target] += size
-        if len(self.url_hits) > 2 * TOP_KEEP or len(self.url_bytes) > 2 * TOP_KEEP:
-            self.trim()
+        if n is None and (len(url_hits) > 2 * TOP_KEEP or len(self.url_bytes) > 2 * TOP_KEEP):
+            self.trim()  # only a new URL can grow the counters past their bound
 
     def trim(self) -> None:
         self.url_hits = Counter(dict(self.url_hits.most_common(TOP_KEEP)))
