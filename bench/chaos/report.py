@@ -144,7 +144,7 @@ def summary(report: Report) -> str:
             f"memory: {m['objects']} x {m['object_bytes']} B through {m['tier_mib']} MiB: node "
             f"PSS peak {m['pss_peak_mib']} MiB (start {m['pss_start_mib']}, bound "
             f"{m['rss_bound_mib']}; RSS summed over its processes {m['rss_peak_mib']} MiB), "
-            "tier holds {m['memory_tier_bytes']} B in "
+            f"tier holds {m['memory_tier_bytes']} B in "
             f"{m['memory_tier_keys']} keys, {m['evictions']} evictions, hot object "
             f"{m['hot_object']} last {m['hot_object_last']}, statuses {m['statuses']}"
         )
