@@ -142,8 +142,10 @@ def serialize_head(
     return (head + tail + "\r\n").encode("latin-1", "replace")
 
 
-class Http1Connection(asyncio.Protocol):
-    """One client connection."""
+class Http1Connection(asyncio.BaseProtocol):
+    """One client connection. A `BaseProtocol` with `data_received`, not an `asyncio.Protocol`:
+    uvloop hands a subclass that also has `get_buffer` (`edge.tls_buffer`) decrypted data in
+    its buffer only if it is not an `asyncio.Protocol`."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -207,6 +209,9 @@ class Http1Connection(asyncio.Protocol):
         if self.task is not None and not self.task.done():
             # Nothing can be sent any more; the engine's fetch goes on for other clients.
             self.guard.client_gone += 1
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes (what `asyncio.Protocol` does)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -317,8 +322,10 @@ class Http1Connection(asyncio.Protocol):
         if self.queue:
             self._advance()
 
+    request_class = Request  # edge.tls.TlsHttp1Connection: TlsRequest
+
     def on_message_begin(self) -> None:
-        self.current = Request(self.peer)
+        self.current = self.request_class(self.peer)
         self.head_bytes = 0
         self.head_started = self.loop.time()
 

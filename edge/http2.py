@@ -59,6 +59,7 @@ from edge.h2_frames import ErrorCode, H2Error
 from edge.http1 import _FLAGS, ANSWERED_FROM_CACHE, F_BODY, F_HOST, METHODS
 from edge.respond import Reply
 from edge.tls import TlsRequest
+from edge.tls_buffer import SharedReadBuffer
 from edge.tls_config import Http2Settings
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ _head_blocks: dict[bytes, bytes] = {}
 _tail_prefixes: dict[bytes, bytes] = {}
 
 
-class Http2Connection(asyncio.Protocol):
+class Http2Connection(SharedReadBuffer):
     """One client connection speaking HTTP/2 (the server side)."""
 
     def __init__(self, engine: Engine, settings: Http2Settings, hsts: str | None) -> None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from edge.http1 import Http1Connection, Request
 from edge.respond import Reply
+from edge.tls_buffer import SharedReadBuffer
 from edge.tls_config import CertFiles, TlsSettings
 
 if TYPE_CHECKING:
@@ -184,17 +185,15 @@ class CertStore:
                 self.reload("files changed")
 
 
-class TlsHttp1Connection(Http1Connection):
+class TlsHttp1Connection(Http1Connection, SharedReadBuffer):
     """HTTP/1.1 over TLS: requests marked https (X-Forwarded-Proto), HSTS when configured."""
+
+    request_class = TlsRequest
 
     def __init__(self, engine: Engine, hsts: str | None) -> None:
         super().__init__(engine)
         self.hsts = hsts
         self.hsts_line = f"Strict-Transport-Security: {hsts}\r\n\r\n".encode() if hsts else b""
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.current = TlsRequest(self.peer)
 
     def write_raw(self, req: Request, head: bytes, body: bytes | memoryview) -> None:
         if self.hsts_line:
@@ -223,7 +222,7 @@ class TlsEntry(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sslobj = transport.get_extra_info("ssl_object")
         alpn = sslobj.selected_alpn_protocol() if sslobj is not None else None
-        proto: asyncio.Protocol
+        proto: asyncio.BaseProtocol
         if alpn == "h2":
             from edge.http2 import Http2Connection
 

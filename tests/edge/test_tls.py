@@ -4,6 +4,7 @@ ALPN to HTTP/1.1 or h2 with the same headers on both, and the `tls:` configurati
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import trustme
 
 from edge.config import ConfigError, apply_overrides, parse_config
 from edge.http1 import serialize_head
-from edge.http2 import h1_head_fields
+from edge.http2 import Http2Connection, h1_head_fields
+from edge.tls import TlsHttp1Connection
 from edge.tls_config import CertFiles
 from tests.edge.conftest import url
 from tests.edge.tls_helpers import H2Client, client_context, start_tls_edge, write_cert
@@ -253,6 +255,54 @@ async def test_h2_split_cookies_reach_the_origin_joined(tls_front: Any, ca: trus
         assert script.seen[-1].headers.getall("Cookie") == ["a=1; b=2"]
     finally:
         await client.close()
+
+
+async def test_http1_over_tls_reads_bodies_and_pipelined_requests_whole(
+    tls_front: Any, ca: trustme.CA
+) -> None:
+    """The TLS transport decrypts into one buffer per worker (edge/tls_buffer.py): a body of
+    many records, larger than the buffer, reaches the origin whole, and requests pipelined in
+    one write are each answered, in order."""
+    script, server, _ = tls_front
+
+    async def digest(request: Any) -> Any:
+        from aiohttp import web
+
+        data = await request.read()
+        return web.Response(text=f"{len(data)} {hashlib.sha256(data).hexdigest()}")
+
+    script.handlers["/api/orders"] = digest
+    body = bytes(range(251)) * 1200  # 301,200 bytes: 19 TLS records, 4.6 buffers
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1",
+        server.tls_port,
+        ssl=client_context(ca, ["http/1.1"]),
+        server_hostname="localhost",
+    )
+    try:
+        head = (
+            f"POST /api/orders HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n" * 2)
+        writer.write(b"GET /big HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    answers = data.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200"] * 4
+    expected = f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode()
+    assert answers[0].endswith(expected)
+    assert answers[1].endswith(b"A" * 1000) and answers[2].endswith(b"A" * 1000)
+    assert answers[3].endswith(bytes(range(256)) * 2000)
+
+
+def test_tls_connections_take_the_buffered_read_path() -> None:
+    # uvloop decrypts into the protocol's buffer only for a protocol with `get_buffer` that is
+    # not an `asyncio.Protocol`; otherwise each read allocates 256 KiB (mmap, mremap, munmap).
+    for cls in (TlsHttp1Connection, Http2Connection):
+        assert hasattr(cls, "get_buffer") and not issubclass(cls, asyncio.Protocol)
+        assert issubclass(cls, asyncio.BufferedProtocol)
 
 
 async def test_h2_post_body_reaches_the_origin(tls_front: Any, ca: trustme.CA) -> None:
