@@ -29,7 +29,8 @@ Protections (each has a test in tests/edge/test_http2_abuse.py that drives it wi
 - CONTINUATION floods (CVE-2024-27316 and kin): a header block is at most 64 CONTINUATION
   frames of at most 16 KB (past that, GOAWAY PROTOCOL_ERROR) and its fields at most
   SETTINGS_MAX_HEADER_LIST_SIZE (past that, GOAWAY ENHANCE_YOUR_CALM).
-- SETTINGS, PING, PRIORITY and unknown-frame floods: more than `max_control_frames` in 10 s:
+- SETTINGS, PING, PRIORITY, unknown-frame and small-WINDOW_UPDATE floods (increments under
+  1 KB: the "data dribble" of CVE-2019-9511): more than `max_control_frames` in 10 s:
   GOAWAY ENHANCE_YOUR_CALM; and a client that does not read what they make us write (the
   socket's buffer over `OUTBUF_LIMIT`) is closed.
 - Zero-window stalls: a stream whose window stays 0 (or a connection whose window or socket
@@ -76,6 +77,7 @@ WINDOW_SECONDS = 10.0  # the period the reset and control-frame budgets count ov
 OUTBUF_LIMIT = 4 << 20  # bytes queued to a client that is not reading: close it
 MAX_FRAME = wire.MIN_FRAME  # what we accept and what we send
 MAX_CONTINUATIONS = 64
+SMALL_INCREMENT = 1024  # a WINDOW_UPDATE below this counts as a control frame
 HEAD_BLOCKS = 4096  # encoded heads kept (`head_block`)
 
 
@@ -495,7 +497,7 @@ class Http2Connection(SharedReadBuffer):
         elif kind == wire.DATA:
             self._data(flags, sid, payload, now)
         elif kind == wire.WINDOW_UPDATE:
-            self._window_update(sid, payload)
+            self._window_update(sid, payload, now)
         elif kind == wire.CONTINUATION:
             if not self.block_sid or sid != self.block_sid:
                 raise H2Error(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
@@ -587,10 +589,14 @@ class Http2Connection(SharedReadBuffer):
         self.out.append(wire.SETTINGS_ACK)
         self._pump_all()  # INITIAL_WINDOW_SIZE may have grown
 
-    def _window_update(self, sid: int, payload: bytes) -> None:
+    def _window_update(self, sid: int, payload: bytes, now: float) -> None:
         if len(payload) != 4:
             raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE of the wrong size")
         increment = wire.U32.unpack(payload)[0] & 0x7FFFFFFF
+        if increment < SMALL_INCREMENT:
+            # Windows opened a few bytes at a time make us send a frame per few bytes (the
+            # "data dribble", CVE-2019-9511): such updates spend the control-frame budget.
+            self._control(now)
         if not sid:
             if not increment:
                 raise H2Error(ErrorCode.PROTOCOL_ERROR, "a zero window increment")

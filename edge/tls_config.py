@@ -17,7 +17,7 @@
         max_header_list_size: 64k
         initial_window: 1m            # per stream, for request bodies
         max_resets: 200               # client-cancelled streams per 10 s before GOAWAY
-        max_control_frames: 200       # PING / SETTINGS per 10 s before GOAWAY
+        max_control_frames: 200       # PING / SETTINGS / small WINDOW_UPDATEs per 10 s
         stall_timeout: 30s            # a stream (or the connection) held at window 0
 
 Parsed with the same reader as the rest of `edge.config`: every error names key and file.

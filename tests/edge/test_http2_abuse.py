@@ -19,6 +19,7 @@ from hyperframe.frame import (
     HeadersFrame,
     PingFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
 from edge.h2_frames import encode_field
@@ -202,8 +203,8 @@ async def test_a_field_over_max_field_size_is_431(edge: Any, ca: trustme.CA) -> 
 
 @pytest.mark.parametrize(
     "frame",
-    [PingFrame(0, opaque_data=b"12345678"), SettingsFrame(0)],
-    ids=["ping", "settings"],
+    [PingFrame(0, opaque_data=b"12345678"), SettingsFrame(0), WindowUpdateFrame(0, 1)],
+    ids=["ping", "settings", "one-byte-window-updates"],
 )
 async def test_control_frame_floods_end_in_goaway(edge: Any, ca: trustme.CA, frame: Any) -> None:
     _, server = edge
