@@ -3,9 +3,10 @@
 uvloop's TLS transport hands plaintext to a plain `asyncio.Protocol` by asking OpenSSL for up
 to 256 KiB into a new bytes object each time: with the mmap threshold the workers fix at 128 KiB
 (`edge.server.keep_large_buffers_out_of_the_heap`), glibc maps it, shrinks it with mremap and
-unmaps it, so every read of a small request cost three system calls and page faults (strace of a worker under wrk: one mmap, mremap and munmap per request; about half
-the system time of an HTTPS hit). Given a protocol with `get_buffer` that is not an
-`asyncio.Protocol` (uvloop's test), the transport decrypts into the protocol's buffer instead.
+unmaps it, so every read of a small request cost three system calls and page faults (strace of
+a worker under wrk: one mmap, mremap and munmap per request; about half the system time of an
+HTTPS hit). Given a protocol with `get_buffer` that is not an `asyncio.Protocol` (uvloop's
+test), the transport decrypts into the protocol's buffer instead.
 
 The buffer is shared by the worker's connections: the transport fills it and calls
 `buffer_updated` at once, on the one thread of the event loop, and the protocols copy out what
