@@ -24,6 +24,8 @@ FLAGS = (
     "--disable-dev-shm-usage",
     "--disable-background-networking",
     "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
     "--window-size=1280,900",
 )
 SPKI: list[str] = []  # `hints --tls`: the bench certificate's key, trusted by this browser
@@ -41,8 +43,8 @@ return out;
 
 
 @contextlib.contextmanager
-def browser() -> Iterator[Any]:
-    """A fresh headless Chromium with an empty cache."""
+def chromium(performance_log: bool = False) -> Iterator[Any]:
+    """A fresh headless Chromium with an empty cache (the bench's and the browser tests')."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -50,7 +52,8 @@ def browser() -> Iterator[Any]:
     options.binary_location = CHROMIUM
     for flag in FLAGS:
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    if performance_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     if SPKI:
         # Trusted as a valid certificate (a secure context), unlike --ignore-certificate-errors.
         options.add_argument("--ignore-certificate-errors-spki-list=" + ",".join(SPKI))
@@ -63,7 +66,7 @@ def browser() -> Iterator[Any]:
 
 def load(url: str) -> list[dict[str, Any]]:
     """Load `url` in a fresh browser; the Resource Timing entries once the page has loaded."""
-    with browser() as driver:
+    with chromium(performance_log=True) as driver:
         driver.get(url)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from bench.delivery.browser import chromium
 from tests.edge.ops_helpers import ROOT, TOKEN, EdgeProcess, fetch, start_edge, wait_for
-from tests.edge.test_edge_browser import chromium
 from tests.origin.conftest import start_origin
 from tests.origin.test_origin_browser import _require_chromium
 

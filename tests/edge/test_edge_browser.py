@@ -9,40 +9,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.delivery.browser import chromium
 from tests.origin.browser_checks import run_page_checks
 from tests.origin.conftest import free_port, start_origin
-from tests.origin.test_origin_browser import (
-    CHROMEDRIVER,
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    _require_chromium,
-)
+from tests.origin.test_origin_browser import _require_chromium
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextlib.contextmanager
-def chromium() -> Iterator[object]:
-    """A fresh browser with an empty cache."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument("--window-size=1280,900")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def get_json(url: str) -> dict[str, object]:

@@ -9,23 +9,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from bench.delivery.browser import CHROMEDRIVER, CHROMIUM, chromium
 from tests.origin.browser_checks import run_page_checks
 from tests.origin.conftest import OriginProcess
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-)
 
 
 def _require_chromium() -> None:
@@ -41,19 +29,8 @@ def _require_chromium() -> None:
 @pytest.fixture
 def driver() -> Iterator[WebDriver]:
     _require_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument("--window-size=1280,900")
-    chrome = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with chromium() as chrome:
         yield chrome
-    finally:
-        chrome.quit()
 
 
 def test_page_in_chromium(driver: WebDriver, origin_process: Callable[..., OriginProcess]) -> None:
