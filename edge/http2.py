@@ -69,10 +69,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.http2")
 
-# Connection-specific fields HTTP/2 forbids (RFC 9113 section 8.2.2); never sent.
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
-)
+# Connection-specific fields HTTP/2 forbids (RFC 9113 section 8.2.2), the same list a request
+# is checked against, and TE (a request field); never sent.
+NOT_SENT = wire.CONNECTION_SPECIFIC | {b"te"}
 WINDOW_SECONDS = 10.0  # the period the reset and control-frame budgets count over
 OUTBUF_LIMIT = 4 << 20  # bytes queued to a client that is not reading: close it
 MAX_FRAME = wire.MIN_FRAME  # what we accept and what we send
@@ -200,7 +199,7 @@ def h1_head_fields(head: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
             continue
         name, _, value = line.partition(b":")
         name = name.strip().lower()
-        if name not in HOP_BY_HOP:
+        if name not in NOT_SENT:
             out.append((name, value.strip()))
     return status, out
 
@@ -900,7 +899,7 @@ class Http2Connection(SharedReadBuffer):
         out = []
         for k, v in fields:
             name = k.lower().encode("latin-1")
-            if name not in HOP_BY_HOP:
+            if name not in NOT_SENT:
                 out.append(wire.encode_field(name, v.encode("latin-1", "replace")))
         return b"".join(out)
 
@@ -929,7 +928,7 @@ class Http2Connection(SharedReadBuffer):
                     rest.append(wire.encode_value(prefix, value.strip()))
                     continue
                 lname = name.strip().lower()
-                if lname in HOP_BY_HOP:
+                if lname in NOT_SENT:
                     continue
                 rest.append(wire.encode_field(lname, value.strip()))
                 if len(prefixes) < 64:
