@@ -143,9 +143,7 @@ def serialize_head(
 
 
 class Http1Connection(asyncio.BaseProtocol):
-    """One client connection. A `BaseProtocol` with `data_received`, not an `asyncio.Protocol`:
-    uvloop hands a subclass that also has `get_buffer` (`edge.tls_buffer`) decrypted data in
-    its buffer only if it is not an `asyncio.Protocol`."""
+    """One client connection (plain TCP, or TLS through `edge.tls_transport`)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

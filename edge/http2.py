@@ -60,7 +60,6 @@ from edge.h2_frames import ErrorCode, H2Error
 from edge.http1 import _FLAGS, ANSWERED_FROM_CACHE, F_BODY, F_HOST, METHODS
 from edge.respond import Reply
 from edge.tls import TlsRequest
-from edge.tls_buffer import SharedReadBuffer
 from edge.tls_config import Http2Settings
 
 if TYPE_CHECKING:
@@ -242,7 +241,7 @@ _head_blocks: dict[bytes, bytes] = {}
 _tail_prefixes: dict[bytes, bytes] = {}
 
 
-class Http2Connection(SharedReadBuffer):
+class Http2Connection(asyncio.Protocol):
     """One client connection speaking HTTP/2 (the server side)."""
 
     def __init__(self, engine: Engine, settings: Http2Settings, hsts: str | None) -> None:

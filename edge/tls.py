@@ -1,6 +1,6 @@
 """HTTPS at the edge: TLS contexts chosen by SNI, reloaded in place, ALPN to HTTP/1.1 or h2.
 
-    client --TLS--> TlsEntry (handshake done: ALPN says h2 or http/1.1)
+    client --TLS--> edge.tls_transport.TlsTransport (handshake done: ALPN says which)
         h2        -> edge.http2.Http2Connection   \\
         http/1.1  -> TlsHttp1Connection            >  the same Engine.serve
     client --plain HTTP--> Http1Connection (through `Redirector` when tls.redirect is on)
@@ -25,14 +25,14 @@ import ipaddress
 import logging
 import os
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from edge.http1 import Http1Connection, Request
 from edge.respond import Reply
-from edge.tls_buffer import SharedReadBuffer
 from edge.tls_config import CertFiles, TlsSettings
+from edge.tls_transport import TlsTransport
 
 if TYPE_CHECKING:
     from edge.engine import Engine
@@ -185,7 +185,7 @@ class CertStore:
                 self.reload("files changed")
 
 
-class TlsHttp1Connection(Http1Connection, SharedReadBuffer):
+class TlsHttp1Connection(Http1Connection):
     """HTTP/1.1 over TLS: requests marked https (X-Forwarded-Proto), HSTS when configured."""
 
     request_class = TlsRequest
@@ -211,29 +211,17 @@ class TlsHttp1Connection(Http1Connection, SharedReadBuffer):
         super().start(req, reply)
 
 
-class TlsEntry(asyncio.Protocol):
-    """The listener's protocol until the handshake is done; then hands the transport to the
-    connection for the protocol ALPN chose."""
+def connection_for(engine: Engine, settings: TlsSettings) -> Callable[[TlsTransport], Any]:
+    """What a TLS connection speaks once its handshake is done: h2 or HTTP/1.1, as ALPN chose."""
 
-    def __init__(self, engine: Engine, settings: TlsSettings) -> None:
-        self.engine = engine
-        self.settings = settings
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        sslobj = transport.get_extra_info("ssl_object")
-        alpn = sslobj.selected_alpn_protocol() if sslobj is not None else None
-        proto: asyncio.BaseProtocol
-        if alpn == "h2":
+    def choose(transport: TlsTransport) -> asyncio.BaseProtocol:
+        if transport.sslobj.selected_alpn_protocol() == "h2":
             from edge.http2 import Http2Connection
 
-            proto = Http2Connection(self.engine, self.settings.http2, self.settings.hsts)
-        else:
-            proto = TlsHttp1Connection(self.engine, self.settings.hsts)
-        transport.set_protocol(proto)
-        proto.connection_made(transport)
+            return Http2Connection(engine, settings.http2, settings.hsts)
+        return TlsHttp1Connection(engine, settings.hsts)
 
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - replaced at once
-        raise RuntimeError("TlsEntry received data after the handshake")
+    return choose
 
 
 class Redirector:
@@ -298,14 +286,14 @@ async def start_listener(
     """The HTTPS listener on `tls.port`."""
     loop = asyncio.get_running_loop()
     settings = store.settings
+    choose = connection_for(engine, settings)
+    timeout = engine.cfg.header_timeout
     server = await loop.create_server(
-        lambda: TlsEntry(engine, settings),
+        lambda: TlsTransport(store.front, choose, timeout),
         host,
         settings.port,
-        ssl=store.front,
         reuse_port=reuse_port,
         backlog=2048,
-        ssl_handshake_timeout=engine.cfg.header_timeout,
     )
     import socket
 
