@@ -4,8 +4,9 @@ plain hit scenarios (rounds in rotation, CPU per request of each server's proces
 
 - HTTP/1.1 over TLS: wrk with an https URL, keep-alive connections.
 - h2: h2load (Debian's nghttp2-client), clients x streams in flight.
-- handshakes: wrk with `Connection: close`, so every request is a new connection and a full
-  handshake (wrk keeps no TLS session: no resumption); requests/s = handshakes/s.
+- handshakes: h2load over HTTP/1.1 with `Connection: close`, so every request is a new
+  connection and a full handshake (no resumption); requests/s = handshakes/s. (Not wrk: it
+  spins while a handshake waits, `bench.loadgen.run_h2load_new_connections`.)
 
 Both servers offer TLS 1.2 and 1.3 with the same ciphers; clients negotiate TLS 1.3.
 """
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 from bench.load.context import Context
 from bench.load.hits import HitScenario, _verdict
 from bench.load.scenario import Target
-from bench.loadgen import LoadResult, run_h2load
+from bench.loadgen import LoadResult, run_h2load, run_h2load_new_connections
 from bench.peers import Server, nginx_tls_cache
 from bench.procs import free_port
 from bench.servers import start_edge
@@ -152,11 +153,16 @@ class HandshakeScenario(TlsHitScenario):
 
     def describe(self, opts: object) -> str:
         return (
-            f"GET {self.path} with `Connection: close` (wrk): every request a full TLS 1.3 "
-            "handshake, no resumption; requests/s = handshakes/s"
+            f"GET {self.path} with `Connection: close` (h2load over HTTP/1.1): every request "
+            "a full TLS 1.3 handshake, no resumption; requests/s = handshakes/s"
         )
 
     def load(
         self, ctx: Context, url: str, conns: int, seconds: float, headers: dict[str, str]
     ) -> LoadResult:
-        return ctx.hammer(url, conns, seconds, {**headers, "Connection": "close"})
+        binary = h2load_binary()
+        if binary is None:
+            raise RuntimeError("h2load is not installed (Debian package nghttp2-client)")
+        return run_h2load_new_connections(
+            binary, url, clients=conns, threads=ctx.opts.threads, duration=seconds
+        )

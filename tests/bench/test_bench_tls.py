@@ -56,3 +56,12 @@ def test_nginx_tls_conf_uses_the_same_certificate(tmp_path: Path) -> None:
     assert "ssl_certificate /c.pem;" in conf and "ssl_certificate_key /k.pem;" in conf
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in conf
     assert "listen 127.0.0.1:1000 backlog=4096;" in conf
+
+
+def test_h2load_output_over_http1_counts_heads_and_bodies() -> None:
+    # h2load --h1 (the handshake scenario) reports no total traffic, only its parts.
+    out = H2LOAD_OUT.replace(
+        "traffic: 220.29MB (230988123) total, 7.31MB (7665186) headers (space savings 88.80%), ",
+        "traffic: 0B (0) total, 612.30KB (627000) headers (space savings 0.00%), ",
+    )
+    assert parse_h2load(out).bytes == 627000 + 186913792
