@@ -85,3 +85,46 @@ async def test_plain_http_on_the_tls_port_is_closed_and_the_edge_serves_on(
     waited = await closed_within(edge.tls_port, b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n", 5)
     assert waited < 0.4  # at once, not after the handshake timeout
     assert (await https_get(edge.tls_port, ca, "/a")).endswith(b"A" * 100)
+
+
+async def test_many_pipelined_requests_in_one_write_are_all_answered_in_order(
+    edge: Any, ca: trustme.CA
+) -> None:
+    # 200 requests in a few records: the connection pauses reading after 32 (MAX_QUEUED)
+    # with the rest still encrypted in the transport's buffers, and resumes from there.
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1",
+        edge.tls_port,
+        ssl=client_context(ca, ["http/1.1"]),
+        server_hostname="localhost",
+    )
+    try:
+        requests = [f"GET /a?n={i} HTTP/1.1\r\nHost: localhost\r\n\r\n" for i in range(199)]
+        requests.append("GET /a?n=199 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        writer.write("".join(requests).encode())
+        data = await asyncio.wait_for(reader.read(-1), 10)
+    finally:
+        writer.close()
+    answers = data.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 200
+    assert all(a.startswith(b"200") and a.endswith(b"A" * 100) for a in answers)
+
+
+async def test_a_client_close_notify_closes_the_connection(edge: Any, ca: trustme.CA) -> None:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1",
+        edge.tls_port,
+        ssl=client_context(ca, ["http/1.1"]),
+        server_hostname="localhost",
+    )
+    writer.write(b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"A" * 100), 5)
+    assert head.startswith(b"HTTP/1.1 200")
+    open_before = len(edge.engine.guard.open)
+    writer.close()  # close_notify, then FIN
+    await writer.wait_closed()
+    for _ in range(50):
+        if len(edge.engine.guard.open) < open_before:
+            break
+        await asyncio.sleep(0.05)
+    assert len(edge.engine.guard.open) == open_before - 1
