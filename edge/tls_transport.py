@@ -67,6 +67,7 @@ class TlsTransport(asyncio.Transport, asyncio.BufferedProtocol):
         self.raw_paused = False  # the TCP transport's buffer is full
         self.app_paused = False  # we told the connection above to stop writing
         self.close_after_backlog = False
+        self.batching = False  # in buffer_updated: writes are sent at its end
         self.backlog: deque[memoryview] = deque()
         self.linger: asyncio.TimerHandle | None = None
 
@@ -92,7 +93,16 @@ class TlsTransport(asyncio.Transport, asyncio.BufferedProtocol):
         self.incoming.write(_cipher[:nbytes])
         if self.app is None and not self._handshake():
             return
-        self._read()
+        self._read_batch()
+
+    def _read_batch(self) -> None:
+        # What the connection writes while it reads is sent once, at the end: the answers of
+        # pipelined requests, or an answer and the close_notify after it, in one send.
+        self.batching = True
+        try:
+            self._read()
+        finally:
+            self.batching = False
         self._flush()
 
     def eof_received(self) -> bool:
@@ -175,8 +185,7 @@ class TlsTransport(asyncio.Transport, asyncio.BufferedProtocol):
 
     def _read_later(self) -> None:
         if not self.closing and not self.read_paused:
-            self._read()
-            self._flush()
+            self._read_batch()
 
     def _flush(self) -> None:
         if self.outgoing.pending and not self.raw.is_closing():
@@ -193,7 +202,8 @@ class TlsTransport(asyncio.Transport, asyncio.BufferedProtocol):
             self._pause_app()
             return
         self.sslobj.write(data)
-        self.raw.write(self.outgoing.read())
+        if not self.batching:
+            self.raw.write(self.outgoing.read())
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))  # one record, not one per piece
