@@ -17,7 +17,7 @@ from edge.http1 import serialize_head
 from edge.http2 import h1_head_fields
 from edge.tls_config import CertFiles
 from tests.edge.conftest import url
-from tests.edge.tls_helpers import H2Client, client_context, start_tls_edge, write_cert
+from tests.edge.tls_helpers import H2Client, client_context, open_https, start_tls_edge, write_cert
 
 HSTS = "max-age=31536000; includeSubDomains"
 
@@ -54,9 +54,7 @@ async def h1(
     port: int, ca: trustme.CA, path: str, host: str = "localhost", sni: str = "localhost"
 ) -> tuple[str, dict[str, str], bytes, ssl.SSLObject]:
     """One HTTP/1.1 request over TLS."""
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=client_context(ca, ["http/1.1"]), server_hostname=sni
-    )
+    reader, writer = await open_https(port, ca, sni)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
     data = await asyncio.wait_for(reader.read(), 5)
     sslobj = writer.get_extra_info("ssl_object")
@@ -132,12 +130,7 @@ async def test_reload_keeps_open_connections_and_new_handshakes_use_new_files(
 ) -> None:
     _, server, files = tls_front
     # A connection opened before the reload.
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1",
-        server.tls_port,
-        ssl=client_context(ca, ["http/1.1"]),
-        server_hostname="localhost",
-    )
+    reader, writer = await open_https(server.tls_port, ca)
     new_ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
     fresh = write_cert(new_ca, tmp_path, "renewed", "127.0.0.1", "localhost")
     copy_cert(fresh, files)
@@ -273,12 +266,7 @@ async def test_http1_over_tls_reads_bodies_and_pipelined_requests_whole(
 
     script.handlers["/api/orders"] = digest
     body = bytes(range(251)) * 1200  # 301,200 bytes: 19 TLS records, 4.6 buffers
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1",
-        server.tls_port,
-        ssl=client_context(ca, ["http/1.1"]),
-        server_hostname="localhost",
-    )
+    reader, writer = await open_https(server.tls_port, ca)
     try:
         head = (
             f"POST /api/orders HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n"

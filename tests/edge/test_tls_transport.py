@@ -13,7 +13,7 @@ import pytest
 import trustme
 
 from tests.edge.conftest import url
-from tests.edge.tls_helpers import client_context, start_tls_edge
+from tests.edge.tls_helpers import open_https, start_tls_edge
 
 BIG = bytes(range(256)) * 4096  # 1 MiB: four of the transport's 256 KiB chunks
 
@@ -34,9 +34,7 @@ async def edge(scripted: Any, tmp_path: Path, ca: trustme.CA):  # type: ignore[n
 
 
 async def https_get(port: int, ca: trustme.CA, path: str, slow: bool = False) -> bytes:
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=client_context(ca, ["http/1.1"]), server_hostname="localhost"
-    )
+    reader, writer = await open_https(port, ca)
     try:
         head = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         writer.write(head.encode())
@@ -92,12 +90,7 @@ async def test_many_pipelined_requests_in_one_write_are_all_answered_in_order(
 ) -> None:
     # 200 requests in a few records: the connection pauses reading after 32 (MAX_QUEUED)
     # with the rest still encrypted in the transport's buffers, and resumes from there.
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1",
-        edge.tls_port,
-        ssl=client_context(ca, ["http/1.1"]),
-        server_hostname="localhost",
-    )
+    reader, writer = await open_https(edge.tls_port, ca)
     try:
         requests = [f"GET /a?n={i} HTTP/1.1\r\nHost: localhost\r\n\r\n" for i in range(199)]
         requests.append("GET /a?n=199 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -111,12 +104,7 @@ async def test_many_pipelined_requests_in_one_write_are_all_answered_in_order(
 
 
 async def test_a_client_close_notify_closes_the_connection(edge: Any, ca: trustme.CA) -> None:
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1",
-        edge.tls_port,
-        ssl=client_context(ca, ["http/1.1"]),
-        server_hostname="localhost",
-    )
+    reader, writer = await open_https(edge.tls_port, ca)
     writer.write(b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"A" * 100), 5)
     assert head.startswith(b"HTTP/1.1 200")

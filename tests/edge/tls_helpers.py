@@ -36,6 +36,15 @@ def client_context(ca: trustme.CA, alpn: list[str]) -> ssl.SSLContext:
     return ctx
 
 
+async def open_https(
+    port: int, ca: trustme.CA, sni: str = "localhost"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection to the edge that offers only HTTP/1.1 (ALPN)."""
+    return await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_context(ca, ["http/1.1"]), server_hostname=sni
+    )
+
+
 async def start_tls_edge(
     origin_url: str, tmp: Path, ca: trustme.CA, limits: dict[str, Any] | None = None, **tls: Any
 ) -> tuple[EdgeServer, CertFiles]:
