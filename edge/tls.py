@@ -211,7 +211,9 @@ class TlsHttp1Connection(Http1Connection):
         super().start(req, reply)
 
 
-def connection_for(engine: Engine, settings: TlsSettings) -> Callable[[TlsTransport], Any]:
+def connection_for(
+    engine: Engine, settings: TlsSettings
+) -> Callable[[TlsTransport], asyncio.BaseProtocol]:
     """What a TLS connection speaks once its handshake is done: h2 or HTTP/1.1, as ALPN chose."""
 
     def choose(transport: TlsTransport) -> asyncio.BaseProtocol:

@@ -7,10 +7,11 @@ and the `asyncio.Transport` the HTTP/1.1 or h2 connection above writes to.
         connection.write(plaintext) -> SSLObject.write -> TCP transport.write(ciphertext)
 
 Why our own and not uvloop's (`create_server(ssl=...)`): uvloop reads decrypted data until
-OpenSSL raises `SSLWantReadError`, so every request costs one exception more, about 5.6 µs
-(`ssl` builds the error with its formatted message) of the 11 µs TLS added to a keep-alive
-hit. Here a read stops when both the incoming buffer and OpenSSL's are empty. The same for
-handshakes: one object per connection instead of uvloop's protocol, transport and buffers.
+OpenSSL raises `SSLWantReadError`, so every request costs one exception more: 5.6 of the 12.7
+µs the `ssl` calls of a keep-alive request cost (measured in process; `ssl` builds the error
+with its formatted message). Here a read stops when both the incoming buffer and OpenSSL's
+are empty. The same for handshakes: one object per connection instead of uvloop's protocol,
+transport and buffers.
 
 - Ciphertext is read into one buffer per worker (`_cipher`), plaintext decrypted into another
   (`_plain`) and handed on as bytes: both are used synchronously on the event loop's thread.
@@ -67,7 +68,7 @@ class TlsTransport(asyncio.Transport, asyncio.BufferedProtocol):
         self.raw_paused = False  # the TCP transport's buffer is full
         self.app_paused = False  # we told the connection above to stop writing
         self.close_after_backlog = False
-        self.batching = False  # in buffer_updated: writes are sent at its end
+        self.batching = False  # handling a read: writes are sent at its end
         self.backlog: deque[memoryview] = deque()
         self.linger: asyncio.TimerHandle | None = None
 
@@ -88,19 +89,18 @@ class TlsTransport(asyncio.Transport, asyncio.BufferedProtocol):
         return _cipher
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.closing:
-            return
-        self.incoming.write(_cipher[:nbytes])
-        if self.app is None and not self._handshake():
-            return
-        self._read_batch()
+        if not self.closing:
+            self.incoming.write(_cipher[:nbytes])
+            self._read_batch()
 
     def _read_batch(self) -> None:
-        # What the connection writes while it reads is sent once, at the end: the answers of
-        # pipelined requests, or an answer and the close_notify after it, in one send.
+        # What the handshake and the connection write while a read is handled is sent once,
+        # at the end: the handshake's last flight with h2's SETTINGS, the answers of
+        # pipelined requests, an answer and the close_notify after it.
         self.batching = True
         try:
-            self._read()
+            if self.app is not None or self._handshake():
+                self._read()
         finally:
             self.batching = False
         self._flush()
@@ -140,7 +140,6 @@ class TlsTransport(asyncio.Transport, asyncio.BufferedProtocol):
         try:
             self.sslobj.do_handshake()
         except WantRead:
-            self._flush()
             return False
         except (ssl.SSLError, OSError) as exc:
             log.debug("TLS handshake failed (%s): %s", self.raw.get_extra_info("peername"), exc)
