@@ -1,4 +1,4 @@
-"""Command line of the bench: `python -m bench table|load|topology|chaos` (or `woody-bench`)."""
+"""Command line of the bench: `python -m bench table|load|cost|topology|chaos` (woody-bench)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     load.add_arguments(load_parser)
+
+    from bench import cost
+
+    cost_parser = sub.add_parser(
+        "cost",
+        help="instructions per request under callgrind: edge vs nginx, noise-free",
+        description=cost.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cost.add_arguments(cost_parser)
 
     sub.add_parser(
         "topology",
@@ -77,6 +87,10 @@ def _dispatch(argv: list[str]) -> int:
         from bench import load
 
         return load.main(args)
+    if args.command == "cost":
+        from bench import cost
+
+        return cost.main(args)
     return 2
 
 

@@ -160,7 +160,15 @@ def nginx_files_conf(prefix: Path, port: int, root: Path) -> str:
     )
 
 
-def start_nginx(group: ProcessGroup, name: str, conf_text: str, port: int) -> Child:
+def start_nginx(
+    group: ProcessGroup,
+    name: str,
+    conf_text: str,
+    port: int,
+    wrapper: tuple[str, ...] = (),
+    timeout: float = 30,
+) -> Child:
+    """nginx in the foreground; `wrapper` runs it under another program (bench.cost)."""
     binary = nginx_binary()
     if binary is None:
         raise FileNotFoundError("nginx is not installed")
@@ -169,8 +177,9 @@ def start_nginx(group: ProcessGroup, name: str, conf_text: str, port: int) -> Ch
     conf.write_text(conf_text)
     return group.start(
         name,
-        [binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+        [*wrapper, binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
         ready=port_probe(port),
+        timeout=timeout,
     )
 
 

@@ -116,12 +116,16 @@ def start_edge(
     key_prefix: str = "woody-bench",
     config: Path | None = None,
     extra_args: tuple[str, ...] = (),
+    wrapper: tuple[str, ...] = (),
+    timeout: float = 60,
 ) -> Server:
+    """An edge node; `wrapper` runs it under another program (bench.cost: valgrind)."""
     if not edge_available():
         raise RuntimeError("`python -m edge serve` is not available yet")
     port = free_port()
     help_out = edge_help()
     argv = [
+        *wrapper,
         sys.executable,
         "-m",
         "edge",
@@ -154,7 +158,7 @@ def start_edge(
         node,
         argv,
         ready=http_probe(f"http://127.0.0.1:{port}/_edge/health"),
-        timeout=60,
+        timeout=timeout,
         env=env,
         drop_env=("EDGE_",),  # the bench says what each edge gets, the shell's EDGE_* do not
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import pytest
@@ -15,8 +16,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def require_tool(name: str) -> None:
-    """Skip when nginx/varnishd/wrk is missing; under CI=true that is a failure."""
-    found = {"nginx": nginx_binary, "varnishd": varnishd_binary, "wrk": wrk_binary}[name]()
+    """Skip when nginx/varnishd/wrk/valgrind is missing; under CI=true that is a failure."""
+    finders = {"nginx": nginx_binary, "varnishd": varnishd_binary, "wrk": wrk_binary}
+    found = finders[name]() if name in finders else shutil.which(name)
     if found:
         return
     message = f"{name} is not installed"
