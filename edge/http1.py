@@ -321,6 +321,10 @@ class Http1Connection(asyncio.BaseProtocol):
             self._advance()
 
     request_class = Request  # edge.tls.TlsHttp1Connection: TlsRequest
+    # Fields every answer of this connection carries (edge.tls: Strict-Transport-Security),
+    # as serialized lines: a str for `_tail`, bytes for the hit path's pre-serialized heads.
+    extra_fields = ""
+    extra_line = b""
 
     def on_message_begin(self) -> None:
         self.current = self.request_class(self.peer)
@@ -481,10 +485,10 @@ class Http1Connection(asyncio.BaseProtocol):
     def _tail(self, req: Request, close: bool) -> str:
         if close or not req.keep_alive or self.closing:
             self.close_after = True
-            return "Connection: close\r\n"
+            return self.extra_fields + "Connection: close\r\n"
         if req.version == "1.0":
-            return "Connection: keep-alive\r\n"
-        return ""
+            return self.extra_fields + "Connection: keep-alive\r\n"
+        return self.extra_fields
 
     def write_raw(self, req: Request, head: bytes, body: bytes | memoryview) -> None:
         """A whole pre-serialized answer (the hit path). `head` ends with its blank line."""
@@ -492,10 +496,12 @@ class Http1Connection(asyncio.BaseProtocol):
         if transport is None or transport.is_closing():
             return
         if not req.keep_alive or self.closing:
-            head = head[:-2] + b"Connection: close\r\n\r\n"
+            head = head[:-2] + self.extra_line + b"Connection: close\r\n\r\n"
             self.close_after = True
         elif req.version == "1.0":
-            head = head[:-2] + b"Connection: keep-alive\r\n\r\n"
+            head = head[:-2] + self.extra_line + b"Connection: keep-alive\r\n\r\n"
+        elif self.extra_line:
+            head = head[:-2] + self.extra_line + b"\r\n"
         _write_whole(transport, head, b"" if req.method == "HEAD" else body)
 
     def send(self, req: Request, reply: Reply) -> None:
@@ -519,7 +525,8 @@ class Http1Connection(asyncio.BaseProtocol):
         no_body = req.method == "HEAD" or reply.status in (204, 304) or reply.status < 200
         if reply.length is None and not no_body:
             if req.version == "1.0":
-                tail = "Connection: close\r\n"  # the end of the body is the end of the connection
+                # the end of the body is the end of the connection
+                tail = self.extra_fields + "Connection: close\r\n"
                 self.close_after = True
             else:
                 tail += "Transfer-Encoding: chunked\r\n"

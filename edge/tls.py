@@ -26,7 +26,7 @@ import logging
 import os
 import ssl
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from edge.http1 import Http1Connection, Request
@@ -192,23 +192,9 @@ class TlsHttp1Connection(Http1Connection):
 
     def __init__(self, engine: Engine, hsts: str | None) -> None:
         super().__init__(engine)
-        self.hsts = hsts
-        self.hsts_line = f"Strict-Transport-Security: {hsts}\r\n\r\n".encode() if hsts else b""
-
-    def write_raw(self, req: Request, head: bytes, body: bytes | memoryview) -> None:
-        if self.hsts_line:
-            head = head[:-2] + self.hsts_line
-        super().write_raw(req, head, body)
-
-    def send(self, req: Request, reply: Reply) -> None:
-        if self.hsts:
-            reply = replace(reply, fields=[*reply.fields, ("Strict-Transport-Security", self.hsts)])
-        super().send(req, reply)
-
-    def start(self, req: Request, reply: Reply) -> None:
-        if self.hsts:
-            reply = replace(reply, fields=[*reply.fields, ("Strict-Transport-Security", self.hsts)])
-        super().start(req, reply)
+        if hsts:
+            self.extra_fields = f"Strict-Transport-Security: {hsts}\r\n"
+            self.extra_line = self.extra_fields.encode("latin-1")
 
 
 def connection_for(

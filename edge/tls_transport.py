@@ -103,7 +103,8 @@ class TlsTransport(asyncio.Transport, asyncio.BufferedProtocol):
                 self._read()
         finally:
             self.batching = False
-        self._flush()
+        if self.outgoing.pending:
+            self._flush()
 
     def eof_received(self) -> bool:
         # The client half-closed TCP (with or without close_notify): we close too.
@@ -179,7 +180,9 @@ class TlsTransport(asyncio.Transport, asyncio.BufferedProtocol):
                     self.close()
                 return
             self.app.data_received(_plain[:n].tobytes())
-            if not incoming.pending and not sslobj.pending():
+            # A read returns at most one record (16 KiB): when it did not fill the buffer,
+            # OpenSSL holds nothing decrypted, and `pending()` (a call) need not be asked.
+            if not incoming.pending and (n < READ_SIZE or not sslobj.pending()):
                 return
 
     def _read_later(self) -> None:
@@ -258,7 +261,7 @@ class TlsTransport(asyncio.Transport, asyncio.BufferedProtocol):
         self.raw.abort()
 
     def is_closing(self) -> bool:
-        return self.closing or self.raw.is_closing()
+        return self.closing  # set by every close, abort and connection_lost
 
     def pause_reading(self) -> None:
         if not self.read_paused:
