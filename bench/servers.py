@@ -13,9 +13,13 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.peers import Server
 from bench.procs import REPO, ProcessGroup, free_port, help_text, http_probe
+
+if TYPE_CHECKING:
+    from bench.topology.certs import DevCert
 
 
 @functools.cache
@@ -104,6 +108,11 @@ def start_origin(group: ProcessGroup, spec: OriginSpec, name: str = "origin") ->
         env={"ORIGIN_API_CACHE_PREFIX": f"{spec.key_prefix}-api"},
     )
     return Server(f"{name} ({impl})", f"http://127.0.0.1:{port}", [managed], kind="origin")
+
+
+def tls_args(tls_port: int, cert: DevCert) -> tuple[str, ...]:
+    """`edge serve`'s options for HTTPS on tls_port with a DevCert's certificate and key."""
+    return ("--tls-port", str(tls_port), "--cert", str(cert.cert), "--key", str(cert.key))
 
 
 def start_edge(
