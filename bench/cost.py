@@ -16,7 +16,8 @@ accepts), and instructions are not time. Python's instructions run slower than O
 (fewer per cycle, more cache misses), so a share of instructions is not a share of CPU time;
 `bench load` measures the time, this says where the work is and whether a change removed
 some. A server under callgrind runs about 50 times slower, so it batches more requests per
-wake-up than at full speed: counts from two runs agree within about 1 %, not exactly.
+wake-up than at full speed, and how much depends on what ran before: two runs with the same
+cases agree within about 1.5 %, a case run alone or after other cases can differ by more.
 """
 
 from __future__ import annotations
