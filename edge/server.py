@@ -66,6 +66,7 @@ class EdgeServer:
         node_path: str | None = None,
         source: ConfigSource | None = None,
         supervisor: int | None = None,
+        certs: CertStore | None = None,
     ) -> None:
         self.cfg = cfg
         self.access_log = bool(access_log)
@@ -84,7 +85,9 @@ class EdgeServer:
         self.engine: Engine | None = None
         self.port = cfg.port
         self._tasks: list[asyncio.Task[Any]] = []
-        self.certs: CertStore | None = None
+        self.certs = certs
+        """The TLS certificates; given by `serve` when built before the workers fork, so
+        that every worker shares the listener context's session-ticket keys."""
         self.tls_server: asyncio.Server | None = None
         self.tls_port: int | None = None
 
@@ -176,7 +179,7 @@ class EdgeServer:
             loop.create_task(tiers.watch(), name="tiers-watch"),
         ]
         if cfg.tls is not None:  # HTTPS beside it (edge.tls): HTTP/1.1 and h2
-            self.certs = CertStore(cfg.tls)
+            self.certs = self.certs or CertStore(cfg.tls)
             self.tls_server = await start_listener(engine, self.certs, cfg.host, reuse_port)
             self.tls_port = self.tls_server.sockets[0].getsockname()[1]
             self._tasks.append(loop.create_task(self.certs.watch(), name="tls-watch"))
@@ -251,13 +254,19 @@ async def run_worker_async(
     node_path: str | None,
     source: ConfigSource | None = None,
     supervisor: int | None = None,
+    certs: CertStore | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = EdgeServer(
-        cfg, access_log=access_log, node_path=node_path, source=source, supervisor=supervisor
+        cfg,
+        access_log=access_log,
+        node_path=node_path,
+        source=source,
+        supervisor=supervisor,
+        certs=certs,
     )
     reloads: set[asyncio.Task[Any]] = set()
 
@@ -301,6 +310,7 @@ def run_worker(
     node_path: str | None = None,
     source: ConfigSource | None = None,
     supervisor: int | None = None,
+    certs: CertStore | None = None,
 ) -> None:
     """One process: the edge on uvloop."""
     import uvloop
@@ -314,7 +324,7 @@ def run_worker(
         format=f"%(asctime)s {cfg.node}[%(process)d] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    uvloop.run(run_worker_async(cfg, reuse_port, access_log, node_path, source, supervisor))
+    uvloop.run(run_worker_async(cfg, reuse_port, access_log, node_path, source, supervisor, certs))
 
 
 def serve(
@@ -326,9 +336,13 @@ def serve(
     """Run the node in the foreground. `access_log`: False, True or "text" (the text
     format), "json"; `source`: how to read the configuration again on SIGHUP;
     `pid_file`: where to write this process's pid (for `woody-edge reload`)."""
+    certs = None
     if cfg.tls is not None:
+        # Built before the workers fork (a missing file or a key that does not match is said
+        # now): they inherit one listener context, so a session ticket one worker issued is
+        # good on the others (RFC 8446 section 4.6.1; nginx makes its keys in the master too).
         try:
-            CertStore(cfg.tls)  # a missing file or a key that does not match: say so now
+            certs = CertStore(cfg.tls)
         except TlsError as exc:
             print(f"woody-edge: tls.certificates: {exc}", file=sys.stderr)
             return 2
@@ -354,9 +368,9 @@ def serve(
             f.write(f"{os.getpid()}\n")
     try:
         if cfg.workers == 1:
-            run_worker(cfg, False, access_log, node_path, source)
+            run_worker(cfg, False, access_log, node_path, source, certs=certs)
             return 0
-        return _supervise(cfg, access_log, node_path, source)
+        return _supervise(cfg, access_log, node_path, source, certs)
     finally:
         if pid_file:
             with contextlib.suppress(OSError):
@@ -376,7 +390,11 @@ MAX_QUICK_EXITS = 5
 
 
 def _supervise(
-    cfg: EdgeConfig, access_log: bool | str, node_path: str | None, source: ConfigSource | None
+    cfg: EdgeConfig,
+    access_log: bool | str,
+    node_path: str | None,
+    source: ConfigSource | None,
+    certs: CertStore | None = None,
 ) -> int:
     """Run `cfg.workers` worker processes; replace one that dies; stop them all on a signal;
     on SIGHUP, check the configuration and have every worker reload it (and its TLS
@@ -391,7 +409,7 @@ def _supervise(
     def spawn() -> tuple[Any, float]:
         w = ctx.Process(
             target=run_worker,
-            args=(cfg, True, access_log, node_path, source, me),
+            args=(cfg, True, access_log, node_path, source, me, certs),
             daemon=False,
         )
         w.start()
@@ -418,6 +436,8 @@ def _supervise(
         from edge.config import ConfigError
 
         say = f"woody-edge {cfg.node}: reload"
+        if certs is not None:  # what a worker started from now on begins with
+            certs.reload("SIGHUP")
         if source is None:
             print(f"{say}: not started from a file; TLS certificates only", file=sys.stderr)
             signal_workers(signal.SIGHUP)

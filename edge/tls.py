@@ -9,6 +9,9 @@
   context of the certificate for the name the client asked for (`ssl.SSLObject.context`), the
   first certificate without SNI or for an unknown name. Reloading builds new contexts and
   replaces the store's table: handshakes from then on use them; open connections keep theirs.
+  The listener context is never rebuilt: its session-ticket keys (OpenSSL's, one set per
+  context) last as long as the node, and `edge.server.serve` makes the store before the
+  workers fork, so that all of them resume each other's tickets.
 - TLS 1.2 and 1.3 only (`tls.min_version` may raise it to 1.3); for 1.2 only ECDHE with AEAD
   ciphers (AES-GCM, ChaCha20-Poly1305); no compression, no renegotiation (the `ssl` module's
   server defaults plus these).

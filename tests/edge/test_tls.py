@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from edge.http1 import serialize_head
 from edge.http2 import h1_head_fields
 from edge.tls_config import CertFiles
 from tests.edge.conftest import url
+from tests.edge.ops_helpers import wait_for
 from tests.edge.tls_helpers import H2Client, client_context, open_https, start_tls_edge, write_cert
 
 HSTS = "max-age=31536000; includeSubDomains"
@@ -327,6 +329,55 @@ def test_h1_head_fields_round_trip() -> None:
     status, fields = h1_head_fields(head)
     assert status == 200
     assert fields == [(b"x-cache", b"HIT"), (b"via", b"1.1 e"), (b"content-length", b"5")]
+
+
+def resumed_get(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> Any:
+    """GET /api/ping on a new TLS connection offering `session` (made with `ctx`): the
+    session after it, whether it was resumed, the answer."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
+    ):
+        tls.sendall(b"GET /api/ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(65536):  # to the end: TLS 1.3 tickets come after the handshake
+            answer += chunk
+        return tls.session, tls.session_reused, answer
+
+
+def test_a_session_ticket_resumes_on_every_worker(tmp_path: Path, ca: trustme.CA) -> None:
+    """Two workers share one listener context, made before they fork: a ticket one issued
+    resumes on the other too (SO_REUSEPORT sends reconnections to either)."""
+    from tests.edge.ops_helpers import start_edge
+    from tests.edge.test_node_cache import workers_that_answered
+    from tests.origin.conftest import free_port, start_origin
+
+    origin = start_origin(
+        ["--static-rate", "0", "--db", f"sqlite:///{tmp_path}/w.sqlite3"], tmp_path / "o.log"
+    )
+    files = write_cert(ca, tmp_path, "edge", "127.0.0.1", "localhost")
+    tls_port = free_port()
+    edge = start_edge(
+        tmp_path,
+        origin.base_url,
+        *("--workers", "2", "--access-log", "--tls-port", str(tls_port)),
+        *("--cert", files.cert, "--key", files.key),
+    )
+    try:
+        ctx = client_context(ca, ["http/1.1"])
+        session, reused, answer = resumed_get(tls_port, ctx, None)
+        assert not reused and answer.startswith(b"HTTP/1.1 200")
+        verdicts = []
+        for _ in range(16):
+            session, reused, answer = resumed_get(tls_port, ctx, session)
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ping")
+            verdicts.append(reused)
+        assert verdicts == [True] * 16
+        # Both workers answered some of them: the test saw a ticket cross between workers.
+        wait_for(lambda: len(workers_that_answered(edge.log())) == 2, timeout=5)
+    finally:
+        edge.stop()
+        origin.stop()
 
 
 def copy_cert(src: CertFiles, dst: CertFiles) -> None:
