@@ -15,6 +15,10 @@ from typing import Any
 
 log = logging.getLogger("edge.guard")
 
+# How the TLS handshakes of a worker ended: a full one, a resumed session (a ticket), or a
+# failure (a bad ClientHello, plain HTTP on the HTTPS port, no common version or cipher).
+TLS_RESULTS = ("full", "resumed", "failed")
+
 
 @dataclass
 class ConnectionGuard:
@@ -28,6 +32,7 @@ class ConnectionGuard:
     over_limit: int = 0
     bad_requests: int = 0
     client_gone: int = 0
+    tls_handshakes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TLS_RESULTS, 0))
     _logged_bad: int = 0
     _log_at: float = 0.0
 
@@ -45,7 +50,7 @@ class ConnectionGuard:
             self._logged_bad = self.bad_requests
             self._log_at = now + 60.0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | dict[str, int]]:
         return {
             "open": len(self.open),
             "accepted": self.accepted,
@@ -54,4 +59,5 @@ class ConnectionGuard:
             "refused": self.over_limit,
             "bad_requests": self.bad_requests,
             "clients_gone": self.client_gone,
+            "tls_handshakes": dict(self.tls_handshakes),
         }

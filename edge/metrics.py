@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge import __version__
+from edge.guard import TLS_RESULTS
 from edge.observe import PATHS
 from edge.stats import CACHE_RESULTS
 
@@ -190,6 +191,13 @@ def render(
         ),
     ):
         out.family(name, "counter", text, [("", conn.get(key, 0))])
+    handshakes = conn.get("tls_handshakes", {})
+    out.family(
+        "edge_tls_handshakes_total",
+        "counter",
+        "TLS handshakes, by result: full, resumed (a session ticket), failed.",
+        [(f'result="{k}"', handshakes.get(k, 0)) for k in TLS_RESULTS],
+    )
     name = "edge_request_duration_seconds"
     out.lines.append(
         f"# HELP {name} Time from the end of the request head to the last byte of the "

@@ -280,7 +280,7 @@ async def start_listener(
     choose = connection_for(engine, settings)
     timeout = engine.cfg.header_timeout
     server = await loop.create_server(
-        lambda: TlsTransport(store.front, choose, timeout),
+        lambda: TlsTransport(store.front, choose, timeout, engine.guard),
         host,
         settings.port,
         reuse_port=reuse_port,

@@ -35,7 +35,10 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge.guard import ConnectionGuard
 
 log = logging.getLogger("edge.tls")
 
@@ -57,11 +60,13 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
         context: ssl.SSLContext,
         choose: Callable[[TlsTransport], asyncio.BaseProtocol],
         timeout: float,
+        guard: ConnectionGuard,
     ) -> None:
         super().__init__()
         self.context = context
         self.choose = choose
         self.timeout = timeout
+        self.guard = guard  # counts how handshakes end
         self.app: Any = None  # the connection above, once the handshake is done
         self.raw: Any = None  # the TCP transport
         self.closing = False
@@ -142,6 +147,7 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
             return False
         except (ssl.SSLError, OSError) as exc:
             log.debug("TLS handshake failed (%s): %s", self.raw.get_extra_info("peername"), exc)
+            self.guard.tls_handshakes["failed"] += 1
             self._flush()  # the alert that says why
             self.closing = True
             self.raw.close()
@@ -149,6 +155,7 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.guard.tls_handshakes["resumed" if self.sslobj.session_reused else "full"] += 1
         self.app = self.choose(self)
         self.app.connection_made(self)
         return not self.closing
@@ -156,6 +163,7 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
     def _handshake_too_slow(self) -> None:
         self.timer = None
         if self.app is None and not self.closing:
+            self.guard.header_timeouts += 1  # the handshake is the first part of the head
             self.closing = True
             self.raw.abort()
 

@@ -18,7 +18,7 @@ from edge.http1 import serialize_head
 from edge.http2 import h1_head_fields
 from edge.tls_config import CertFiles
 from tests.edge.conftest import url
-from tests.edge.ops_helpers import wait_for
+from tests.edge.ops_helpers import fetch, get_json, wait_for
 from tests.edge.tls_helpers import H2Client, client_context, open_https, start_tls_edge, write_cert
 
 HSTS = "max-age=31536000; includeSubDomains"
@@ -345,6 +345,10 @@ def resumed_get(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None) 
         return tls.session, tls.session_reused, answer
 
 
+def edge_node(edge: Any) -> str:
+    return str(get_json(edge.url("/_edge/health"), 5)["node"])
+
+
 def test_a_session_ticket_resumes_on_every_worker(tmp_path: Path, ca: trustme.CA) -> None:
     """Two workers share one listener context, made before they fork: a ticket one issued
     resumes on the other too (SO_REUSEPORT sends reconnections to either)."""
@@ -364,6 +368,7 @@ def test_a_session_ticket_resumes_on_every_worker(tmp_path: Path, ca: trustme.CA
         *("--cert", files.cert, "--key", files.key),
     )
     try:
+        edge.wait_log("listening on", count=2)  # both workers take connections
         ctx = client_context(ca, ["http/1.1"])
         session, reused, answer = resumed_get(tls_port, ctx, None)
         assert not reused and answer.startswith(b"HTTP/1.1 200")
@@ -375,6 +380,21 @@ def test_a_session_ticket_resumes_on_every_worker(tmp_path: Path, ca: trustme.CA
         assert verdicts == [True] * 16
         # Both workers answered some of them: the test saw a ticket cross between workers.
         wait_for(lambda: len(workers_that_answered(edge.log())) == 2, timeout=5)
+        # Plain HTTP on the HTTPS port is a failed handshake; the node's metrics count all.
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw.recv(100)
+        expected = [
+            f'edge_tls_handshakes_total{{node="{node}",result="{result}"}} {n}'
+            for node in [edge_node(edge)]
+            for result, n in (("full", 1), ("resumed", 16), ("failed", 1))
+        ]
+
+        def counted() -> bool:
+            text = fetch(edge.url("/_edge/metrics"))[2].decode()
+            return all(line in text.splitlines() for line in expected)
+
+        wait_for(counted, timeout=10)
     finally:
         edge.stop()
         origin.stop()
