@@ -321,10 +321,9 @@ class Http1Connection(asyncio.BaseProtocol):
             self._advance()
 
     request_class = Request  # edge.tls.TlsHttp1Connection: TlsRequest
-    # Fields every answer of this connection carries (edge.tls: Strict-Transport-Security),
-    # as serialized lines: a str for `_tail`, bytes for the hit path's pre-serialized heads.
+    # Fields every answer of this connection carries, serialized (edge.tls:
+    # Strict-Transport-Security); `_tail` adds them.
     extra_fields = ""
-    extra_line = b""
 
     def on_message_begin(self) -> None:
         self.current = self.request_class(self.peer)
@@ -495,13 +494,9 @@ class Http1Connection(asyncio.BaseProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if not req.keep_alive or self.closing:
-            head = head[:-2] + self.extra_line + b"Connection: close\r\n\r\n"
-            self.close_after = True
-        elif req.version == "1.0":
-            head = head[:-2] + self.extra_line + b"Connection: keep-alive\r\n\r\n"
-        elif self.extra_line:
-            head = head[:-2] + self.extra_line + b"\r\n"
+        tail = self._tail(req, False)
+        if tail:  # HTTP/1.1 keep-alive without extra fields, the usual hit, adds nothing
+            head = head[:-2] + tail.encode("latin-1") + b"\r\n"
         _write_whole(transport, head, b"" if req.method == "HEAD" else body)
 
     def send(self, req: Request, reply: Reply) -> None:

@@ -197,7 +197,6 @@ class TlsHttp1Connection(Http1Connection):
         super().__init__(engine)
         if hsts:
             self.extra_fields = f"Strict-Transport-Security: {hsts}\r\n"
-            self.extra_line = self.extra_fields.encode("latin-1")
 
 
 def connection_for(

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.tls")
 
-READ_SIZE = 64 * 1024  # four TLS records of 16 KiB, the most one record holds
+READ_SIZE = 64 * 1024  # more than one TLS record holds (16 KiB): a read never fills it
 CHUNK = 256 * 1024  # a large write is encrypted this much at a time
 LINGER = 2.0  # seconds a closed connection reads (and drops) what the client still sends
 
