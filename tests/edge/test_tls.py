@@ -18,8 +18,10 @@ from edge.http1 import serialize_head
 from edge.http2 import h1_head_fields
 from edge.tls_config import CertFiles
 from tests.edge.conftest import url
-from tests.edge.ops_helpers import fetch, get_json, wait_for
+from tests.edge.ops_helpers import fetch, get_json, start_edge, wait_for
+from tests.edge.test_node_cache import workers_that_answered
 from tests.edge.tls_helpers import H2Client, client_context, open_https, start_tls_edge, write_cert
+from tests.origin.conftest import free_port, start_origin
 
 HSTS = "max-age=31536000; includeSubDomains"
 
@@ -352,10 +354,6 @@ def edge_node(edge: Any) -> str:
 def test_a_session_ticket_resumes_on_every_worker(tmp_path: Path, ca: trustme.CA) -> None:
     """Two workers share one listener context, made before they fork: a ticket one issued
     resumes on the other too (SO_REUSEPORT sends reconnections to either)."""
-    from tests.edge.ops_helpers import start_edge
-    from tests.edge.test_node_cache import workers_that_answered
-    from tests.origin.conftest import free_port, start_origin
-
     origin = start_origin(
         ["--static-rate", "0", "--db", f"sqlite:///{tmp_path}/w.sqlite3"], tmp_path / "o.log"
     )
