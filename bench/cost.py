@@ -39,7 +39,7 @@ from bench.load.tls_hits import get_tls
 from bench.peers import nginx_binary, nginx_files, nginx_tls_cache_conf, start_nginx
 from bench.procs import REPO, ProcessGroup, free_port, run_tool
 from bench.progress import Progress
-from bench.servers import start_edge, tls_args
+from bench.servers import start_edge, tls_section
 from bench.standin import deterministic_bytes
 from bench.topology.certs import ensure_dev_cert
 
@@ -215,7 +215,7 @@ def start_counted(group: ProcessGroup, kind: str, origin_port: int, cert: Any) -
             f"http://127.0.0.1:{origin_port}",
             node="edge-cost",
             workers=1,
-            extra_args=tls_args(tls_port, cert),
+            sections={"tls": tls_section(tls_port, cert)},
             wrapper=wrapper,
             timeout=300,
         )

@@ -116,7 +116,8 @@ def nginx_tls_cache_conf(
     prefix: Path, port: int, tls_port: int, origin_port: int, cert: Path, key: Path
 ) -> str:
     """The proxy_cache set-up, plus HTTPS (HTTP/1.1 and h2) on tls_port with cert and key:
-    TLS 1.2 and 1.3, the ciphers the edge allows, no session cache (every handshake full)."""
+    TLS 1.2 and 1.3, the ciphers the edge allows, no session cache and no tickets (every
+    handshake full: h2load would resume)."""
     plain = f"    listen 127.0.0.1:{port} backlog=4096;\n"
     tls = (
         plain
@@ -126,6 +127,7 @@ def nginx_tls_cache_conf(
         + "    ssl_protocols TLSv1.2 TLSv1.3;\n"
         + "    ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;\n"
         + "    ssl_prefer_server_ciphers on;\n"
+        + "    ssl_session_tickets off;\n"
     )
     conf = nginx_cache_conf(prefix, port, origin_port)
     assert plain in conf

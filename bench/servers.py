@@ -110,9 +110,15 @@ def start_origin(group: ProcessGroup, spec: OriginSpec, name: str = "origin") ->
     return Server(f"{name} ({impl})", f"http://127.0.0.1:{port}", [managed], kind="origin")
 
 
-def tls_args(tls_port: int, cert: DevCert) -> tuple[str, ...]:
-    """`edge serve`'s options for HTTPS on tls_port with a DevCert's certificate and key."""
-    return ("--tls-port", str(tls_port), "--cert", str(cert.cert), "--key", str(cert.key))
+def tls_section(tls_port: int, cert: DevCert) -> dict[str, object]:
+    """The `tls:` section for HTTPS on tls_port with a DevCert, without session tickets:
+    h2load resumes the session of its last connection when it reconnects, and the bench
+    measures full handshakes (nginx's side: `ssl_session_tickets off`, bench.peers)."""
+    return {
+        "port": tls_port,
+        "certificates": [{"cert": str(cert.cert), "key": str(cert.key)}],
+        "session_tickets": False,
+    }
 
 
 def start_edge(
@@ -124,11 +130,13 @@ def start_edge(
     redis_url: str | None = None,
     key_prefix: str = "woody-bench",
     config: Path | None = None,
+    sections: dict[str, dict[str, object]] | None = None,
     extra_args: tuple[str, ...] = (),
     wrapper: tuple[str, ...] = (),
     timeout: float = 60,
 ) -> Server:
-    """An edge node; `wrapper` runs it under another program (bench.cost: valgrind)."""
+    """An edge node; `sections`: configuration sections over the file's (`tls:` from
+    `tls_section`); `wrapper` runs it under another program (bench.cost: valgrind)."""
     if not edge_available():
         raise RuntimeError("`python -m edge serve` is not available yet")
     port = free_port()
@@ -150,9 +158,12 @@ def start_edge(
         *extra_args,
     ]
     config = config or REPO / "config" / "edge.yaml"
+    sections = dict(sections or {})
     if redis_url:
-        # the key prefix lives in the YAML (redis.prefix): write a copy with a unique one
-        config = _config_with_prefix(group, config, node, key_prefix)
+        # the key prefix lives in the YAML (redis.prefix): a copy with a unique one
+        sections["redis"] = {"prefix": key_prefix}
+    if sections:
+        config = _config_with(group, config, node, sections)
     if config.exists():
         argv += ["--config", str(config)]
     env = {"EDGE_NODE": node, "EDGE_PORT": str(port), "EDGE_ORIGIN": origin_url}
@@ -174,7 +185,10 @@ def start_edge(
     return Server(node, f"http://127.0.0.1:{port}", [managed])
 
 
-def _config_with_prefix(group: ProcessGroup, config: Path, node: str, prefix: str) -> Path:
+def _config_with(
+    group: ProcessGroup, config: Path, node: str, sections: dict[str, dict[str, object]]
+) -> Path:
+    """A copy of `config` whose sections are updated with `sections`' keys."""
     import yaml
 
     raw: dict[str, object] = {}
@@ -182,10 +196,9 @@ def _config_with_prefix(group: ProcessGroup, config: Path, node: str, prefix: st
         loaded = yaml.safe_load(config.read_text())
         if isinstance(loaded, dict):
             raw = loaded
-    redis = raw.get("redis")
-    redis = dict(redis) if isinstance(redis, dict) else {}
-    redis["prefix"] = prefix
-    raw["redis"] = redis
+    for name, values in sections.items():
+        section = raw.get(name)
+        raw[name] = {**(section if isinstance(section, dict) else {}), **values}
     path = group.subdir(node) / "edge.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

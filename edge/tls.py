@@ -84,6 +84,11 @@ def make_context(files: CertFiles | None, settings: TlsSettings, http2: bool) ->
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+    if not settings.session_tickets:
+        # No TLS 1.3 tickets, no TLS 1.2 tickets. TLS 1.2 session ids stay (Python's `ssl`
+        # cannot turn OpenSSL's session cache off), resumable on the worker that made them.
+        ctx.num_tickets = 0
+        ctx.options |= ssl.OP_NO_TICKET
     if files is not None:
         for path in (files.cert, files.key):
             if not os.path.isfile(path):

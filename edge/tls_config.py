@@ -11,6 +11,7 @@
       redirect: false                 # plain HTTP -> HTTPS: true (every host) or a host list
       redirect_port: null             # the HTTPS port in the Location (default: tls.port)
       hsts: null                      # e.g. "max-age=31536000; includeSubDomains"
+      session_tickets: true           # false: no resumption, every handshake a full one
       http2:
         enabled: true
         max_concurrent_streams: 128
@@ -60,6 +61,7 @@ class TlsSettings:
     redirect: bool | tuple[str, ...] = False
     redirect_port: int | None = None
     hsts: str | None = None
+    session_tickets: bool = True
     http2: Http2Settings = Http2Settings()
 
     def redirects(self, host: str) -> bool:
@@ -75,6 +77,7 @@ class TlsSettings:
 
 TLS_KEYS = {
     "port",
+    "session_tickets",
     "certificates",
     "min_version",
     "reload_check",
@@ -186,6 +189,7 @@ def parse_tls(r: _Reader, raw: Any) -> TlsSettings | None:
         redirect=redirect,
         redirect_port=redirect_port,
         hsts=hsts,
+        session_tickets=r.boolean(top.get("session_tickets", True), "tls.session_tickets"),
         http2=http2,
     )
 

@@ -25,7 +25,7 @@ from bench.load.scenario import Target
 from bench.loadgen import LoadResult, run_h2load, run_h2load_new_connections
 from bench.peers import Server, nginx_tls_cache
 from bench.procs import free_port
-from bench.servers import start_edge, tls_args
+from bench.servers import start_edge, tls_section
 from bench.topology.certs import DevCert, ensure_dev_cert
 
 WARM = 3
@@ -89,7 +89,7 @@ class TlsHitScenario(HitScenario):
             node=f"edge-{self.letter}",
             workers=ctx.opts.edge_workers,
             redis_url=ctx.opts.redis_url,
-            extra_args=tls_args(tls_port, cert),
+            sections={"tls": tls_section(tls_port, cert)},
         )
         server.url = f"https://127.0.0.1:{tls_port}"
         return server

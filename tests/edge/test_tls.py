@@ -398,6 +398,27 @@ def test_a_session_ticket_resumes_on_every_worker(tmp_path: Path, ca: trustme.CA
         origin.stop()
 
 
+@pytest.mark.parametrize("tickets", [True, False])
+async def test_session_tickets_can_be_turned_off(
+    scripted: Any, tmp_path: Path, ca: trustme.CA, tickets: bool
+) -> None:
+    """tls.session_tickets: false, every handshake is a full one (the bench's set-up)."""
+    script, origin = scripted
+    script.set("/api/ping", body=b"ping")
+    server, _ = await start_tls_edge(url(origin, "/"), tmp_path, ca, session_tickets=tickets)
+    try:
+        ctx = client_context(ca, ["http/1.1"])
+        session, first, _ = await asyncio.to_thread(resumed_get, server.tls_port, ctx, None)
+        _, second, answer = await asyncio.to_thread(resumed_get, server.tls_port, ctx, session)
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert (first, second) == (False, tickets)
+        assert server.engine is not None
+        expected = {"full": 1 if tickets else 2, "resumed": 1 if tickets else 0, "failed": 0}
+        assert server.engine.guard.tls_handshakes == expected
+    finally:
+        await server.stop()
+
+
 def copy_cert(src: CertFiles, dst: CertFiles) -> None:
     Path(dst.cert).write_bytes(Path(src.cert).read_bytes())
     Path(dst.key).write_bytes(Path(src.key).read_bytes())
@@ -444,6 +465,7 @@ def test_tls_config_values() -> None:
                 "min_version": "1.3",
                 "redirect": ["shop.example"],
                 "hsts": "max-age=600",
+                "session_tickets": False,
                 "http2": {"max_concurrent_streams": 64, "max_header_list_size": "32k"},
             }
         },
@@ -454,6 +476,7 @@ def test_tls_config_values() -> None:
     assert tls.certificates == (CertFiles("/c.pem", "/k.pem", ("shop.example",)),)
     assert tls.http2.max_concurrent_streams == 64 and tls.http2.max_header_list_size == 32768
     assert tls.redirects("SHOP.example:80") and not tls.redirects("other.example")
+    assert tls.session_tickets is False
     assert parse_config({}, SRC).tls is None
 
 
@@ -465,6 +488,10 @@ def test_tls_config_errors_name_the_key() -> None:
     fails({"tls": {"port": 8443, "certificates": cert, "min_version": "1.1"}}, "tls.min_version")
     fails({"tls": {"port": 8443, "certificates": cert, "ciphers": "x"}}, "tls.ciphers", "unknown")
     fails({"tls": {"port": 8443, "certificates": cert, "hsts": "1 year"}}, "tls.hsts")
+    fails(
+        {"tls": {"port": 8443, "certificates": cert, "session_tickets": "no"}},
+        "tls.session_tickets",
+    )
     fails(
         {"tls": {"port": 8443, "certificates": cert, "http2": {"max_concurrent_streams": 0}}},
         "tls.http2.max_concurrent_streams",
