@@ -185,6 +185,23 @@ def start_edge(
     return Server(node, f"http://127.0.0.1:{port}", [managed])
 
 
+def start_floor(
+    group: ProcessGroup, workers: int, cert: DevCert | None = None, name: str = "floor"
+) -> Server:
+    """`bench.floor` (the stack's floor: a constant answer, no cache); with `cert`, the
+    Server's url is its HTTPS one."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.floor", "--port", str(port), "--workers", str(workers)]
+    url = f"http://127.0.0.1:{port}"
+    if cert is not None:
+        tls_port = free_port()
+        argv += ["--tls-port", str(tls_port), "--cert", str(cert.cert), "--key", str(cert.key)]
+    managed = group.start(name, argv, ready=http_probe(url + "/"), timeout=30)
+    if cert is not None:
+        url = f"https://127.0.0.1:{tls_port}"
+    return Server(name, url, [managed])
+
+
 def _config_with(
     group: ProcessGroup, config: Path, node: str, sections: dict[str, dict[str, object]]
 ) -> Path:

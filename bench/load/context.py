@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
@@ -33,14 +33,18 @@ from bench.peers import (
 from bench.procfs import CpuTimes, trees_cpu
 from bench.procs import REPO, ProcessGroup, StartError
 from bench.progress import Progress
-from bench.servers import OriginSpec, edge_available, start_edge, start_origin
+from bench.servers import OriginSpec, edge_available, start_edge, start_floor, start_origin
 from bench.standin import deterministic_bytes
+
+if TYPE_CHECKING:
+    from bench.topology.certs import DevCert
 
 T = TypeVar("T")
 
 SMALL = "/bench/obj/1024"
 LARGE = f"/bench/obj/{5 * 1024 * 1024}"
 PAGE = "/index.html"
+FLOOR_SCENARIOS = ("a", "h", "j")  # where the floor's constant 1 KB answer is the object
 """The shop's own front page (4.6 KB), as the fast origin serves it."""
 PAGE_BYTES = (REPO / "origin" / "static" / "index.html").read_bytes()
 
@@ -173,7 +177,15 @@ class Context:
             return nginx_cache(self.group, port, name=f"nginx-{tag}")
         if kind == "varnish":
             return varnish_cache(self.group, port, name=f"varnish-{tag}")
+        if kind == "floor":
+            return self.start_floor(tag)
         raise ValueError(kind)
+
+    def start_floor(self, tag: str, cert: DevCert | None = None) -> Server:
+        """`bench.floor` with the edge's workers; it answers one constant 1 KB object."""
+        if tag not in FLOOR_SCENARIOS:
+            raise RuntimeError("the floor answers one constant 1 KB object: a, h and j only")
+        return start_floor(self.group, self.opts.edge_workers, cert, name=f"floor-{tag}")
 
     def start_caches(self, origin: Server, tag: str) -> list[Target]:
         """Every cache of the run in front of origin; one that fails carries its error."""

@@ -24,7 +24,7 @@ from bench.load.hits import HitScenario, _verdict
 from bench.load.scenario import Target
 from bench.loadgen import LoadResult, run_h2load, run_h2load_new_connections
 from bench.peers import Server, nginx_tls_cache
-from bench.procs import free_port
+from bench.procs import StartError, free_port
 from bench.servers import start_edge, tls_section
 from bench.topology.certs import DevCert, ensure_dev_cert
 
@@ -77,7 +77,9 @@ class TlsHitScenario(HitScenario):
                         ctx.group, port, cert.cert, cert.key, name=f"nginx-{self.letter}"
                     )
                     targets.append(Target(kind, server))
-            except (RuntimeError, OSError) as exc:
+                elif kind == "floor":
+                    targets.append(Target(kind, ctx.start_floor(self.letter, cert)))
+            except (RuntimeError, OSError, StartError) as exc:
                 targets.append(Target(kind, None, str(exc).splitlines()[0]))
         return targets
 

@@ -132,3 +132,30 @@ def test_load_edge_against_nginx() -> None:
     assert _outcome(data, "c", "edge")["extra"]["origin_requests"] == 1
     assert data["ratios"]["a"]["edge/nginx"] is not None
     assert data["ratios"]["e"]["edge/nginx"] is not None
+
+
+def test_the_floor_answers_plain_and_https_and_stays_out_of_other_scenarios() -> None:
+    """`--caches floor`: bench.floor (the edge's stack, a constant answer) measured beside
+    the edge in a and h, with an edge/floor ratio; in b it refuses with its reason."""
+    require_edge()
+    require_tool("wrk")
+    data = run_json(
+        [
+            "load",
+            *TINY,
+            "--scenarios",
+            "a,b,h",
+            "--caches",
+            "edge,floor",
+            "--edge-workers",
+            "1",
+        ]
+    )
+    for letter in ("a", "h"):
+        floor = _outcome(data, letter, "floor")
+        assert floor["error"] is None, floor["error"]
+        assert floor["extra"]["warm_verdicts"][-1] == "FLOOR"  # never claims a cache hit
+        assert floor["result"]["requests"] > 0
+        assert floor["extra"]["cpu_per_request"]["cpu_us"] > 0
+        assert data["ratios"][letter]["edge/floor"] is not None
+    assert "a, h and j only" in _outcome(data, "b", "floor")["error"]

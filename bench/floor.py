@@ -1,0 +1,141 @@
+"""The floor: the cheapest HTTP/1.1 server on the edge's own stack, a peer in `bench load`.
+
+    python -m bench.floor --port P [--tls-port T --cert C --key K] [--workers 2]
+
+uvloop, httptools and the edge's TLS layer (`edge.tls_transport`, with `edge.tls`'s server
+context), and no cache: every request is answered with one constant 200 of 1 KB whose head
+has the size and fields of an edge hit's. What `bench load` measures for it is what a Python
+server on this stack costs before it does any of the edge's work (routing, the lookup,
+freshness, Age, counters), so edge ÷ floor is the price of that work and floor ÷ nginx the
+price of the stack. It is not a cache and serves only the 1 KB scenarios (a, h, j).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import httptools
+
+BODY = b"x" * 1024
+# The fields and sizes of an edge hit on /bench/obj/1024 (its X-Cache says what this is).
+HEAD = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Cache-Control: public, max-age=3600\r\n"
+    b"Content-Type: application/octet-stream\r\n"
+    b'Etag: "400-d39b636e"\r\n'
+    b"Date: Wed, 02 Dec 2026 17:58:01 GMT\r\n"
+    b"Server: bench-floor\r\n"
+    b"Via: 1.1 floor (bench)\r\n"
+    b"X-Served-By: floor\r\n"
+    b"X-Cache: FLOOR\r\n"
+    b"Accept-Ranges: bytes\r\n"
+    b"Content-Length: 1024\r\n"
+    b"Age: 0\r\n"
+    b"Cache-Status: floor; constant answer\r\n"
+)
+KEEP = HEAD + b"\r\n" + BODY
+CLOSE = HEAD + b"Connection: close\r\n\r\n" + BODY
+
+
+class FloorConnection(asyncio.Protocol):
+    """Parses requests with httptools and answers each with the constant."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            self.transport.close()
+
+    def on_message_complete(self) -> None:
+        if self.parser.should_keep_alive():
+            self.transport.write(KEEP)
+        else:
+            self.transport.write(CLOSE)
+            self.transport.close()
+
+
+def _listener(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # one per worker
+    sock.bind(("127.0.0.1", port))
+    sock.listen(2048)
+    return sock
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from edge.guard import ConnectionGuard
+    from edge.tls import make_context
+    from edge.tls_config import CertFiles, TlsSettings
+    from edge.tls_transport import TlsTransport
+
+    loop = asyncio.get_running_loop()
+    servers = [await loop.create_server(FloorConnection, sock=_listener(args.port))]
+    if args.tls_port:
+        settings = TlsSettings(
+            port=args.tls_port,
+            certificates=(CertFiles(args.cert, args.key),),
+            session_tickets=False,  # as the bench's edge and nginx
+        )
+        context = make_context(settings.certificates[0], settings, http2=False)
+        guard = ConnectionGuard()
+
+        def tls_connection() -> TlsTransport:
+            return TlsTransport(context, lambda _: FloorConnection(), 10.0, guard)
+
+        servers.append(await loop.create_server(tls_connection, sock=_listener(args.tls_port)))
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    for server in servers:
+        server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
+    parser.add_argument("--port", type=int, required=True, help="plain HTTP/1.1")
+    parser.add_argument("--tls-port", type=int, default=0, help="HTTPS (HTTP/1.1) beside it")
+    parser.add_argument("--cert", default="", help="certificate file (with --tls-port)")
+    parser.add_argument("--key", default="", help="key file (with --tls-port)")
+    parser.add_argument("--workers", type=int, default=2, help="processes (SO_REUSEPORT)")
+    args = parser.parse_args(argv)
+    if args.tls_port and not (args.cert and args.key):
+        parser.error("--tls-port needs --cert and --key")
+    import uvloop
+
+    children = []
+    for _ in range(max(1, args.workers) - 1):
+        pid = os.fork()
+        if pid == 0:
+            uvloop.run(_serve(args))
+            os._exit(0)
+        children.append(pid)
+    try:
+        uvloop.run(_serve(args))
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
