@@ -19,11 +19,9 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
-from typing import Any
-
-from cachetools import Cache, LRUCache
 
 from edge.entry import Entry
 
@@ -118,21 +116,53 @@ class _Slot:
         return {t for s in self.variants.values() for t in s.entry.tags}
 
 
-class _SlotCache(LRUCache[str, _Slot]):
-    """An LRU of slots sized in bytes that reports evictions so indexes stay consistent."""
+class _SlotLru:
+    """The slots in least recently used order, sized in bytes: `get` touches the order,
+    `peek` does not; a `put` that makes the total exceed `max_bytes` evicts from the least
+    recently used end and reports each eviction. An OrderedDict (C) rather than a Python
+    LRU class: a hit is one `get` and one `move_to_end`, no Python frame of its own."""
 
-    def __init__(self, maxsize: int, on_evict: Callable[[str, _Slot], None]) -> None:
-        super().__init__(maxsize, getsizeof=_slot_size)
-        self._on_evict = on_evict
+    __slots__ = ("bytes", "max_bytes", "on_evict", "slots")
 
-    def popitem(self) -> tuple[str, _Slot]:
-        key, slot = super().popitem()
-        self._on_evict(key, slot)
-        return key, slot
+    def __init__(self, max_bytes: int, on_evict: Callable[[str, _Slot], None]) -> None:
+        self.slots: OrderedDict[str, _Slot] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.on_evict = on_evict
 
+    def get(self, key: str) -> _Slot | None:
+        slot = self.slots.get(key)
+        if slot is not None:
+            self.slots.move_to_end(key)
+        return slot
 
-def _slot_size(slot: _Slot) -> int:
-    return slot.size
+    def peek(self, key: str) -> _Slot | None:
+        return self.slots.get(key)
+
+    def put(self, key: str, slot: _Slot) -> None:
+        """Insert as the most recent (the caller removed any old slot of `key`)."""
+        slots = self.slots
+        while slots and self.bytes + slot.size > self.max_bytes:
+            old_key, old = slots.popitem(last=False)
+            self.bytes -= old.size
+            self.on_evict(old_key, old)
+        slots[key] = slot
+        self.bytes += slot.size
+
+    def replace(self, key: str, slot: _Slot) -> None:
+        """Put a slot no bigger than the one under `key` in its place, order untouched."""
+        self.bytes += slot.size - self.slots[key].size
+        self.slots[key] = slot  # an existing key keeps its place
+
+    def pop(self, key: str) -> _Slot | None:
+        slot = self.slots.pop(key, None)
+        if slot is not None:
+            self.bytes -= slot.size
+        return slot
+
+    def clear(self) -> None:
+        self.slots.clear()
+        self.bytes = 0
 
 
 class MemoryTier:
@@ -157,7 +187,7 @@ class MemoryTier:
         self.max_object_bytes = min(max_object_bytes, max_bytes)
         self.max_variants = max_variants
         self._clock = clock
-        self._cache = _SlotCache(max_bytes, self._evicted)
+        self._lru = _SlotLru(max_bytes, self._evicted)
         self._tags: dict[str, set[str]] = {}
         # (slot keep-until, key) pairs; lazily outdated, checked against the slot on pop.
         self._expiry: list[tuple[float, str]] = []
@@ -180,7 +210,7 @@ class MemoryTier:
 
     def get(self, key: str) -> list[Entry]:
         """Live variants of `key`, most recent response first; [] when none."""
-        slot = self._cache.get(key)  # touches the LRU order
+        slot = self._lru.get(key)  # touches the LRU order
         if slot is None:
             return []
         now = self._clock()
@@ -206,17 +236,17 @@ class MemoryTier:
         return 0 <= size <= self.max_object_bytes
 
     def __contains__(self, key: str) -> bool:
-        return key in self._cache
+        return key in self._lru.slots
 
     def __len__(self) -> int:
         """Number of primary keys held."""
-        return len(self._cache)
+        return len(self._lru.slots)
 
     def stats(self) -> dict[str, int]:
         return {
-            "keys": len(self._cache),
+            "keys": len(self._lru.slots),
             "entries": self._entries,
-            "bytes": int(self._cache.currsize),
+            "bytes": self._lru.bytes,
             "max_bytes": self.max_bytes,
             "max_object_bytes": self.max_object_bytes,
             "evictions": self.evictions,
@@ -238,7 +268,7 @@ class MemoryTier:
             return False
         self.expire(now)
         key = entry.key
-        old = self._cache.get(key)
+        old = self._lru.peek(key)
         variants: dict[str, _Stored] = {}
         if old is not None:
             variants = {v: s for v, s in old.variants.items() if s.keep_until > now}
@@ -255,11 +285,11 @@ class MemoryTier:
         if slot.size > self.max_bytes:
             # The new variant fits alone but not with its siblings: keep only it.
             slot = _Slot({entry.variant_id: variants[entry.variant_id]})
-        self._cache[key] = slot  # may evict least recently used keys
+        self._lru.put(key, slot)  # may evict least recently used keys
         self._entries += len(slot.variants)
         self._index(key, slot)
         heapq.heappush(self._expiry, (slot.keep_until, key))
-        if len(self._expiry) > 2 * len(self._cache) + 64:
+        if len(self._expiry) > 2 * len(self._lru.slots) + 64:
             self._expiry = [(s.keep_until, k) for k, s in self._slots()]
             heapq.heapify(self._expiry)
         return True
@@ -273,7 +303,7 @@ class MemoryTier:
         """Drop everything; returns how many entries were dropped."""
         n = self._entries
         self._entries = 0
-        self._cache.clear()
+        self._lru.clear()
         self._tags.clear()
         self._expiry.clear()
         return n
@@ -306,13 +336,13 @@ class MemoryTier:
         if remember and not soft and self.refuse_late:
             self._remember(urls, patterns, tags, all, self._clock() if at is None else at)
         if all:
-            keys = set(self._cache)
+            keys = set(self._lru.slots)
         else:
-            keys = {u for u in urls if u in self._cache}
+            keys = {u for u in urls if u in self._lru.slots}
             for tag in tags:
                 keys |= self._tags.get(tag, set())
             if patterns:
-                keys |= {k for k in self._cache if any(p.matches(k) for p in patterns)}
+                keys |= {k for k in self._lru.slots if any(p.matches(k) for p in patterns)}
         if all and not soft:
             return self.clear()
         count = 0
@@ -335,7 +365,7 @@ class MemoryTier:
         dropped = 0
         while heap and heap[0][0] <= now:
             _, key = heapq.heappop(heap)
-            slot = _peek(self._cache, key)
+            slot = self._lru.peek(key)
             if slot is not None and slot.keep_until <= now:
                 self._remove(key)
                 dropped += len(slot.variants)
@@ -379,7 +409,7 @@ class MemoryTier:
         return any(t >= sent and p.matches(entry.key) for t, p in self._purged_patterns)
 
     def _invalidate(self, key: str) -> int:
-        slot = _peek(self._cache, key)
+        slot = self._lru.peek(key)
         if slot is None:
             return 0
         for vid, stored in list(slot.variants.items()):
@@ -391,20 +421,19 @@ class MemoryTier:
         return len(slot.variants)
 
     def _remove(self, key: str) -> _Slot | None:
-        slot = _peek(self._cache, key)
+        slot = self._lru.pop(key)
         if slot is None:
             return None
-        del self._cache[key]
         self._entries -= len(slot.variants)
         self._unindex(key, slot)
         return slot
 
     def _shrink(self, key: str, slot: _Slot) -> None:
         """Replace a slot by a smaller one without touching the LRU order or evicting."""
-        old = _peek(self._cache, key)
+        old = self._lru.peek(key)
         assert old is not None and slot.size <= old.size
         self._unindex(key, old)
-        Cache.__setitem__(self._cache, key, slot)
+        self._lru.replace(key, slot)
         self._entries += len(slot.variants) - len(old.variants)
         self._index(key, slot)
 
@@ -426,16 +455,10 @@ class MemoryTier:
                     del self._tags[tag]
 
     def _slots(self) -> list[tuple[str, _Slot]]:
-        """All (key, slot) pairs without touching the LRU order (values() would)."""
-        return [(k, Cache.__getitem__(self._cache, k)) for k in self._cache]
+        """All (key, slot) pairs, least recently used first, without touching the order."""
+        return list(self._lru.slots.items())
 
     def _tag_index(self) -> dict[str, set[str]]:
         """The tag -> keys index (for tests and diagnostics)."""
         return {t: set(k) for t, k in self._tags.items()}
 
-
-def _peek(cache: Cache[Any, Any], key: str) -> Any:
-    """The value under `key` without touching the LRU order."""
-    if key in cache:
-        return Cache.__getitem__(cache, key)
-    return None
