@@ -1,0 +1,38 @@
+"""`python -m bench.hitpath one`: the in-process hit it counts is a real hit, and each
+variant leaves out the layer it says (counting itself, under valgrind, is the bench's)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.procs import REPO, ProcessGroup
+from bench.servers import OriginSpec, start_origin
+
+
+@pytest.fixture(scope="module")
+def origin_url() -> str:  # type: ignore[misc]
+    spec = OriginSpec(heavy_seconds=0.01, db_seconds=0.01, static_rate=0, impl="standin")
+    with ProcessGroup() as group:
+        yield start_origin(group, spec).url
+
+
+def _one(origin: str, variant: str) -> dict[str, object]:
+    argv = [sys.executable, "-m", "bench.hitpath", "one", "--origin", origin]
+    argv += ["--variant", variant, "--n", "50"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def test_every_fed_request_is_answered_from_the_cache(origin_url: str) -> None:
+    assert _one(origin_url, "hit") == {"writes": 50, "x_cache": "X-Cache: HIT"}
+
+
+@pytest.mark.parametrize("variant", ["parse", "queue", "lookup"])
+def test_the_partial_variants_answer_nothing(origin_url: str, variant: str) -> None:
+    assert _one(origin_url, variant)["writes"] == 0
