@@ -461,4 +461,3 @@ class MemoryTier:
     def _tag_index(self) -> dict[str, set[str]]:
         """The tag -> keys index (for tests and diagnostics)."""
         return {t: set(k) for t, k in self._tags.items()}
-
