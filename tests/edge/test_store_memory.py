@@ -224,7 +224,7 @@ def test_purge(
     clock: Clock, kwargs: dict[str, object], count: int, gone: set[str], soft: bool
 ) -> None:
     tier = _filled(clock)
-    keys = list(tier._lru.slots)
+    keys = [k for k, _ in tier._slots()]
     assert tier.purge(**kwargs, soft=soft) == count  # type: ignore[arg-type]
     for key in keys:
         entries = tier.get(key)
@@ -276,7 +276,7 @@ def test_indexes_consistent_after_eviction(clock: Clock) -> None:
         tier.put(sized(f"http://h/{i}", 1_000, tags=(f"t{i % 3}", "all")), clock.now + 60)
     check(tier)
     index = tier._tag_index()
-    held = set(tier._lru.slots)
+    held = {k for k, _ in tier._slots()}
     assert len(held) == 5
     assert set().union(*index.values()) == held
     assert index["all"] == held

@@ -80,7 +80,7 @@ def new(
 
 def keys_of(tier: Tier) -> list[str]:
     if isinstance(tier, MemoryTier):
-        return list(tier._cache)
+        return [k for k, _ in tier._slots()]
     return [k for k, _ in tier._slot_records()]
 
 
