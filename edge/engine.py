@@ -25,20 +25,20 @@ from edge.config import EdgeConfig
 from edge.entry import Entry
 from edge.fetch import CHUNK, Fetch, FetchSpec, Head
 from edge.guard import ConnectionGuard
-from edge.http1 import (
+from edge.http1 import Request, serialize_head
+from edge.keys import select_variant, vary_values
+from edge.observe import Observer
+from edge.purger import Purger
+from edge.ranges import if_range_allows, plan_ranges
+from edge.request_fields import (
     ANSWERED_FROM_CACHE,
     F_ACCEPT_ENCODING,
     F_CACHE_CONTROL,
     F_COND,
     F_HOST,
     F_RANGE,
-    Request,
-    serialize_head,
+    NEUTRAL,
 )
-from edge.keys import select_variant, vary_values
-from edge.observe import Observer
-from edge.purger import Purger
-from edge.ranges import if_range_allows, plan_ranges
 from edge.stats import Stats
 from edge.tiers import Tiers
 from edge.upstream import OriginUnavailable, Upstream, end_to_end, forward_headers
@@ -69,8 +69,7 @@ NOT_FOR_SHARED_FETCH = (
 ROUTE_CACHE_SIZE = 65536
 MAX_ANSWERS_PER_ENTRY = 64
 PER_REQUEST = frozenset({"Age", "Cache-Status"})  # written by answer_hit for each request
-PLAIN_OR_ANSWERED = F_HOST | ANSWERED_FROM_CACHE
-PLAIN_OR_ANSWERED_AE = PLAIN_OR_ANSWERED | F_ACCEPT_ENCODING
+PLAIN_OR_ANSWERED = F_HOST | ANSWERED_FROM_CACHE | NEUTRAL
 Run = Coroutine[Any, Any, None]
 
 
@@ -139,7 +138,7 @@ class Engine:
         """Answer `req`: at once (returns None), or through the returned coroutine."""
         method = req.method
         flags = req.flags
-        if (flags | ANSWERED_FROM_CACHE | F_ACCEPT_ENCODING) == PLAIN_OR_ANSWERED_AE and (
+        if (flags | ANSWERED_FROM_CACHE | NEUTRAL) == PLAIN_OR_ANSWERED and (
             method == "GET" or method == "HEAD"
         ):
             # The hit path: a request without cache directives or a body, for a target

@@ -23,6 +23,17 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict
 
+from edge.request_fields import (
+    ANSWERED_FROM_CACHE,
+    F_BODY,
+    F_CONNECTION,
+    F_EXPECT,
+    F_HOST,
+    F_TE,
+    FLAGS_BY_NAME,
+    NEUTRAL,
+    PLAIN,
+)
 from edge.respond import Reply
 
 if TYPE_CHECKING:
@@ -30,36 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.http1")
 
-# Request header fields the engine looks at before building the full header mapping.
-F_RANGE = 1
-F_COND = 2  # If-None-Match / If-Modified-Since: may be answered 304 from cache
-F_COND_OTHER = 4  # If-Match, If-Unmodified-Since, If-Range
-F_CACHE_CONTROL = 8  # Cache-Control / Pragma
-F_BODY = 16
-F_EXPECT = 32
-F_UPGRADE = 64
-F_TE = 128
-F_HOST = 256
-F_ACCEPT_ENCODING = 512  # the variant a hit serves depends on it (edge.compress)
-_PLAIN = F_HOST | F_ACCEPT_ENCODING  # flags that need no check of the request's head
-# Fields a hit's answer depends on beside the stored entry (304, 206, 416): the engine keeps
-# the answers it built by their values.
-ANSWERED_FROM_CACHE = F_RANGE | F_COND | F_COND_OTHER
-_FLAGS = {
-    b"range": F_RANGE,
-    b"if-none-match": F_COND,
-    b"if-modified-since": F_COND,
-    b"if-match": F_COND_OTHER,
-    b"if-unmodified-since": F_COND_OTHER,
-    b"if-range": F_COND_OTHER,
-    b"cache-control": F_CACHE_CONTROL,
-    b"pragma": F_CACHE_CONTROL,
-    b"content-length": F_BODY,
-    b"transfer-encoding": F_BODY | F_TE,
-    b"expect": F_EXPECT,
-    b"upgrade": F_UPGRADE,
-    b"accept-encoding": F_ACCEPT_ENCODING,
-}
 MAX_QUEUED = 32  # pipelined requests parsed ahead before reading pauses
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
@@ -343,7 +324,7 @@ class Http1Connection(asyncio.BaseProtocol):
         if len(name) + len(value) > self.max_field or len(req.raw_headers) >= self.max_headers:
             raise Refused(431, "request header fields too large")
         lname = name.lower()
-        flag = _FLAGS.get(lname)
+        flag = FLAGS_BY_NAME.get(lname)
         if flag is not None:
             req.flags |= flag
             if flag & ANSWERED_FROM_CACHE:
@@ -354,6 +335,8 @@ class Http1Connection(asyncio.BaseProtocol):
                 raise Refused(400, "more than one Host header field")
             req.flags |= F_HOST
             req.host = value.decode("latin-1")
+        elif lname == b"connection":
+            req.flags |= F_CONNECTION
         req.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -362,12 +345,15 @@ class Http1Connection(asyncio.BaseProtocol):
         parser = self.parser
         method = parser.get_method()
         req.method = METHODS.get(method) or method.decode("latin-1")
-        req.version = parser.get_http_version()
         req.keep_alive = parser.should_keep_alive()
+        if not req.keep_alive or req.flags & F_CONNECTION:
+            req.version = parser.get_http_version()
+        # else "1.1", Request's default: llhttp keeps an HTTP/1.0 (0.9, 2.0) connection
+        # alive only with "Connection: keep-alive"
         self.head_started = 0.0
         if self.timed:
             req.started = time.monotonic()
-        if (req.flags | F_ACCEPT_ENCODING) != _PLAIN or req.target[:1] != "/":
+        if (req.flags | NEUTRAL) != PLAIN or req.target[:1] != "/":
             self._check_head(req)
         self.queue.append(req)
         if len(self.queue) >= MAX_QUEUED:

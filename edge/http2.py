@@ -57,7 +57,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from edge import h2_frames as wire
 from edge.h2_frames import ErrorCode, H2Error
-from edge.http1 import _FLAGS, ANSWERED_FROM_CACHE, F_BODY, F_HOST, METHODS
+from edge.http1 import METHODS
+from edge.request_fields import ANSWERED_FROM_CACHE, F_BODY, F_HOST, FLAGS_BY_NAME
 from edge.respond import Reply
 from edge.tls import TlsRequest
 from edge.tls_config import Http2Settings
@@ -735,7 +736,7 @@ class Http2Connection(asyncio.Protocol):
             if name == b"cookie":
                 cookies.append(value)  # RFC 9113 section 8.2.3: joined again
                 continue
-            flag = _FLAGS.get(name)
+            flag = FLAGS_BY_NAME.get(name)
             if flag is not None:
                 flags |= flag
                 if flag & ANSWERED_FROM_CACHE:

@@ -409,7 +409,7 @@ class Slicer:
         sent: list[bool],
     ) -> None:
         now = time.time()
-        from edge.http1 import F_CACHE_CONTROL
+        from edge.request_fields import F_CACHE_CONTROL
 
         req_cc = (
             policy.parse_request(req.headers) if req.flags & F_CACHE_CONTROL else flow.NO_REQUEST_CC

@@ -109,6 +109,25 @@ async def test_http10_and_connection_close(front) -> None:  # type: ignore[no-un
     assert b"Connection: close" in raw and closed
 
 
+@pytest.mark.parametrize(
+    ("head", "via"),
+    [
+        (b"GET /v1 HTTP/1.1\r\nHost: x\r\n\r\n", "1.1"),
+        (b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n", "1.1"),
+        (b"GET /v3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "1.1"),
+        (b"GET /v4 HTTP/1.0\r\n\r\n", "1.0"),
+        (b"GET /v5 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "1.0"),
+    ],
+)
+async def test_the_origin_is_told_the_clients_version(front, head: bytes, via: str) -> None:  # type: ignore[no-untyped-def]
+    # The version is read from httptools only when the connection's fate leaves it open
+    # (edge.request_fields.F_CONNECTION); each case here must still say the right one.
+    script, server = front
+    raw, _ = await exchange(server.port, head, 1)
+    assert statuses(raw) == [b"404"] or b"X-Cache: MISS" in raw
+    assert script.seen[-1].headers["Via"].startswith(f"{via} ")
+
+
 async def test_an_early_answer_closes_instead_of_waiting_for_the_body(front) -> None:  # type: ignore[no-untyped-def]
     _, server = front
     # Announce 1 MB (over max_request_body) but send only the head: the 413 comes at once
