@@ -1,6 +1,6 @@
 """The floor: the cheapest HTTP/1.1 server on the edge's own stack, a peer in `bench load`.
 
-    python -m bench.floor --port P [--tls-port T --cert C --key K] [--workers 2]
+    python -m bench.floor --port P [--tls-port T --cert C --key K] [--workers 2] [--hit]
 
 uvloop, httptools and the edge's TLS layer (`edge.tls_transport`, with `edge.tls`'s server
 context), and no cache: every request is answered with one constant 200 of 1 KB whose head
@@ -8,6 +8,13 @@ has the size and fields of an edge hit's. What `bench load` measures for it is w
 server on this stack costs before it does any of the edge's work (routing, the lookup,
 freshness, Age, counters), so edge ÷ floor is the price of that work and floor ÷ nginx the
 price of the stack. It is not a cache and serves only the 1 KB scenarios (a, h, j).
+
+With `--hit` (`--caches floor-hit`), it does the least an HTTP/1.1 cache does for a hit in
+Python, on the same stack: the target and every field read in httptools' callbacks (the
+fields a cache must look at flagged, Host kept), one dict lookup by target, Age and
+Cache-Status written per answer. No routing, no tiers, no purge generation, no pipelining
+queue, no timeouts, no counters. edge ÷ floor-hit is the price of what the edge does beyond
+that least; floor-hit ÷ nginx says what any Python hit path on this stack can reach.
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 import httptools
+
+from edge.request_fields import FLAGS_BY_NAME
 
 BODY = b"x" * 1024
 # The fields and sizes of an edge hit on /bench/obj/1024 (its X-Cache says what this is).
@@ -41,6 +51,10 @@ HEAD = (
 )
 KEEP = HEAD + b"\r\n" + BODY
 CLOSE = HEAD + b"Connection: close\r\n\r\n" + BODY
+# --hit: the stored object, its head without the per-answer Age and Cache-Status.
+HIT_HEAD = HEAD.split(b"Age:")[0].replace(b"X-Cache: FLOOR", b"X-Cache: FLOOR-HIT")
+LIFETIME = 3600
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 
 
 class FloorConnection(asyncio.Protocol):
@@ -68,6 +82,47 @@ class FloorConnection(asyncio.Protocol):
             self.transport.close()
 
 
+class FloorHitConnection(FloorConnection):
+    """--hit: the least a cache does for a hit (the module's docstring)."""
+
+    def __init__(self, store: dict[bytes, tuple[bytes, bytes, float]]) -> None:
+        super().__init__()
+        self.store = store
+        self.url = b""
+        self.host = b""
+        self.flags = 0
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.host = b""
+        self.flags = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        flag = FLAGS_BY_NAME.get(lname)
+        if flag is not None:
+            self.flags |= flag
+        elif lname == b"host":
+            self.host = value
+
+    def on_message_complete(self) -> None:
+        stored = self.store.get(self.url)
+        keep = self.parser.should_keep_alive()
+        if stored is None:
+            self.transport.write(NOT_FOUND)
+        else:
+            head, body, stored_at = stored
+            age = int(time.time() - stored_at)
+            tail = b"Age: %d\r\nCache-Status: floor; hit; ttl=%d\r\n" % (age, LIFETIME - age)
+            end = b"\r\n" if keep else b"Connection: close\r\n\r\n"
+            self.transport.write(head + tail + end + body)
+        if not keep:
+            self.transport.close()
+
+
 def _listener(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -84,7 +139,12 @@ async def _serve(args: argparse.Namespace) -> None:
     from edge.tls_transport import TlsTransport
 
     loop = asyncio.get_running_loop()
-    servers = [await loop.create_server(FloorConnection, sock=_listener(args.port))]
+    store = {b"/bench/obj/1024": (HIT_HEAD, BODY, time.time())}
+
+    def connection() -> FloorConnection:
+        return FloorHitConnection(store) if args.hit else FloorConnection()
+
+    servers = [await loop.create_server(connection, sock=_listener(args.port))]
     if args.tls_port:
         settings = TlsSettings(
             port=args.tls_port,
@@ -95,7 +155,7 @@ async def _serve(args: argparse.Namespace) -> None:
         guard = ConnectionGuard()
 
         def tls_connection() -> TlsTransport:
-            return TlsTransport(context, lambda _: FloorConnection(), 10.0, guard)
+            return TlsTransport(context, lambda _: connection(), 10.0, guard)
 
         servers.append(await loop.create_server(tls_connection, sock=_listener(args.tls_port)))
     stop = asyncio.Event()
@@ -113,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cert", default="", help="certificate file (with --tls-port)")
     parser.add_argument("--key", default="", help="key file (with --tls-port)")
     parser.add_argument("--workers", type=int, default=2, help="processes (SO_REUSEPORT)")
+    parser.add_argument("--hit", action="store_true", help="the least a cache does for a hit")
     args = parser.parse_args(argv)
     if args.tls_port and not (args.cert and args.key):
         parser.error("--tls-port needs --cert and --key")

@@ -186,12 +186,18 @@ def start_edge(
 
 
 def start_floor(
-    group: ProcessGroup, workers: int, cert: DevCert | None = None, name: str = "floor"
+    group: ProcessGroup,
+    workers: int,
+    cert: DevCert | None = None,
+    name: str = "floor",
+    hit: bool = False,
 ) -> Server:
-    """`bench.floor` (the stack's floor: a constant answer, no cache); with `cert`, the
-    Server's url is its HTTPS one."""
+    """`bench.floor` (the stack's floor: a constant answer, no cache; `hit`: the least a
+    cache does for a hit); with `cert`, the Server's url is its HTTPS one."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.floor", "--port", str(port), "--workers", str(workers)]
+    if hit:
+        argv.append("--hit")
     url = f"http://127.0.0.1:{port}"
     if cert is not None:
         tls_port = free_port()

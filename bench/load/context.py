@@ -45,6 +45,7 @@ SMALL = "/bench/obj/1024"
 LARGE = f"/bench/obj/{5 * 1024 * 1024}"
 PAGE = "/index.html"
 FLOOR_SCENARIOS = ("a", "h", "j")  # where the floor's constant 1 KB answer is the object
+FLOORS = ("floor", "floor-hit")  # bench.floor, and bench.floor --hit
 """The shop's own front page (4.6 KB), as the fast origin serves it."""
 PAGE_BYTES = (REPO / "origin" / "static" / "index.html").read_bytes()
 
@@ -177,15 +178,17 @@ class Context:
             return nginx_cache(self.group, port, name=f"nginx-{tag}")
         if kind == "varnish":
             return varnish_cache(self.group, port, name=f"varnish-{tag}")
-        if kind == "floor":
-            return self.start_floor(tag)
+        if kind in FLOORS:
+            return self.start_floor(tag, kind)
         raise ValueError(kind)
 
-    def start_floor(self, tag: str, cert: DevCert | None = None) -> Server:
-        """`bench.floor` with the edge's workers; it answers one constant 1 KB object."""
+    def start_floor(self, tag: str, kind: str, cert: DevCert | None = None) -> Server:
+        """`bench.floor` (`kind` floor or floor-hit) with the edge's workers; it answers
+        one 1 KB object."""
         if tag not in FLOOR_SCENARIOS:
-            raise RuntimeError("the floor answers one constant 1 KB object: a, h and j only")
-        return start_floor(self.group, self.opts.edge_workers, cert, name=f"floor-{tag}")
+            raise RuntimeError(f"the {kind} answers one 1 KB object: a, h and j only")
+        hit = kind == "floor-hit"
+        return start_floor(self.group, self.opts.edge_workers, cert, f"{kind}-{tag}", hit)
 
     def start_caches(self, origin: Server, tag: str) -> list[Target]:
         """Every cache of the run in front of origin; one that fails carries its error."""

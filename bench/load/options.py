@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench import report
 
-CACHES = ("edge", "nginx", "varnish", "floor")
+CACHES = ("edge", "nginx", "varnish", "floor", "floor-hit")
 DEFAULT_CACHES = ("edge", "nginx", "varnish")  # the floor is asked for by name
 
 
@@ -60,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser, known: str) -> None:
     parser.add_argument(
         "--caches",
         default=",".join(DEFAULT_CACHES),
-        help="edge,nginx,varnish; floor (bench.floor: the stack's cost without a cache, in "
-        "a, h and j) when named",
+        help="edge,nginx,varnish; floor (bench.floor: the stack's cost without a cache) and "
+        "floor-hit (bench.floor --hit: the least a cache does for a hit), in a, h and j, "
+        "when named",
     )
     parser.add_argument("--herd", type=int, default=32, help="concurrent cold requests in c")
     parser.add_argument("--herd-seconds", type=float, default=1.0, help="heavy call time in c")

@@ -13,7 +13,7 @@ from bench.load.scenarios import REGISTRY
 if TYPE_CHECKING:
     from bench.load.run import LoadRun
 
-PEERS = ("nginx", "varnish", "floor")
+PEERS = ("nginx", "varnish", "floor", "floor-hit")
 
 
 def find(outcomes: list[Outcome], scenario: str, server: str) -> Outcome | None:

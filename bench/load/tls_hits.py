@@ -19,7 +19,7 @@ import ssl
 from functools import cache
 from urllib.parse import urlsplit
 
-from bench.load.context import Context
+from bench.load.context import FLOORS, Context
 from bench.load.hits import HitScenario, _verdict
 from bench.load.scenario import Target
 from bench.loadgen import LoadResult, run_h2load, run_h2load_new_connections
@@ -77,8 +77,8 @@ class TlsHitScenario(HitScenario):
                         ctx.group, port, cert.cert, cert.key, name=f"nginx-{self.letter}"
                     )
                     targets.append(Target(kind, server))
-                elif kind == "floor":
-                    targets.append(Target(kind, ctx.start_floor(self.letter, cert)))
+                elif kind in FLOORS:
+                    targets.append(Target(kind, ctx.start_floor(self.letter, kind, cert)))
             except (RuntimeError, OSError, StartError) as exc:
                 targets.append(Target(kind, None, str(exc).splitlines()[0]))
         return targets

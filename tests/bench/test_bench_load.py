@@ -134,9 +134,10 @@ def test_load_edge_against_nginx() -> None:
     assert data["ratios"]["e"]["edge/nginx"] is not None
 
 
-def test_the_floor_answers_plain_and_https_and_stays_out_of_other_scenarios() -> None:
-    """`--caches floor`: bench.floor (the edge's stack, a constant answer) measured beside
-    the edge in a and h, with an edge/floor ratio; in b it refuses with its reason."""
+def test_the_floors_answer_plain_and_https_and_stay_out_of_other_scenarios() -> None:
+    """`--caches floor,floor-hit`: bench.floor (the edge's stack, a constant answer) and
+    bench.floor --hit (the least a cache does for a hit) measured beside the edge in a and
+    h, with edge/floor ratios; in b they refuse with their reason."""
     require_edge()
     require_tool("wrk")
     data = run_json(
@@ -146,16 +147,18 @@ def test_the_floor_answers_plain_and_https_and_stays_out_of_other_scenarios() ->
             "--scenarios",
             "a,b,h",
             "--caches",
-            "edge,floor",
+            "edge,floor,floor-hit",
             "--edge-workers",
             "1",
         ]
     )
     for letter in ("a", "h"):
-        floor = _outcome(data, letter, "floor")
-        assert floor["error"] is None, floor["error"]
-        assert floor["extra"]["warm_verdicts"][-1] == "FLOOR"  # never claims a cache hit
-        assert floor["result"]["requests"] > 0
-        assert floor["extra"]["cpu_per_request"]["cpu_us"] > 0
-        assert data["ratios"][letter]["edge/floor"] is not None
-    assert "a, h and j only" in _outcome(data, "b", "floor")["error"]
+        for kind, verdict in (("floor", "FLOOR"), ("floor-hit", "FLOOR-HIT")):
+            floor = _outcome(data, letter, kind)
+            assert floor["error"] is None, floor["error"]
+            assert floor["extra"]["warm_verdicts"][-1] == verdict  # never the edge's HIT
+            assert floor["result"]["requests"] > 0
+            assert floor["extra"]["cpu_per_request"]["cpu_us"] > 0
+            assert data["ratios"][letter][f"edge/{kind}"] is not None
+    for kind in ("floor", "floor-hit"):
+        assert "a, h and j only" in _outcome(data, "b", kind)["error"]
