@@ -13,6 +13,10 @@ start-up and the fetch cancel out. The variants make one layer a no-op:
     lookup   + the engine's hit path up to answer_hit (routes, tiers, freshness)
     hit      everything: + the answer (Age, Cache-Status, the write, the counters)
 
+and, for reference, `floor-hit`: bench.floor --hit's connection (the least an HTTP/1.1
+cache does for a hit in Python: the target and fields in httptools' callbacks, one dict
+lookup, Age and Cache-Status) fed the same request, no edge at all.
+
 The difference between two lines is what that layer costs. `bench cost` counts whole
 servers under load (with uvloop, the kernel's share unseen); this says where the edge's own
 Python goes. Counts, not time: a line is the same on a busy machine.
@@ -36,6 +40,7 @@ from bench.servers import OriginSpec, start_origin
 
 PATH = "/bench/obj/1024"
 VARIANTS = ("parse", "queue", "lookup", "hit")
+REFERENCE = "floor-hit"  # bench.floor --hit, counted the same way
 SMALL_N, LARGE_N = 2_000, 12_000
 
 
@@ -76,6 +81,8 @@ class CountingTransport:
 
 async def feed(origin: str, variant: str, n: int) -> CountingTransport:
     """One process's run: an edge in front of `origin`, the hit fed `n` times."""
+    if variant == REFERENCE:
+        return feed_floor_hit(n)
     from edge.config import load_config
     from edge.http1 import Http1Connection
     from edge.nodeview import WorkerBoard
@@ -115,6 +122,21 @@ async def feed(origin: str, variant: str, n: int) -> CountingTransport:
             NodeTier.remove(server.node_path)
 
 
+def feed_floor_hit(n: int) -> CountingTransport:
+    """bench.floor --hit's connection, the same request fed `n` times."""
+    import time
+
+    from bench.floor import BODY, HIT_HEAD, FloorHitConnection
+
+    conn = FloorHitConnection({PATH.encode(): (HIT_HEAD, BODY, time.time())})
+    transport = CountingTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    data = request_bytes(8080)
+    for _ in range(n):
+        conn.data_received(data)
+    return transport
+
+
 def count(origin: str, variant: str, out_dir: Path) -> float:
     """Instructions per hit of one variant (two processes under callgrind, differenced)."""
     totals = []
@@ -149,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     one = sub.add_parser("one", help="one run, no counting (what callgrind runs)")
     one.add_argument("--origin", required=True)
-    one.add_argument("--variant", choices=VARIANTS, default="hit")
+    one.add_argument("--variant", choices=(*VARIANTS, REFERENCE), default="hit")
     one.add_argument("--n", type=int, default=1000)
     parser.add_argument("--json", action="store_true", help="print the JSON")
     args = parser.parse_args(argv)
@@ -168,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, float] = {}
     with ProcessGroup() as group, tempfile.TemporaryDirectory() as tmp:
         origin = start_origin(group, spec)
-        for variant in VARIANTS:
+        for variant in (*VARIANTS, REFERENCE):
             print(f"hitpath: counting {variant} ...", file=sys.stderr, flush=True)
             results[variant] = count(origin.url, variant, Path(tmp))
     if args.json:
@@ -181,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         value = results[variant]
         print(f"| {variant} | {value / 1000:.1f} k | {(value - before) / 1000:.1f} k |")
         before = value
+    floor_hit = results[REFERENCE]
+    print(f"| {REFERENCE} (bench.floor --hit, for reference) | {floor_hit / 1000:.1f} k | |")
     return 0
 
 

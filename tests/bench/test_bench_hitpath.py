@@ -33,6 +33,10 @@ def test_every_fed_request_is_answered_from_the_cache(origin_url: str) -> None:
     assert _one(origin_url, "hit") == {"writes": 50, "x_cache": "X-Cache: HIT"}
 
 
+def test_the_floor_hit_reference_answers_every_request(origin_url: str) -> None:
+    assert _one(origin_url, "floor-hit") == {"writes": 50, "x_cache": "X-Cache: FLOOR-HIT"}
+
+
 @pytest.mark.parametrize("variant", ["parse", "queue", "lookup"])
 def test_the_partial_variants_answer_nothing(origin_url: str, variant: str) -> None:
     assert _one(origin_url, variant)["writes"] == 0
