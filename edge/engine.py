@@ -1,7 +1,8 @@
 """The request engine of one worker: carries the flow core's decisions out.
 
     client bytes -> edge.http1 (parse once) -> Engine.serve -> edge.flow: recv, lookup
-       hit  -> deliver from the stored entry, at once (no await on the hit path)
+       hit  -> deliver from the stored entry, at once (no await on the hit path; a plain
+               HTTP/1.1 hit comes to Engine.fresh_hit straight from the parse)
        miss -> edge.collapse (one fetch per key: this worker, the node, then Redis)
                -> edge.fetch streams the origin's answer to every waiting client, stores it
        pass -> the origin and back (edge.upstream), then invalidate what the write names
@@ -141,33 +142,12 @@ class Engine:
         if (flags | ANSWERED_FROM_CACHE | NEUTRAL) == PLAIN_OR_ANSWERED and (
             method == "GET" or method == "HEAD"
         ):
-            # The hit path: a request without cache directives or a body, for a target
-            # whose stored entry is fresh (flow.lookup would say Hit; policy decides).
-            route = self.routes.get(req.target)
-            if type(route) is flow.Lookup and (not self.hosts or self.host_allowed(req)):
-                entries = self.tiers.get_now(route.key)
-                if entries:
-                    first = entries[0]
-                    entry: Entry | None = first
-                    if (
-                        len(entries) == 1
-                        and not first.vary
-                        and (not flags & F_ACCEPT_ENCODING or flags & F_RANGE)
-                    ):
-                        pass  # one identity and nothing to negotiate: no coded copy applies
-                    elif len(entries) > 1 or "cz" in first.meta:
-                        # Delivery hook: an identity and its coded copies (edge.compress).
-                        entry = self.encoder.hit_variant(
-                            entries,
-                            accept_encoding(req) if flags & F_ACCEPT_ENCODING else None,
-                            bool(flags & F_RANGE),
-                        )
-                    elif first.vary:
-                        entry = None
-                    now = time.time()
-                    if entry is not None and policy.fresh_for_any_request(entry, now):
-                        self.answer_hit(req, conn, entry, now)
-                        return None
+            answer = self.fresh_hit(method, req.target, req.host, flags, req.special, req)
+            if answer is not None:
+                conn.write_raw(req, answer[1], answer[2])
+                if self.access_log is not None:
+                    self.log(req, answer[0], 0 if method == "HEAD" else len(answer[2]), "HIT")
+                return None
         if method == "GET" or method == "HEAD":
             route = self.routes.get(req.target)
             if route is None:
@@ -304,6 +284,56 @@ class Engine:
         self.stats.record(x_cache, size)
         self.log(req, reply.status, size, x_cache)
 
+    def fresh_hit(
+        self,
+        method: str,
+        target: str,
+        host: str,
+        flags: int,
+        special: tuple[tuple[bytes, bytes], ...],
+        fields: Request | list[tuple[bytes, bytes]],
+    ) -> tuple[int, bytes, bytes | memoryview] | None:
+        """The hit path, for a GET or HEAD without cache directives or a body: the answer
+        (status, head, body) when `target`'s stored entry is fresh (flow.lookup would say
+        Hit; policy decides) and its answer for these conditional and Range fields is built;
+        counted as a hit. None: `serve`'s general path answers. `fields`: the request, or
+        the field lines HTTP/1.1 parsed before making one (edge.http1's hit), with which an
+        answer not built yet is not built here."""
+        route = self.routes.get(target)
+        if type(route) is not flow.Lookup or (
+            self.hosts and forwarded_host(host, self.hosts) is None
+        ):
+            return None
+        entries = self.tiers.get_now(route.key)
+        if not entries:
+            return None
+        first = entries[0]
+        entry: Entry | None = first
+        if (
+            len(entries) == 1
+            and not first.vary
+            and (not flags & F_ACCEPT_ENCODING or flags & F_RANGE)
+        ):
+            pass  # one identity and nothing to negotiate: no coded copy applies
+        elif len(entries) > 1 or "cz" in first.meta:
+            # Delivery hook: an identity and its coded copies (edge.compress).
+            entry = self.encoder.hit_variant(
+                entries,
+                accept_encoding(fields) if flags & F_ACCEPT_ENCODING else None,
+                bool(flags & F_RANGE),
+            )
+        elif first.vary:
+            return None
+        now = time.time()
+        if entry is None or not policy.fresh_for_any_request(entry, now):
+            return None
+        answer = entry.answers.get(special)
+        if answer is None:
+            if not isinstance(fields, Request):
+                return None  # built once from the header mapping: edge.http1 makes the request
+            answer = self.build_answer(fields, entry, now)
+        return self._stamp_hit(entry, answer, method, target, now)
+
     def answer_hit(self, req: Request, conn: Http1Connection, entry: Entry, now: float) -> None:
         """A fresh hit: the answer for this request's conditional and Range fields is built
         once per entry (`respond.from_entry`), then only Age and Cache-Status are written
@@ -311,24 +341,37 @@ class Engine:
         answer = entry.answers.get(req.special)
         if answer is None:
             answer = self.build_answer(req, entry, now)
+        status, head, body = self._stamp_hit(entry, answer, req.method, req.target, now)
+        conn.write_raw(req, head, body)
+        if self.access_log is not None:
+            self.log(req, status, 0 if req.method == "HEAD" else len(body), "HIT")
+
+    def _stamp_hit(
+        self,
+        entry: Entry,
+        answer: tuple[int, bytes, bytes | memoryview],
+        method: str,
+        target: str,
+        now: float,
+    ) -> tuple[int, bytes, bytes | memoryview]:
+        """A built answer with this request's Age and Cache-Status, counted as a hit (the
+        access log, when on, is written by the caller, which holds the request)."""
         status, head, body = answer
         meta = entry.meta
         age = meta.get("age0", 0.0) + now - entry.response_time  # policy.current_age
-        tail = b"Age: %d\r\nCache-Status: %s; hit; ttl=%d\r\n\r\n" % (
+        head += b"Age: %d\r\nCache-Status: %s; hit; ttl=%d\r\n\r\n" % (
             age,
             self.node_name,
             meta.get("lifetime", 0.0) - age,
         )
-        conn.write_raw(req, head + tail, body)
-        size = 0 if req.method == "HEAD" else len(body)
+        size = 0 if method == "HEAD" else len(body)
         stats = self.stats
         stats.hits += 1
         stats.bytes_served += size
         self.tiers.hot_hits.add(entry.key)
         if self.access_log is None:
-            self.observer.hit(req.target, size)  # the same counts as log(), no clock read
-        else:
-            self.log(req, status, size, "HIT")
+            self.observer.hit(target, size)  # the same counts as log(), no clock read
+        return status, head, body
 
     def build_answer(
         self, req: Request, entry: Entry, now: float
@@ -703,10 +746,11 @@ class Engine:
         self.routes.clear()
 
 
-def accept_encoding(req: Request) -> bytes:
+def accept_encoding(fields: Request | list[tuple[bytes, bytes]]) -> bytes:
     """The request's Accept-Encoding as sent (its raw lines joined), without building the
-    header mapping."""
-    return b", ".join(v for k, v in req.raw_headers if k.lower() == b"accept-encoding")
+    header mapping. `fields`: the request, or its field lines."""
+    raw = fields.raw_headers if isinstance(fields, Request) else fields
+    return b", ".join(v for k, v in raw if k.lower() == b"accept-encoding")
 
 
 def forwarded_host(host: str, allowed: frozenset[str]) -> str | None:

@@ -1,12 +1,14 @@
 """HTTP/1.1 to clients: one asyncio protocol per connection, httptools parsing each request once.
 
 The connection parses, enforces the limits (`limits:` in the config) and timeouts, and hands
-each complete request to the engine in order (pipelining: one answer at a time, later
-requests wait behind it). The engine answers through the methods below: a whole `Reply`, or
-a head then a streamed body with flow control (`write` waits while the client's socket is
-full). Request bodies are read whole before the engine sees the request (as nginx's
-`proxy_request_buffering on`): the origin never holds half a request from a slow client,
-and a client sending its body slower than `limits.body_min_rate` is answered 408.
+each complete request to the engine in order (pipelining: one answer at a time, later requests
+wait behind it). The hit path comes first: a plain GET or HEAD with nothing queued before it is
+looked up while its head is parsed (`Engine.fresh_hit`) and, when it is a fresh hit, answered
+there, before any `Request` is made of it. The engine answers through the methods below: a
+whole `Reply`, or a head then a streamed body with flow control (`write` waits while the
+client's socket is full). Request bodies are read whole before the engine sees the request (as
+nginx's `proxy_request_buffering on`): the origin never holds half a request from a slow
+client, and a client sending its body slower than `limits.body_min_rate` is answered 408.
 """
 
 from __future__ import annotations
@@ -143,7 +145,14 @@ class Http1Connection(asyncio.BaseProtocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()
-        self.current: Request | None = None  # being parsed
+        self.current: Request | None = None  # being parsed, from the end of its head
+        # The head being parsed, before a Request is made of it (none for the hit path):
+        self.parsing = False  # between a message's first byte and its end
+        self.h_target = ""
+        self.h_fields: list[tuple[bytes, bytes]] = []
+        self.h_flags = 0
+        self.h_special: tuple[tuple[bytes, bytes], ...] = ()  # conditional and Range fields
+        self.h_host = ""
         self.answering: Request | None = None
         self.task: asyncio.Task[None] | None = None
         self.peer = ""
@@ -217,7 +226,7 @@ class Http1Connection(asyncio.BaseProtocol):
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, else after the answer in progress."""
         self.closing = True
-        if self.answering is None and not self.queue and self.current is None:
+        if self.answering is None and not self.queue and not self.parsing:
             self.close()
 
     def close(self) -> None:
@@ -247,7 +256,7 @@ class Http1Connection(asyncio.BaseProtocol):
         guard = self.guard
         if self.head_started and now - self.head_started > self.header_timeout:
             guard.header_timeouts += 1
-            if self.current is not None:
+            if self.parsing:
                 self.fail(408, "request head too slow")
             else:
                 self.close()  # connected, sent nothing
@@ -262,7 +271,7 @@ class Http1Connection(asyncio.BaseProtocol):
         elif (
             self.answering is None
             and not self.queue
-            and self.current is None
+            and not self.parsing
             and now - self.last_activity > self.idle_timeout
         ):
             self.close()  # idle keep-alive connection
@@ -283,6 +292,7 @@ class Http1Connection(asyncio.BaseProtocol):
                 if req not in self.queue:
                     self.queue.append(req)
             self.current = None
+            self.parsing = False
             self.broken = True
         except httptools.HttpParserError as exc:
             refused = exc.__context__ if isinstance(exc.__context__, Refused) else None
@@ -293,7 +303,7 @@ class Http1Connection(asyncio.BaseProtocol):
             else:
                 self.fail(400, "malformed request")
             return
-        if self.current is not None and self.head_started:
+        if self.parsing and self.head_started:
             self.head_bytes += len(data)
             if self.head_bytes > self.max_line + self.max_headers * self.max_field:
                 self.fail(431, "request header fields too large")
@@ -307,57 +317,97 @@ class Http1Connection(asyncio.BaseProtocol):
     extra_fields = ""
 
     def on_message_begin(self) -> None:
-        self.current = self.request_class(self.peer)
+        self.parsing = True
+        self.h_target = ""
+        self.h_fields = []
+        self.h_flags = 0
+        self.h_special = ()
+        self.h_host = ""
         self.head_bytes = 0
         self.head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
-        req = self.current
-        assert req is not None
-        req.target += url.decode("latin-1")
-        if len(req.target) > self.max_line:
+        self.h_target += url.decode("latin-1")
+        if len(self.h_target) > self.max_line:
             raise Refused(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        req = self.current
-        assert req is not None
-        if len(name) + len(value) > self.max_field or len(req.raw_headers) >= self.max_headers:
+        fields = self.h_fields
+        if len(name) + len(value) > self.max_field or len(fields) >= self.max_headers:
             raise Refused(431, "request header fields too large")
         lname = name.lower()
         flag = FLAGS_BY_NAME.get(lname)
         if flag is not None:
-            req.flags |= flag
+            self.h_flags |= flag
             if flag & ANSWERED_FROM_CACHE:
-                req.special += ((lname, value),)
+                self.h_special += ((lname, value),)
         elif lname == b"host":
-            if req.flags & F_HOST:
+            if self.h_flags & F_HOST:
                 # RFC 9112 section 3.2: more than one Host line is a 400.
                 raise Refused(400, "more than one Host header field")
-            req.flags |= F_HOST
-            req.host = value.decode("latin-1")
+            self.h_flags |= F_HOST
+            self.h_host = value.decode("latin-1")
         elif lname == b"connection":
-            req.flags |= F_CONNECTION
-        req.raw_headers.append((name, value))
+            self.h_flags |= F_CONNECTION
+        fields.append((name, value))
 
     def on_headers_complete(self) -> None:
-        req = self.current
-        assert req is not None
         parser = self.parser
-        method = parser.get_method()
-        req.method = METHODS.get(method) or method.decode("latin-1")
-        req.keep_alive = parser.should_keep_alive()
-        if not req.keep_alive or req.flags & F_CONNECTION:
-            req.version = parser.get_http_version()
-        # else "1.1", Request's default: llhttp keeps an HTTP/1.0 (0.9, 2.0) connection
-        # alive only with "Connection: keep-alive"
+        raw_method = parser.get_method()
+        method = METHODS.get(raw_method) or raw_method.decode("latin-1")
+        keep_alive = parser.should_keep_alive()
+        flags = self.h_flags
+        # Without a Connection field, a connection llhttp keeps alive is HTTP/1.1's (it
+        # keeps 1.0, 0.9 and 2.0 open only with "Connection: keep-alive"); asking httptools
+        # the version formats a string.
+        version = "1.1" if keep_alive and not flags & F_CONNECTION else parser.get_http_version()
         self.head_started = 0.0
+        target = self.h_target
+        plain = (flags | NEUTRAL) == PLAIN and target[:1] == "/"
+        if (
+            plain
+            and (method == "GET" or method == "HEAD")
+            and self.answering is None
+            and not self.queue
+            and not self.timed
+            and not self.write_paused
+            and not self.closing
+            and self._hit(method, target, flags, keep_alive, version)
+        ):
+            return
+        req = self.request_class(self.peer)
+        req.method = method
+        req.target = target
+        req.version = version
+        req.keep_alive = keep_alive
+        req.raw_headers = self.h_fields
+        req.flags = flags
+        req.special = self.h_special
+        req.host = self.h_host
+        self.current = req
         if self.timed:
             req.started = time.monotonic()
-        if (req.flags | NEUTRAL) != PLAIN or req.target[:1] != "/":
+        if not plain:
             self._check_head(req)
         self.queue.append(req)
         if len(self.queue) >= MAX_QUEUED:
             self._pause_reading()
+
+    def _hit(self, method: str, target: str, flags: int, keep_alive: bool, version: str) -> bool:
+        """A plain GET or HEAD with nothing before it: answered now when it is a fresh hit
+        (`Engine.fresh_hit`), with no Request made and no queue passed. False: it goes the
+        general way (`Engine.serve`)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        answer = self.engine.fresh_hit(
+            method, target, self.h_host, flags, self.h_special, self.h_fields
+        )
+        if answer is None:
+            return False
+        self._write_built(transport, keep_alive, version, method, answer[1], answer[2])
+        self._done(keep_alive)
+        return True
 
     def _check_head(self, req: Request) -> None:
         """What a plain request (a path and a Host, nothing else the edge looks at) needs
@@ -404,9 +454,10 @@ class Http1Connection(asyncio.BaseProtocol):
 
     def on_message_complete(self) -> None:
         req = self.current
-        assert req is not None
-        req.complete = True
-        self.current = None
+        if req is not None:  # None: answered by `_hit`
+            req.complete = True
+            self.current = None
+        self.parsing = False
         self.body_started = 0.0
 
     # -- answering, in order ------------------------------------------------------------
@@ -437,7 +488,7 @@ class Http1Connection(asyncio.BaseProtocol):
             self._finished(req)
         if not self.queue and self.answering is None:
             self._resume_reading()
-            if self.closing and self.current is None:
+            if self.closing and not self.parsing:
                 self.close()
 
     async def _run(self, req: Request, run: Coroutine[Any, Any, None]) -> None:
@@ -458,20 +509,28 @@ class Http1Connection(asyncio.BaseProtocol):
 
     def _finished(self, req: Request) -> None:
         self.answering = None
-        self.last_activity = self.loop.time()
         if self.queue and self.queue[0] is req:
             self.queue.popleft()
-        if self.close_after or not req.keep_alive or self.closing:
+        self._done(req.keep_alive)
+
+    def _done(self, keep_alive: bool) -> None:
+        """An answer went out: the connection idles, or closes when that answer said so."""
+        self.last_activity = self.loop.time()
+        if self.close_after or not keep_alive or self.closing:
             self.queue.clear()
             self.close()
 
     # -- the engine's side: writing answers ---------------------------------------------
 
     def _tail(self, req: Request, close: bool) -> str:
-        if close or not req.keep_alive or self.closing:
+        return self._tail_for(req.keep_alive, req.version, close)
+
+    def _tail_for(self, keep_alive: bool, version: str, close: bool) -> str:
+        """The connection's fields and Connection line an answer ends its head with."""
+        if close or not keep_alive or self.closing:
             self.close_after = True
             return self.extra_fields + "Connection: close\r\n"
-        if req.version == "1.0":
+        if version == "1.0":
             return self.extra_fields + "Connection: keep-alive\r\n"
         return self.extra_fields
 
@@ -480,10 +539,21 @@ class Http1Connection(asyncio.BaseProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        tail = self._tail(req, False)
+        self._write_built(transport, req.keep_alive, req.version, req.method, head, body)
+
+    def _write_built(
+        self,
+        transport: asyncio.Transport,
+        keep_alive: bool,
+        version: str,
+        method: str,
+        head: bytes,
+        body: bytes | memoryview,
+    ) -> None:
+        tail = self._tail_for(keep_alive, version, False)
         if tail:  # HTTP/1.1 keep-alive without extra fields, the usual hit, adds nothing
             head = head[:-2] + tail.encode("latin-1") + b"\r\n"
-        _write_whole(transport, head, b"" if req.method == "HEAD" else body)
+        _write_whole(transport, head, b"" if method == "HEAD" else body)
 
     def send(self, req: Request, reply: Reply) -> None:
         """A whole answer."""

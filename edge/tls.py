@@ -234,6 +234,11 @@ class Redirector:
         port = settings.redirect_port or settings.port
         self.port_suffix = "" if port == 443 else f":{port}"
 
+    def fresh_hit(self, *_: Any) -> None:
+        """HTTP/1.1's hit path (`Engine.fresh_hit`) is not taken here: `serve` decides on
+        the redirect before any answer from the cache."""
+        return None
+
     def serve(self, req: Request, conn: Any) -> Coroutine[Any, Any, None] | None:
         target = req.target
         if (

@@ -82,6 +82,32 @@ async def test_pipelined_requests_are_answered_in_order(front) -> None:  # type:
     assert script.hits["/a"] == 1 and script.hits["/b"] == 1
 
 
+async def test_pipelined_hits_are_answered_in_order_and_a_closing_one_ends_them(front) -> None:  # type: ignore[no-untyped-def]
+    # Hits are answered while their head is parsed (no queue): in order, and none after
+    # one that closes the connection.
+    _, server = front
+    await exchange(
+        server.port, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", 2
+    )
+    raw, closed = await exchange(
+        server.port,
+        b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        3,
+    )
+    assert raw.count(b"X-Cache: HIT") == 3 and not closed
+    assert raw.index(b"B" * 200) < raw.index(b"A" * 100) and raw.count(b"A" * 100) == 1
+    raw, closed = await exchange(
+        server.port,
+        b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+        1,
+    )
+    assert statuses(raw) == [b"200"] and b"Connection: close" in raw and closed
+    assert b"B" * 200 not in raw
+
+
 async def test_head_hit_has_no_body(front) -> None:  # type: ignore[no-untyped-def]
     _, server = front
     await exchange(server.port, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 1)

@@ -180,6 +180,11 @@ async def test_plain_http_redirects_per_host(tls_front: Any) -> None:
         assert status == "HTTP/1.1 200 OK"  # the healthcheck stays on plain HTTP
         status, fields = await plain(port, "/a", "localhost")
         assert status == "HTTP/1.1 200 OK" and "location" not in fields
+        status, fields = await plain(port, "/a", "localhost")
+        assert fields["x-cache"] == "HIT"
+        # A fresh stored answer is no way around the redirect (HTTP/1.1's hit path).
+        status, fields = await plain(port, "/a", "shop.example")
+        assert status == "HTTP/1.1 308 Permanent Redirect"
     finally:
         redirecting.close()
 
