@@ -8,10 +8,10 @@ sends (`--h1`) is fed to `data_received` N times. Each count is two fresh proces
 `valgrind --tool=callgrind`, N = 2,000 and 12,000: (I(12,000) - I(2,000)) / 10,000, so
 start-up and the fetch cancel out. The variants make one layer a no-op:
 
-    parse    data_received, httptools and its callbacks, the Request (then dropped)
-    queue    + the queue in order (_advance, _finished), engine.serve doing nothing
-    lookup   + the engine's hit path up to answer_hit (routes, tiers, freshness)
-    hit      everything: + the answer (Age, Cache-Status, the write, the counters)
+    parse    data_received, httptools and its callbacks (the hit path answering nothing)
+    lookup   + Engine.fresh_hit (routes, tiers, freshness, the built answer) and the
+             write, without the stamp
+    hit      everything: + the stamp (Age, Cache-Status, the counters)
 
 and, for reference, `floor-hit`: bench.floor --hit's connection (the least an HTTP/1.1
 cache does for a hit in Python: the target and fields in httptools' callbacks, one dict
@@ -39,7 +39,7 @@ from bench.procs import REPO, ProcessGroup, run_tool
 from bench.servers import OriginSpec, start_origin
 
 PATH = "/bench/obj/1024"
-VARIANTS = ("parse", "queue", "lookup", "hit")
+VARIANTS = ("parse", "lookup", "hit")
 REFERENCE = "floor-hit"  # bench.floor --hit, counted the same way
 SMALL_N, LARGE_N = 2_000, 12_000
 
@@ -105,11 +105,9 @@ async def feed(origin: str, variant: str, n: int) -> CountingTransport:
         transport = CountingTransport()
         conn.connection_made(transport)  # type: ignore[arg-type]
         if variant == "parse":
-            conn._advance = conn.queue.clear  # type: ignore[method-assign]
-        elif variant == "queue":
-            engine.serve = lambda req, c: None  # type: ignore[method-assign,assignment]
+            conn._hit = lambda *_: True  # type: ignore[method-assign]
         elif variant == "lookup":
-            engine.answer_hit = lambda req, c, e, now: None  # type: ignore[method-assign,assignment]
+            engine._stamp_hit = lambda entry, answer, *_: answer  # type: ignore[method-assign]
         data = request_bytes(server.port)
         for _ in range(n):
             conn.data_received(data)
@@ -181,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         transport = uvloop.run(feed(args.origin, args.variant, args.n))
         fields = transport.last.decode("latin-1").split("\r\n")
         x_cache = next((f for f in fields if f.lower().startswith("x-cache:")), "")
-        print(json.dumps({"writes": transport.writes, "x_cache": x_cache}))
+        age = any(f.lower().startswith("age:") for f in fields)
+        print(json.dumps({"writes": transport.writes, "x_cache": x_cache, "age": age}))
         return 0
     if shutil.which("valgrind") is None:
         print("bench.hitpath: valgrind is not installed (Debian package valgrind)", file=sys.stderr)
