@@ -144,9 +144,7 @@ class Engine:
         ):
             answer = self.fresh_hit(method, req.target, req.host, flags, req.special, req)
             if answer is not None:
-                conn.write_raw(req, answer[1], answer[2])
-                if self.access_log is not None:
-                    self.log(req, answer[0], 0 if method == "HEAD" else len(answer[2]), "HIT")
+                self._send_hit(req, conn, answer)
                 return None
         if method == "GET" or method == "HEAD":
             route = self.routes.get(req.target)
@@ -161,7 +159,7 @@ class Engine:
             from edge import admin
 
             return admin.serve(self, req, conn, route.path)
-        if self.hosts and not self.host_allowed(req):
+        if self.hosts and not self.host_allowed(req.host):
             # RFC 9110 section 15.5.20: "not able to produce a response" for this authority.
             names = ", ".join(sorted(self.hosts))
             self.reject(req, conn, flow.Reject(421, f"this edge serves {names} only"))
@@ -178,8 +176,9 @@ class Engine:
         self.reject(req, conn, route)
         return None
 
-    def host_allowed(self, req: Request) -> bool:
-        return forwarded_host(req.host, self.hosts) is not None
+    def host_allowed(self, host: str) -> bool:
+        """`host` is one of `hosts:` (checked only when the list is set)."""
+        return forwarded_host(host, self.hosts) is not None
 
     def reject(self, req: Request, conn: Http1Connection, r: flow.Reject) -> None:
         reply = respond.error(
@@ -300,9 +299,7 @@ class Engine:
         the field lines HTTP/1.1 parsed before making one (edge.http1's hit), with which an
         answer not built yet is not built here."""
         route = self.routes.get(target)
-        if type(route) is not flow.Lookup or (
-            self.hosts and forwarded_host(host, self.hosts) is None
-        ):
+        if type(route) is not flow.Lookup or (self.hosts and not self.host_allowed(host)):
             return None
         entries = self.tiers.get_now(route.key)
         if not entries:
@@ -319,7 +316,9 @@ class Engine:
             # Delivery hook: an identity and its coded copies (edge.compress).
             entry = self.encoder.hit_variant(
                 entries,
-                accept_encoding(fields) if flags & F_ACCEPT_ENCODING else None,
+                accept_encoding(fields.raw_headers if isinstance(fields, Request) else fields)
+                if flags & F_ACCEPT_ENCODING
+                else None,
                 bool(flags & F_RANGE),
             )
         elif first.vary:
@@ -341,7 +340,13 @@ class Engine:
         answer = entry.answers.get(req.special)
         if answer is None:
             answer = self.build_answer(req, entry, now)
-        status, head, body = self._stamp_hit(entry, answer, req.method, req.target, now)
+        self._send_hit(req, conn, self._stamp_hit(entry, answer, req.method, req.target, now))
+
+    def _send_hit(
+        self, req: Request, conn: Http1Connection, answer: tuple[int, bytes, bytes | memoryview]
+    ) -> None:
+        """A stamped hit to a made request's connection, and its access-log line."""
+        status, head, body = answer
         conn.write_raw(req, head, body)
         if self.access_log is not None:
             self.log(req, status, 0 if req.method == "HEAD" else len(body), "HIT")
@@ -746,11 +751,10 @@ class Engine:
         self.routes.clear()
 
 
-def accept_encoding(fields: Request | list[tuple[bytes, bytes]]) -> bytes:
-    """The request's Accept-Encoding as sent (its raw lines joined), without building the
-    header mapping. `fields`: the request, or its field lines."""
-    raw = fields.raw_headers if isinstance(fields, Request) else fields
-    return b", ".join(v for k, v in raw if k.lower() == b"accept-encoding")
+def accept_encoding(fields: list[tuple[bytes, bytes]]) -> bytes:
+    """A request's Accept-Encoding as sent (its field lines' values joined), without
+    building the header mapping."""
+    return b", ".join(v for k, v in fields if k.lower() == b"accept-encoding")
 
 
 def forwarded_host(host: str, allowed: frozenset[str]) -> str | None:
