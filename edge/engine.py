@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
@@ -25,8 +25,9 @@ from edge.collapse import Collapser
 from edge.config import EdgeConfig
 from edge.entry import Entry
 from edge.fetch import CHUNK, Fetch, FetchSpec, Head
+from edge.fresh_hits import FreshHits
 from edge.guard import ConnectionGuard
-from edge.http1 import Request, serialize_head
+from edge.http1 import ParsedHead, Request, serialize_head
 from edge.keys import select_variant, vary_values
 from edge.observe import Observer
 from edge.purger import Purger
@@ -116,6 +117,10 @@ class Engine:
         self.collapser = Collapser(cfg, tiers, upstream, self.stats)
         self.purger = Purger(cfg, tiers, self.stats)
         self.routes: dict[str, flow.Route] = {}
+        # edge.http1's request heads kept with their parse (the same bytes parse the same
+        # way under the same limits: dropped on reconfigure).
+        self.request_heads: dict[bytes, ParsedHead] = {}
+        self.kept_hits = FreshHits(tiers, self.count_hits)
         self.node_name = cfg.node.encode()
         self.hosts = frozenset(h.lower() for h in cfg.hosts)
         self.access_log: logging.Logger | None = None
@@ -290,7 +295,7 @@ class Engine:
         host: str,
         flags: int,
         special: tuple[tuple[bytes, bytes], ...],
-        fields: Request | list[tuple[bytes, bytes]],
+        fields: Request | Sequence[tuple[bytes, bytes]],
     ) -> tuple[int, bytes, bytes | memoryview] | None:
         """The hit path, for a GET or HEAD without cache directives or a body: the answer
         (status, head, body) when `target`'s stored entry is fresh (flow.lookup would say
@@ -298,19 +303,71 @@ class Engine:
         counted as a hit. None: `serve`'s general path answers. `fields`: the request, or
         the field lines HTTP/1.1 parsed before making one (edge.http1's hit), with which an
         answer not built yet is not built here."""
+        if self.hosts and not self.host_allowed(host):
+            return None
+        now = time.time()
+        kept = self.kept_hits.get(target, now)
+        if kept is not None:
+            entry = kept.entry
+            stamped = kept.stamped.get(special)
+            if stamped is None:
+                stamped = self._stamped_answer(entry, special, fields, now)
+                if stamped is None:
+                    return None
+                kept.keep_stamped(special, stamped)
+            if self.access_log is None:  # counted on the kept hit (`collect_hits`)
+                kept.hits += 1
+                if method != "HEAD":
+                    kept.sent += len(stamped[2])
+                return stamped
+        else:
+            found = self._fresh_entry(target, flags, fields, now)
+            if found is None:
+                return None
+            entry = found
+            stamped = self._stamped_answer(entry, special, fields, now)
+            if stamped is None:
+                return None
+        self._count_hit(entry.key, method, target, stamped[2])
+        return stamped
+
+    def _stamped_answer(
+        self,
+        entry: Entry,
+        special: tuple[tuple[bytes, bytes], ...],
+        fields: Request | Sequence[tuple[bytes, bytes]],
+        now: float,
+    ) -> tuple[int, bytes, bytes | memoryview] | None:
+        """The answer for these conditional and Range fields, with Age and Cache-Status as
+        of `now`; None when it is not built yet and `fields` is not a request."""
+        answer = entry.answers.get(special)
+        if answer is None:
+            if not isinstance(fields, Request):
+                return None  # built once from the header mapping: edge.http1 makes the request
+            answer = self.build_answer(fields, entry, now)
+        return self._stamp(entry, answer, now)
+
+    def _fresh_entry(
+        self,
+        target: str,
+        flags: int,
+        fields: Request | Sequence[tuple[bytes, bytes]],
+        now: float,
+    ) -> Entry | None:
+        """`fresh_hit`'s lookup: the stored entry that answers this request fresh, if any;
+        kept for the next hits on `target` (`edge.fresh_hits`) when it answers any request
+        for it (one identity, nothing to negotiate)."""
         route = self.routes.get(target)
-        if type(route) is not flow.Lookup or (self.hosts and not self.host_allowed(host)):
+        if type(route) is not flow.Lookup:
             return None
         entries = self.tiers.get_now(route.key)
         if not entries:
             return None
         first = entries[0]
         entry: Entry | None = first
-        if (
-            len(entries) == 1
-            and not first.vary
-            and (not flags & F_ACCEPT_ENCODING or flags & F_RANGE)
-        ):
+        single = len(entries) == 1 and not first.vary
+        alone = single and "cz" not in first.meta
+        if alone or (single and (not flags & F_ACCEPT_ENCODING or flags & F_RANGE)):
             pass  # one identity and nothing to negotiate: no coded copy applies
         elif len(entries) > 1 or "cz" in first.meta:
             # Delivery hook: an identity and its coded copies (edge.compress).
@@ -321,17 +378,13 @@ class Engine:
                 else None,
                 bool(flags & F_RANGE),
             )
-        elif first.vary:
-            return None
-        now = time.time()
+        else:
+            return None  # Vary: the general way selects the variant
         if entry is None or not policy.fresh_for_any_request(entry, now):
             return None
-        answer = entry.answers.get(special)
-        if answer is None:
-            if not isinstance(fields, Request):
-                return None  # built once from the header mapping: edge.http1 makes the request
-            answer = self.build_answer(fields, entry, now)
-        return self._stamp_hit(entry, answer, method, target, now)
+        if alone:
+            self.kept_hits.keep(target, entry, policy.fresh_until(entry), now)
+        return entry
 
     def answer_hit(self, req: Request, conn: Http1Connection, entry: Entry, now: float) -> None:
         """A fresh hit: the answer for this request's conditional and Range fields is built
@@ -340,7 +393,9 @@ class Engine:
         answer = entry.answers.get(req.special)
         if answer is None:
             answer = self.build_answer(req, entry, now)
-        self._send_hit(req, conn, self._stamp_hit(entry, answer, req.method, req.target, now))
+        stamped = self._stamp(entry, answer, now)
+        self._count_hit(entry.key, req.method, req.target, stamped[2])
+        self._send_hit(req, conn, stamped)
 
     def _send_hit(
         self, req: Request, conn: Http1Connection, answer: tuple[int, bytes, bytes | memoryview]
@@ -351,32 +406,43 @@ class Engine:
         if self.access_log is not None:
             self.log(req, status, 0 if req.method == "HEAD" else len(body), "HIT")
 
-    def _stamp_hit(
-        self,
-        entry: Entry,
-        answer: tuple[int, bytes, bytes | memoryview],
-        method: str,
-        target: str,
-        now: float,
+    def _stamp(
+        self, entry: Entry, answer: tuple[int, bytes, bytes | memoryview], now: float
     ) -> tuple[int, bytes, bytes | memoryview]:
-        """A built answer with this request's Age and Cache-Status, counted as a hit (the
-        access log, when on, is written by the caller, which holds the request)."""
+        """A built answer with Age and Cache-Status as of `now` (the same for the rest of
+        that second of its age: `edge.fresh_hits` keeps it that long)."""
         status, head, body = answer
-        meta = entry.meta
-        age = meta.get("age0", 0.0) + now - entry.response_time  # policy.current_age
+        age = policy.current_age(entry, now)
         head += b"Age: %d\r\nCache-Status: %s; hit; ttl=%d\r\n\r\n" % (
             age,
             self.node_name,
-            meta.get("lifetime", 0.0) - age,
+            entry.meta.get("lifetime", 0.0) - age,
         )
-        size = 0 if method == "HEAD" else len(body)
-        stats = self.stats
-        stats.hits += 1
-        stats.bytes_served += size
-        self.tiers.hot_hits.add(entry.key)
-        if self.access_log is None:
-            self.observer.hit(target, size)  # the same counts as log(), no clock read
         return status, head, body
+
+    def _count_hit(self, key: str, method: str, target: str, body: bytes | memoryview) -> None:
+        """One fresh hit's counters (the access log, when on, is written by the caller,
+        which holds the request, and counts it for the observer)."""
+        size = 0 if method == "HEAD" else len(body)
+        self.count_hits(target, key, 1, size, observed=self.access_log is None)
+
+    def count_hits(
+        self, target: str, key: str, hits: int, sent: int, observed: bool = True
+    ) -> None:
+        """Fresh hits on `target` (stored under `key`) and their body bytes, counted;
+        `observed`: for the observer too (no clock read: a hit's latency is under its
+        first bucket)."""
+        stats = self.stats
+        stats.hits += hits
+        stats.bytes_served += sent
+        self.tiers.hot_hits.add(key)
+        if observed:
+            self.observer.hit(target, sent, hits)
+
+    def collect_hits(self) -> None:
+        """The kept hits' counts into the counters (`edge.fresh_hits`): before they are
+        read, and about once a second (the node tier's LRU learns of hot hits then)."""
+        self.kept_hits.collect()
 
     def build_answer(
         self, req: Request, entry: Entry, now: float
@@ -749,9 +815,11 @@ class Engine:
         self.tiers.stored_before.clear()  # "stored last time" was judged under the old rules
         self.tiers.forget_answers()  # answers built with the old headers settings
         self.routes.clear()
+        self.request_heads.clear()
+        self.kept_hits.clear()  # kept under the old routes and answers
 
 
-def accept_encoding(fields: list[tuple[bytes, bytes]]) -> bytes:
+def accept_encoding(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
     """A request's Accept-Encoding as sent (its field lines' values joined), without
     building the header mapping."""
     return b", ".join(v for k, v in fields if k.lower() == b"accept-encoding")

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ from edge.request_fields import (
     F_EXPECT,
     F_HOST,
     F_TE,
+    F_UPGRADE,
     FLAGS_BY_NAME,
     NEUTRAL,
     PLAIN,
@@ -44,6 +45,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.http1")
 
 MAX_QUEUED = 32  # pipelined requests parsed ahead before reading pauses
+# A request head kept with its parse's outcome (`Http1Connection.data_received`): method,
+# target, Host, flags, the conditional and Range fields, the field lines, keep-alive, version.
+ParsedHead = tuple[
+    str, str, str, int, tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...], bool, str
+]
+MAX_KEPT_HEAD = 4096  # bytes: a read longer than this is parsed every time
+MAX_KEPT_HEADS = 1024  # heads kept per worker; past it they are all dropped
+MAX_KEPT_FIELDS = 64
+UNKEPT = F_BODY | F_TE | F_EXPECT | F_UPGRADE  # a body, or a head that asks for more than an answer
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
 
@@ -153,6 +163,10 @@ class Http1Connection(asyncio.BaseProtocol):
         self.h_flags = 0
         self.h_special: tuple[tuple[bytes, bytes], ...] = ()  # conditional and Range fields
         self.h_host = ""
+        # Whole request heads already parsed, and their outcome (see `data_received`).
+        self.heads: dict[bytes, ParsedHead] = engine.request_heads
+        self.h_memo: ParsedHead | None = None  # this head's outcome, to keep if it came whole
+        self.begun = 0  # messages begun in the current `data_received`
         self.answering: Request | None = None
         self.task: asyncio.Task[None] | None = None
         self.peer = ""
@@ -281,6 +295,21 @@ class Http1Connection(asyncio.BaseProtocol):
     def data_received(self, data: bytes) -> None:
         if self.broken:
             return
+        from_start = not self.parsing  # this read begins a message (or is between two)
+        if from_start:
+            # The same bytes parse the same way: a read that is one whole request head
+            # already parsed (a keep-alive GET or HEAD without a body, as a client repeats
+            # it) is answered from its kept outcome, and httptools is left where it
+            # stands, between two messages.
+            head = self.heads.get(data)
+            if head is not None:
+                self.head_started = 0.0
+                self._head_parsed(*head)
+                self.on_message_complete()
+                if self.queue:
+                    self._advance()
+                return
+        self.begun = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -308,6 +337,16 @@ class Http1Connection(asyncio.BaseProtocol):
             if self.head_bytes > self.max_line + self.max_headers * self.max_field:
                 self.fail(431, "request header fields too large")
                 return
+        memo = self.h_memo
+        if memo is not None:
+            self.h_memo = None
+            if from_start and self.begun == 1 and not self.parsing and len(data) <= MAX_KEPT_HEAD:
+                # `data` was that one message, whole, from its first byte to its last:
+                # begun in this read, with nothing before it and nothing after it.
+                heads = self.heads
+                if len(heads) >= MAX_KEPT_HEADS:
+                    heads.clear()
+                heads[data] = memo
         if self.queue:
             self._advance()
 
@@ -318,6 +357,8 @@ class Http1Connection(asyncio.BaseProtocol):
 
     def on_message_begin(self) -> None:
         self.parsing = True
+        self.begun += 1
+        self.h_memo = None
         self.h_target = ""
         self.h_fields = []
         self.h_flags = 0
@@ -363,6 +404,40 @@ class Http1Connection(asyncio.BaseProtocol):
         version = "1.1" if keep_alive and not flags & F_CONNECTION else parser.get_http_version()
         self.head_started = 0.0
         target = self.h_target
+        fields = self.h_fields
+        if (
+            keep_alive
+            and not flags & UNKEPT
+            and (method == "GET" or method == "HEAD")
+            and len(fields) <= MAX_KEPT_FIELDS
+        ):
+            self.h_memo = (
+                method,
+                target,
+                self.h_host,
+                flags,
+                self.h_special,
+                tuple(fields),
+                keep_alive,
+                version,
+            )
+        self._head_parsed(
+            method, target, self.h_host, flags, self.h_special, fields, keep_alive, version
+        )
+
+    def _head_parsed(
+        self,
+        method: str,
+        target: str,
+        host: str,
+        flags: int,
+        special: tuple[tuple[bytes, bytes], ...],
+        fields: Sequence[tuple[bytes, bytes]],
+        keep_alive: bool,
+        version: str,
+    ) -> None:
+        """A request's head, parsed: a fresh hit answered at once, or the request made and
+        queued (`current` until its body is read)."""
         plain = (flags | NEUTRAL) == PLAIN and target[:1] == "/"
         if (
             plain
@@ -372,18 +447,23 @@ class Http1Connection(asyncio.BaseProtocol):
             and not self.timed
             and not self.write_paused
             and not self.closing
-            and self._hit(method, target, flags, keep_alive, version)
         ):
-            return
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                answer = self.engine.fresh_hit(method, target, host, flags, special, fields)
+                if answer is not None:
+                    self._write_built(transport, keep_alive, version, method, answer[1], answer[2])
+                    self._done(keep_alive)
+                    return
         req = self.request_class(self.peer)
         req.method = method
         req.target = target
         req.version = version
         req.keep_alive = keep_alive
-        req.raw_headers = self.h_fields
+        req.raw_headers = list(fields)
         req.flags = flags
-        req.special = self.h_special
-        req.host = self.h_host
+        req.special = special
+        req.host = host
         self.current = req
         if self.timed:
             req.started = time.monotonic()
@@ -392,22 +472,6 @@ class Http1Connection(asyncio.BaseProtocol):
         self.queue.append(req)
         if len(self.queue) >= MAX_QUEUED:
             self._pause_reading()
-
-    def _hit(self, method: str, target: str, flags: int, keep_alive: bool, version: str) -> bool:
-        """A plain GET or HEAD with nothing before it: answered now when it is a fresh hit
-        (`Engine.fresh_hit`), with no Request made and no queue passed. False: it goes the
-        general way (`Engine.serve`)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return False
-        answer = self.engine.fresh_hit(
-            method, target, self.h_host, flags, self.h_special, self.h_fields
-        )
-        if answer is None:
-            return False
-        self._write_built(transport, keep_alive, version, method, answer[1], answer[2])
-        self._done(keep_alive)
-        return True
 
     def _check_head(self, req: Request) -> None:
         """What a plain request (a path and a Host, nothing else the edge looks at) needs

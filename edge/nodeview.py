@@ -277,6 +277,7 @@ class History:
 
 def local_snapshot(engine: Engine, pid: int | None = None) -> Snapshot:
     """This worker's numbers now, as it publishes them."""
+    engine.collect_hits()
     counters = engine.stats.as_dict({}, {})
     counters.pop("memory", None)
     counters.pop("redis", None)

@@ -96,16 +96,17 @@ class Observer:
         if len(self.url_bytes) > 2 * TOP_KEEP or len(self.url_hits) > 2 * TOP_KEEP:
             self.trim()
 
-    def hit(self, target: str, size: int) -> None:
-        """A fresh hit answered in the loop turn its request was parsed in: its latency is
-        far under the first bucket (100 µs), so no clock is read for it."""
-        self.hit_counts[0] += 1
+    def hit(self, target: str, size: int, n: int = 1) -> None:
+        """`n` fresh hits on `target`, `size` body bytes in all, answered in the loop turn
+        their requests were parsed in: their latency is far under the first bucket
+        (100 µs), so no clock is read for them."""
+        self.hit_counts[0] += n
         url_hits = self.url_hits
-        n = url_hits.get(target)
-        url_hits[target] = 1 if n is None else n + 1
+        before = url_hits.get(target)
+        url_hits[target] = n if before is None else before + n
         if size:
             self.url_bytes[target] += size
-        if n is None and (len(url_hits) > 2 * TOP_KEEP or len(self.url_bytes) > 2 * TOP_KEEP):
+        if before is None and (len(url_hits) > 2 * TOP_KEEP or len(self.url_bytes) > 2 * TOP_KEEP):
             self.trim()  # only a new URL can grow the counters past their bound
 
     def trim(self) -> None:

@@ -176,7 +176,7 @@ class EdgeServer:
             self.port = sock.getsockname()[1]
         self._tasks = [
             loop.create_task(tick_forever(engine.guard.open)),
-            loop.create_task(tiers.watch(), name="tiers-watch"),
+            loop.create_task(tiers.watch(each_tick=engine.collect_hits), name="tiers-watch"),
         ]
         if cfg.tls is not None:  # HTTPS beside it (edge.tls): HTTP/1.1 and h2
             self.certs = self.certs or CertStore(cfg.tls)

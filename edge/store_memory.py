@@ -17,6 +17,7 @@ Purge patterns (shared with the Redis tier, see `PurgePattern`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import time
 from collections import OrderedDict
@@ -193,6 +194,9 @@ class MemoryTier:
         self._expiry: list[tuple[float, str]] = []
         self._seq = 0
         self._entries = 0  # variants held, kept up to date (stats() must be O(1))
+        self.changes = 0
+        """Moves with every change to what `get` returns (a store, a removal, an eviction,
+        a soft purge): `edge.fresh_hits` keeps a hit while it stands still."""
         self.evictions = 0
         self.expirations = 0
         self.refuse_late = refuse_late
@@ -226,6 +230,18 @@ class MemoryTier:
                 self._remove(key)
         live.sort(key=lambda s: (s.entry.response_time, s.seq), reverse=True)
         return [s.entry for s in live]
+
+    def first_out(self, key: str) -> float:
+        """When the first of `key`'s variants expires (0.0 when none is held)."""
+        slot = self._lru.peek(key)
+        return slot.live()[0] if slot is not None else 0.0
+
+    def toucher(self, key: str) -> Callable[[], None] | None:
+        """A call that touches `key`'s place in the LRU order as `get` does, without a
+        Python frame; valid while `changes` stands still (the slot is not removed)."""
+        if key not in self._lru.slots:
+            return None
+        return functools.partial(self._lru.slots.move_to_end, key)
 
     def entries(self) -> list[Entry]:
         """Every variant held, without touching the LRU order."""
@@ -280,6 +296,7 @@ class MemoryTier:
                 self.evictions += 1
             self._remove(key)  # re-inserted below as the most recent
         self._seq += 1
+        self.changes += 1
         variants[entry.variant_id] = _Stored(entry, keep_until, self._seq)
         slot = _Slot(variants)
         if slot.size > self.max_bytes:
@@ -301,6 +318,7 @@ class MemoryTier:
 
     def clear(self) -> int:
         """Drop everything; returns how many entries were dropped."""
+        self.changes += 1
         n = self._entries
         self._entries = 0
         self._lru.clear()
@@ -418,12 +436,14 @@ class MemoryTier:
                 entry = dataclasses.replace(stored.entry, invalidated=True)
                 slot.variants[vid] = _Stored(entry, stored.keep_until, stored.seq)
                 slot.changed()
+                self.changes += 1
         return len(slot.variants)
 
     def _remove(self, key: str) -> _Slot | None:
         slot = self._lru.pop(key)
         if slot is None:
             return None
+        self.changes += 1
         self._entries -= len(slot.variants)
         self._unindex(key, slot)
         return slot
@@ -432,12 +452,14 @@ class MemoryTier:
         """Replace a slot by a smaller one without touching the LRU order or evicting."""
         old = self._lru.peek(key)
         assert old is not None and slot.size <= old.size
+        self.changes += 1
         self._unindex(key, old)
         self._lru.replace(key, slot)
         self._entries += len(slot.variants) - len(old.variants)
         self._index(key, slot)
 
     def _evicted(self, key: str, slot: _Slot) -> None:
+        self.changes += 1
         self.evictions += len(slot.variants)
         self._entries -= len(slot.variants)
         self._unindex(key, slot)

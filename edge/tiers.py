@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
@@ -68,15 +68,18 @@ class Tiers:
         tier = self.node if self.node is not None else self.hot
         return tier.max_object_bytes
 
-    def stamp(self) -> tuple[int, int] | None:
-        """Changes whenever something may have been stored, replaced or purged in the tiers
-        this worker reads, or they cannot be vouched for: a decision taken at one stamp
-        holds while the stamp is the same (the engine keeps its fresh hits by it)."""
+    def vouched_until(self, key: str, now: float) -> float:
+        """Until when what `get_now(key)` returned from the hot tier stays its answer, as
+        long as the hot tier does not change and no worker purges (`edge.fresh_hits`
+        watches both): the hot copy's first expiry, and while the node listens to the
+        purge bus, the end of its trust in it. `now` or earlier: not vouched for."""
+        until = self.hot.first_out(key)
         bus = self.bus
-        if bus is not None and not bus.trusted():
-            return None
-        node = self.node
-        return (self.version, node.generation if node is not None else 0)
+        if bus is not None:
+            if not bus.trusted():
+                return now
+            until = min(until, bus.last_contact + bus.bound)
+        return until
 
     # -- reads --------------------------------------------------------------------------
 
@@ -239,7 +242,7 @@ class Tiers:
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout)
 
-    async def watch(self, every: float = 1.0) -> None:
+    async def watch(self, every: float = 1.0, each_tick: Callable[[], None] | None = None) -> None:
         """Housekeeping for as long as the worker runs: the node tier's access times,
         heartbeat, and a sync to disk every 10 s; and a cheap Redis call, since the Redis
         tier only learns that Redis went away, or came back, when it is asked something (a
@@ -251,6 +254,8 @@ class Tiers:
         while True:
             await asyncio.sleep(every)
             ticks += 1
+            if each_tick is not None:
+                each_tick()  # the engine's kept hits add to hot_hits, read below
             node = self.node
             if node is not None:
                 try:

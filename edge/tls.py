@@ -230,6 +230,7 @@ class Redirector:
         self.cfg = engine.cfg
         self.access_log = engine.access_log
         self.timed = engine.timed
+        self.request_heads = engine.request_heads
         self.settings = settings
         port = settings.redirect_port or settings.port
         self.port_suffix = "" if port == 443 else f":{port}"

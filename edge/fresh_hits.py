@@ -1,0 +1,151 @@
+"""The fresh hits a worker answered, kept by request-target so that the next hit on the same
+target skips the lookup.
+
+A kept hit is the outcome of the whole lookup (`Engine.fresh_hit`'s general way: the route,
+the tiers, the variant, the freshness rule) for a target whose stored object is one
+identity with nothing to negotiate (no Vary, no coded copies): the same entry answers
+every request for it. It is used only while nothing it was decided on can have changed:
+
+- the clock is before its `until`: the end of the entry's freshness (`policy.fresh_until`),
+  the hot copy's expiry and the purge bus's trust bound, whichever comes first
+  (`Tiers.vouched_until`);
+- this worker's hot tier is as it was (`MemoryTier.changes`: any store, removal, purge,
+  eviction or expiry moves it);
+- no worker of the node purged anything (the node tier's purge generation).
+
+Otherwise the general way decides again, and keeps its new outcome. No rule is decided
+here: this module only remembers a decision and the conditions under which it stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from edge import policy
+from edge.entry import Entry
+
+if TYPE_CHECKING:
+    from edge.tiers import Tiers
+
+Stamped = tuple[int, bytes, bytes | memoryview]
+"""An answer as the wire gets it: status, head (Age and Cache-Status included), body."""
+
+MAX_KEPT = 65536
+"""Targets kept at most; past it the whole set is dropped (each is rebuilt by its next hit)."""
+MAX_STAMPED = 64
+"""Stamped answers per kept hit and age second at most (as `Entry.answers`)."""
+
+
+def _no_generation() -> int:
+    return 0
+
+
+class KeptHit:
+    __slots__ = (
+        "age_offset",
+        "age_second",
+        "changes",
+        "entry",
+        "generation",
+        "hits",
+        "sent",
+        "stamped",
+        "touch",
+        "until",
+    )
+
+    def __init__(
+        self,
+        entry: Entry,
+        until: float,
+        changes: int,
+        generation: int,
+        touch: Callable[[], None],
+        age_offset: float,
+    ) -> None:
+        self.entry = entry
+        self.until = until
+        self.changes = changes
+        self.generation = generation
+        self.touch = touch  # the hot tier's LRU order, as its own get would touch it
+        self.age_offset = age_offset  # policy.current_age(entry, now) == now + age_offset
+        self.age_second = -1
+        self.hits = 0  # answered since the last `FreshHits.collect`, and their body bytes
+        self.sent = 0
+        # The answers already stamped with Age and Cache-Status during `age_second`, by
+        # the request's conditional and Range fields (`Request.special`).
+        self.stamped: dict[tuple[tuple[bytes, bytes], ...], Stamped] = {}
+
+    def keep_stamped(self, special: tuple[tuple[bytes, bytes], ...], stamped: Stamped) -> None:
+        if len(self.stamped) < MAX_STAMPED:
+            self.stamped[special] = stamped
+
+
+class FreshHits:
+    """The kept hits of one worker. Their counts are the engine's: a kept hit adds to its own
+    `hits` and `sent`, which `collect` hands to `on_counts` (about once a second, before
+    any counter is read, and before a kept hit is dropped)."""
+
+    def __init__(self, tiers: Tiers, on_counts: Callable[[str, str, int, int], None]) -> None:
+        self.tiers = tiers
+        self.on_counts = on_counts  # (target, key, hits, body bytes)
+        self.hot = tiers.hot
+        node = tiers.node
+        self.generation = node.generation_reader() if node is not None else _no_generation
+        self.by_target: dict[str, KeptHit] = {}
+
+    def get(self, target: str, now: float) -> KeptHit | None:
+        """The kept hit on `target`, if it still stands; its `stamped` answers are those
+        of this second of the entry's age."""
+        kept = self.by_target.get(target)
+        if (
+            kept is None
+            or now >= kept.until
+            or kept.changes != self.hot.changes
+            or kept.generation != self.generation()
+        ):
+            return None
+        kept.touch()
+        second = int(now + kept.age_offset)
+        if second != kept.age_second:
+            kept.age_second = second
+            kept.stamped.clear()
+        return kept
+
+    def keep(self, target: str, entry: Entry, fresh_until: float, now: float) -> None:
+        """`entry`, just found fresh for `target` by the general way, answers its next hits
+        while it stands (fresh until `fresh_until`, as `policy.fresh_until` says)."""
+        until = min(fresh_until, self.tiers.vouched_until(entry.key, now))
+        if until <= now:
+            return
+        touch = self.hot.toucher(entry.key)
+        if touch is None:
+            return  # not a hot copy (the tiers had it from elsewhere this turn)
+        by_target = self.by_target
+        old = by_target.get(target)
+        if old is not None and old.hits:
+            self.on_counts(target, old.entry.key, old.hits, old.sent)
+        if len(by_target) >= MAX_KEPT:
+            self.clear()
+        by_target[target] = KeptHit(
+            entry,
+            until,
+            self.hot.changes,
+            self.generation(),
+            touch,
+            policy.current_age(entry, now) - now,
+        )
+
+    def collect(self) -> None:
+        """Hand every kept hit's counts since the last collect to `on_counts`."""
+        on_counts = self.on_counts
+        for target, kept in self.by_target.items():
+            if kept.hits:
+                on_counts(target, kept.entry.key, kept.hits, kept.sent)
+                kept.hits = kept.sent = 0
+
+    def clear(self) -> None:
+        """Forget every kept hit (their counts collected first)."""
+        self.collect()
+        self.by_target.clear()
