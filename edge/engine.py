@@ -2,7 +2,8 @@
 
     client bytes -> edge.http1 (parse once) -> Engine.serve -> edge.flow: recv, lookup
        hit  -> deliver from the stored entry, at once (no await on the hit path; a plain
-               HTTP/1.1 hit comes to Engine.fresh_hit straight from the parse)
+               HTTP/1.1 hit comes to Engine.fresh_hit straight from the parse, and a
+               repeated one finds its lookup kept: edge.fresh_hits)
        miss -> edge.collapse (one fetch per key: this worker, the node, then Redis)
                -> edge.fetch streams the origin's answer to every waiting client, stores it
        pass -> the origin and back (edge.upstream), then invalidate what the write names

@@ -4,11 +4,13 @@ The connection parses, enforces the limits (`limits:` in the config) and timeout
 each complete request to the engine in order (pipelining: one answer at a time, later requests
 wait behind it). The hit path comes first: a plain GET or HEAD with nothing queued before it is
 looked up while its head is parsed (`Engine.fresh_hit`) and, when it is a fresh hit, answered
-there, before any `Request` is made of it. The engine answers through the methods below: a
-whole `Reply`, or a head then a streamed body with flow control (`write` waits while the
-client's socket is full). Request bodies are read whole before the engine sees the request (as
-nginx's `proxy_request_buffering on`): the origin never holds half a request from a slow
-client, and a client sending its body slower than `limits.body_min_rate` is answered 408.
+there, before any `Request` is made of it; a read that is a whole head already parsed once
+(a client repeating itself) is not parsed again: its kept outcome is used. The engine
+answers through the methods below: a whole `Reply`, or a head then a streamed body with flow
+control (`write` waits while the client's socket is full). Request bodies are read whole
+before the engine sees the request (as nginx's `proxy_request_buffering on`): the origin never
+holds half a request from a slow client, and a client sending its body slower than
+`limits.body_min_rate` is answered 408.
 """
 
 from __future__ import annotations

@@ -140,13 +140,20 @@ async def test_kept_hits_are_counted_and_age_as_the_others(scripted, make_edge) 
     assert stats["bytes_served"] == 22 * 10
 
 
-async def test_a_kept_hit_ends_with_a_purge_here_or_by_another_worker(scripted, make_edge) -> None:  # type: ignore[no-untyped-def]
+async def kept(scripted, make_edge, body: bytes, cache_control: str):  # type: ignore[no-untyped-def]
+    """An edge whose /a is stored and a kept hit: a miss, then two hits on one connection."""
     script, origin = scripted
-    script.set("/a", body=b"v1", Cache_Control="max-age=60")
+    script.set("/a", body=body, Cache_Control=cache_control)
     edge = await make_edge(url(origin, "/"))
     client = await Client.open(edge.port)
     raw = get("/a", edge.port)
     assert [(await client.get(raw))[0]["x-cache"] for _ in range(3)] == ["MISS", "HIT", "HIT"]
+    assert "/a" in edge.engine.kept_hits.by_target
+    return script, edge, client, raw
+
+
+async def test_a_kept_hit_ends_with_a_purge_here_or_by_another_worker(scripted, make_edge) -> None:  # type: ignore[no-untyped-def]
+    script, edge, client, raw = await kept(scripted, make_edge, b"v1", "max-age=60")
     # A purge through this worker's API.
     script.set("/a", body=b"v2", Cache_Control="max-age=60")
     async with (
@@ -179,12 +186,7 @@ async def test_a_kept_hit_ends_with_a_purge_here_or_by_another_worker(scripted, 
 
 
 async def test_a_kept_hit_ends_with_its_freshness(scripted, make_edge) -> None:  # type: ignore[no-untyped-def]
-    script, origin = scripted
-    script.set("/a", body=b"A", Cache_Control="max-age=1")
-    edge = await make_edge(url(origin, "/"))
-    client = await Client.open(edge.port)
-    raw = get("/a", edge.port)
-    assert [(await client.get(raw))[0]["x-cache"] for _ in range(3)] == ["MISS", "HIT", "HIT"]
+    script, _edge, client, raw = await kept(scripted, make_edge, b"A", "max-age=1")
     await asyncio.sleep(1.2)
     fields, _ = await client.get(raw)
     client.close()
