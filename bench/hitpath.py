@@ -126,7 +126,7 @@ async def feed(origin: str, variant: str, n: int) -> CountingTransport:
         for _ in range(n):
             conn.data_received(data)
         conn.connection_lost(None)  # or the server's stop waits for it
-        transport.kept = (len(conn.heads), len(engine.kept_hits.by_target))
+        transport.kept = (len(conn.heads), len(engine.kept_hits.kept))
         return transport
     finally:
         await server.stop()

@@ -308,6 +308,10 @@ class Engine:
             return None
         now = time.time()
         kept = self.kept_hits.get(target, now)
+        coding: bytes | None = None
+        if kept is None and flags & F_ACCEPT_ENCODING and not flags & F_RANGE:
+            coding = accept_encoding(fields.raw_headers if isinstance(fields, Request) else fields)
+            kept = self.kept_hits.get((target, coding), now)
         if kept is not None:
             entry = kept.entry
             stamped = kept.stamped.get(special)
@@ -322,7 +326,7 @@ class Engine:
                     kept.sent += len(stamped[2])
                 return stamped
         else:
-            found = self._fresh_entry(target, flags, fields, now)
+            found = self._fresh_entry(target, flags, coding, now)
             if found is None:
                 return None
             entry = found
@@ -349,15 +353,12 @@ class Engine:
         return self._stamp(entry, answer, now)
 
     def _fresh_entry(
-        self,
-        target: str,
-        flags: int,
-        fields: Request | Sequence[tuple[bytes, bytes]],
-        now: float,
+        self, target: str, flags: int, coding: bytes | None, now: float
     ) -> Entry | None:
-        """`fresh_hit`'s lookup: the stored entry that answers this request fresh, if any;
-        kept for the next hits on `target` (`edge.fresh_hits`) when it answers any request
-        for it (one identity, nothing to negotiate)."""
+        """`fresh_hit`'s lookup: the stored entry that answers this request fresh, if any,
+        kept for the next hits (`edge.fresh_hits`): on `target` when it answers any request
+        for it (one identity, nothing to negotiate), on `target` and the request's
+        Accept-Encoding (`coding`, given without Range) when it is a coded copy."""
         route = self.routes.get(target)
         if type(route) is not flow.Lookup:
             return None
@@ -372,19 +373,16 @@ class Engine:
             pass  # one identity and nothing to negotiate: no coded copy applies
         elif len(entries) > 1 or "cz" in first.meta:
             # Delivery hook: an identity and its coded copies (edge.compress).
-            entry = self.encoder.hit_variant(
-                entries,
-                accept_encoding(fields.raw_headers if isinstance(fields, Request) else fields)
-                if flags & F_ACCEPT_ENCODING
-                else None,
-                bool(flags & F_RANGE),
-            )
+            entry = self.encoder.hit_variant(entries, coding, bool(flags & F_RANGE))
         else:
             return None  # Vary: the general way selects the variant
         if entry is None or not policy.fresh_for_any_request(entry, now):
             return None
         if alone:
             self.kept_hits.keep(target, entry, policy.fresh_until(entry), now)
+        elif coding is not None and compress.is_coded(entry):
+            # Not the identity: the coded copies are made, this is the one for `coding`.
+            self.kept_hits.keep((target, coding), entry, policy.fresh_until(entry), now)
         return entry
 
     def answer_hit(self, req: Request, conn: Http1Connection, entry: Entry, now: float) -> None:

@@ -2,9 +2,11 @@
 target skips the lookup.
 
 A kept hit is the outcome of the whole lookup (`Engine.fresh_hit`'s general way: the route,
-the tiers, the variant, the freshness rule) for a target whose stored object is one
-identity with nothing to negotiate (no Vary, no coded copies): the same entry answers
-every request for it. It is used only while nothing it was decided on can have changed:
+the tiers, the variant, the freshness rule), kept under what it was decided on: the target
+alone when the stored object is one identity with nothing to negotiate (no Vary, no coded
+copies), so that the same entry answers every request for it; the target and the request's
+Accept-Encoding when a coded copy was chosen (`edge.compress`). It is used only while
+nothing it was decided on can have changed:
 
 - the clock is before its `until`: the end of the entry's freshness (`policy.fresh_until`),
   the hot copy's expiry and the purge bus's trust bound, whichever comes first
@@ -31,8 +33,11 @@ if TYPE_CHECKING:
 Stamped = tuple[int, bytes, bytes | memoryview]
 """An answer as the wire gets it: status, head (Age and Cache-Status included), body."""
 
+KeptKey = str | tuple[str, bytes]
+"""A target, or a target and the Accept-Encoding a coded copy was chosen for."""
+
 MAX_KEPT = 65536
-"""Targets kept at most; past it the whole set is dropped (each is rebuilt by its next hit)."""
+"""Kept hits at most; past it the whole set is dropped (each is rebuilt by its next hit)."""
 MAX_STAMPED = 64
 """Stamped answers per kept hit and age second at most (as `Entry.answers`)."""
 
@@ -51,12 +56,14 @@ class KeptHit:
         "hits",
         "sent",
         "stamped",
+        "target",
         "touch",
         "until",
     )
 
     def __init__(
         self,
+        target: str,
         entry: Entry,
         until: float,
         changes: int,
@@ -64,6 +71,7 @@ class KeptHit:
         touch: Callable[[], None],
         age_offset: float,
     ) -> None:
+        self.target = target
         self.entry = entry
         self.until = until
         self.changes = changes
@@ -93,12 +101,12 @@ class FreshHits:
         self.hot = tiers.hot
         node = tiers.node
         self.generation = node.generation_reader() if node is not None else _no_generation
-        self.by_target: dict[str, KeptHit] = {}
+        self.kept: dict[KeptKey, KeptHit] = {}
 
-    def get(self, target: str, now: float) -> KeptHit | None:
-        """The kept hit on `target`, if it still stands; its `stamped` answers are those
+    def get(self, key: KeptKey, now: float) -> KeptHit | None:
+        """The hit kept under `key`, if it still stands; its `stamped` answers are those
         of this second of the entry's age."""
-        kept = self.by_target.get(target)
+        kept = self.kept.get(key)
         if (
             kept is None
             or now >= kept.until
@@ -113,22 +121,24 @@ class FreshHits:
             kept.stamped.clear()
         return kept
 
-    def keep(self, target: str, entry: Entry, fresh_until: float, now: float) -> None:
-        """`entry`, just found fresh for `target` by the general way, answers its next hits
-        while it stands (fresh until `fresh_until`, as `policy.fresh_until` says)."""
+    def keep(self, key: KeptKey, entry: Entry, fresh_until: float, now: float) -> None:
+        """`entry`, just found fresh by the general way for what `key` names, answers the
+        next hits on it while it stands (fresh until `fresh_until`, as
+        `policy.fresh_until` says)."""
         until = min(fresh_until, self.tiers.vouched_until(entry.key, now))
         if until <= now:
             return
         touch = self.hot.toucher(entry.key)
         if touch is None:
             return  # not a hot copy (the tiers had it from elsewhere this turn)
-        by_target = self.by_target
-        old = by_target.get(target)
+        kept = self.kept
+        old = kept.get(key)
         if old is not None and old.hits:
-            self.on_counts(target, old.entry.key, old.hits, old.sent)
-        if len(by_target) >= MAX_KEPT:
+            self.on_counts(old.target, old.entry.key, old.hits, old.sent)
+        if len(kept) >= MAX_KEPT:
             self.clear()
-        by_target[target] = KeptHit(
+        kept[key] = KeptHit(
+            key if isinstance(key, str) else key[0],
             entry,
             until,
             self.hot.changes,
@@ -140,12 +150,12 @@ class FreshHits:
     def collect(self) -> None:
         """Hand every kept hit's counts since the last collect to `on_counts`."""
         on_counts = self.on_counts
-        for target, kept in self.by_target.items():
+        for kept in self.kept.values():
             if kept.hits:
-                on_counts(target, kept.entry.key, kept.hits, kept.sent)
+                on_counts(kept.target, kept.entry.key, kept.hits, kept.sent)
                 kept.hits = kept.sent = 0
 
     def clear(self) -> None:
         """Forget every kept hit (their counts collected first)."""
         self.collect()
-        self.by_target.clear()
+        self.kept.clear()

@@ -130,7 +130,7 @@ async def test_kept_hits_are_counted_and_age_as_the_others(scripted, make_edge) 
     await asyncio.sleep(1.1)
     later, _ = await client.get(raw)
     client.close()
-    assert "/a" in edge.engine.kept_hits.by_target
+    assert "/a" in edge.engine.kept_hits.kept
     ages = [int(a[0]["age"]) for a in first[1:]]
     assert ages[0] <= 1 and int(later["age"]) >= ages[-1] + 1  # Age goes on as time does
     assert int(later["cache-status"].split("ttl=")[1]) <= 60 - int(later["age"])
@@ -148,7 +148,7 @@ async def kept(scripted, make_edge, body: bytes, cache_control: str):  # type: i
     client = await Client.open(edge.port)
     raw = get("/a", edge.port)
     assert [(await client.get(raw))[0]["x-cache"] for _ in range(3)] == ["MISS", "HIT", "HIT"]
-    assert "/a" in edge.engine.kept_hits.by_target
+    assert "/a" in edge.engine.kept_hits.kept
     return script, edge, client, raw
 
 
