@@ -38,8 +38,8 @@ from edge.request_fields import (
     F_ACCEPT_ENCODING,
     F_CACHE_CONTROL,
     F_COND,
-    F_HOST,
     F_RANGE,
+    HIT_PATH,
     NEUTRAL,
 )
 from edge.stats import Stats
@@ -72,7 +72,6 @@ NOT_FOR_SHARED_FETCH = (
 ROUTE_CACHE_SIZE = 65536
 MAX_ANSWERS_PER_ENTRY = 64
 PER_REQUEST = frozenset({"Age", "Cache-Status"})  # written by answer_hit for each request
-PLAIN_OR_ANSWERED = F_HOST | ANSWERED_FROM_CACHE | NEUTRAL
 Run = Coroutine[Any, Any, None]
 
 
@@ -145,7 +144,7 @@ class Engine:
         """Answer `req`: at once (returns None), or through the returned coroutine."""
         method = req.method
         flags = req.flags
-        if (flags | ANSWERED_FROM_CACHE | NEUTRAL) == PLAIN_OR_ANSWERED and (
+        if (flags | ANSWERED_FROM_CACHE | NEUTRAL) == HIT_PATH and (
             method == "GET" or method == "HEAD"
         ):
             answer = self.fresh_hit(method, req.target, req.host, flags, req.special, req)
@@ -309,8 +308,13 @@ class Engine:
         now = time.time()
         kept = self.kept_hits.get(target, now)
         coding: bytes | None = None
-        if kept is None and flags & F_ACCEPT_ENCODING and not flags & F_RANGE:
-            coding = accept_encoding(fields.raw_headers if isinstance(fields, Request) else fields)
+        if kept is None and not flags & F_RANGE:
+            # An object with coded copies: the choice kept for this Accept-Encoding, or
+            # for none.
+            if flags & F_ACCEPT_ENCODING:
+                coding = accept_encoding(
+                    fields.raw_headers if isinstance(fields, Request) else fields
+                )
             kept = self.kept_hits.get((target, coding), now)
         if kept is not None:
             entry = kept.entry
@@ -357,8 +361,9 @@ class Engine:
     ) -> Entry | None:
         """`fresh_hit`'s lookup: the stored entry that answers this request fresh, if any,
         kept for the next hits (`edge.fresh_hits`): on `target` when it answers any request
-        for it (one identity, nothing to negotiate), on `target` and the request's
-        Accept-Encoding (`coding`, given without Range) when it is a coded copy."""
+        for it (one identity, nothing to negotiate); else, without Range, on `target` and
+        the request's Accept-Encoding (`coding`, None without the field) when that is all
+        the choice depended on."""
         route = self.routes.get(target)
         if type(route) is not flow.Lookup:
             return None
@@ -380,8 +385,9 @@ class Engine:
             return None
         if alone:
             self.kept_hits.keep(target, entry, policy.fresh_until(entry), now)
-        elif coding is not None and compress.is_coded(entry):
-            # Not the identity: the coded copies are made, this is the one for `coding`.
+        elif not flags & F_RANGE and (coding is None or compress.is_coded(entry)):
+            # The identity for a request without Accept-Encoding, or the coded copy made
+            # for this one (not the identity while its copies are on the way).
             self.kept_hits.keep((target, coding), entry, policy.fresh_until(entry), now)
         return entry
 
@@ -439,8 +445,9 @@ class Engine:
             self.observer.hit(target, sent, hits)
 
     def collect_hits(self) -> None:
-        """The kept hits' counts into the counters (`edge.fresh_hits`): before they are
-        read, and about once a second (the node tier's LRU learns of hot hits then)."""
+        """The kept hits' counts into the counters (`edge.fresh_hits`), and the kept hits
+        that no longer stand dropped: before the counters are read, and about once a
+        second (the node tier's LRU learns of hot hits then)."""
         self.kept_hits.collect()
 
     def build_answer(

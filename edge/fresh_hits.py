@@ -1,12 +1,12 @@
-"""The fresh hits a worker answered, kept by request-target so that the next hit on the same
-target skips the lookup.
+"""The fresh hits a worker answered, kept so that the next hit on the same request-target
+skips the lookup.
 
 A kept hit is the outcome of the whole lookup (`Engine.fresh_hit`'s general way: the route,
 the tiers, the variant, the freshness rule), kept under what it was decided on: the target
 alone when the stored object is one identity with nothing to negotiate (no Vary, no coded
 copies), so that the same entry answers every request for it; the target and the request's
-Accept-Encoding when a coded copy was chosen (`edge.compress`). It is used only while
-nothing it was decided on can have changed:
+Accept-Encoding (or its absence) when the object has coded copies (`edge.compress`). It is
+used only while nothing it was decided on can have changed:
 
 - the clock is before its `until`: the end of the entry's freshness (`policy.fresh_until`),
   the hot copy's expiry and the purge bus's trust bound, whichever comes first
@@ -21,6 +21,7 @@ here: this module only remembers a decision and the conditions under which it st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,10 +34,11 @@ if TYPE_CHECKING:
 Stamped = tuple[int, bytes, bytes | memoryview]
 """An answer as the wire gets it: status, head (Age and Cache-Status included), body."""
 
-KeptKey = str | tuple[str, bytes]
-"""A target, or a target and the Accept-Encoding a coded copy was chosen for."""
+KeptKey = str | tuple[str, bytes | None]
+"""A target, or a target and the Accept-Encoding (None: no such field) a variant of an
+object with coded copies was chosen for."""
 
-MAX_KEPT = 65536
+MAX_KEPT = 16384
 """Kept hits at most; past it the whole set is dropped (each is rebuilt by its next hit)."""
 MAX_STAMPED = 64
 """Stamped answers per kept hit and age second at most (as `Entry.answers`)."""
@@ -148,12 +150,20 @@ class FreshHits:
         )
 
     def collect(self) -> None:
-        """Hand every kept hit's counts since the last collect to `on_counts`."""
+        """Hand every kept hit's counts since the last collect to `on_counts`, and drop the
+        kept hits that no longer stand: none keeps an entry the hot tier let go of for
+        longer than the time between two collects."""
         on_counts = self.on_counts
-        for kept in self.kept.values():
+        changes, generation, now = self.hot.changes, self.generation(), time.time()
+        gone = []
+        for key, kept in self.kept.items():
             if kept.hits:
                 on_counts(kept.target, kept.entry.key, kept.hits, kept.sent)
                 kept.hits = kept.sent = 0
+            if kept.changes != changes or kept.generation != generation or kept.until <= now:
+                gone.append(key)
+        for key in gone:
+            del self.kept[key]
 
     def clear(self) -> None:
         """Forget every kept hit (their counts collected first)."""

@@ -36,6 +36,7 @@ from edge.request_fields import (
     F_TE,
     F_UPGRADE,
     FLAGS_BY_NAME,
+    HIT_PATH,
     NEUTRAL,
     PLAIN,
 )
@@ -442,7 +443,8 @@ class Http1Connection(asyncio.BaseProtocol):
         queued (`current` until its body is read)."""
         plain = (flags | NEUTRAL) == PLAIN and target[:1] == "/"
         if (
-            plain
+            (flags | ANSWERED_FROM_CACHE | NEUTRAL) == HIT_PATH
+            and target[:1] == "/"
             and (method == "GET" or method == "HEAD")
             and self.answering is None
             and not self.queue

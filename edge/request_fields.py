@@ -20,6 +20,10 @@ PLAIN = F_HOST | NEUTRAL  # flags that need no check of the request's head
 # Fields a hit's answer depends on beside the stored entry (304, 206, 416): the engine keeps
 # the answers it built by their values.
 ANSWERED_FROM_CACHE = F_RANGE | F_COND | F_COND_OTHER
+# The requests the hit path takes (`Engine.fresh_hit`): those whose
+# `flags | ANSWERED_FROM_CACHE | NEUTRAL == HIT_PATH`, a Host and maybe fields answered from
+# cache, nothing else.
+HIT_PATH = F_HOST | ANSWERED_FROM_CACHE | NEUTRAL
 FLAGS_BY_NAME = {
     b"range": F_RANGE,
     b"if-none-match": F_COND,

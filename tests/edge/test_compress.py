@@ -193,6 +193,7 @@ async def test_edge_compresses_once_and_hits_serve_stored_variants(
         # That plain hit is remembered for plain requests only (the engine's fast path).
         async with s.get(url(edge, "/page"), skip_auto_headers=["Accept-Encoding"]) as r:
             assert "Content-Encoding" not in r.headers and await r.read() == TEXT
+        assert kept[("/page", None)].entry.header("Content-Encoding") is None
         async with s.get(url(edge, "/page"), headers={"Accept-Encoding": "br"}) as r:
             assert r.headers["Content-Encoding"] == "br"
             assert brotli.decompress(await r.read()) == TEXT
