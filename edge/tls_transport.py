@@ -285,7 +285,10 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
         return not self.read_paused
 
     def get_write_buffer_size(self) -> int:
-        return int(self.raw.get_write_buffer_size()) + sum(len(v) for v in self.backlog)
+        size = int(self.raw.get_write_buffer_size())
+        if self.backlog:  # usually empty: h2 asks after every answer
+            size += sum(len(v) for v in self.backlog)
+        return size
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
