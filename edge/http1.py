@@ -522,7 +522,7 @@ class Http1Connection(asyncio.BaseProtocol):
 
     def on_message_complete(self) -> None:
         req = self.current
-        if req is not None:  # None: answered by `_hit`
+        if req is not None:  # None: answered at once by the hit path
             req.complete = True
             self.current = None
         self.parsing = False
