@@ -48,14 +48,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.http1")
 
 MAX_QUEUED = 32  # pipelined requests parsed ahead before reading pauses
-# A request head kept with its parse's outcome (`Http1Connection.data_received`): method,
-# target, Host, flags, the conditional and Range fields, the field lines, keep-alive, version.
+# A keep-alive request head kept with its parse's outcome (`Http1Connection.data_received`):
+# method, target, Host, flags, the conditional and Range fields, the field lines, version.
 ParsedHead = tuple[
-    str, str, str, int, tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...], bool, str
+    str, str, str, int, tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...], str
 ]
 MAX_KEPT_HEAD = 4096  # bytes: a read longer than this is parsed every time
 MAX_KEPT_HEADS = 1024  # heads kept per worker; past it they are all dropped
-MAX_KEPT_FIELDS = 64
 UNKEPT = F_BODY | F_TE | F_EXPECT | F_UPGRADE  # a body, or a head that asks for more than an answer
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
@@ -103,7 +102,7 @@ class Request:
         self.method = ""
         self.target = ""
         self.version = "1.1"
-        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.raw_headers: Sequence[tuple[bytes, bytes]] = ()
         self._headers: CIMultiDict[str] | None = None
         self.flags = 0
         self.special: tuple[tuple[bytes, bytes], ...] = ()  # conditional and Range fields
@@ -307,7 +306,8 @@ class Http1Connection(asyncio.BaseProtocol):
             head = self.heads.get(data)
             if head is not None:
                 self.head_started = 0.0
-                self._head_parsed(*head)
+                method, target, host, flags, special, fields, version = head
+                self._head_parsed(method, target, host, flags, special, fields, True, version)
                 self.on_message_complete()
                 if self.queue:
                     self._advance()
@@ -408,12 +408,7 @@ class Http1Connection(asyncio.BaseProtocol):
         self.head_started = 0.0
         target = self.h_target
         fields = self.h_fields
-        if (
-            keep_alive
-            and not flags & UNKEPT
-            and (method == "GET" or method == "HEAD")
-            and len(fields) <= MAX_KEPT_FIELDS
-        ):
+        if keep_alive and not flags & UNKEPT and (method == "GET" or method == "HEAD"):
             self.h_memo = (
                 method,
                 target,
@@ -421,7 +416,6 @@ class Http1Connection(asyncio.BaseProtocol):
                 flags,
                 self.h_special,
                 tuple(fields),
-                keep_alive,
                 version,
             )
         self._head_parsed(
@@ -441,7 +435,6 @@ class Http1Connection(asyncio.BaseProtocol):
     ) -> None:
         """A request's head, parsed: a fresh hit answered at once, or the request made and
         queued (`current` until its body is read)."""
-        plain = (flags | NEUTRAL) == PLAIN and target[:1] == "/"
         if (
             (flags | ANSWERED_FROM_CACHE | NEUTRAL) == HIT_PATH
             and target[:1] == "/"
@@ -464,14 +457,14 @@ class Http1Connection(asyncio.BaseProtocol):
         req.target = target
         req.version = version
         req.keep_alive = keep_alive
-        req.raw_headers = list(fields)
+        req.raw_headers = fields
         req.flags = flags
         req.special = special
         req.host = host
         self.current = req
         if self.timed:
             req.started = time.monotonic()
-        if not plain:
+        if (flags | NEUTRAL) != PLAIN or target[:1] != "/":
             self._check_head(req)
         self.queue.append(req)
         if len(self.queue) >= MAX_QUEUED:
