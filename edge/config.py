@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from edge import ledger
 from edge.policy import Defaults, RuleTerms
 from edge.tls_config import TlsSettings, override_tls, parse_tls
 
@@ -167,6 +168,8 @@ class EdgeConfig:
     keepalive_timeout: float = 75.0
     header_timeout: float = 10.0
     max_connections: int = 8192
+    # limits.kept: what a worker keeps beyond one request, bytes per kind (edge.ledger)
+    kept_limits: dict[str, int] = field(default_factory=dict)
     collapse_timeout: float = 30.0
     purge_staleness_bound: float = 5.0
     defaults: Defaults = field(default_factory=Defaults)
@@ -544,6 +547,7 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
             "body_timeout",
             "body_min_rate",
             "max_connections",
+            "kept",
         },
     )
     if "body_timeout" in limits:
@@ -569,6 +573,11 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
         changes["max_connections"] = r.integer(
             limits["max_connections"], "limits.max_connections", 1, 1 << 20
         )
+    if limits.get("kept") is not None:
+        kept = r.mapping(limits["kept"], "limits.kept", set(ledger.KINDS))
+        changes["kept_limits"] = {
+            kind: r.size(value, f"limits.kept.{kind}") for kind, value in kept.items()
+        }
     defaults = r.mapping(
         top.get("defaults"),
         "defaults",

@@ -30,6 +30,7 @@ from edge.fresh_hits import FreshHits
 from edge.guard import ConnectionGuard
 from edge.http1 import ParsedHead, Request, serialize_head
 from edge.keys import select_variant, vary_values
+from edge.ledger import Ledger
 from edge.observe import Observer
 from edge.purger import Purger
 from edge.ranges import if_range_allows, plan_ranges
@@ -114,6 +115,8 @@ class Engine:
         self.ident = respond.Identity(cfg.node, cfg.keep_tag_headers)
         self.stats = Stats()
         self.guard = ConnectionGuard(cfg.max_connections)
+        # What this worker keeps beyond one request, by kind, in bytes (edge.ledger).
+        self.ledger = Ledger.with_limits(cfg.kept_limits)
         self.collapser = Collapser(cfg, tiers, upstream, self.stats)
         self.purger = Purger(cfg, tiers, self.stats)
         self.routes: dict[str, flow.Route] = {}
@@ -813,6 +816,7 @@ class Engine:
         self.ident = respond.Identity(cfg.node, cfg.keep_tag_headers)
         self.hosts = frozenset(h.lower() for h in cfg.hosts)
         self.guard.max_connections = cfg.max_connections
+        self.ledger.set_limits(cfg.kept_limits)
         self.collapser.cfg = cfg
         self.purger.cfg = cfg
         if upstream is not None:

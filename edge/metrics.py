@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge import __version__
+from edge import __version__, ledger
 from edge.guard import TLS_RESULTS
 from edge.observe import PATHS
 from edge.stats import CACHE_RESULTS
@@ -198,6 +198,19 @@ def render(
         "TLS handshakes, by result: full, resumed (a session ticket), failed.",
         [(f'result="{k}"', handshakes.get(k, 0)) for k in TLS_RESULTS],
     )
+    kept = merged.get("kept", {})
+    for name, key, kind, text in (
+        ("edge_kept_bytes", "bytes", "gauge", "Bytes workers keep beyond one request, by kind."),
+        ("edge_kept_limit_bytes", "limit", "gauge", "limits.kept per worker, summed, by kind."),
+        (
+            "edge_kept_refused_total",
+            "refused",
+            "counter",
+            "Things not kept (or requests refused) because their kind was at its bound.",
+        ),
+    ):
+        values = kept.get(key, {})
+        out.family(name, kind, text, [(f'kind="{k}"', values.get(k, 0)) for k in ledger.KINDS])
     name = "edge_request_duration_seconds"
     out.lines.append(
         f"# HELP {name} Time from the end of the request head to the last byte of the "

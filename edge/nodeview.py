@@ -175,6 +175,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
     counters: dict[str, Any] = {}
     latency: dict[str, Any] = {}
     connections: dict[str, Any] = {}
+    kept: dict[str, Any] = {}
     bus: dict[str, Any] = {}
     for snap in snapshots:
         c = dict(snap.get("counters", {}))
@@ -183,6 +184,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         _add(counters, c)
         _add(latency, snap.get("latency", {}))
         _add(connections, snap.get("connections", {}))
+        _add(kept, snap.get("kept", {}))
     if snapshots:
         counters["hit_ratio"] = hit_ratio(counters.get("results", {}))
         counters["uptime_seconds"] = max(
@@ -200,6 +202,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         "counters": counters,
         "latency": latency,
         "connections": connections,
+        "kept": kept,
         "bus": bus or None,
         "top_hits": _top(s.get("top_hits", []) for s in snapshots),
         "top_bytes": _top(s.get("top_bytes", []) for s in snapshots),
@@ -286,6 +289,7 @@ def local_snapshot(engine: Engine, pid: int | None = None) -> Snapshot:
         "at": time.time(),
         "counters": counters,
         "connections": engine.guard.as_dict(),
+        "kept": engine.ledger.as_dict(),
         "bus": None,
     }
     bus = engine.tiers.bus
