@@ -563,10 +563,11 @@ def request(
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
     timeout: float = 120,
+    host: str = "127.0.0.1",
 ) -> Answer:
-    """One request on a new connection to 127.0.0.1:port; the whole body is read."""
+    """One request on a new connection to host:port; the whole body is read."""
     began = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -615,10 +616,10 @@ def page_assets(base: str, text: str, is_css: bool) -> list[str]:
     return paths
 
 
-def load_page(port: int) -> dict[str, Any]:
+def load_page(port: int, host: str = "127.0.0.1") -> dict[str, Any]:
     """The page and every asset, one after the other, as the lab's `wget -r` did."""
     began = time.monotonic()
-    first = request(port, "/")
+    first = request(port, "/", host=host)
     seen = ["/"]
     verdicts = [first.header("x-cache") or "-"]
     statuses = [first.status]
@@ -629,7 +630,7 @@ def load_page(port: int) -> dict[str, Any]:
         if path in seen:
             continue
         seen.append(path)
-        answer = request(port, path)
+        answer = request(port, path, host=host)
         verdicts.append(answer.header("x-cache") or "-")
         statuses.append(answer.status)
         size += len(answer.body)
@@ -644,8 +645,8 @@ def load_page(port: int) -> dict[str, Any]:
     }
 
 
-def timed(port: int, path: str) -> dict[str, Any]:
-    answer = request(port, path)
+def timed(port: int, path: str, host: str = "127.0.0.1") -> dict[str, Any]:
+    answer = request(port, path, host=host)
     return {
         "seconds": answer.seconds,
         "statuses": [answer.status],
@@ -681,8 +682,10 @@ class Load:
         max_seconds: float = 240,
         max_requests: int = 20000,
         timeout: float = 5,
+        host: str = "127.0.0.1",
     ) -> None:
         self.port, self.path, self.pause, self.timeout = port, path, pause, timeout
+        self.host = host
         self.max_seconds, self.max_requests = max_seconds, max_requests
         self.samples: list[Sample] = []
         self.lock = threading.Lock()
@@ -712,23 +715,27 @@ class Load:
             with self.lock:
                 if len(self.samples) >= self.max_requests:
                     return
-            began = self.now()
-            try:
-                answer = request(self.port, self.path, timeout=self.timeout)
-                sample = Sample(
-                    began,
-                    self.now(),
-                    answer.status < 500,
-                    answer.status,
-                    answer.header("x-served-by"),
-                    "",
-                    answer.header("x-cache"),
-                )
-            except (OSError, http.client.HTTPException) as exc:
-                sample = Sample(began, self.now(), False, 0, "", type(exc).__name__)
+            sample = self.attempt()
             with self.lock:
                 self.samples.append(sample)
             self.stopping.wait(self.pause)
+
+    def attempt(self, host: str | None = None) -> Sample:
+        """One request of the load (to `host`, else the load's own), as a Sample."""
+        began = self.now()
+        try:
+            answer = request(self.port, self.path, timeout=self.timeout, host=host or self.host)
+            return Sample(
+                began,
+                self.now(),
+                answer.status < 500,
+                answer.status,
+                answer.header("x-served-by"),
+                "",
+                answer.header("x-cache"),
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            return Sample(began, self.now(), False, 0, "", type(exc).__name__)
 
     def snapshot(self) -> list[Sample]:
         with self.lock:
@@ -923,25 +930,37 @@ class Checks:
         return [c for c in self.items if not c.ok]
 
 
-def lab_table(opts: argparse.Namespace, run_id: str, checks: Checks) -> list[dict[str, Any]]:
+def lab_table(
+    opts: argparse.Namespace,
+    run_id: str,
+    checks: Checks,
+    targets: Sequence[tuple[str, str, int]] = (),
+) -> list[dict[str, Any]]:
+    """Rows of the lab's table; `targets` are (via, host, port), a via starting with "proxy" or
+    "edge" (by default the proxy and the edge on 127.0.0.1)."""
     rows = []
     heavy = f"/api/misc/heavy?name=swarm-{run_id}"
     last = "/api/products/last"
-    targets = (("proxy", opts.proxy_port), ("edge", opts.edge_port))
-    for label, measure in (
+    targets = targets or (
+        ("proxy", "127.0.0.1", opts.proxy_port),
+        ("edge", "127.0.0.1", opts.edge_port),
+    )
+    measures: tuple[tuple[str, Callable[[int, str], dict[str, Any]]], ...] = (
         ("page", load_page),
-        ("heavy", lambda port: timed(port, heavy)),
-        ("db", lambda port: timed(port, last)),
-    ):
-        for via, port in targets:
-            log(f"table: {label} through the {via} (:{port}), cold then warm")
-            cold = measure(port)
+        ("heavy", lambda port, host: timed(port, heavy, host)),
+        ("db", lambda port, host: timed(port, last, host)),
+    )
+    for label, measure in measures:
+        for via, host, port in targets:
+            log(f"table: {label} through the {via} ({host}:{port}), cold then warm")
+            cold = measure(port, host)
+            is_edge = via.startswith("edge")
             # The same request at once: on a node with several workers it can reach a worker
             # that has not heard of the answer yet (reported in the notes, not in the table).
-            immediate = measure(port) if via == "edge" and label != "page" else None
+            immediate = measure(port, host) if is_edge and label != "page" else None
             time.sleep(0.5)
             # The proxy caches nothing: one more request says as much as three (a page is 16 s).
-            warms = [measure(port) for _ in range(3 if via == "edge" else 1)]
+            warms = [measure(port, host) for _ in range(3 if is_edge else 1)]
             warm = sorted(warms, key=lambda m: m["seconds"])[len(warms) // 2]  # the median
             warm = {
                 **warm,
@@ -949,20 +968,28 @@ def lab_table(opts: argparse.Namespace, run_id: str, checks: Checks) -> list[dic
                 "statuses": [s for m in warms for s in m["statuses"]],
                 "all_seconds": [m["seconds"] for m in warms],
             }
-            row = {"request": label, "via": via, "port": port, "cold": cold, "warm": warm}
+            row = {
+                "request": label,
+                "via": via,
+                "host": host,
+                "port": port,
+                "cold": cold,
+                "warm": warm,
+            }
             if immediate is not None:
                 row["immediate"] = immediate
             rows.append(row)
             ok = all(s == 200 for s in cold["statuses"] + warm["statuses"])
             checks.add(f"table {label} via {via}: every answer 200", ok)
-            if via == "edge":
+            if is_edge:
                 checks.add(
                     f"table {label} via edge: warm is all HIT",
                     all(v == "HIT" for v in warm["x_cache"]),
                     " ".join(warm["x_cache"]),
                 )
     by = {(r["request"], r["via"]): r for r in rows}
-    page_proxy = by[("page", "proxy")]["warm"]
+    proxy = next(via for via, _, _ in targets if via.startswith("proxy"))
+    page_proxy = by[("page", proxy)]["warm"]
     floor = page_proxy["bytes"] / (300 * 1024) * 0.8
     checks.add(
         "the proxy throttles the page like the lab (limit_rate 300k)",
@@ -971,7 +998,7 @@ def lab_table(opts: argparse.Namespace, run_id: str, checks: Checks) -> list[dic
     )
     checks.add(
         "the heavy call takes its delay without a cache",
-        by[("heavy", "proxy")]["warm"]["seconds"] >= opts.heavy_seconds * 0.9,
+        by[("heavy", proxy)]["warm"]["seconds"] >= opts.heavy_seconds * 0.9,
     )
     return rows
 
@@ -1097,32 +1124,39 @@ def purge_summary(answer: str) -> str:
     )
 
 
+def render_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The lab's table (rows of lab_table) as Markdown lines."""
+    lines = [
+        "| request | via | cold | warm | X-Cache cold / warm | notes |",
+        "| :--- | :--- | ---: | ---: | :--- | :--- |",
+    ]
+    for row in rows:
+        cold, warm = row["cold"], row["warm"]
+        note = ""
+        if row["request"] == "page":
+            note = f"{len(cold['files'])} files, {cold['bytes'] / 1e6:.2f} MB"
+        immediate = row.get("immediate")
+        if immediate and immediate["x_cache"] != ["HIT"]:
+            note += (
+                f"the same request right after the miss: {immediate['x_cache'][0]} in "
+                f"{fmt_s(immediate['seconds'])} (another worker, see the report)"
+            )
+        host = row.get("host", "127.0.0.1")
+        via = f"{row['via']} {'' if host == '127.0.0.1' else host}:{row['port']}"
+        lines.append(
+            f"| {row['request']} | {via} | {fmt_s(cold['seconds'])} | {fmt_s(warm['seconds'])}"
+            f" | {verdicts(cold['x_cache'])} / {verdicts(warm['x_cache'])} | {note} |"
+        )
+    lines.append("")
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     lines = [f"## Swarm smoke run {report['started']} (code at {report['commit']})", ""]
     lines.append(report["setup"])
     lines.append("")
     if report.get("table"):
-        lines += [
-            "| request | via | cold | warm | X-Cache cold / warm | notes |",
-            "| :--- | :--- | ---: | ---: | :--- | :--- |",
-        ]
-        for row in report["table"]:
-            cold, warm = row["cold"], row["warm"]
-            note = ""
-            if row["request"] == "page":
-                note = f"{len(cold['files'])} files, {cold['bytes'] / 1e6:.2f} MB"
-            immediate = row.get("immediate")
-            if immediate and immediate["x_cache"] != ["HIT"]:
-                note += (
-                    f"the same request right after the miss: {immediate['x_cache'][0]} in "
-                    f"{fmt_s(immediate['seconds'])} (another worker, see the report)"
-                )
-            via = f"{row['via']} :{row['port']}"
-            lines.append(
-                f"| {row['request']} | {via} | {fmt_s(cold['seconds'])} | {fmt_s(warm['seconds'])}"
-                f" | {verdicts(cold['x_cache'])} / {verdicts(warm['x_cache'])} | {note} |"
-            )
-        lines.append("")
+        lines += render_table(report["table"])
     if report.get("headers"):
         lines += ["`curl -sI http://127.0.0.1/5mo.jpg` and `/_edge/health`:", "", "```text"]
         lines += [report["headers"]["curl_I"].rstrip(), report["headers"]["health"], "```", ""]
