@@ -29,7 +29,6 @@ identity); the 206 says `Vary: Accept-Encoding`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import zlib
@@ -42,6 +41,7 @@ import zstandard
 from edge.config import CODING_NAMES, Compression
 from edge.entry import Entry
 from edge.fetch import Sink
+from edge.ledger import DEFAULT_LIMITS, ITEM_OVERHEAD, Account
 from edge.respond import Reply
 from edge.tiers import Tiers
 
@@ -99,8 +99,76 @@ def negotiate(accept_encoding: str | None, offered: Sequence[str]) -> str | None
 
 
 MAX_PICKS = 4096
-# The values browsers send are few: hits negotiate from a small cache.
-_negotiate = functools.lru_cache(maxsize=1024)(negotiate)
+# All that `negotiate` reads of Accept-Encoding, whatever the edge offers: the weights of
+# the codings it makes, of "*" and of "identity".
+CLASS_NAMES = (*CODINGS, "*", "identity")
+MAX_KEPT_VALUE = 256  # an Accept-Encoding longer than this is classed each time, never kept
+
+
+def accept_class(accept_encoding: str) -> str:
+    """Accept-Encoding reduced to what the choice depends on, in one canonical form:
+    `negotiate` answers the same for it as for the value, for any codings offered. A value
+    of any length (a client's own) comes to a few dozen bytes."""
+    weights = accepted(accept_encoding)
+    return ",".join(f"{n};q={weights[n]!r}" for n in CLASS_NAMES if n in weights)
+
+
+class Choices:
+    """The coding choices of one worker, kept for the hits: Accept-Encoding values (short
+    ones only) and their class, the coding chosen for each class among what is offered, and
+    the coded copy picked for an identity and a class (`VariantMaker.hit_variant`). Counted
+    in the worker's ledger (kind "codings"); past its bound, all dropped (each is made again
+    by its next request)."""
+
+    def __init__(self, account: Account | None = None) -> None:
+        self.account = (
+            account if account is not None else Account("codings", DEFAULT_LIMITS["codings"])
+        )
+        self.classes: dict[bytes, bytes] = {}  # a short Accept-Encoding value -> its class
+        self.chosen: dict[tuple[str, tuple[str, ...]], str | None] = {}
+        # (key, identity's response_time, class) -> the coded copy a hit sends
+        self.picks: dict[tuple[str, float, bytes], Entry] = {}
+
+    def accept_class(self, value: bytes) -> bytes:
+        """`accept_class` of a request's Accept-Encoding as sent."""
+        cls = self.classes.get(value)
+        if cls is None:
+            cls = accept_class(value.decode("latin-1")).encode("ascii")
+            if len(value) <= MAX_KEPT_VALUE and self.make_room(len(value) + len(cls)):
+                self.classes[value] = cls
+        return cls
+
+    def negotiate(self, accept_encoding: str | None, offered: tuple[str, ...]) -> str | None:
+        """`negotiate`, kept for short values (a class is one)."""
+        if not accept_encoding or len(accept_encoding) > MAX_KEPT_VALUE:
+            return negotiate(accept_encoding, offered)
+        slot = (accept_encoding, offered)
+        if slot in self.chosen:
+            return self.chosen[slot]
+        coding = negotiate(accept_encoding, offered)
+        if self.make_room(len(accept_encoding) + 16 * len(offered)):
+            self.chosen[slot] = coding
+        return coding
+
+    def keep_pick(self, slot: tuple[str, float, bytes], picked: Entry) -> None:
+        if len(self.picks) >= MAX_PICKS:
+            self.clear()
+        if self.make_room(len(slot[0]) + len(slot[2])):
+            self.picks[slot] = picked
+
+    def make_room(self, size: int) -> bool:
+        """Count one more kept item of `size` bytes; all dropped first when it does not fit."""
+        size += ITEM_OVERHEAD
+        if self.account.take(size):
+            return True
+        self.clear()
+        return self.account.take(size)
+
+    def clear(self) -> None:
+        self.classes.clear()
+        self.chosen.clear()
+        self.picks.clear()
+        self.account.reset()
 
 
 # -- what may be compressed ----------------------------------------------------------------
@@ -235,10 +303,15 @@ def encode_all(identity: Entry, settings: Settings) -> list[Entry]:
 
 
 def select(
-    identity: Entry | None, entries: Sequence[Entry], accept_encoding: str | None, now: float
+    identity: Entry | None,
+    entries: Sequence[Entry],
+    accept_encoding: str | None,
+    now: float,
+    choices: Choices | None = None,
 ) -> Entry | None:
     """On a hit: the coded sibling of `identity` this client should get, else `identity`.
-    Only a fresh identity's own copies (same response_time, same other Vary'd values)."""
+    Only a fresh identity's own copies (same response_time, same other Vary'd values).
+    `choices`: the worker's kept choices (none: negotiated now)."""
     if identity is None or identity.status != 200 or identity.invalidated:
         return identity
     siblings = {
@@ -254,7 +327,11 @@ def select(
 
     if policy.fresh_until(identity) <= now:
         return identity  # a revalidation uses the identity's own validators
-    coding = _negotiate(accept_encoding, tuple(c for c in CODINGS if c in siblings))
+    offered = tuple(c for c in CODINGS if c in siblings)
+    if choices is not None:
+        coding = choices.negotiate(accept_encoding, offered)
+    else:
+        coding = negotiate(accept_encoding, offered)
     return siblings[coding] if coding is not None else identity
 
 
@@ -330,14 +407,13 @@ class VariantMaker:
     """Compresses each stored compressible object once per coding, in a thread, and stores
     the coded copies beside it (the hook `Collapser.on_store` calls `stored`)."""
 
-    def __init__(self, settings: Settings, tiers: Tiers) -> None:
+    def __init__(self, settings: Settings, tiers: Tiers, choices: Choices | None = None) -> None:
         self.settings = settings
         self.tiers = tiers
+        self.choices = choices if choices is not None else Choices()
         self.made = 0  # coded variants stored
         self.seconds = 0.0  # CPU-seconds spent making them (thread time)
         self._tasks: set[asyncio.Task[None]] = set()
-        # (key, identity's response_time, Accept-Encoding) -> the coded copy a hit sends.
-        self._picks: dict[tuple[str, float, bytes], Entry] = {}
         self._making: set[tuple[str, float]] = set()  # identities whose copies are on the way
 
     def stored(self, entry: Entry, until: float) -> Entry:
@@ -397,18 +473,17 @@ class VariantMaker:
             return None
         if accept_encoding is None or has_range or "cz" not in identity.meta:
             return identity
+        choices = self.choices
         slot = (identity.key, identity.response_time, accept_encoding)
-        picked = self._picks.get(slot)
+        picked = choices.picks.get(slot)
         if picked is not None and not picked.invalidated and not identity.invalidated:
             return picked  # freshness is checked by the caller, on the entry returned
         entries = self.entries_for(identity, entries)
-        picked = select(identity, entries, accept_encoding.decode("latin-1"), time.time())
+        picked = select(identity, entries, accept_encoding.decode("latin-1"), time.time(), choices)
         if picked is identity:
             self.demand(identity)  # first demand: identity now, coded copies soon
         if picked is not None and picked is not identity:
-            if len(self._picks) >= MAX_PICKS:
-                self._picks.clear()
-            self._picks[slot] = picked  # a coded copy of this very identity: stays right
+            choices.keep_pick(slot, picked)  # a coded copy of this very identity: stays right
         return picked
 
     def entries_for(self, identity: Entry, entries: list[Entry]) -> list[Entry]:

@@ -30,7 +30,7 @@ from edge.fresh_hits import FreshHits
 from edge.guard import ConnectionGuard
 from edge.http1 import ParsedHead, Request, serialize_head
 from edge.keys import select_variant, vary_values
-from edge.ledger import Ledger
+from edge.ledger import ITEM_OVERHEAD, Charged, Ledger
 from edge.observe import Observer
 from edge.purger import Purger
 from edge.ranges import if_range_allows, plan_ranges
@@ -72,6 +72,7 @@ NOT_FOR_SHARED_FETCH = (
 )
 ROUTE_CACHE_SIZE = 65536
 MAX_ANSWERS_PER_ENTRY = 64
+MAX_OWNED_ANSWER = 4096  # bytes of its own (not the entry's) a kept answer may hold
 PER_REQUEST = frozenset({"Age", "Cache-Status"})  # written by answer_hit for each request
 Run = Coroutine[Any, Any, None]
 
@@ -119,11 +120,17 @@ class Engine:
         self.ledger = Ledger.with_limits(cfg.kept_limits)
         self.collapser = Collapser(cfg, tiers, upstream, self.stats)
         self.purger = Purger(cfg, tiers, self.stats)
-        self.routes: dict[str, flow.Route] = {}
+        # The route of each request-target, counted (ledger "routes"); past the bound (or
+        # ROUTE_CACHE_SIZE), all dropped.
+        self.routes: dict[str, flow.Route] = Charged(
+            self.ledger.account("routes"), route_size, drop_all=True
+        )
         # edge.http1's request heads kept with their parse (the same bytes parse the same
-        # way under the same limits: dropped on reconfigure).
-        self.request_heads: dict[bytes, ParsedHead] = {}
-        self.kept_hits = FreshHits(tiers, self.count_hits)
+        # way under the same limits: dropped on reconfigure), counted (ledger "heads").
+        self.request_heads: dict[bytes, ParsedHead] = Charged(
+            self.ledger.account("heads"), head_size, drop_all=True
+        )
+        self.kept_hits = FreshHits(tiers, self.count_hits, self.ledger.account("hits"))
         self.node_name = cfg.node.encode()
         self.hosts = frozenset(h.lower() for h in cfg.hosts)
         self.access_log: logging.Logger | None = None
@@ -134,7 +141,9 @@ class Engine:
         self.view: NodeView | None = None
         self.reloader: Reloader | None = None
         # Delivery hook: stored compressible objects get their coded variants (edge.compress).
-        self.encoder = compress.VariantMaker(cfg.compression, tiers)
+        self.encoder = compress.VariantMaker(
+            cfg.compression, tiers, compress.Choices(self.ledger.account("codings"))
+        )
         self.collapser.on_store = self.encoder.stored
         # Delivery hook: large objects in slices (edge.slices).
         self.slicer = slices.Slicer(self)
@@ -234,7 +243,11 @@ class Engine:
                 identity = entry
                 entries = self.encoder.entries_for(entry, entries)
                 entry = compress.select(
-                    entry, entries, req.headers.get("Accept-Encoding"), time.time()
+                    entry,
+                    entries,
+                    req.headers.get("Accept-Encoding"),
+                    time.time(),
+                    self.encoder.choices,
                 )
                 if entry is identity:
                     self.encoder.demand(identity)  # first demand: coded copies follow
@@ -312,11 +325,12 @@ class Engine:
         kept = self.kept_hits.get(target, now)
         coding: bytes | None = None
         if kept is None and not flags & F_RANGE:
-            # An object with coded copies: the choice kept for this Accept-Encoding, or
+            # An object with coded copies: the choice kept for this Accept-Encoding's
+            # class (what the choice depends on: a client's long value is not a key), or
             # for none.
             if flags & F_ACCEPT_ENCODING:
-                coding = accept_encoding(
-                    fields.raw_headers if isinstance(fields, Request) else fields
+                coding = self.encoder.choices.accept_class(
+                    accept_encoding(fields.raw_headers if isinstance(fields, Request) else fields)
                 )
             kept = self.kept_hits.get((target, coding), now)
         if kept is not None:
@@ -326,7 +340,8 @@ class Engine:
                 stamped = self._stamped_answer(entry, special, fields, now)
                 if stamped is None:
                     return None
-                kept.keep_stamped(special, stamped)
+                if special in entry.answers:  # not an answer built for this request alone
+                    self.kept_hits.keep_stamped(kept, special, stamped)
             if self.access_log is None:  # counted on the kept hit (`collect_hits`)
                 kept.hits += 1
                 if method != "HEAD":
@@ -460,8 +475,16 @@ class Engine:
         fields = [(k, v) for k, v in reply.fields if k not in PER_REQUEST]
         head = serialize_head(reply.status, fields, reply.length, "")[:-2]
         answer = (reply.status, head, reply.body)
-        if len(entry.answers) < MAX_ANSWERS_PER_ENTRY:
-            entry.answers[req.special] = answer
+        owned = owned_bytes(entry, reply.body)
+        if owned <= MAX_OWNED_ANSWER and len(entry.answers) < MAX_ANSWERS_PER_ENTRY:
+            # Kept only when its body is the entry's own (or a view of it), or small: a
+            # multipart body is a copy of the ranges it names (edge.ledger "answers").
+            answers = entry.answers
+            if type(answers) is not Charged:
+                answers = entry.answers = Charged(self.ledger.account("answers"))
+            special = req.special
+            size = len(head) + owned + sum(len(k) + len(v) for k, v in special) + ITEM_OVERHEAD
+            answers.keep(special, answer, size)
         return answer
 
     # -- miss ---------------------------------------------------------------------------
@@ -827,6 +850,25 @@ class Engine:
         self.routes.clear()
         self.request_heads.clear()
         self.kept_hits.clear()  # kept under the old routes and answers
+
+
+def route_size(target: str, route: flow.Route) -> int:
+    """A kept route's bytes: the target, and the key and target a Lookup holds."""
+    return 3 * len(target) + 2 * ITEM_OVERHEAD
+
+
+def head_size(data: bytes, head: ParsedHead) -> int:
+    """A kept request head's bytes: the head, its parse (the field lines' bytes again, and
+    a tuple per field line)."""
+    return 2 * len(data) + ITEM_OVERHEAD + 128 * len(head[5])
+
+
+def owned_bytes(entry: Entry, body: bytes | memoryview) -> int:
+    """The bytes an answer's body holds beside its entry's: none when it is the entry's
+    body or a view of it (a whole answer, a single range)."""
+    if body is entry.body or (isinstance(body, memoryview) and body.obj is entry.body):
+        return 0
+    return len(body)
 
 
 def accept_encoding(fields: Sequence[tuple[bytes, bytes]]) -> bytes:

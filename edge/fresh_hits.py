@@ -17,6 +17,11 @@ used only while nothing it was decided on can have changed:
 
 Otherwise the general way decides again, and keeps its new outcome. No rule is decided
 here: this module only remembers a decision and the conditions under which it stands.
+
+What the kept hits hold is counted in the worker's ledger (`edge.ledger`, kind "hits"): each
+kept hit its target and Accept-Encoding class, each stamped answer its head (its body is the
+entry's: only answers the entry keeps are stamped here). Past the bound, every kept hit is
+dropped (each is rebuilt by its next hit), as past `MAX_KEPT`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from edge import policy
 from edge.entry import Entry
+from edge.ledger import DEFAULT_LIMITS, ITEM_OVERHEAD, Account
 
 if TYPE_CHECKING:
     from edge.tiers import Tiers
@@ -35,13 +41,15 @@ Stamped = tuple[int, bytes, bytes | memoryview]
 """An answer as the wire gets it: status, head (Age and Cache-Status included), body."""
 
 KeptKey = str | tuple[str, bytes | None]
-"""A target, or a target and the Accept-Encoding (None: no such field) a variant of an
-object with coded copies was chosen for."""
+"""A target, or a target and the class of Accept-Encoding (`compress.Choices.accept_class`;
+None: no such field) a variant of an object with coded copies was chosen for."""
 
 MAX_KEPT = 16384
 """Kept hits at most; past it the whole set is dropped (each is rebuilt by its next hit)."""
 MAX_STAMPED = 64
 """Stamped answers per kept hit and age second at most (as `Entry.answers`)."""
+KEPT_HIT_BYTES = 2 * ITEM_OVERHEAD
+"""A kept hit's own cost beside its key: the object, its slot in the dict, its toucher."""
 
 
 def _no_generation() -> int:
@@ -53,11 +61,13 @@ class KeptHit:
         "age_offset",
         "age_second",
         "changes",
+        "cost",
         "entry",
         "generation",
         "hits",
         "sent",
         "stamped",
+        "stamped_cost",
         "target",
         "touch",
         "until",
@@ -86,10 +96,8 @@ class KeptHit:
         # The answers already stamped with Age and Cache-Status during `age_second`, by
         # the request's conditional and Range fields (`Request.special`).
         self.stamped: dict[tuple[tuple[bytes, bytes], ...], Stamped] = {}
-
-    def keep_stamped(self, special: tuple[tuple[bytes, bytes], ...], stamped: Stamped) -> None:
-        if len(self.stamped) < MAX_STAMPED:
-            self.stamped[special] = stamped
+        self.cost = 0  # bytes counted in the ledger for the kept hit, and for `stamped`
+        self.stamped_cost = 0
 
 
 class FreshHits:
@@ -97,13 +105,19 @@ class FreshHits:
     `hits` and `sent`, which `collect` hands to `on_counts` (about once a second, before
     any counter is read, and before a kept hit is dropped)."""
 
-    def __init__(self, tiers: Tiers, on_counts: Callable[[str, str, int, int], None]) -> None:
+    def __init__(
+        self,
+        tiers: Tiers,
+        on_counts: Callable[[str, str, int, int], None],
+        account: Account | None = None,
+    ) -> None:
         self.tiers = tiers
         self.on_counts = on_counts  # (target, key, hits, body bytes)
         self.hot = tiers.hot
         node = tiers.node
         self.generation = node.generation_reader() if node is not None else _no_generation
         self.kept: dict[KeptKey, KeptHit] = {}
+        self.account = account if account is not None else Account("hits", DEFAULT_LIMITS["hits"])
 
     def get(self, key: KeptKey, now: float) -> KeptHit | None:
         """The hit kept under `key`, if it still stands; its `stamped` answers are those
@@ -120,8 +134,23 @@ class FreshHits:
         second = int(now + kept.age_offset)
         if second != kept.age_second:
             kept.age_second = second
-            kept.stamped.clear()
+            if kept.stamped:
+                kept.stamped.clear()
+                self.account.give(kept.stamped_cost)
+                kept.stamped_cost = 0
         return kept
+
+    def keep_stamped(
+        self, kept: KeptHit, special: tuple[tuple[bytes, bytes], ...], stamped: Stamped
+    ) -> None:
+        """`stamped` answers the next requests with these fields during this second of the
+        age, if it fits. Its body must be one the entry keeps (`Entry.answers`)."""
+        if len(kept.stamped) >= MAX_STAMPED:
+            return
+        size = len(stamped[1]) + sum(len(k) + len(v) for k, v in special) + ITEM_OVERHEAD
+        if self.account.take(size):
+            kept.stamped[special] = stamped
+            kept.stamped_cost += size
 
     def keep(self, key: KeptKey, entry: Entry, fresh_until: float, now: float) -> None:
         """`entry`, just found fresh by the general way for what `key` names, answers the
@@ -134,13 +163,22 @@ class FreshHits:
         if touch is None:
             return  # not a hot copy (the tiers had it from elsewhere this turn)
         kept = self.kept
-        old = kept.get(key)
-        if old is not None and old.hits:
-            self.on_counts(old.target, old.entry.key, old.hits, old.sent)
-        if len(kept) >= MAX_KEPT:
+        old = kept.pop(key, None)
+        if old is not None:
+            if old.hits:
+                self.on_counts(old.target, old.entry.key, old.hits, old.sent)
+            self.account.give(old.cost + old.stamped_cost)
+        if isinstance(key, str):
+            target, cost = key, len(key) + KEPT_HIT_BYTES
+        else:
+            target, coding = key
+            cost = len(target) + len(coding or b"") + KEPT_HIT_BYTES
+        if len(kept) >= MAX_KEPT or not self.account.fits(cost):
             self.clear()
-        kept[key] = KeptHit(
-            key if isinstance(key, str) else key[0],
+        if not self.account.take(cost):
+            return  # larger than the whole bound
+        hit = kept[key] = KeptHit(
+            target,
             entry,
             until,
             self.hot.changes,
@@ -148,6 +186,7 @@ class FreshHits:
             touch,
             policy.current_age(entry, now) - now,
         )
+        hit.cost = cost
 
     def collect(self) -> None:
         """Hand every kept hit's counts since the last collect to `on_counts`, and drop the
@@ -162,10 +201,13 @@ class FreshHits:
                 kept.hits = kept.sent = 0
             if kept.changes != changes or kept.generation != generation or kept.until <= now:
                 gone.append(key)
+        give = self.account.give
         for key in gone:
-            del self.kept[key]
+            kept = self.kept.pop(key)
+            give(kept.cost + kept.stamped_cost)
 
     def clear(self) -> None:
         """Forget every kept hit (their counts collected first)."""
         self.collect()
         self.kept.clear()
+        self.account.reset()

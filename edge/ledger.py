@@ -22,7 +22,9 @@ structure charges its bytes plus a fixed overhead per item (`ITEM_OVERHEAD`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 # What one kept item costs beside its own bytes: the dict slot, the tuple or object that
 # holds it, the bytes objects' headers (measured with tracemalloc on CPython 3.11: 150 to
@@ -80,6 +82,59 @@ class Account:
     def reset(self) -> None:
         """Everything kept under this kind was dropped at once."""
         self.used = 0
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Charged(dict[K, V]):
+    """A dict whose items are counted in `account`: an item's bytes are taken when it is
+    set (`keep`, or `d[key] = value` with `size`) and given back, all at once, when the dict
+    is cleared or dropped (an entry's answers die with the entry). Items are only added and
+    cleared, never removed one by one.
+
+    When the account refuses an item: `drop_all` (a cache of one structure per account:
+    the routes, the request heads) drops everything kept and keeps the new item; otherwise
+    (one dict among many sharing the account) the item is not kept."""
+
+    __slots__ = ("account", "charged", "drop_all", "size")
+
+    def __init__(
+        self, account: Account, size: Callable[[K, V], int] | None = None, drop_all: bool = False
+    ) -> None:
+        super().__init__()
+        self.account = account
+        self.size = size
+        self.drop_all = drop_all
+        self.charged = 0
+
+    def keep(self, key: K, value: V, size: int) -> bool:
+        """Keep `value` under `key` if the account takes `size` more bytes."""
+        if key in self:
+            return False  # kept already (the first one counted stays)
+        account = self.account
+        if not account.take(size):
+            if not self.drop_all:
+                return False
+            self.clear()
+            if not account.take(size):
+                return False
+        self.charged += size
+        dict.__setitem__(self, key, value)
+        return True
+
+    def __setitem__(self, key: K, value: V) -> None:
+        assert self.size is not None
+        self.keep(key, value, self.size(key, value))
+
+    def clear(self) -> None:
+        self.account.give(self.charged)
+        self.charged = 0
+        dict.clear(self)
+
+    def __del__(self) -> None:
+        self.account.give(self.charged)
 
 
 @dataclass
