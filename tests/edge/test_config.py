@@ -341,3 +341,24 @@ def test_node_cache_keys_and_the_swarm_path_from_the_environment() -> None:
         parse({"node_cache": {"enabled": "yes"}})
     with pytest.raises(ConfigError, match=r"hosts\[0\]"):
         parse({"hosts": ["bad host/"]})
+
+
+def test_kept_limits() -> None:
+    cfg = parse({"limits": {"kept": {"routes": "8m", "answers": "512k"}}})
+    assert cfg.kept_limits == {"routes": 8 * 2**20, "answers": 512 * 2**10}
+    assert parse({"limits": {"kept": None}}).kept_limits == {}
+
+
+@pytest.mark.parametrize(
+    ("kept", "where"),
+    [
+        ({"routes": "lots"}, "limits.kept.routes"),
+        ({"heads": -1}, "limits.kept.heads"),
+        ({"codings": True}, "limits.kept.codings"),
+        ({"hits": "1t"}, "limits.kept.hits"),
+        ({"bogus": "1m"}, "limits.kept.bogus"),
+        ("16m", "limits.kept"),
+    ],
+)
+def test_bad_kept_limits_name_their_kind(kept: Any, where: str) -> None:
+    fails({"limits": {"kept": kept}}, where)
