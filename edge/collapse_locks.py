@@ -47,7 +47,7 @@ class RedisLocks:
         self.redis = redis
 
     def lock_ready(self) -> bool:
-        return self.redis.status == "up"
+        return self.redis.available
 
     async def try_lock_async(self, key: str, ttl: float) -> str | None:
         return await self.redis.try_lock(key, ttl)

@@ -46,9 +46,8 @@ from edge.observe import TOP_PUBLISH
 from edge.shutdown import cancel_all
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from edge.engine import Engine
+    from edge.redis_conn import Client
 
 log = logging.getLogger("edge.nodeview")
 
@@ -299,12 +298,13 @@ def local_snapshot(engine: Engine, pid: int | None = None) -> Snapshot:
     return snap
 
 
+# One hash tag: the MGET of every node's row stays in one slot of a Redis Cluster.
 def _nodes_key(prefix: str) -> str:
-    return f"{prefix}:nodes"
+    return f"{prefix}:nodes:{{{prefix}:nodes}}"
 
 
 def _node_key(prefix: str, node: str) -> str:
-    return f"{prefix}:node:{node}"
+    return f"{prefix}:node:{{{prefix}:nodes}}:{node}"
 
 
 def _last_purge_key(prefix: str) -> str:
@@ -318,7 +318,7 @@ class NodeView:
         self,
         engine: Engine,
         board: WorkerBoard,
-        redis: Redis | None = None,
+        redis: Client | None = None,
         prefix: str = "edge",
     ) -> None:
         self.engine = engine

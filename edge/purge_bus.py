@@ -1,8 +1,17 @@
 """The purge bus: purges announced to every node over Redis pub/sub, with bounded staleness.
 
-Every announcement goes through one Lua script that INCRs ``{prefix}:purge-gen`` and
-PUBLISHes on ``{prefix}:purge`` the message with that generation in it, atomically, so
-generations on the channel are contiguous and in order. A subscriber remembers the last
+Every announcement goes through one Lua script that INCRs ``P:purge-gen:{P:bus}`` and
+publishes on ``P:purge:{P:bus}`` the message with that generation in it, atomically, so
+generations on the channel are contiguous and in order. The counter, the channel and the
+acknowledgements share the hash tag ``{P:bus}``: on a Redis Cluster they are one slot, so
+the script runs on one shard, and the channel is a shard channel (SPUBLISH, SSUBSCRIBE on
+the shard's primary) that Redis delivers within that shard only, where a plain PUBLISH
+would be copied to every node of the cluster. A stream would keep the purges for replay,
+but the resync below already covers a missed generation, and one total order needs one slot
+either way. After a failover of that shard the subscriber's connection drops (or Redis
+sends it SUNSUBSCRIBE): it reconnects to the new primary and resyncs if the generation
+moved meanwhile, as after any disconnection. On one Redis or a Sentinel set the channel is
+a plain one (PUBLISH / SUBSCRIBE). A subscriber remembers the last
 generation it saw (`applied_generation`) and signals a synthetic ``resync`` message to its
 callback (the node should then drop its whole memory tier) when it may have missed one:
 
@@ -23,7 +32,7 @@ revalidation more than ``bound`` seconds after a purge this node could not hear.
 
 Acknowledgements: the publisher's script returns how many subscribers received the message
 (PUBLISH's answer). Each subscriber, once the callback applied a purge, RPUSHes
-``{"node", "pid", "entries"}`` to ``{prefix}:purge-ack:{gen}`` (expiring after
+``{"node", "pid", "entries"}`` to ``P:purge-ack:{P:bus}:gen`` (expiring after
 `ACK_TTL`), and the node that took the purge request waits a short, bounded time for as
 many acknowledgements as there were receivers (`collect_acks`), then reports them.
 """
@@ -31,6 +40,7 @@ many acknowledgements as there were receivers (`collect_acks`), then reports the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -39,13 +49,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from edge.redis_conn import (
+    CLUSTER,
+    close_client,
+    make_client,
+    node_client,
+    parse_url,
+    run_script,
+)
 from edge.shutdown import cancel_all, close_within
 from edge.store_memory import MemoryTier
+
+__all__ = ["PurgeBus", "RedisUnavailable", "make_client"]
 
 log = logging.getLogger("edge.purge_bus")
 
@@ -53,13 +70,15 @@ Message = dict[str, Any]
 Callback = Callable[[Message], "int | None"]
 """Gets each bus message; returns how many entries a purge dropped (acknowledged), or None."""
 
-# KEYS[1] = generation counter; ARGV[1] = channel, ARGV[2] = a JSON object with >= 1 member.
+# KEYS[1] = generation counter; ARGV[1] = channel, ARGV[2] = a JSON object with >= 1 member,
+# ARGV[3] = PUBLISH or SPUBLISH (a cluster's shard channel, in the counter's slot).
 # Returns {generation, number of subscribers that received the message}.
 PUBLISH_LUA = """
 local gen = redis.call('INCR', KEYS[1])
-local n = redis.call('PUBLISH', ARGV[1], '{"gen":' .. gen .. ',' .. string.sub(ARGV[2], 2))
+local n = redis.call(ARGV[3], ARGV[1], '{"gen":' .. gen .. ',' .. string.sub(ARGV[2], 2))
 return {gen, n}
 """
+PUBLISH_SHA = hashlib.sha1(PUBLISH_LUA.encode(), usedforsecurity=False).hexdigest()
 
 ACK_TTL_MS = 10_000
 """How long a purge's acknowledgement list lives in Redis."""
@@ -72,15 +91,27 @@ class RedisUnavailable(RuntimeError):
 
 
 def channel_name(prefix: str) -> str:
-    return f"{prefix}:purge"
+    return f"{prefix}:purge:{{{prefix}:bus}}"
 
 
 def generation_key(prefix: str) -> str:
-    return f"{prefix}:purge-gen"
+    return f"{prefix}:purge-gen:{{{prefix}:bus}}"
 
 
 def ack_key(prefix: str, gen: int) -> str:
-    return f"{prefix}:purge-ack:{gen}"
+    return f"{prefix}:purge-ack:{{{prefix}:bus}}:{gen}"
+
+
+def _announce_args(prefix: str, payload: str, sharded: bool) -> tuple[list[str], list[str]]:
+    publish = "SPUBLISH" if sharded else "PUBLISH"
+    return [generation_key(prefix)], [channel_name(prefix), payload, publish]
+
+
+def announce_in(pipe: Any, prefix: str, payload: str, sharded: bool) -> None:
+    """Queue the announcement of `payload` (see `encode_message`) into a pipeline; its
+    answer is the one `Announced.from_script` reads."""
+    keys, args = _announce_args(prefix, payload, sharded)
+    pipe.eval(PUBLISH_LUA, len(keys), *keys, *args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +127,6 @@ class Announced:
         if isinstance(raw, list | tuple) and len(raw) == 2:
             return cls(int(raw[0]), int(raw[1]))
         return cls(int(raw), 0)  # type: ignore[call-overload]
-
-
-def make_client(url: str, timeout: float, name: str | None = None) -> Redis:
-    """A client that fails fast: short connect/read timeouts and no silent retries.
-    `name` is set with CLIENT SETNAME (visible in CLIENT LIST)."""
-    return Redis.from_url(
-        url,
-        client_name=name,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-    )
 
 
 def encode_message(message: Message, node: str) -> str:
@@ -173,8 +191,9 @@ class PurgeBus:
         self.timeout = timeout
         self.channel = channel_name(prefix)
         self._clock = clock
-        self._client = make_client(url, timeout, f"{prefix}/{node}/bus")
-        self._publish = self._client.register_script(PUBLISH_LUA)
+        self._name = f"{prefix}/{node}/bus"
+        self._client = make_client(url, timeout, self._name)
+        self._sharded = parse_url(url).mode == CLUSTER
         self.applied_generation: int | None = None
         self.on_connected: Callable[[int], None] | None = None
         """The last purge generation this node saw (None before the first contact)."""
@@ -205,9 +224,8 @@ class PurgeBus:
         payload = encode_message(message, self.node)
         try:
             async with asyncio.timeout(self.timeout * 4):
-                raw = await self._publish(
-                    keys=[generation_key(self.prefix)], args=[self.channel, payload]
-                )
+                keys, args = _announce_args(self.prefix, payload, self._sharded)
+                raw = await run_script(self._client, PUBLISH_LUA, PUBLISH_SHA, keys, args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise RedisUnavailable(f"purge bus: cannot publish: {exc!r}") from exc
         return Announced.from_script(raw)
@@ -320,8 +338,15 @@ class PurgeBus:
         down_logged = False
         backoff = 0.05
         while not self._closed:
-            pubsub = self._client.pubsub()
+            pubsub: Any = None
+            node: Any = None
             try:
+                if self._sharded:
+                    # the primary of the channel's slot now (the first command through the
+                    # cluster client finds it), on a connection of its own
+                    await self.purge_generation()
+                    node = node_client(self._client, self.channel, self.timeout, self._name)
+                pubsub = (node or self._client).pubsub()
                 await self._subscribe(pubsub)
                 gen = await self.purge_generation()
                 self._contact()
@@ -348,17 +373,23 @@ class PurgeBus:
             finally:
                 self.connected = False
                 self._connected.clear()
-                await close_pubsub(pubsub)
+                if pubsub is not None:
+                    await close_pubsub(pubsub)
+                if node is not None:
+                    await close_within(node.aclose(), "purge bus: shard client")
             if not self._closed:
                 await asyncio.sleep(backoff)
                 backoff = min(1.0, backoff * 2)
 
     async def _subscribe(self, pubsub: Any) -> None:
         async with asyncio.timeout(self.timeout * 4):
-            await pubsub.subscribe(self.channel)
+            if self._sharded:
+                await pubsub.ssubscribe(self.channel)
+            else:
+                await pubsub.subscribe(self.channel)
             while True:  # the confirmation: from here on no publication is missed
                 msg = await pubsub.get_message(timeout=self.timeout)
-                if msg is not None and msg["type"] == "subscribe":
+                if msg is not None and msg["type"] in ("subscribe", "ssubscribe"):
                     return
 
     async def _listen(self, pubsub: Any, callback: Callback) -> None:
@@ -368,10 +399,13 @@ class PurgeBus:
         pending: int | None = None
         while not self._closed:
             wait = max(0.0, next_check - time.monotonic())
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
-            if msg is not None and msg["type"] == "message":
+            msg = await pubsub.get_message(timeout=wait)
+            if msg is not None and msg["type"] in ("message", "smessage"):
                 self._contact()
                 self._received(msg["data"], callback)
+            elif msg is not None and msg["type"] in ("unsubscribe", "sunsubscribe"):
+                # the slot moved to another primary (a failover): subscribe there
+                raise RedisUnavailable("purge bus: the shard channel moved")
             if time.monotonic() < next_check:
                 continue
             gen = await self.purge_generation()
@@ -445,7 +479,7 @@ class PurgeBus:
     async def close(self) -> None:
         self._closed = True
         await cancel_all((self._task, self._watchdog, *self._acks), "purge bus")
-        await close_within(self._client.aclose(), "purge bus: Redis client")
+        await close_client(self._client, "purge bus: Redis client")
 
 
 async def close_pubsub(pubsub: Any) -> None:

@@ -1,21 +1,42 @@
 """The shared tier: stored responses in Redis, seen by every edge node.
 
-Layout (``P`` is the prefix, ``K`` a primary key, ``V`` a variant id):
+Redis may be one server, a Sentinel set or a Redis Cluster (`edge.redis_conn`). Every key
+is built for a cluster: a hash tag (the part in braces) puts what one command or script
+touches in one hash slot, and no command or script ever spans slots.
 
-- ``P:obj:{sha1(K)}`` hash: ``d:V`` -> `Entry.dumps()`, ``t:V`` -> keep-until (epoch seconds,
+Layout (``P`` is the prefix, ``K`` a primary key, ``B`` the object K belongs to: K itself,
+or for a slice or a slices manifest (`edge.slices`) the sliced object's key; ``h`` is
+sha1(B), and ``s`` is ``:sha1(K)`` when K is not B, else nothing; ``V`` a variant id):
+
+- ``P:obj:{h}s`` hash: ``d:V`` -> `Entry.dumps()`, ``t:V`` -> keep-until (epoch seconds,
   text), ``i:V`` -> "1" when soft-purged since stored. The hash expires (PEXPIREAT) at the
   latest keep-until of its variants; a variant past its own keep-until is ignored on read.
-- ``P:keys`` zset (all scores 0) of primary keys: ZRANGEBYLEX for full-URL prefixes.
-- ``P:paths`` zset (scores 0) of ``path-and-query \\0 K``: ZRANGEBYLEX for path prefixes on
-  every host, ZRANGEBYLEX on a glob's literal head (or ZSCAN MATCH) for globs.
-- ``P:exp`` zset K -> latest keep-until: `sweep()` drops index members whose hash is gone.
-- ``P:tag:{tag}`` set of primary keys, expiring with the latest keep-until put into it.
-- ``P:lock:{sha1(K)}`` string: the cross-node fill lock (SET NX PX, random token).
-- ``P:purge-gen`` counter and ``P:purge`` channel: see `edge.purge_bus`.
+  An object, its manifest and its slices share the slot of ``{h}``: one shard.
+- ``P:lock:{h}s`` string: the cross-node fill lock (SET NX PX, random token).
+- ``P:purged:{h}s`` string: a hard purge's time (tombstone, `TOMBSTONE_MS`).
+- ``P:tag:{T}`` set of the primary keys tagged T, and ``P:purged-tag:{T}`` its tombstone:
+  the slot of the tag, so a purge by tag reads one set on one shard (one round trip).
+- The index, in the slot of ``{P:index}``: ``P:keys:{P:index}`` zset (scores 0) of primary
+  keys (ZRANGEBYLEX for full-URL prefixes), ``P:paths:{P:index}`` zset of
+  ``path-and-query \\0 K`` (path prefixes on every host; globs), ``P:exp:{P:index}`` zset
+  K -> latest keep-until (`sweep()`), ``P:purged-all:{P:index}`` (purge-all tombstone).
+  A purge by prefix is one ZRANGEBYLEX on one shard, never a scan of every primary; the
+  price is that this shard holds the whole index (about three times the key's length per
+  object, next to objects of kilobytes).
+- The purge bus (generation, channel, acknowledgements) in the slot of ``{P:bus}``: see
+  `edge.purge_bus`.
+
+A fill stores the object in one script on its slot (refused if its tombstone is newer than
+the request), then its tag and index entries, then reads the tag and purge-all tombstones:
+a purge sets those before it reads the tag sets or the index, so either the purge finds the
+object or the fill finds the tombstone and takes the object back.
 
 A Redis failure never fails a request: calls time out quickly, the tier marks itself down,
 logs one warning, answers "nothing" (get -> [], put -> False, try_lock -> a local token) and
-tries again after `backoff` seconds; only `purge` raises (RedisUnavailable).
+tries again after `backoff` seconds; only `purge` raises (RedisUnavailable). On a Sentinel
+set or a cluster the status is "degraded" (a failover is expected to end it) and a purge is
+retried for up to `failover_wait` seconds before it gives up; a change of primary seen when
+Redis answers again counts as a failover (`failovers`).
 """
 
 from __future__ import annotations
@@ -30,23 +51,22 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge.entry import Entry, EntryFormatError
 from edge.fill_wait import SharedPollers
 from edge.purge_bus import (
-    PUBLISH_LUA,
     Announced,
     RedisUnavailable,
-    channel_name,
+    announce_in,
     encode_message,
     generation_key,
-    make_client,
 )
-from edge.shutdown import cancel_all, close_within
-from edge.store_memory import MiB, PurgePattern, key_path
+from edge.redis_conn import CLUSTER, Client, close_client, make_client, parse_url, primaries
+from edge.shutdown import cancel_all
+from edge.slices import MANIFEST, slice_key
+from edge.store_memory import MiB, PurgePattern
 
 __all__ = ["LOCAL_TOKEN_PREFIX", "RedisTier", "RedisUnavailable"]
 
@@ -55,6 +75,27 @@ T = TypeVar("T")
 
 LOCAL_TOKEN_PREFIX = "local:"
 """try_lock's answer while Redis is down: go ahead alone (no cross-node collapsing)."""
+
+FAILOVER_WINDOW = 30.0
+"""How long a failing Sentinel set or cluster is reported "degraded" before "down"."""
+
+
+class _Script:
+    """A Lua script run by EVALSHA (EVAL the first time a node sees it)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, client: Client, keys: list[Any], args: list[Any]) -> Any:
+        from edge.redis_conn import run_script
+
+        return await run_script(client, self.text, self.sha, keys, args)
+
+    def queue(self, pipe: Any, keys: list[Any], args: list[Any]) -> None:
+        """Into a pipeline (EVAL: a pipeline cannot recover from NOSCRIPT)."""
+        pipe.eval(self.text, len(keys), *keys, *args)
+
 
 _KPATH_LUA = """
 local function kpath(k)
@@ -66,111 +107,80 @@ local function kpath(k)
 end
 """
 
-# KEYS: keys, paths, exp zsets. ARGV: soft ("1"/"0"), now, obj prefix, tombstone prefix,
-# tombstone lifetime (ms), primary keys... Returns the number of live variants affected.
-# A hard purge leaves a tombstone per key (the purge's time): a put of a response requested
-# before it is refused (see _PUT_LUA).
-_PURGE_LUA = (
-    _KPATH_LUA
-    + """
-local soft = ARGV[1] == '1'
-local now = tonumber(ARGV[2])
-local n = 0
-for i = 6, #ARGV do
-  local k = ARGV[i]
-  local obj = ARGV[3] .. redis.sha1hex(k)
-  if not soft and ARGV[5] ~= '0' then
-    redis.call('SET', ARGV[4] .. redis.sha1hex(k), ARGV[2], 'PX', ARGV[5])
-  end
-  for _, f in ipairs(redis.call('HKEYS', obj)) do
-    if string.sub(f, 1, 2) == 'd:' then
-      local v = string.sub(f, 3)
-      local keep = tonumber(redis.call('HGET', obj, 't:' .. v))
-      if keep and keep > now then n = n + 1 end
-      if soft then redis.call('HSET', obj, 'i:' .. v, '1') end
-    end
-  end
-  if not soft then
-    redis.call('DEL', obj)
-    redis.call('ZREM', KEYS[1], k)
-    redis.call('ZREM', KEYS[2], kpath(k) .. '\\0' .. k)
-    redis.call('ZREM', KEYS[3], k)
-  end
-end
-return n
-"""
-)
-
-# KEYS: obj hash, keys zset, paths zset, exp zset, the key's tombstone, the purge-all
-# tombstone, then N tag sets and their N tombstones. ARGV: variant, data, keep-until,
-# keep-until in ms, primary key, paths member, request time, N. Returns 1 when stored, 0 when
-# a purge newer than the request (a tombstone >= request time) refuses it.
-_PUT_LUA = """
-local sent = tonumber(ARGV[7])
-local ntags = tonumber(ARGV[8])
-local function purged(name)
-  local t = redis.call('GET', name)
-  return t and tonumber(t) >= sent
-end
-if purged(KEYS[5]) or purged(KEYS[6]) then return 0 end
-for i = 1, ntags do
-  if purged(KEYS[6 + ntags + i]) then return 0 end
-end
+# KEYS: obj hash, its tombstone. ARGV: variant, data, keep-until, keep-until in ms, request
+# time. Returns 1 when stored, 0 when a purge newer than the request (its tombstone) refuses.
+_PUT = _Script("""
+local t = redis.call('GET', KEYS[2])
+if t and tonumber(t) >= tonumber(ARGV[5]) then return 0 end
 local v = ARGV[1]
 redis.call('HSET', KEYS[1], 'd:' .. v, ARGV[2], 't:' .. v, ARGV[3])
 redis.call('HDEL', KEYS[1], 'i:' .. v)
-for i = 0, ntags do
-  local name = KEYS[1]
-  if i > 0 then name = KEYS[6 + i] end
-  redis.call('PEXPIREAT', name, ARGV[4], 'NX')
-  redis.call('PEXPIREAT', name, ARGV[4], 'GT')
-end
-for i = 1, ntags do redis.call('SADD', KEYS[6 + i], ARGV[5]) end
-redis.call('ZADD', KEYS[2], 0, ARGV[5])
-redis.call('ZADD', KEYS[3], 0, ARGV[6])
-redis.call('ZADD', KEYS[4], 'GT', ARGV[3], ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4], 'NX')
+redis.call('PEXPIREAT', KEYS[1], ARGV[4], 'GT')
+return 1
+""")
+
+# KEYS: keys, paths, exp zsets. ARGV: primary key, keep-until.
+_INDEX_ADD = _Script(
+    _KPATH_LUA
+    + """
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+redis.call('ZADD', KEYS[2], 0, kpath(ARGV[1]) .. '\\0' .. ARGV[1])
+redis.call('ZADD', KEYS[3], 'GT', ARGV[2], ARGV[1])
 return 1
 """
+)
+
+# KEYS: obj hash, its tombstone. ARGV: soft ("1"/"0"), now, tombstone lifetime (ms, 0:
+# none). Returns the number of live variants affected. A hard purge leaves the tombstone
+# (the purge's time): a put of a response requested before it is refused (_PUT).
+_PURGE = _Script("""
+local soft = ARGV[1] == '1'
+local now = tonumber(ARGV[2])
+local n = 0
+if not soft and ARGV[3] ~= '0' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(f, 1, 2) == 'd:' then
+    local v = string.sub(f, 3)
+    local keep = tonumber(redis.call('HGET', KEYS[1], 't:' .. v))
+    if keep and keep > now then n = n + 1 end
+    if soft then redis.call('HSET', KEYS[1], 'i:' .. v, '1') end
+  end
+end
+if not soft then redis.call('DEL', KEYS[1]) end
+return n
+""")
+
+# KEYS: keys, paths, exp zsets. ARGV: primary keys. Drops them from the index.
+_INDEX_DROP = _Script(
+    _KPATH_LUA
+    + """
+for i = 1, #ARGV do
+  local k = ARGV[i]
+  redis.call('ZREM', KEYS[1], k)
+  redis.call('ZREM', KEYS[2], kpath(k) .. '\\0' .. k)
+  redis.call('ZREM', KEYS[3], k)
+end
+return #ARGV
+"""
+)
 
 TOMBSTONE_MS = 300_000
 """How long a purge refuses late stores of responses requested before it."""
 
-# KEYS: keys, paths, exp. ARGV: now, limit, obj prefix. Drops index members of gone hashes.
-_SWEEP_LUA = (
-    _KPATH_LUA
-    + """
-local n = 0
-for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
-  local obj = ARGV[3] .. redis.sha1hex(k)
-  local at = redis.call('PEXPIRETIME', obj)
-  if at == -2 then
-    redis.call('ZREM', KEYS[1], k)
-    redis.call('ZREM', KEYS[2], kpath(k) .. '\\0' .. k)
-    redis.call('ZREM', KEYS[3], k)
-    n = n + 1
-  elseif at == -1 then
-    redis.call('ZADD', KEYS[3], tonumber(ARGV[1]) + 3600, k)
-  else
-    redis.call('ZADD', KEYS[3], at / 1000, k)
-  end
-end
-return n
-"""
-)
-
-# KEYS[1] = obj hash. ARGV: variant, sha1 of the corrupt value. Deletes it if unchanged.
-_DROP_CORRUPT_LUA = """
+# KEYS[1] = obj hash. ARGV: variant, sha1 of the value. Deletes it if unchanged.
+_DROP_IF_SAME = _Script("""
 local v = redis.call('HGET', KEYS[1], 'd:' .. ARGV[1])
 if v == false or redis.sha1hex(v) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], 'd:' .. ARGV[1], 't:' .. ARGV[1], 'i:' .. ARGV[1])
 end
 return 0
-"""
+""")
 
-_UNLOCK_LUA = """
+_UNLOCK = _Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""")
 
 
 class _Skip(Exception):
@@ -185,10 +195,28 @@ def _sha1(text: str) -> str:
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
+_SLICE_MARK = slice_key("", 1, 0).rsplit("/", 2)[0] + "/"  # "#slice/"
+
+
+def object_of(key: str) -> str:
+    """The object a key belongs to: a slice's or a manifest's sliced object, else itself."""
+    if key.endswith(MANIFEST):
+        return key[: -len(MANIFEST)]
+    at = key.rfind(_SLICE_MARK)
+    return key[:at] if at >= 0 else key
+
+
+def _slotted(key: str) -> str:
+    """``{sha1(object)}`` and, for a slice or a manifest, ``:sha1(key)``."""
+    base = object_of(key)
+    return f"{{{_sha1(base)}}}" + ("" if base == key else f":{_sha1(key)}")
+
+
 class RedisTier:
     """The shared tier on `redis.asyncio`. See the module docstring for the layout.
 
-    Counters: `gets`, `hits`, `puts`, `errors`. `status` is "up" or "down".
+    Counters: `gets`, `hits`, `puts`, `errors`, `failovers`. `status` is "up", "degraded"
+    (a Sentinel set or cluster failing over) or "down".
     """
 
     def __init__(
@@ -204,32 +232,38 @@ class RedisTier:
         sweep_every: float = 30.0,
         clock: Callable[[], float] = time.time,
         refuse_late: bool = False,
+        failover_wait: float = 15.0,
     ) -> None:
         self.url = url
+        self.target = parse_url(url)
         self.prefix = prefix
         self.timeout = timeout
         self.node = node
         self.backoff = backoff
         self.max_object_bytes = max_object_bytes
         self.sweep_every = sweep_every
+        self.failover_wait = failover_wait if self.target.failover else 0.0
+        """How long a purge is retried while a Sentinel set or cluster fails over."""
         self._failing_since: float | None = None
         self._clock = clock
         self._client = make_client(url, timeout, f"{prefix}/{node}/tier")
+        self._cluster = self.target.mode == CLUSTER
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._purge = self._client.register_script(_PURGE_LUA)
-        self._put = self._client.register_script(_PUT_LUA)
-        self._sweep = self._client.register_script(_SWEEP_LUA)
-        self._drop_corrupt = self._client.register_script(_DROP_CORRUPT_LUA)
-        self._unlock = self._client.register_script(_UNLOCK_LUA)
-        self._publish = self._client.register_script(PUBLISH_LUA)
-        self._keys = f"{prefix}:keys"
-        self._paths = f"{prefix}:paths"
-        self._exp = f"{prefix}:exp"
+        index = f"{{{prefix}:index}}"
+        self._keys = f"{prefix}:keys:{index}"
+        self._paths = f"{prefix}:paths:{index}"
+        self._exp = f"{prefix}:exp:{index}"
+        self._all_tomb = f"{prefix}:purged-all:{index}"
         self._down = False
+        self._down_since = 0.0
+        self._last_failure = -math.inf
         self._retry_at = 0.0
         self._probing = False
         self._sweeper: asyncio.Task[None] | None = None
         self._pollers = SharedPollers()
+        self._primaries: frozenset[str] = frozenset()
+        self._settling: asyncio.Task[None] | None = None
+        self._unsettled_since: float | None = None
         self.gets = 0
         self.hits = 0
         self.puts = 0
@@ -237,6 +271,8 @@ class RedisTier:
         self.busy = 0
         self.corrupt = 0
         self.refused_late = 0
+        self.failovers = 0
+        """Primaries replaced (seen when Redis answered again after failing)."""
         self.refuse_late = refuse_late
         """Hard purges leave tombstones and puts of responses requested before them are
         refused (the edge turns it on; TOMBSTONE_MS)."""
@@ -248,22 +284,35 @@ class RedisTier:
         start the background index sweeper (every `sweep_every` seconds; 0 disables it)."""
         with contextlib.suppress(_Skip):
             await self._run(lambda r: r.ping())
+            with contextlib.suppress(RedisError, OSError):
+                self._primaries = await primaries(self._client)
         if self.sweep_every > 0 and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="redis-sweep")
 
     async def close(self) -> None:
         self._pollers.cancel()
-        await cancel_all([self._sweeper], "redis tier")
+        await cancel_all([self._sweeper, self._settling], "redis tier")
         self._sweeper = None
-        await close_within(self._client.aclose(), "redis tier: Redis client")
+        await close_client(self._client, "redis tier: Redis client")
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker keeps calls away from Redis."""
+        return not self._down
 
     @property
     def status(self) -> str:
+        failing = self._down or time.monotonic() - self._last_failure < 2 * self.backoff
+        if not failing:
+            return "up"
+        if self.target.failover and time.monotonic() - self._down_since < FAILOVER_WINDOW:
+            return "degraded"
         return "down" if self._down else "up"
 
     def stats(self) -> dict[str, int | str]:
         return {
             "status": self.status,
+            "mode": self.target.mode,
             "gets": self.gets,
             "hits": self.hits,
             "puts": self.puts,
@@ -271,34 +320,46 @@ class RedisTier:
             "busy": self.busy,
             "corrupt": self.corrupt,
             "refused_late": self.refused_late,
+            "failovers": self.failovers,
         }
 
     # -- names ----------------------------------------------------------------------------
 
     def _obj(self, key: str) -> str:
-        return f"{self.prefix}:obj:{_sha1(key)}"
+        return f"{self.prefix}:obj:{_slotted(key)}"
 
     def _lock(self, key: str) -> str:
-        return f"{self.prefix}:lock:{_sha1(key)}"
+        return f"{self.prefix}:lock:{_slotted(key)}"
+
+    def _tomb(self, key: str) -> str:
+        return f"{self.prefix}:purged:{_slotted(key)}"
 
     def _tag(self, tag: str) -> str:
-        return f"{self.prefix}:tag:{tag}"
-
-    def _tomb_prefix(self) -> str:
-        return f"{self.prefix}:purged:"
+        return f"{self.prefix}:tag:{{{tag}}}"
 
     def _tag_tomb(self, tag: str) -> str:
-        return f"{self.prefix}:purged-tag:{tag}"
+        return f"{self.prefix}:purged-tag:{{{tag}}}"
 
-    def _all_tomb(self) -> str:
-        return f"{self.prefix}:purged-all"
+    def _index(self) -> list[str]:
+        return [self._keys, self._paths, self._exp]
+
+    def _pipeline(self, atomic: bool = False) -> Any:
+        """A pipeline; `atomic` (MULTI/EXEC) on one Redis only: a cluster's pipeline sends
+        each node its commands, in order, without a transaction."""
+        return self._client.pipeline(transaction=atomic and not self._cluster)
 
     # -- the circuit breaker --------------------------------------------------------------
 
-    async def _run(self, op: Callable[[Redis], Awaitable[T]], deadline: float | None = None) -> T:
-        """Run one Redis exchange under the breaker; raise _Skip when down or on failure."""
+    async def _run(
+        self,
+        op: Callable[[Client], Awaitable[T]],
+        deadline: float | None = None,
+        force: bool = False,
+    ) -> T:
+        """Run one Redis exchange under the breaker; raise _Skip when down or on failure.
+        `force`: try even while the breaker is open (a purge being retried)."""
         probe = False
-        if self._down:
+        if self._down and not force:
             if self._probing or time.monotonic() < self._retry_at:
                 raise _Skip
             self._probing = probe = True
@@ -325,6 +386,8 @@ class RedisTier:
         if self._down:
             self._down = False
             log.warning("redis tier %s: Redis is back (%s)", self.node, self.url)
+        if self._unsettled_since is not None and self._settling is None:
+            self._settling = asyncio.get_running_loop().create_task(self._settle())
         return result
 
     async def _failed(self, exc: BaseException) -> None:
@@ -339,8 +402,13 @@ class RedisTier:
             if now - self._failing_since < 2 * self.timeout:
                 return
         self._retry_at = now + self.backoff
+        self._last_failure = now
+        if self.target.failover and self._unsettled_since is None:
+            self._unsettled_since = now  # a failover may be under way: watch the primaries
         if not self._down:
             self._down = True
+            if now - self._down_since > FAILOVER_WINDOW:
+                self._down_since = now
             log.warning(
                 "redis tier %s: Redis unavailable (%r); serving without the shared tier, "
                 "retrying every %.1f s",
@@ -349,8 +417,50 @@ class RedisTier:
                 self.backoff,
             )
             # idle connections are likely dead too: drop them, not the ones in use
-            with contextlib.suppress(RedisError, OSError):
-                await self._client.connection_pool.disconnect(inuse_connections=False)
+            pool = getattr(self._client, "connection_pool", None)
+            if pool is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await pool.disconnect(inuse_connections=False)
+
+    async def _settle(self) -> None:
+        """After failures on a Sentinel set or a cluster: once Redis answers, compare the
+        primaries with those before; each one replaced is a failover."""
+        try:
+            since = self._unsettled_since or 0.0
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(self.timeout * 4):
+                    now = await primaries(self._client)
+                new = now - self._primaries if self._primaries else frozenset()
+                if new:
+                    self.failovers += len(new)
+                    log.warning(
+                        "redis tier %s: failover: primaries now %s (were %s)",
+                        self.node,
+                        ", ".join(sorted(now)),
+                        ", ".join(sorted(self._primaries)),
+                    )
+                self._primaries = now
+                if new or time.monotonic() - since > FAILOVER_WINDOW:
+                    self._unsettled_since = None
+            await asyncio.sleep(0.5)  # at most two looks a second
+        finally:
+            self._settling = None
+
+    async def _persist(self, op: Callable[[Client], Awaitable[T]], what: str) -> T:
+        """Run a purge's step; on a Sentinel set or a cluster, retry it while a failover may
+        end (`failover_wait`). Every step is idempotent. Raises RedisUnavailable."""
+        give_up = time.monotonic() + self.failover_wait
+        force = False
+        while True:
+            try:
+                return await self._run(op, deadline=max(5.0, self.timeout * 4), force=force)
+            except _Skip as exc:
+                if time.monotonic() >= give_up:
+                    raise RedisUnavailable(
+                        f"redis tier {self.node}: Redis is unavailable ({what})"
+                    ) from exc
+            force = True
+            await asyncio.sleep(0.1)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -394,17 +504,19 @@ class RedisTier:
         entries.sort(key=lambda e: e.response_time, reverse=True)
         return entries
 
-    async def _forget(self, name: str, vid: bytes, value: bytes) -> None:
-        """Delete a corrupt variant unless it was overwritten meanwhile."""
+    async def _forget(self, name: str, vid: bytes | str, value: bytes) -> None:
+        """Delete a variant unless it was overwritten meanwhile."""
         args: list[bytes | str] = [vid, hashlib.sha1(value, usedforsecurity=False).hexdigest()]
         with contextlib.suppress(_Skip):
-            await self._run(lambda r: self._drop_corrupt(keys=[name], args=args, client=r))
+            await self._run(lambda r: _DROP_IF_SAME(r, [name], args))
 
     # -- writes ---------------------------------------------------------------------------
 
     async def put(self, entry: Entry, keep_until: float) -> bool:
-        """Store `entry` (replacing its variant) in one round trip. False when it is too big,
-        already past `keep_until`, or Redis is down."""
+        """Store `entry` (replacing its variant): the object in one script on its slot, then
+        its tag and index entries (and, with `refuse_late`, a look at the tag and purge-all
+        tombstones). False when it is too big, already past `keep_until`, refused by a purge
+        newer than its request, or Redis is down."""
         if entry.size > self.max_object_bytes or keep_until <= self._clock():
             return False
         key = entry.key
@@ -412,36 +524,38 @@ class RedisTier:
         vid = entry.variant_id
         data = entry.dumps()
         at_ms = math.ceil(keep_until * 1000)
-
+        sent = entry.request_time if self.refuse_late else math.inf
         tags = list(entry.tags)
-        keys = [
-            name,
-            self._keys,
-            self._paths,
-            self._exp,
-            self._tomb_prefix() + _sha1(key),
-            self._all_tomb(),
-            *(self._tag(t) for t in tags),
-            *(self._tag_tomb(t) for t in tags),
-        ]
-        args: list[str | bytes | int] = [
-            vid,
-            data,
-            repr(keep_until),
-            at_ms,
-            key,
-            f"{key_path(key)}\0{key}",
-            repr(entry.request_time) if self.refuse_late else "1e308",
-            len(tags),
-        ]
+        deadline = self.timeout * 4 + len(data) / 50e6
 
-        async def op(r: Redis) -> Any:
-            return await self._put(keys=keys, args=args, client=r)
+        async def store(r: Client) -> Any:
+            args = [vid, data, repr(keep_until), at_ms, repr(sent) if self.refuse_late else "1e308"]
+            return await _PUT(r, [name, self._tomb(key)], args)
+
+        async def index(r: Client) -> list[Any]:
+            pipe = self._pipeline()
+            for tag in tags:  # the tag's set, then its tombstone: same slot, in this order
+                pipe.sadd(self._tag(tag), key)
+                pipe.pexpireat(self._tag(tag), at_ms, nx=True)
+                pipe.pexpireat(self._tag(tag), at_ms, gt=True)
+                if self.refuse_late:
+                    pipe.get(self._tag_tomb(tag))
+            _INDEX_ADD.queue(pipe, self._index(), [key, repr(keep_until)])
+            if self.refuse_late:
+                pipe.get(self._all_tomb)
+            return list(await pipe.execute())
 
         try:
-            stored = await self._run(op, deadline=self.timeout * 4 + len(data) / 50e6)
+            stored = await self._run(store, deadline=deadline)
+            if stored:
+                results = await self._run(index, deadline=deadline)
         except _Skip:
             return False
+        if stored and self.refuse_late:
+            tombs = [*results[3::4][: len(tags)], results[-1]]
+            if any(t is not None and float(t) >= sent for t in tombs):
+                await self._forget(name, vid, data)  # a purge of a tag of it came first
+                stored = 0
         if not stored:
             self.refused_late += 1  # requested before a purge of it: the fetch raced it
             return False
@@ -465,9 +579,10 @@ class RedisTier:
         """Drop (or soft: mark invalidated) every variant of the matching keys; returns how
         many live entries were affected. Same patterns as `MemoryTier.purge`.
 
-        Always bumps ``P:purge-gen`` and, with `announce`, publishes the purge on the bus
-        in the same transaction. Raises RedisUnavailable when Redis cannot be reached and
-        ValueError for a malformed prefix.
+        Always bumps the purge generation and, with `announce`, publishes the purge on the
+        bus (on one Redis, in the same transaction; on a cluster, once every shard applied
+        it). Raises RedisUnavailable when Redis cannot be reached and ValueError for a
+        malformed prefix.
         """
         entries, _ = await self.purge_announced(urls, prefixes, tags, all, soft, announce)
         return entries
@@ -485,8 +600,18 @@ class RedisTier:
         received the announcement (0 without `announce`)."""
         urls, prefixes, tags = list(urls), list(prefixes), list(tags)
         patterns = [PurgePattern.parse(p) for p in prefixes]
-        keys = await self._resolve(urls, patterns, tags, all)
         now = self._clock()
+        tombs = [self._tag_tomb(t) for t in tags] + ([self._all_tomb] if all else [])
+        if tombs and self.refuse_late and not soft:
+            # before the tag sets and the index are read: see the module docstring
+            async def bury(r: Client) -> Any:
+                pipe = self._pipeline()
+                for tomb in tombs:
+                    pipe.set(tomb, repr(now), px=TOMBSTONE_MS)
+                return await pipe.execute()
+
+            await self._persist(bury, "tombstones")
+        keys = await self._resolve(urls, patterns, tags, all)
         message = {
             "type": "purge",
             "urls": urls,
@@ -497,31 +622,30 @@ class RedisTier:
             "at": now,
         }
         drop_tags = [] if soft else [self._tag(t) for t in tags]
-        tombs = [self._tag_tomb(t) for t in tags] + ([self._all_tomb()] if all else [])
-        tombs = [] if soft or not self.refuse_late else tombs
         return await self._apply_announced(
-            sorted(keys), soft, drop_tags, message if announce else None, tombs, now
+            sorted(keys), soft, drop_tags, message if announce else None, now
         )
 
     async def _resolve(
         self, urls: list[str], patterns: list[PurgePattern], tags: list[str], all: bool
     ) -> set[str]:
-        async def op(r: Redis) -> set[str]:
+        async def op(r: Client) -> set[str]:
             if all:
                 return {_text(m) async for m, _ in r.zscan_iter(self._keys, count=1000)}
             found = set(urls)
-            for tag in tags:
-                found |= {_text(m) for m in await r.smembers(self._tag(tag))}
+            if tags:  # one SMEMBERS per tag, each on its tag's shard, all at once
+                pipe = self._pipeline()
+                for tag in tags:
+                    pipe.smembers(self._tag(tag))
+                for members in await pipe.execute():
+                    found |= {_text(m) for m in members}
             for p in patterns:
                 found |= await self._match(r, p)
             return found
 
-        try:
-            return await self._run(op, deadline=max(5.0, self.timeout * 4))
-        except _Skip as exc:
-            raise RedisUnavailable(f"redis tier {self.node}: Redis is unavailable") from exc
+        return await self._persist(op, "resolving the purge")
 
-    async def _match(self, r: Redis, p: PurgePattern) -> set[str]:
+    async def _match(self, r: Client, p: PurgePattern) -> set[str]:
         by_path = p.kind in ("path", "glob")
         zset = self._paths if by_path else self._keys
         if p.literal:
@@ -542,44 +666,56 @@ class RedisTier:
         soft: bool,
         drop: list[str] | None = None,
         message: dict[str, Any] | None = None,
-        tombstones: list[str] | None = None,
         at: float | None = None,
     ) -> tuple[int, Announced]:
+        """Purge `keys` (one script per key, on its slot), drop them from the index and the
+        tag sets `drop`, then bump the generation (announcing `message`). On one Redis all
+        in one transaction; on a cluster, the announcement once every shard answered."""
         now = repr(self._clock() if at is None else at)
-        obj_prefix = f"{self.prefix}:obj:"
-        tomb_prefix = self._tomb_prefix()
         tomb_ms = TOMBSTONE_MS if self.refuse_late else 0
+        generation = generation_key(self.prefix)
 
-        async def op(r: Redis) -> tuple[int, Announced]:
-            pipe = r.pipeline(transaction=True)
-            chunks = [keys[i : i + 500] for i in range(0, len(keys), 500)]
-            for chunk in chunks:
-                await self._purge(
-                    keys=[self._keys, self._paths, self._exp],
-                    args=["1" if soft else "0", now, obj_prefix, tomb_prefix, tomb_ms, *chunk],
-                    client=pipe,
+        def purge_into(pipe: Any) -> None:
+            for key in keys:
+                _PURGE.queue(
+                    pipe, [self._obj(key), self._tomb(key)], ["1" if soft else "0", now, tomb_ms]
                 )
-            if drop:
-                pipe.delete(*drop)
-            for tomb in tombstones or ():
-                pipe.set(tomb, now, px=TOMBSTONE_MS)
+            if not soft:
+                for i in range(0, len(keys), 500):
+                    _INDEX_DROP.queue(pipe, self._index(), keys[i : i + 500])
+            for name in drop or ():
+                pipe.delete(name)
+
+        def announce_into(pipe: Any) -> None:
             if message is not None:
-                payload = encode_message(message, self.node)
-                await self._publish(
-                    keys=[generation_key(self.prefix)],
-                    args=[channel_name(self.prefix), payload],
-                    client=pipe,
-                )
+                announce_in(pipe, self.prefix, encode_message(message, self.node), self._cluster)
             else:
-                pipe.incr(generation_key(self.prefix))
-            results = await pipe.execute()
-            entries = sum(int(n) for n in results[: len(chunks)])
-            return entries, Announced.from_script(results[-1])
+                pipe.incr(generation)
 
-        try:
-            return await self._run(op, deadline=max(5.0, self.timeout * 4))
-        except _Skip as exc:
-            raise RedisUnavailable(f"redis tier {self.node}: Redis is unavailable") from exc
+        async def both(r: Client) -> tuple[int, Any]:
+            pipe = self._pipeline(atomic=True)
+            purge_into(pipe)
+            announce_into(pipe)
+            results = await pipe.execute()
+            return sum(int(n) for n in results[: len(keys)]), results[-1]
+
+        async def purge_only(r: Client) -> tuple[int, Any]:
+            pipe = self._pipeline()
+            purge_into(pipe)
+            results = await pipe.execute() if len(pipe) else []
+            return sum(int(n) for n in results[: len(keys)]), None
+
+        async def announce_only(r: Client) -> Any:
+            pipe = self._pipeline()
+            announce_into(pipe)
+            return (await pipe.execute())[-1]
+
+        if not self._cluster:
+            entries, raw = await self._persist(both, "purging")
+        else:
+            entries, _ = await self._persist(purge_only, "purging")
+            raw = await self._persist(announce_only, "announcing the purge")
+        return entries, Announced.from_script(raw)
 
     async def purge_generation(self) -> int:
         """The current purge generation (raises RedisUnavailable)."""
@@ -591,13 +727,35 @@ class RedisTier:
 
     async def sweep(self, limit: int = 1000) -> int:
         """Drop from the indexes up to `limit` keys whose hash has expired; returns how many."""
-        args: list[str | int] = [repr(self._clock()), limit, f"{self.prefix}:obj:"]
-        keys = [self._keys, self._paths, self._exp]
+        now = self._clock()
+
+        async def op(r: Client) -> int:
+            found = await r.zrangebyscore(self._exp, "-inf", repr(now), start=0, num=limit)
+            due = [_text(k) for k in found if isinstance(k, bytes | str)]
+            if not due:
+                return 0
+            pipe = self._pipeline()
+            for k in due:
+                pipe.pexpiretime(self._obj(k))
+            ats = await pipe.execute()
+            gone = [k for k, at in zip(due, ats, strict=True) if at == -2]
+            later = {
+                k: (now + 3600 if at == -1 else at / 1000)
+                for k, at in zip(due, ats, strict=True)
+                if at != -2
+            }
+            pipe = self._pipeline()
+            if later:
+                pipe.zadd(self._exp, later)
+            if gone:
+                _INDEX_DROP.queue(pipe, self._index(), gone)
+            await pipe.execute()
+            return len(gone)
+
         try:
-            n = await self._run(lambda r: self._sweep(keys=keys, args=args, client=r))
+            return await self._run(op, deadline=max(5.0, self.timeout * 4))
         except _Skip:
             return 0
-        return int(n)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -627,7 +785,7 @@ class RedisTier:
             return False
         name = self._lock(key)
         try:
-            n = await self._run(lambda r: self._unlock(keys=[name], args=[token], client=r))
+            n = await self._run(lambda r: _UNLOCK(r, [name], [token]))
         except _Skip:
             return False
         return bool(n)
@@ -656,8 +814,8 @@ class RedisTier:
         name, lock = self._obj(key), self._lock(key)
         deadline = time.monotonic() + budget
 
-        async def probe(r: Redis) -> Any:
-            pipe = r.pipeline(transaction=False)
+        async def probe(r: Client) -> Any:
+            pipe = self._pipeline()
             pipe.exists(name)
             pipe.exists(lock)
             return await pipe.execute()

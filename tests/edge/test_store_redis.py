@@ -13,15 +13,18 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-import redis
-import redis.asyncio
+from redis.asyncio import RedisCluster
 
 from edge.entry import Entry
-from edge.purge_bus import PurgeBus, RedisUnavailable, apply_to_memory
+from edge.purge_bus import PurgeBus, RedisUnavailable, apply_to_memory, generation_key
+from edge.redis_conn import Client, close_client, make_client
 from edge.store_memory import MemoryTier
 from edge.store_redis import LOCAL_TOKEN_PREFIX, RedisTier
+from tests.redis_modes import modes_fixture
 
 pytestmark = pytest.mark.redis
+
+redis_url = modes_fixture()  # every test here runs on one Redis, Sentinel and a Cluster
 
 DEAD_URL = "redis://127.0.0.1:1/0"
 
@@ -73,18 +76,25 @@ async def tiers(redis_url: str, key_prefix: str) -> AsyncIterator[Tiers]:
 
 
 @pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(redis_url)
+async def raw(redis_url: str) -> AsyncIterator[Client]:
+    client = make_client(redis_url, 2.0)
     yield client
-    await client.aclose()
+    await close_client(client, "test client")
 
 
-async def kill_clients(raw: redis.asyncio.Redis, name: str) -> int:
-    """CLIENT KILL by id every connection named `name` (only this test's own)."""
+async def kill_clients(raw: Client, name: str) -> int:
+    """CLIENT KILL by id every connection named `name` (only this test's own), on every
+    node of a cluster."""
     killed = 0
-    for c in await raw.client_list():
-        if c.get("name") == name:
-            killed += await raw.execute_command("CLIENT", "KILL", "ID", c["id"])
+    nodes: list[object] = [None]
+    if isinstance(raw, RedisCluster):
+        await raw.initialize()
+        nodes = list(raw.get_nodes())
+    for node in nodes:
+        at = {} if node is None else {"target_nodes": node}
+        for c in await raw.client_list(**at):
+            if c.get("name") == name:
+                killed += await raw.execute_command("CLIENT", "KILL", "ID", c["id"], **at)
     return killed
 
 
@@ -117,7 +127,7 @@ async def test_roundtrip_binary_5mb_and_variants(tiers: Tiers) -> None:
     assert tier.status == "up"
 
 
-async def test_keep_until_and_expiry(tiers: Tiers, raw: redis.asyncio.Redis) -> None:
+async def test_keep_until_and_expiry(tiers: Tiers, raw: Client) -> None:
     now = [time.time()]
     tier = await tiers.tier(clock=lambda: now[0])
     key = "http://h/p"
@@ -184,7 +194,7 @@ PURGES: list[tuple[dict[str, object], int, set[str]]] = [
 
 
 @pytest.mark.parametrize("soft", [False, True])
-async def test_purge_hard_and_soft(tiers: Tiers, raw: redis.asyncio.Redis, soft: bool) -> None:
+async def test_purge_hard_and_soft(tiers: Tiers, raw: Client, soft: bool) -> None:
     """Every purge kind (the same cases as the memory tier), against one filled tier each."""
     tier = await tiers.tier()
     other = await tiers.tier("edge-2")
@@ -232,7 +242,7 @@ async def test_keys_without_host(tiers: Tiers) -> None:
     assert await tier.get("/img/a.png") == []
 
 
-async def test_sweep_drops_index_of_expired_hashes(tiers: Tiers, raw: redis.asyncio.Redis) -> None:
+async def test_sweep_drops_index_of_expired_hashes(tiers: Tiers, raw: Client) -> None:
     tier = await tiers.tier()
     e = make("http://h/gone")
     await tier.put(e, time.time() + 0.05)
@@ -245,7 +255,7 @@ async def test_sweep_drops_index_of_expired_hashes(tiers: Tiers, raw: redis.asyn
 
 
 async def test_corrupt_values_are_misses_and_deleted(
-    tiers: Tiers, raw: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+    tiers: Tiers, raw: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     tier = await tiers.tier()
     e = make(vary=(("accept", "a"),))
@@ -329,21 +339,25 @@ async def test_hung_redis_goes_down_after_twice_the_timeout(
 
 
 async def test_recovers_after_connections_are_killed(
-    tiers: Tiers, raw: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+    tiers: Tiers, raw: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     tier = await tiers.tier(backoff=0.1)
     e = make()
     await tier.put(e, time.time() + 60)
     with caplog.at_level(logging.WARNING, logger="edge.store.redis"):
         assert await kill_clients(raw, f"{tiers.prefix}/edge-1/tier") >= 1
-        assert await tier.get(e.key) == []  # the dead connection: a miss, not an error
-        assert tier.status == "down"
-        assert await tier.get(e.key) == []  # within the back-off: no attempt
-        await asyncio.sleep(0.15)
+        first = await tier.get(e.key)
+        if tier.target.mode == "single" or first == []:
+            assert first == []  # the dead connection: a miss, not an error
+            # a failover may be under way on a Sentinel set or a cluster: degraded
+            assert tier.status == ("down" if tier.target.mode == "single" else "degraded")
+            assert await tier.get(e.key) == []  # within the back-off: no attempt
+            await asyncio.sleep(0.25)
+        # (redis-py's Sentinel pool may find the dead connection before using it: a hit)
         assert await tier.get(e.key) == [e]
         assert tier.status == "up"
     messages = [r.getMessage() for r in caplog.records if r.name == "edge.store.redis"]
-    assert len(messages) == 2 and "back" in messages[1]
+    assert messages == [] or (len(messages) == 2 and "back" in messages[1])
 
 
 # -- request collapsing --------------------------------------------------------------------
@@ -447,7 +461,7 @@ async def test_purge_is_delivered_to_other_nodes(tiers: Tiers) -> None:
 
 
 async def test_subscriber_resumes_after_kill_and_signals_missed_purge(
-    tiers: Tiers, raw: redis.asyncio.Redis
+    tiers: Tiers, raw: Client
 ) -> None:
     publisher = tiers.bus("edge-1")
     bus = tiers.bus("edge-2", bound=10.0)
@@ -468,7 +482,7 @@ async def test_subscriber_resumes_after_kill_and_signals_missed_purge(
 
 
 async def test_generation_check_and_gap_signal_resync(
-    tiers: Tiers, raw: redis.asyncio.Redis
+    tiers: Tiers, raw: Client
 ) -> None:
     tier = await tiers.tier("edge-1")
     bus = tiers.bus("edge-2", bound=0.4)
@@ -482,7 +496,7 @@ async def test_generation_check_and_gap_signal_resync(
     assert time.monotonic() - started < 1.0
     assert got == [{"type": "resync", "gen": 1, "reason": "generation"}]
     # A generation skipped on the channel: signalled as soon as the next message arrives.
-    await raw.incr(f"{tiers.prefix}:purge-gen")
+    await raw.incr(generation_key(tiers.prefix))
     await tier.purge(urls=["http://h/y"])
     await eventually(lambda: len(got) == 3)
     assert got[1]["type"] == "purge" and got[1]["gen"] == 3
@@ -491,7 +505,7 @@ async def test_generation_check_and_gap_signal_resync(
     assert bus.trusted()
     assert not bus.trusted(now=bus.last_contact + 0.5)  # the bound is 0.4 s
     # The counter lost (Redis flushed): the next check resyncs and starts over from it.
-    await raw.delete(f"{tiers.prefix}:purge-gen")
+    await raw.delete(generation_key(tiers.prefix))
     await eventually(lambda: len(got) == 4)
     assert got[3] == {"type": "resync", "gen": 0, "reason": "reset"}
     assert bus.applied_generation == 0

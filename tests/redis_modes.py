@@ -1,0 +1,69 @@
+"""The three ways to run the shared tier, for tests that run on each: one Redis (the
+machine's), a Sentinel set and a Redis Cluster (ours, started on first use from Debian's
+redis-server and stopped when the session ends; bench.redis_sets).
+
+A test module takes them with `modes_fixture()`; failover tests start sets of their own
+(they kill a primary)."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.redis_sets import RedisCluster, SentinelSet
+
+MODES = ("single", "sentinel", "cluster")
+_started: dict[str, Any] = {}
+
+
+def _workdir() -> Path:
+    if "dir" not in _started:
+        _started["dir"] = Path(tempfile.mkdtemp(prefix="edge-test-redis-sets-"))
+        atexit.register(_stop_all)
+    return Path(_started["dir"])
+
+
+def _stop_all() -> None:
+    for mode in ("sentinel", "cluster"):
+        if mode in _started:
+            _started.pop(mode).stop()
+    if "dir" in _started:
+        shutil.rmtree(_started.pop("dir"), ignore_errors=True)
+
+
+def require_redis_server() -> None:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        from tests.conftest import IN_CI
+
+        message = "redis-server / redis-cli are not installed (apt-get install redis-server)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def mode_url(mode: str, single_url: str) -> str:
+    """The URL of the shared set of `mode` (started now if needed)."""
+    if mode == "single":
+        return single_url
+    require_redis_server()
+    if mode not in _started:
+        if mode == "cluster":
+            _started[mode] = RedisCluster(_workdir(), node_timeout=2000).start()
+        else:
+            _started[mode] = SentinelSet(_workdir(), down_after=1000).start()
+    return str(_started[mode].url)
+
+
+def modes_fixture() -> Any:
+    """A `redis_url` fixture for a test module: each test runs on the three modes."""
+
+    @pytest.fixture(params=MODES)
+    def redis_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+        return mode_url(str(request.param), redis_url)
+
+    return redis_url
