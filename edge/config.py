@@ -312,9 +312,14 @@ class _Reader:
         return url.rstrip("/")
 
     def redis_url(self, value: Any, where: str) -> str:
+        """One Redis, a Sentinel set or a Cluster: `edge.redis_conn.parse_url`."""
+        from edge.redis_conn import parse_url
+
         url = self.string(value, where)
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise self.fail(where, f"expected redis://host:port/db, got {url!r}")
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise self.fail(where, str(exc)) from None
         return url
 
 
