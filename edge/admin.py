@@ -134,7 +134,10 @@ def metrics(engine: Engine) -> respond.Reply:
     tiers = engine.tiers
     redis_up = 1 if tiers.redis_status() == "up" else 0
     merged, _ = node_numbers(engine)
-    text = metrics_text.render(engine.cfg.node, merged, tiers.stats(), redis_up, LATENCY_BUCKETS)
+    failovers = tiers.redis.failovers if tiers.redis is not None else 0
+    text = metrics_text.render(
+        engine.cfg.node, merged, tiers.stats(), redis_up, LATENCY_BUCKETS, failovers
+    )
     return respond.plain(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 

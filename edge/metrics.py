@@ -57,6 +57,7 @@ def render(
     memory: dict[str, Any],
     redis_up: int,
     buckets: tuple[float, ...],
+    redis_failovers: int = 0,
 ) -> str:
     """The exposition of a merged node view (`edge.nodeview.merge`)."""
     c = merged["counters"]
@@ -156,6 +157,12 @@ def render(
         [("", memory.get("bytes", 0))],
     )
     out.family("edge_redis_up", "gauge", "1 when the shared Redis tier answers.", [("", redis_up)])
+    out.family(
+        "edge_redis_failovers_total",
+        "counter",
+        "Redis primaries replaced (Sentinel or Cluster failovers) seen by this node.",
+        [("", redis_failovers)],
+    )
     out.family(
         "edge_client_connections_open",
         "gauge",
