@@ -489,13 +489,21 @@ class Engine:
 
     # -- miss ---------------------------------------------------------------------------
 
-    def origin_headers(self, req: Request, drop: tuple[str, ...] = ()) -> CIMultiDict[str]:
-        """The headers this client's request carries to the origin (X-Forwarded-*, Via)."""
+    def origin_headers(
+        self, req: Request, drop: tuple[str, ...] = (), shared: bool = False
+    ) -> CIMultiDict[str]:
+        """The headers this client's request carries to the origin (X-Forwarded-*, Via).
+
+        `shared`: a fetch whose answer may be stored for every client. Nothing outside the
+        cache key may shape it, so the origin is not told the client's scheme, nor its host
+        unless `hosts:` names only one (the key holds neither: an answer made for https
+        would be served on http, one host's to another)."""
+        host = forwarded_host(req.host, self.hosts)
         headers = forward_headers(
             req.headers,
             peer=req.peer or None,
-            scheme=req.scheme,
-            host=forwarded_host(req.host, self.hosts),
+            scheme=None if shared else req.scheme,
+            host=None if shared and len(self.hosts) != 1 else host,
             via=self.ident.via(req.version),
             drop=drop,
         )
@@ -503,7 +511,7 @@ class Engine:
         return headers
 
     def fetch_spec(self, req: Request, route: flow.Lookup, stale: Entry | None) -> FetchSpec:
-        headers = self.origin_headers(req, drop=NOT_FOR_SHARED_FETCH)
+        headers = self.origin_headers(req, drop=NOT_FOR_SHARED_FETCH, shared=True)
         if stale is not None:
             headers.update(policy.validators_for(stale))
         return FetchSpec(

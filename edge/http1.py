@@ -22,11 +22,11 @@ from collections import deque
 from collections.abc import Coroutine, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit
 
 import httptools
-from multidict import CIMultiDict
 
+from edge.ledger import RETRY_AFTER
+from edge.request import Refused, Request, check_host, content_length, method_of, split_target
 from edge.request_fields import (
     ANSWERED_FROM_CACHE,
     F_BODY,
@@ -56,7 +56,6 @@ ParsedHead = tuple[
 MAX_KEPT_HEAD = 4096  # bytes: a read longer than this is parsed every time
 MAX_KEPT_HEADS = 1024  # heads kept per worker; past it they are all dropped
 UNKEPT = F_BODY | F_TE | F_EXPECT | F_UPGRADE  # a body, or a head that asks for more than an answer
-METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
 
 def reason(status: int) -> str:
@@ -64,65 +63,6 @@ def reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
-
-
-class Refused(Exception):
-    """Raised in a parser callback: answer `status` and close."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class Request:
-    """One parsed request. `headers` is built on first use (a plain hit never needs it)."""
-
-    __slots__ = (
-        "_headers",
-        "body",
-        "complete",
-        "first_byte",
-        "flags",
-        "host",
-        "keep_alive",
-        "method",
-        "peer",
-        "raw_headers",
-        "request_id",
-        "special",
-        "started",
-        "target",
-        "upgrade",
-        "version",
-    )
-    scheme = "http"  # edge.tls.TlsRequest: "https"
-
-    def __init__(self, peer: str) -> None:
-        self.method = ""
-        self.target = ""
-        self.version = "1.1"
-        self.raw_headers: Sequence[tuple[bytes, bytes]] = ()
-        self._headers: CIMultiDict[str] | None = None
-        self.flags = 0
-        self.special: tuple[tuple[bytes, bytes], ...] = ()  # conditional and Range fields
-        self.keep_alive = True
-        self.peer = peer
-        self.host = ""
-        self.body = bytearray()
-        self.complete = False
-        self.started = 0.0
-        self.first_byte = 0.0  # set by `start` when timed (a streamed answer's head went out)
-        self.request_id = ""  # X-Request-Id, once the engine needed one (edge.access_log)
-        self.upgrade = False
-
-    @property
-    def headers(self) -> CIMultiDict[str]:
-        if self._headers is None:
-            self._headers = CIMultiDict(
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers
-            )
-        return self._headers
 
 
 def serialize_head(
@@ -180,6 +120,8 @@ class Http1Connection(asyncio.BaseProtocol):
         self.head_started = 0.0  # loop time the current head began (0: not reading a head)
         self.body_started = 0.0
         self.body_bytes = 0
+        self.bodies = engine.ledger.account("bodies")
+        self.body_kept = 0  # request body bytes charged to `bodies`, given back once answered
         self.last_activity = 0.0
         self.chunked_out = False  # the response being streamed uses chunked framing
         self.close_after = False
@@ -191,13 +133,11 @@ class Http1Connection(asyncio.BaseProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         guard = self.guard
-        if len(self.connections) >= guard.max_connections:
-            guard.over_limit += 1
+        if not guard.admit(self):  # limits.max_connections
             self.transport.write(self._error_bytes(503, "too many connections"))
             self.transport.close()
             return
         guard.accepted += 1
-        self.connections.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.peer = str(peer[0])
@@ -208,6 +148,9 @@ class Http1Connection(asyncio.BaseProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.queue.clear()
+        if self.body_kept:
+            self.bodies.give(self.body_kept)
+            self.body_kept = 0
         if self.drained is not None and not self.drained.done():
             self.drained.set_exception(ConnectionResetError("client gone"))
         if self.task is not None and not self.task.done():
@@ -253,17 +196,20 @@ class Http1Connection(asyncio.BaseProtocol):
     def gone(self) -> bool:
         return self.transport is None or self.transport.is_closing()
 
-    def _error_bytes(self, status: int, message: str) -> bytes:
+    def _error_bytes(self, status: int, message: str, head: bool = False) -> bytes:
         body = f"{status}: {message}\n".encode()
         fields = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
-        return serialize_head(status, fields, len(body), "Connection: close\r\n") + body
+        if status == 503:  # too many connections, or request bodies (limits.kept.bodies)
+            fields.append(("Retry-After", str(RETRY_AFTER)))
+        out = serialize_head(status, fields, len(body), "Connection: close\r\n")
+        return out if head else out + body  # RFC 9110 section 9.3.2: no body after a HEAD
 
-    def fail(self, status: int, message: str) -> None:
+    def fail(self, status: int, message: str, head: bool = False) -> None:
         """Answer a protocol error and close; nothing queued behind it is answered."""
         self.broken = True
         if self.transport is not None and not self.transport.is_closing():
             if self.answering is None:
-                self.transport.write(self._error_bytes(status, message))
+                self.transport.write(self._error_bytes(status, message, head))
             self.transport.close()
 
     # -- timeouts, checked by `tick` about once a second (cheaper than a timer a request) ---
@@ -328,10 +274,14 @@ class Http1Connection(asyncio.BaseProtocol):
             self.broken = True
         except httptools.HttpParserError as exc:
             refused = exc.__context__ if isinstance(exc.__context__, Refused) else None
+            if refused is None and isinstance(exc, httptools.HttpParserInvalidMethodError):
+                refused = _method_refusal(data if from_start else b"")
             if refused is None or refused.status in (400, 414, 431):
                 self.guard.bad_request(self.peer or None, refused or exc)
             if refused is not None:
-                self.fail(refused.status, refused.message)
+                # Refused by a callback: the request line was read, its method is known.
+                after_head = exc.__context__ is refused and self.parser.get_method() == b"HEAD"
+                self.fail(refused.status, refused.message, after_head)
             else:
                 self.fail(400, "malformed request")
             return
@@ -397,10 +347,12 @@ class Http1Connection(asyncio.BaseProtocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        raw_method = parser.get_method()
-        method = METHODS.get(raw_method) or raw_method.decode("latin-1")
-        keep_alive = parser.should_keep_alive()
+        # The request check every door makes, in the same order (edge.request).
+        method = method_of(parser.get_method())
         flags = self.h_flags
+        if flags & F_HOST:
+            check_host(self.h_host)
+        keep_alive = parser.should_keep_alive()
         # Without a Connection field, a connection llhttp keeps alive is HTTP/1.1's (it
         # keeps 1.0, 0.9 and 2.0 open only with "Connection: keep-alive"); asking httptools
         # the version formats a string.
@@ -483,10 +435,14 @@ class Http1Connection(asyncio.BaseProtocol):
             # framing; nothing ambiguous goes on.
             raise Refused(400, "Transfer-Encoding in an HTTP/1.0 request")
         if req.target[:1] != "/":
-            self._other_form(req)
+            authority, req.target = split_target(req.method, req.target)
+            if authority is not None:
+                # RFC 9112 section 3.2.2: the absolute-form's authority replaces Host.
+                check_host(authority)
+                req.host = authority
         if flags & F_BODY:
             length = req.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > self.max_body:
+            if length is not None and content_length(length) > self.max_body:
                 raise Refused(413, "request body too large")
             self.body_started = self.loop.time()
             self.body_bytes = 0
@@ -494,23 +450,16 @@ class Http1Connection(asyncio.BaseProtocol):
             if "100-continue" in expect.lower() and self.transport is not None:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def _other_form(self, req: Request) -> None:
-        """RFC 9112 section 3.2: absolute-form (its authority replaces Host), the
-        asterisk-form of OPTIONS and the authority-form of CONNECT; anything else is a 400."""
-        target = req.target
-        if target.lower().startswith(("http://", "https://")):
-            parts = urlsplit(target)
-            req.host = parts.netloc
-            req.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        elif not (target == "*" and req.method == "OPTIONS") and req.method != "CONNECT":
-            raise Refused(400, "the request target must be a path")
-
     def on_body(self, body: bytes) -> None:
         req = self.current
         assert req is not None
         self.body_bytes += len(body)
         if len(req.body) + len(body) > self.max_body:
             raise Refused(413, "request body too large")
+        if not self.bodies.take(len(body)):
+            # limits.kept.bodies: the bodies every connection of the worker is receiving.
+            raise Refused(503, "too many request bodies being received; retry later")
+        self.body_kept += len(body)
         req.body += body
 
     def on_message_complete(self) -> None:
@@ -570,6 +519,10 @@ class Http1Connection(asyncio.BaseProtocol):
 
     def _finished(self, req: Request) -> None:
         self.answering = None
+        if req.body and self.body_kept:  # answered: its body is no longer kept
+            given = min(len(req.body), self.body_kept)
+            self.bodies.give(given)
+            self.body_kept -= given
         if self.queue and self.queue[0] is req:
             self.queue.popleft()
         self._done(req.keep_alive)
@@ -680,6 +633,17 @@ class Http1Connection(asyncio.BaseProtocol):
         self.close_after = True
         if self.transport is not None:
             self.transport.abort()
+
+
+def _method_refusal(data: bytes) -> Refused:
+    """llhttp refused the method it read: the same refusal as every door gives it (400 not a
+    token, 501 unknown: `edge.request.method_of`), when the read began with it."""
+    raw = data.lstrip(b"\r\n").split(b" ", 1)[0]
+    try:
+        method_of(raw)
+    except Refused as refused:
+        return refused
+    return Refused(400, "malformed request line")
 
 
 def _write_whole(transport: asyncio.Transport, head: bytes, body: bytes | memoryview) -> None:

@@ -57,15 +57,23 @@ from typing import TYPE_CHECKING, Any, cast
 
 from edge import h2_frames as wire
 from edge.h2_frames import ErrorCode, H2Error
-from edge.http1 import METHODS
+from edge.ledger import ITEM_OVERHEAD, RETRY_AFTER
+from edge.request import (
+    Refused,
+    TlsRequest,
+    check_host,
+    content_length,
+    method_of,
+    split_target,
+)
 from edge.request_fields import ANSWERED_FROM_CACHE, F_BODY, F_HOST, FLAGS_BY_NAME
 from edge.respond import Reply
-from edge.tls import TlsRequest
 from edge.tls_config import Http2Settings
 
 if TYPE_CHECKING:
     from edge.engine import Engine
-    from edge.http1 import Http1Connection, Request
+    from edge.http1 import Http1Connection
+    from edge.request import Request
 
 log = logging.getLogger("edge.http2")
 
@@ -91,6 +99,7 @@ class Stream:
         "ended",
         "expect",
         "id",
+        "kept",
         "pending",
         "received",
         "recv_window",
@@ -125,6 +134,7 @@ class Stream:
         self.recv_window = recv  # what the client may send
         self.expect: int | None = None  # the request's Content-Length
         self.received = 0
+        self.kept = 0  # body bytes charged to the ledger's `bodies` (given back at the end)
 
     # -- the engine's side (the same methods as Http1Connection) -------------------------
 
@@ -232,7 +242,7 @@ Parsed = tuple[
     int,
     tuple[tuple[bytes, bytes], ...],
     bool,
-    str | None,
+    int | None,
 ]
 
 # The encoded part of a cached answer's head before its per-request fields (Age and what
@@ -292,6 +302,11 @@ class Http2Connection(asyncio.Protocol):
         self.block_sid = 0  # a header block in CONTINUATION frames: its stream
         self.block_flags = 0
         self.block_parts: list[bytes] = []
+        self.block_size = 0  # its bytes so far
+        self.block_kept = 0  # what it is charged in the ledger's `header_blocks`
+        self.block_started = 0.0
+        self.header_blocks = engine.ledger.account("header_blocks")
+        self.bodies = engine.ledger.account("bodies")
 
     # -- connection ---------------------------------------------------------------------
 
@@ -309,8 +324,7 @@ class Http2Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         guard = self.guard
-        if len(guard.open) >= guard.max_connections:
-            guard.over_limit += 1
+        if not guard.admit(self):  # limits.max_connections
             self.transport.write(
                 self._our_settings()
                 + wire.goaway(0, ErrorCode.REFUSED_STREAM, b"too many connections")
@@ -319,7 +333,6 @@ class Http2Connection(asyncio.Protocol):
             self.transport.close()
             return
         guard.accepted += 1
-        guard.open.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.peer = str(peer[0])
@@ -334,10 +347,13 @@ class Http2Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
         self.guard.open.discard(self)
+        self._drop_block()
         for stream in list(self.streams.values()):
             if stream.running:
                 self.guard.client_gone += 1
             self._mark_reset(stream)
+            if not stream.running:  # else when its answer ends (`_run`)
+                self._give_body(stream)
         self.streams.clear()
 
     def pause_writing(self) -> None:
@@ -364,13 +380,16 @@ class Http2Connection(asyncio.Protocol):
             self.flush(now=True)  # what the batch produced (a GOAWAY) goes out first
             self.transport.close()
 
-    def goaway(self, code: ErrorCode, reason: str, abort: bool = False) -> None:
+    def goaway(self, code: ErrorCode, reason: str, abort: bool = False, bad: bool = True) -> None:
         """A connection error: GOAWAY and close (nothing more is answered). `abort`: the
-        client reads nothing, so nothing queued can be flushed: drop the connection."""
+        client reads nothing, so nothing queued can be flushed: drop the connection. `bad`:
+        counted as a malformed request (a timeout is counted as one instead)."""
         if self.gone or self.dead:
             return
-        self.guard.bad_request(self.peer or None, ValueError(f"h2: {reason}"))
+        if bad:
+            self.guard.bad_request(self.peer or None, ValueError(f"h2: {reason}"))
         self.dead = True
+        self._drop_block()
         self.closing = True
         self.out.append(wire.goaway(self.highest, code, reason.encode()))
         for stream in list(self.streams.values()):
@@ -404,6 +423,11 @@ class Http2Connection(asyncio.Protocol):
         if self.preface_deadline and now > self.preface_deadline:
             self.guard.header_timeouts += 1
             self.close()  # no preface, or no first request, in time
+            return
+        if self.block_sid and now - self.block_started > self.header_timeout:
+            # A header block in progress is a request head being sent: the slowloris rule.
+            self.guard.header_timeouts += 1
+            self.goaway(ErrorCode.ENHANCE_YOUR_CALM, "header block too slow", bad=False)
             return
         stall = self.settings.stall_timeout
         if self.paused_since and now - self.paused_since > stall:
@@ -503,10 +527,10 @@ class Http2Connection(asyncio.Protocol):
             parts = self.block_parts
             if len(parts) > MAX_CONTINUATIONS:
                 raise H2Error(ErrorCode.PROTOCOL_ERROR, "too many CONTINUATION frames")
+            self._block_grows(len(payload))
             parts.append(payload)
             if flags & wire.END_HEADERS:
-                self.block_sid = 0
-                self.block_parts = []
+                self._drop_block()
                 self._header_block(self.block_flags, sid, b"".join(parts), now)
         elif kind == wire.SETTINGS:
             self._settings(flags, sid, payload, now)
@@ -628,11 +652,46 @@ class Http2Connection(asyncio.Protocol):
                 raise H2Error(ErrorCode.PROTOCOL_ERROR, "a stream depending on itself")
             payload = payload[5:]
         if flags & wire.END_HEADERS:
+            self._check_block_size(len(payload))
             self._header_block(flags, sid, payload, now)
         else:
             self.block_sid = sid
             self.block_flags = flags
+            self.block_started = now
+            self._block_grows(len(payload))
             self.block_parts = [payload]
+
+    def _check_block_size(self, size: int) -> None:
+        """An encoded header block is never larger than the header list it decodes to (the
+        list counts 32 bytes per field beyond its name and value, more than any field's
+        HPACK prefix and lengths; an encoder uses Huffman only where it is shorter), so a
+        block over SETTINGS_MAX_HEADER_LIST_SIZE is refused as it arrives, not buffered
+        whole and decoded first (RFC 9113 section 10.5.1: a larger field block than we are
+        willing to handle; the connection closes, as its HPACK state is lost)."""
+        if size > self.settings.max_header_list_size:
+            raise H2Error(
+                ErrorCode.ENHANCE_YOUR_CALM, "header block over SETTINGS_MAX_HEADER_LIST_SIZE"
+            )
+
+    def _block_grows(self, n: int) -> None:
+        """A part of a header block in CONTINUATION frames arrived: within the bound of one
+        block and within the ledger's `header_blocks` (every connection of the worker), or
+        the connection is closed before it is kept."""
+        self._check_block_size(self.block_size + n)
+        kept = n + ITEM_OVERHEAD
+        if not self.header_blocks.take(kept):
+            raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "header blocks in progress over limits.kept")
+        self.block_size += n
+        self.block_kept += kept
+
+    def _drop_block(self) -> None:
+        """The header block in progress is done with (whole, or the connection ends)."""
+        self.block_sid = 0
+        self.block_parts = []
+        self.block_size = 0
+        if self.block_kept:
+            self.header_blocks.give(self.block_kept)
+            self.block_kept = 0
 
     def _header_block(self, flags: int, sid: int, block: bytes, now: float) -> None:
         end_stream = bool(flags & wire.END_STREAM)
@@ -675,9 +734,23 @@ class Http2Connection(asyncio.Protocol):
         if decoded.problem is not None:
             self._malformed(stream, decoded.problem, now)
             return
-        parsed = cast("Parsed | None", decoded.parsed)
+        parsed = cast("Parsed | Refused | None", decoded.parsed)
         if parsed is None:
-            parsed = decoded.parsed = self._parse(decoded.fields)
+            try:
+                parsed = self._parse(decoded.fields)
+            except Refused as refused:
+                parsed = refused
+            decoded.parsed = parsed
+        if type(parsed) is Refused:
+            # The request check every door shares (edge.request): the same refusal as on
+            # HTTP/1.1, as an answer on this stream (without a body after a HEAD).
+            if (b":method", b"HEAD") in decoded.fields:
+                req.method = "HEAD"
+            self.guard.bad_request(self.peer or None, parsed)
+            self._body_done(stream)
+            self._answer_error(stream, parsed.status, parsed.message)
+            return
+        assert type(parsed) is tuple
         method, target, host, raw, flags, special, too_large, length = parsed
         req.version = "2"
         req.method = method
@@ -689,23 +762,20 @@ class Http2Connection(asyncio.Protocol):
         if self.engine.access_log is not None:
             req.started = time.monotonic()
         self.last_accepted = max(self.last_accepted, sid)
-        if length is not None:
-            if not length.isdigit():
-                self._malformed(stream, "invalid content-length", now)
-                return
-            stream.expect = int(length)
+        stream.expect = length
         if too_large:  # limits.max_headers and max_field_size, as on HTTP/1.1
             self.guard.bad_request(self.peer or None, ValueError("h2: header fields too large"))
             self._body_done(stream)
             self._answer_error(stream, 431, "request header fields too large")
             return
-        if req.method == "CONNECT" or req.target[:1] != "/":
-            # No extended CONNECT (RFC 8441) and no asterisk-form here.
-            self._body_done(stream)
-            self._answer_error(stream, 400 if req.method != "CONNECT" else 405, "not supported")
-            return
         if end_stream:
             self._end_of_request(stream, now)
+            return
+        if req.method == "CONNECT":
+            # No tunnels (no extended CONNECT, RFC 8441): answered at once by the flow
+            # core's refusal, whatever DATA would follow.
+            self._dispatch(stream)
+            self._answer_error(stream, 405, "CONNECT is not supported")
             return
         stream.body_started = now
         if stream.expect is not None and stream.expect > self.max_body:
@@ -713,7 +783,8 @@ class Http2Connection(asyncio.Protocol):
             self._answer_error(stream, 413, "request body too large")
 
     def _parse(self, fields: wire.Fields) -> Parsed:
-        """What a request is made of, from its checked fields (kept with a cached block)."""
+        """What a request is made of, from its checked fields (kept with a cached block);
+        Refused by the request check every door shares (edge.request)."""
         raw: list[tuple[bytes, bytes]] = []
         cookies: list[bytes] = []
         method = path = authority = b""
@@ -754,16 +825,23 @@ class Http2Connection(asyncio.Protocol):
             if not flags & F_HOST:
                 raw.append((b"host", authority))
                 flags |= F_HOST
-        length = None if not lengths else lengths.pop() if len(lengths) == 1 else b"x"
+        checked = method_of(method)
+        # RFC 9113 section 8.3.1: `:path` is origin-form, or `*` for OPTIONS; CONNECT has
+        # none (the flow core answers it 405).
+        absolute, target = split_target(checked, path.decode("latin-1"))
+        if absolute is not None:
+            raise Refused(400, "the request target must be a path")
+        check_host(host)
+        length = b",".join(lengths).decode("latin-1") if lengths else None
         return (
-            METHODS.get(method) or method.decode("latin-1"),
-            path.decode("latin-1") or "/",
+            checked,
+            target,
             host,
             tuple(raw),
             flags,
             special,
             too_large,
-            None if length is None else length.decode("latin-1"),
+            None if length is None else content_length(length),
         )
 
     def _malformed(self, stream: Stream, problem: str, now: float) -> None:
@@ -819,6 +897,17 @@ class Http2Connection(asyncio.Protocol):
             self.body_buffered += len(data)
             if self.body_buffered > self.body_budget:
                 raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too much request body at once")
+            if not self.bodies.take(len(data)):
+                # limits.kept.bodies: the bodies every connection of the worker is receiving.
+                self._body_done(stream)
+                self._answer_error(
+                    stream,
+                    503,
+                    "too many request bodies being received; retry later",
+                    [("Retry-After", str(RETRY_AFTER))],
+                )
+                return
+            stream.kept += len(data)
             body += data
         if end:
             self._end_of_request(stream, now)
@@ -872,9 +961,17 @@ class Http2Connection(asyncio.Protocol):
             self.reset_stream(stream, ErrorCode.INTERNAL_ERROR)
         self._forget(stream)
 
-    def _answer_error(self, stream: Stream, status: int, message: str) -> None:
+    def _answer_error(
+        self,
+        stream: Stream,
+        status: int,
+        message: str,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
         body = f"{status}: {message}\n".encode()
         fields = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+        if extra:
+            fields += extra
         if not stream.started:
             stream.send(stream.req, Reply(status, fields, body, len(body)))
         if not stream.reset and not stream.remote_closed:
@@ -1042,5 +1139,12 @@ class Http2Connection(asyncio.Protocol):
         if not (stream.ended or stream.reset):
             return
         self._body_done(stream)
+        self._give_body(stream)
         self.streams.pop(stream.id, None)
         self._maybe_close()
+
+    def _give_body(self, stream: Stream) -> None:
+        """The request was answered (or the stream ended): its body is no longer kept."""
+        if stream.kept:
+            self.bodies.give(stream.kept)
+            stream.kept = 0

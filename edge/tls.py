@@ -32,7 +32,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from edge.http1 import Http1Connection, Request
+from edge.http1 import Http1Connection
+from edge.request import Request, TlsRequest
 from edge.respond import Reply
 from edge.tls_config import CertFiles, TlsSettings
 from edge.tls_transport import TlsTransport
@@ -47,13 +48,6 @@ CIPHERS_TLS12 = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 class TlsError(Exception):
     """A certificate or key that cannot be used; the message names the file."""
-
-
-class TlsRequest(Request):
-    """A request that came over TLS (HTTP/1.1 or h2): the origin sees X-Forwarded-Proto https."""
-
-    __slots__ = ()
-    scheme = "https"
 
 
 def cert_names(path: str) -> tuple[str, ...]:
@@ -231,6 +225,7 @@ class Redirector:
         self.access_log = engine.access_log
         self.timed = engine.timed
         self.request_heads = engine.request_heads
+        self.ledger = engine.ledger
         self.settings = settings
         port = settings.redirect_port or settings.port
         self.port_suffix = "" if port == 443 else f":{port}"
@@ -288,9 +283,12 @@ async def start_listener(
     loop = asyncio.get_running_loop()
     settings = store.settings
     choose = connection_for(engine, settings)
-    timeout = engine.cfg.header_timeout
+    handshakes = engine.ledger.account("handshakes")
     server = await loop.create_server(
-        lambda: TlsTransport(store.front, choose, timeout, engine.guard),
+        # limits.header_timeout as it is now (a reload may change it) bounds each handshake.
+        lambda: TlsTransport(
+            store.front, choose, engine.cfg.header_timeout, engine.guard, handshakes
+        ),
         host,
         settings.port,
         reuse_port=reuse_port,

@@ -63,12 +63,13 @@ def forward_headers(
     headers: MultiMapping[str],
     *,
     peer: str | None,
-    scheme: str,
+    scheme: str | None,
     host: str | None,
     via: str,
     drop: Iterable[str] = (),
 ) -> CIMultiDict[str]:
-    """The headers sent to the origin for a client's request."""
+    """The headers sent to the origin for a client's request. `scheme` and `host`: the
+    X-Forwarded-Proto and X-Forwarded-Host to send, if any."""
     skip = HOP_BY_HOP | connection_tokens(headers) | UNTRUSTED_REQUEST_HEADERS | {"host"}
     skip |= {d.lower() for d in drop}
     out: CIMultiDict[str] = CIMultiDict()
@@ -78,7 +79,8 @@ def forward_headers(
     prior = ", ".join(headers.getall("X-Forwarded-For", []))
     if peer:
         out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    out["X-Forwarded-Proto"] = scheme
+    if scheme:
+        out["X-Forwarded-Proto"] = scheme
     if host:
         out["X-Forwarded-Host"] = host
     prior_via = ", ".join(headers.getall("Via", []))
