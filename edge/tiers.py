@@ -95,7 +95,7 @@ class Tiers:
         if entries and node is not None and key not in self._checked:
             # Something was purged since this copy was last checked: is it still there?
             if all(node.valid(e) for e in entries):
-                self._checked.add(key)
+                self._check(key)
             else:
                 self.hot.delete(key)
                 self.version += 1
@@ -106,11 +106,20 @@ class Tiers:
                 self.hot.put(entry, keep_until(entry))
             if entries:
                 self.stored_before[key] = True
-            self._checked.add(key)
+                self._check(key)  # a key not found is not remembered (a client makes many)
             self.version += 1
         if entries:
             return self._trusted(entries)
         return None if self.redis is not None else []
+
+    def _check(self, key: str) -> None:
+        """`key`'s hot copy stands this purge generation. The keys the hot tier let go of
+        stay until the generation moves: past a few times what it holds, all are dropped
+        (each hot copy is checked against the node again)."""
+        checked = self._checked
+        if len(checked) > 4 * len(self.hot) + 1024:
+            checked.clear()
+        checked.add(key)
 
     def newer(self, key: str, than: Entry) -> list[Entry]:
         """The node's variants of `key` if another worker stored a newer response than the
@@ -159,7 +168,7 @@ class Tiers:
         self.version += 1
         self.stored_before[entry.key] = True
         self.hot.put(entry, until)
-        self._checked.add(entry.key)
+        self._check(entry.key)
         if shared and self.node is not None:
             self.node.put(entry, until)
 
@@ -170,7 +179,7 @@ class Tiers:
         self.version += 1
         self.stored_before[entry.key] = True
         self.hot.put(entry, until)
-        self._checked.add(entry.key)
+        self._check(entry.key)
         if self.node is not None:
             asyncio.get_running_loop().call_soon(self._node_put, entry, until)
         if self.redis is not None:

@@ -159,6 +159,7 @@ async def test_many_only_if_cached_targets_keep_routes_bounded(scripted, make_ed
         assert fields["status"] == "504"
     client.close()
     assert sum(script.hits.values()) == 0
+    assert len(engine.tiers._checked) < 10  # a key not found is not remembered either
     routes = engine.ledger.account("routes")
     assert routes.used <= limit and routes.refused > 0
     assert 3 * sum(len(t) for t in engine.routes) <= limit  # was 200 targets of 4 KB
