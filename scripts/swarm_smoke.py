@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import html.parser
 import http.client
@@ -43,7 +44,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("WOODY_SWARM_CACHE", "/var/cache/woody-swarm"))
@@ -446,13 +447,13 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def deploy_env(opts: argparse.Namespace) -> dict[str, str]:
+def deploy_env(opts: argparse.Namespace, api_role: str = "manager") -> dict[str, str]:
     return {
         **os.environ,
         "REGISTRY": REGISTRY,
         "IMAGE_PREFIX": IMAGE_PREFIX,
         "TAG": TAG,
-        "API_NODE_ROLE": "manager",
+        "API_NODE_ROLE": api_role,
         "WOODY_HEAVY_SECONDS": str(opts.heavy_seconds),
         "WOODY_DB_SECONDS": str(opts.db_seconds),
         "WOODY_EDGE_PORT": str(opts.edge_port),
@@ -460,19 +461,19 @@ def deploy_env(opts: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def deploy(opts: argparse.Namespace) -> None:
-    log(f"docker stack deploy -c stack.yml -c {OVERRIDE} {opts.stack}")
+def deploy(
+    opts: argparse.Namespace, overrides: Sequence[str] = (OVERRIDE,), api_role: str = "manager"
+) -> None:
+    files = [arg for name in ("stack.yml", *overrides) for arg in ("-c", name)]
+    log(f"docker stack deploy {' '.join(files)} {opts.stack}")
     docker(
         "stack",
         "deploy",
         "--resolve-image",
         "never",
-        "-c",
-        "stack.yml",
-        "-c",
-        OVERRIDE,
+        *files,
         opts.stack,
-        env=deploy_env(opts),
+        env=deploy_env(opts, api_role),
     )
     # Their official images cannot be pulled here; an override cannot set replicas to 0
     # (docker's stack merge keeps a non-zero value), so they are scaled down once created.
@@ -480,16 +481,21 @@ def deploy(opts: argparse.Namespace) -> None:
     docker("service", "scale", "--detach", *names, check=False)
 
 
-def service_health(stack: str) -> dict[str, tuple[int, int, int]]:
-    """service -> (desired, running, healthy containers)."""
+def service_health(stack: str, daemons: Sequence[str] = ()) -> dict[str, tuple[int, int, int]]:
+    """service -> (desired, running, healthy containers); containers are counted on each of
+    `daemons` (docker -H addresses) when given, else on the daemon the client talks to."""
     out = docker("stack", "services", stack, "--format", "{{.Name}}\t{{.Replicas}}")
     result: dict[str, tuple[int, int, int]] = {}
-    containers = docker(
-        "ps",
-        "--filter",
-        f"label=com.docker.stack.namespace={stack}",
-        "--format",
-        '{{.Label "com.docker.swarm.service.name"}}\t{{.Status}}',
+    containers = "".join(
+        docker(
+            *host,
+            "ps",
+            "--filter",
+            f"label=com.docker.stack.namespace={stack}",
+            "--format",
+            '{{.Label "com.docker.swarm.service.name"}}\t{{.Status}}',
+        )
+        for host in ([("-H", d) for d in daemons] if daemons else [()])
     )
     healthy: dict[str, int] = {}
     for line in containers.splitlines():
@@ -505,13 +511,15 @@ def service_health(stack: str) -> dict[str, tuple[int, int, int]]:
     return result
 
 
-def wait_healthy(stack: str, timeout: float, what: str = "every service healthy") -> float:
+def wait_healthy(
+    stack: str, timeout: float, what: str = "every service healthy", daemons: Sequence[str] = ()
+) -> float:
     """Seconds until every service runs its desired count of healthy tasks; SmokeError if never."""
     began = time.monotonic()
     last_report = 0.0
     state: dict[str, tuple[int, int, int]] = {}
     while time.monotonic() - began < timeout:
-        state = service_health(stack)
+        state = service_health(stack, daemons)
         waiting = {
             n: s
             for n, s in state.items()
@@ -693,7 +701,7 @@ class Load:
         self.t0 = time.monotonic()
         self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         self.t0 = time.monotonic()
         for t in self.threads:
             t.start()
@@ -735,7 +743,7 @@ class Load:
                 answer.header("x-cache"),
             )
         except (OSError, http.client.HTTPException) as exc:
-            return Sample(began, self.now(), False, 0, "", type(exc).__name__)
+            return Sample(began, self.now(), False, 0, "", error_name(exc))
 
     def snapshot(self) -> list[Sample]:
         with self.lock:
@@ -752,6 +760,15 @@ class Load:
             seen = len(samples)
             time.sleep(0.1)
         return None
+
+
+def error_name(exc: Exception) -> str:
+    """The exception's class, and for a bare OSError its errno's name (EHOSTUNREACH...)."""
+    name = type(exc).__name__
+    code = exc.errno if type(exc) is OSError else None
+    if code is not None and code in errno.errorcode:
+        name += f" {errno.errorcode[code]}"
+    return name
 
 
 def summarize(samples: list[Sample], since: float = 0.0) -> dict[str, Any]:
@@ -968,7 +985,7 @@ def lab_table(
                 "statuses": [s for m in warms for s in m["statuses"]],
                 "all_seconds": [m["seconds"] for m in warms],
             }
-            row = {
+            row: dict[str, Any] = {
                 "request": label,
                 "via": via,
                 "host": host,
@@ -983,7 +1000,7 @@ def lab_table(
             checks.add(f"table {label} via {via}: every answer 200", ok)
             if is_edge:
                 checks.add(
-                    f"table {label} via edge: warm is all HIT",
+                    f"table {label} via {via}: warm is all HIT",
                     all(v == "HIT" for v in warm["x_cache"]),
                     " ".join(warm["x_cache"]),
                 )

@@ -1,0 +1,287 @@
+"""scripts/swarm-cluster and the override it adds (deploy/swarm/cluster.yml).
+
+The real run (three machines in network namespaces, the stack deployed across them, a worker
+lost under load) is scripts/swarm-cluster itself (root, Docker; `.ci/run --cluster`). Here: the
+three stack files merge, with `docker stack config`, into the placement the cluster needs; the
+round-robin clients fall back to the next address on a refused connection; the command line and
+the report behave.
+"""
+
+from __future__ import annotations
+
+import http.server
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.helpers import OVERRIDE, REPO, STACK, need_tool
+
+CLUSTER = REPO / "deploy" / "swarm" / "cluster.yml"
+SCRIPT = REPO / "scripts" / "swarm-cluster"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> ModuleType:
+    sys.path.insert(0, str(REPO / "scripts"))
+    spec = importlib.util.spec_from_file_location(
+        "swarm_cluster", REPO / "scripts" / "swarm_cluster.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["swarm_cluster"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def stack_config(*files: str) -> dict[str, Any]:
+    docker = need_tool("docker")
+    env = {
+        **os.environ,
+        "REGISTRY": "local",
+        "IMAGE_PREFIX": "woodytoys",
+        "TAG": "smoke",
+        "WOODY_HEAVY_SECONDS": "2",
+        "WOODY_DB_SECONDS": "3",
+    }
+    env.pop("API_NODE_ROLE", None)
+    args = [arg for f in files for arg in ("-c", f)]
+    result = subprocess.run(
+        [docker, "stack", "config", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = yaml.safe_load(result.stdout)
+    return data
+
+
+@pytest.fixture(scope="module")
+def merged() -> dict[str, Any]:
+    """stack.yml + local.yml + cluster.yml as scripts/swarm-cluster deploys them."""
+    return stack_config(str(STACK), str(OVERRIDE), str(CLUSTER))
+
+
+def test_cluster_places_the_services_by_role(merged: dict[str, Any]) -> None:
+    services = merged["services"]
+    constraints = {
+        n: s["deploy"].get("placement", {}).get("constraints") for n, s in services.items()
+    }
+    assert constraints["database"] == ["node.role == manager"]
+    assert constraints["redis"] == ["node.role == manager"]
+    # The lab's placement: API_NODE_ROLE unset sends the API to the workers.
+    assert constraints["api"] == ["node.role == worker"]
+    assert constraints["edge"] == ["node.role == worker"]
+    assert services["edge"]["deploy"]["mode"] == "global"
+    proxy = services["proxy"]["deploy"]
+    assert constraints["proxy"] == ["node.role == worker"]
+    assert proxy["replicas"] == 2 and proxy["placement"]["max_replicas_per_node"] == 1
+    # Each worker's edge keeps its node tier on that machine's own volume.
+    assert services["edge"]["volumes"] == [
+        {"type": "volume", "source": "edge-cache", "target": "/var/cache/woody-edge"}
+    ]
+
+
+def test_cluster_changes_only_placement_over_the_one_node_override(
+    merged: dict[str, Any],
+) -> None:
+    one_node = stack_config(str(STACK), str(OVERRIDE))
+    changed = {}
+    for name, service in merged["services"].items():
+        before = one_node["services"][name]
+        if service != before:
+            diff = {k for k in set(service) | set(before) if service.get(k) != before.get(k)}
+            changed[name] = diff
+    assert changed == {"redis": {"deploy"}, "proxy": {"deploy"}, "edge": {"deploy"}}
+    for name in changed:
+        deploy, before = merged["services"][name]["deploy"], one_node["services"][name]["deploy"]
+        keys = {k for k in set(deploy) | set(before) if deploy.get(k) != before.get(k)}
+        assert keys <= {"placement", "replicas"}, (name, keys)
+    # Still no IPVS: dnsrr and host-mode ports everywhere, the edge updated stop-first.
+    for name, service in merged["services"].items():
+        assert service["deploy"]["endpoint_mode"] == "dnsrr", name
+        assert all(p["mode"] == "host" for p in service.get("ports", [])), name
+    assert merged["services"]["edge"]["deploy"]["update_config"]["order"] == "stop-first"
+
+
+def test_cluster_override_sets_no_list_docker_20_would_append_twice() -> None:
+    """Constraint lists are appended when docker merges stack files: the override may only add
+    them where stack.yml has none."""
+    override = yaml.safe_load(CLUSTER.read_text())
+    stack = yaml.safe_load(STACK.read_text())
+    for name, service in override["services"].items():
+        assert not {"command", "configs", "secrets", "volumes", "ports"} & set(service), name
+        if "placement" in service.get("deploy", {}):
+            assert "placement" not in stack["services"][name].get("deploy", {}), name
+
+
+def test_machines_get_distinct_addresses_on_one_subnet(cluster: ModuleType) -> None:
+    addresses = list(cluster.ADDRESS.values())
+    assert len(set(addresses)) == 3
+    assert all(a.startswith(cluster.SUBNET + ".") for a in addresses)
+    assert cluster.BRIDGE_ADDR not in addresses
+    # Interface names must fit the kernel's 15 characters.
+    assert all(len(cluster.veth(n)) <= 15 for n in cluster.NODES)
+    assert len(cluster.BRIDGE) <= 15
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Served-By", "edge-b")
+        self.send_header("X-Cache", "HIT")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def one_server() -> Iterator[int]:
+    """An HTTP server on 127.0.0.2 only: the same port on 127.0.0.1 refuses connections."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_round_robin_clients_fall_back_to_the_next_address(
+    cluster: ModuleType, one_server: int
+) -> None:
+    hosts = ["127.0.0.1", "127.0.0.2"]
+    with cluster.RoundRobinLoad(
+        hosts, one_server, "/", threads=2, pause=0.01, max_requests=20, max_seconds=60, timeout=10
+    ) as load:
+        while len(load.snapshot()) < 20 and load.now() < 60:
+            load.wait_for(lambda s: False, 0.2)
+    samples = load.snapshot()
+    assert len(samples) >= 20
+    # Every request was answered: the refused address was skipped for the other one.
+    assert all(s.ok and s.served_by == "edge-b" for s in samples)
+    by_address = cluster.attempts_summary(load, 0.0)
+    refused = by_address["127.0.0.1"]
+    assert refused["failed"] == refused["requests"] >= 8
+    assert set(refused["errors"]) == {"ConnectionRefusedError"}
+    assert by_address["127.0.0.2"]["failed"] == 0
+    # Half the requests started at each address (round robin).
+    assert abs(refused["requests"] - len(samples) / 2) <= 2
+
+
+def test_percentile_and_latency(cluster: ModuleType) -> None:
+    values = [i / 1000 for i in range(1, 101)]
+    assert cluster.percentile(values, 0.99) == pytest.approx(0.099)
+    assert cluster.percentile(values, 0.5) == pytest.approx(0.050)
+    assert cluster.percentile([0.3], 0.99) == 0.3
+    sample = cluster.Sample
+    got = cluster.latency([sample(0, 0.002, True, 200, "", ""), sample(1, 9, False, 0, "", "x")])
+    assert got == {"p50_s": 0.002, "p99_s": 0.002, "max_s": 0.002}
+
+
+def test_script_is_executable_and_valid() -> None:
+    assert os.access(SCRIPT, os.X_OK)
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+    help_text = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "swarm_cluster.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    for option in ("--down", "--purges", "--lose", "--loss-timeout", "--edge-port"):
+        assert option in help_text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--lose", "manager"],
+        ["--lose", "worker3"],
+        ["--purges", "0"],
+        ["--loss-timeout", "soon"],
+        ["--edge-port", "8081"],
+        ["--edge-port", "70000"],
+    ],
+)
+def test_bad_options_are_refused_clearly(argv: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "swarm_cluster.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "error:" in result.stderr
+
+
+def test_report_renders_every_table(cluster: ModuleType) -> None:
+    def part(failed: int = 0) -> dict[str, Any]:
+        return {
+            "requests": 10,
+            "failed": failed,
+            "errors": {"TimeoutError": failed} if failed else {},
+            "longest_gap_s": 0.1,
+            "slowest_failure_s": 2.0 if failed else 0,
+            "answered_all_after_s": 0,
+            "latency": {"p50_s": 0.001, "p99_s": 0.002, "max_s": 0.003},
+        }
+
+    report = {
+        "started": "2026-12-07 03:00:00 UTC",
+        "commit": "abc",
+        "setup": "Three machines.",
+        "purge": {
+            "purges": 100,
+            "seen": 100,
+            "failures": [],
+            "p50_ms": 2.0,
+            "p99_ms": 5.0,
+            "max_ms": 6.0,
+            "purge_p50_ms": 3.0,
+            "purge_p99_ms": 7.0,
+            "acks": {"4/4": 100},
+        },
+        "update": {
+            **part(),
+            "by_address": {"192.168.213.11": part(3)},
+            "update_state": "completed",
+            "update_s": 50.0,
+            "new_tasks": {"worker1": {"after_s": 5.0, "first_cache": "HIT"}},
+        },
+        "loss": {
+            "lost": "worker2",
+            "survivor": "worker1",
+            "killed_processes": 30,
+            "kill_s": 0.5,
+            "node_down_s": 12.0,
+            "api_before": {"worker1": 2, "worker2": 3},
+            "api_after": {"worker1": 5},
+            "api_moved_s": 30.0,
+            "loads": {"round robin": {**part(), "by_address": {"192.168.213.12": part(4)}}},
+        },
+        "steps": {"lab table": 50.0},
+        "checks": [{"name": "purge p99", "ok": False, "detail": "25 ms"}],
+    }
+    text = cluster.render(report)
+    assert (
+        "| `POST /_edge/purge` to worker1 and worker2 in turn | 100 | 100 | 2.0 ms | 5.0 ms" in text
+    )
+    assert "4/4 ×100" in text
+    assert "completed in 50.0 s" in text and "worker1: after 5.0 s, first answer HIT" in text
+    assert "worker1 2, worker2 3 -> worker1 5 (all 5 on worker1 after 30.0 s)" in text
+    assert "192.168.213.12: 4/10 (TimeoutError 4, slowest failure 2.00 s)" in text
+    assert "- FAILED: purge p99: 25 ms" in text
