@@ -1,7 +1,9 @@
 """Counts and limits of client connections: refusals, timeouts, malformed requests.
 
-- `max_connections`: open client connections per process; one more is answered 503 and
-  closed at once, before anything is parsed.
+- `max_connections`: open client connections per process, each counted from its accept (a
+  TLS handshake in progress included: `edge.tls_transport`) until it closes; one more is
+  refused at once, before anything is parsed (503 on plain HTTP, GOAWAY on h2, closed
+  during a handshake), and counted (`refused`).
 - malformed requests (answered 400/414/431 and closed) are counted and logged at most once a
   minute, not with a traceback each (a fuzzer or scanner must not fill the logs).
 """
@@ -25,7 +27,9 @@ class ConnectionGuard:
     """Connection counters of one worker (see the module docstring)."""
 
     max_connections: int = 8192
-    open: set[Any] = field(default_factory=set)  # the open Http1Connections
+    # The open connections: Http1Connection, Http2Connection, and TlsTransport while its
+    # handshake is in progress (each has `tick` and `shutdown`).
+    open: set[Any] = field(default_factory=set)
     accepted: int = 0
     header_timeouts: int = 0
     body_timeouts: int = 0
@@ -35,6 +39,15 @@ class ConnectionGuard:
     tls_handshakes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TLS_RESULTS, 0))
     _logged_bad: int = 0
     _log_at: float = 0.0
+
+    def admit(self, conn: Any) -> bool:
+        """`conn` was accepted: it counts in `open` until it closes; False (counted as
+        refused) when `max_connections` are open already."""
+        if len(self.open) >= self.max_connections:
+            self.over_limit += 1
+            return False
+        self.open.add(conn)
+        return True
 
     def bad_request(self, remote: str | None, exc: BaseException | None) -> None:
         self.bad_requests += 1

@@ -53,6 +53,10 @@ KINDS = tuple(DEFAULT_LIMITS)
 # 400 pending handshakes = +18 MiB, about 46 KiB each).
 HANDSHAKE_BYTES = 48 * KiB
 
+# Seconds a client refused because a kind it was sending into is at its bound (a request
+# body: 503) is told to wait (Retry-After) before it tries again.
+RETRY_AFTER = 5
+
 
 @dataclass
 class Account:

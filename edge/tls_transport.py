@@ -23,8 +23,13 @@ transport and buffers.
 - Closing sends close_notify, then FIN, without waiting for the client's close_notify (RFC
   8446 section 6.1: the initiator need not); what the client still sends is read and dropped
   until it closes, `LINGER` seconds at most (nginx's lingering close).
-- A handshake must finish within `timeout` seconds; one that fails (a plain HTTP request, an
-  unknown protocol version) is logged at debug level and the connection closed.
+- A handshake must finish within `timeout` seconds (`limits.header_timeout`: it is the first
+  part of a request head); one that fails (a plain HTTP request, an unknown protocol
+  version) is logged at debug level and the connection closed.
+- A connection counts against `limits.max_connections` from its accept, its handshake
+  included (`ConnectionGuard.admit`: over it, closed at once); a handshake in progress is
+  charged `ledger.HANDSHAKE_BYTES` to the worker's `handshakes` account (over
+  `limits.kept.handshakes`: closed at once, counted), given back when it ends.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from edge.ledger import HANDSHAKE_BYTES
+
 if TYPE_CHECKING:
     from edge.guard import ConnectionGuard
+    from edge.ledger import Account
 
 log = logging.getLogger("edge.tls")
 
@@ -61,12 +69,16 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
         choose: Callable[[TlsTransport], asyncio.BaseProtocol],
         timeout: float,
         guard: ConnectionGuard,
+        handshakes: Account | None = None,
     ) -> None:
         super().__init__()
         self.context = context
         self.choose = choose
         self.timeout = timeout
         self.guard = guard  # counts how handshakes end
+        self.handshakes = handshakes  # the ledger's account of handshakes in progress
+        self.shaking = False  # counted in `guard.open` and charged: the handshake goes on
+        self.timer: asyncio.TimerHandle | None = None
         self.app: Any = None  # the connection above, once the handshake is done
         self.raw: Any = None  # the TCP transport
         self.closing = False
@@ -82,14 +94,23 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = transport
+        if not self.guard.admit(self):  # max_connections, handshakes included
+            self.closing = True
+            self.raw.abort()
+            return
+        if self.handshakes is not None and not self.handshakes.take(HANDSHAKE_BYTES):
+            # limits.kept.handshakes: refused before any TLS state is made (counted).
+            self.guard.open.discard(self)
+            self.closing = True
+            self.raw.abort()
+            return
+        self.shaking = True
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.sslobj = self.context.wrap_bio(self.incoming, self.outgoing, server_side=True)
         loop = asyncio.get_running_loop()
         self.loop = loop
-        self.timer: asyncio.TimerHandle | None = loop.call_later(
-            self.timeout, self._handshake_too_slow
-        )
+        self.timer = loop.call_later(self.timeout, self._handshake_too_slow)
 
     def data_received(self, data: bytes) -> None:
         if not self.closing:
@@ -117,6 +138,7 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self._handshake_over()
         self.backlog.clear()
         for timer in (self.timer, self.linger):
             if timer is not None:
@@ -148,6 +170,7 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
         except (ssl.SSLError, OSError) as exc:
             log.debug("TLS handshake failed (%s): %s", self.raw.get_extra_info("peername"), exc)
             self.guard.tls_handshakes["failed"] += 1
+            self._handshake_over()
             self._flush()  # the alert that says why
             self.closing = True
             self.raw.close()
@@ -156,6 +179,7 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         self.guard.tls_handshakes["resumed" if self.sslobj.session_reused else "full"] += 1
+        self._handshake_over()  # the connection above counts itself from here on
         self.app = self.choose(self)
         self.app.connection_made(self)
         return not self.closing
@@ -165,6 +189,29 @@ class TlsTransport(asyncio.Transport, asyncio.Protocol):
         if self.app is None and not self.closing:
             self.guard.header_timeouts += 1  # the handshake is the first part of the head
             self.closing = True
+            self._handshake_over()
+            self.raw.abort()
+
+    def _handshake_over(self) -> None:
+        """The handshake ended (done, failed, timed out, or the client left): no longer
+        counted here nor charged."""
+        if self.shaking:
+            self.shaking = False
+            self.guard.open.discard(self)
+            if self.handshakes is not None:
+                self.handshakes.give(HANDSHAKE_BYTES)
+
+    # While the handshake goes on, this transport is in `guard.open`: the server's tick and
+    # graceful stop see it like a connection.
+
+    def tick(self, now: float) -> None:
+        """The handshake's own timer enforces `timeout` (limits.header_timeout)."""
+
+    def shutdown(self) -> None:
+        """Graceful stop: a handshake in progress has no request to finish."""
+        if self.app is None and not self.closing:
+            self.closing = True
+            self._handshake_over()
             self.raw.abort()
 
     def _read(self) -> None:
