@@ -14,8 +14,11 @@ configuration stays. A good one is applied by `apply` to the requests that come 
 options, limits, the purge token, and the origins with their timeouts (a new origin
 client; the old one is closed once answers in flight had time to finish). What a
 running process cannot change (`RESTART_ONLY`: the node's name, listen address, worker
-count, Redis, memory budgets, the node tier) keeps its running value; the reload says
-which of those the file changed, so the operator knows a restart is still due.
+count, Redis, memory budgets, the node tier; in `tls:`, the listener's port, protocol
+versions, session tickets, HTTP/2 on or off and the file watch) keeps its running value; the
+reload says which of those the file changed (`restart_needed`), so the operator knows a
+restart is still due. The rest of `tls:` applies: the certificates from the next handshake,
+the redirect, HSTS and the HTTP/2 limits from the next connection.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.config import ConfigError, EdgeConfig, config_from_environment
 from edge.shutdown import cancel_all
+from edge.tls_config import TlsSettings
 from edge.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -52,6 +56,11 @@ RESTART_ONLY = (
     "node_cache_path",
     "node_cache_max_bytes",
 )
+# In `tls:`, what the listener was made with: its port, its context (protocol versions, ALPN,
+# session tickets) and the watch of the certificate files. The rest applies on reload: the
+# certificates (from the next handshake), the redirect, HSTS and the HTTP/2 limits (from the
+# next connection).
+TLS_RESTART_ONLY = ("port", "min_version", "session_tickets", "reload_check")
 UPSTREAM = ("origins", "connect_timeout", "read_timeout", "origin_down", "origin_idle")
 _SECRET = ("purge_token",)
 
@@ -80,7 +89,23 @@ def changed(old: EdgeConfig, new: EdgeConfig) -> list[str]:
 def reloadable(old: EdgeConfig, new: EdgeConfig) -> tuple[EdgeConfig, list[str]]:
     """`new` with the restart-only settings of `old`, and which of those `new` changed."""
     kept = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
-    return dataclasses.replace(new, **{n: getattr(old, n) for n in RESTART_ONLY}), kept
+    tls, tls_kept = _tls_reloadable(old.tls, new.tls)
+    running = {n: getattr(old, n) for n in RESTART_ONLY}
+    return dataclasses.replace(new, tls=tls, **running), kept + tls_kept
+
+
+def _tls_reloadable(
+    old: TlsSettings | None, new: TlsSettings | None
+) -> tuple[TlsSettings | None, list[str]]:
+    """`tls:` as a reload can apply it, and what in it needs a restart."""
+    if old is None or new is None:
+        return old, ([] if old == new else ["tls"])  # no listener to change, or one to stop
+    kept = [f"tls.{n}" for n in TLS_RESTART_ONLY if getattr(old, n) != getattr(new, n)]
+    if old.http2.enabled != new.http2.enabled:
+        kept.append("tls.http2.enabled")  # ALPN is the listener context's
+    http2 = dataclasses.replace(new.http2, enabled=old.http2.enabled)
+    running = {n: getattr(old, n) for n in TLS_RESTART_ONLY}
+    return dataclasses.replace(new, http2=http2, **running), kept
 
 
 class Reloader:

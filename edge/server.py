@@ -165,7 +165,7 @@ class EdgeServer:
             bus.on_connected = engine.purger.remember_generation
             bus.start(engine.purger.apply_announced)
         self.server = await loop.create_server(
-            plain_factory(engine, cfg.tls),  # Http1Connection (redirecting: edge.tls)
+            plain_factory(engine),  # Http1Connection (redirecting: edge.tls)
             cfg.host,
             cfg.port,
             reuse_port=reuse_port,
@@ -183,8 +183,15 @@ class EdgeServer:
             self.tls_server = await start_listener(engine, self.certs, cfg.host, reuse_port)
             self.tls_port = self.tls_server.sockets[0].getsockname()[1]
             self._tasks.append(loop.create_task(self.certs.watch(), name="tls-watch"))
+            if self.reloader is not None:
+                self.reloader.hooks.append(self._tls_reloaded)
 
         self.view.start()
+
+    async def _tls_reloaded(self, cfg: EdgeConfig) -> None:
+        """A reload's `tls:` section (what `edge.reload` lets change): its certificates."""
+        if self.certs is not None and cfg.tls is not None:
+            self.certs.reconfigure(cfg.tls)
 
     def reload_certificates(self) -> None:
         """SIGHUP: read the TLS certificates again (new handshakes use them)."""

@@ -32,6 +32,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from edge import flow
 from edge.http1 import Http1Connection
 from edge.request import Request, TlsRequest
 from edge.respond import Reply
@@ -39,6 +40,7 @@ from edge.tls_config import CertFiles, TlsSettings
 from edge.tls_transport import TlsTransport
 
 if TYPE_CHECKING:
+    from edge.config import EdgeConfig
     from edge.engine import Engine
 
 log = logging.getLogger("edge.tls")
@@ -174,6 +176,19 @@ class CertStore:
     def changed(self) -> bool:
         return _stamp(self.settings.certificates) != self._stamp
 
+    def reconfigure(self, settings: TlsSettings) -> bool:
+        """A reloaded `tls:` section: its certificates in use from the next handshake (the
+        listener context and what only a restart changes stay: `edge.reload`)."""
+        if settings.certificates == self.settings.certificates:
+            self.settings = settings
+            return True
+        old = self.settings
+        self.settings = settings
+        if not self.reload("configuration reloaded"):
+            self.settings = old
+            return False
+        return True
+
     async def watch(self) -> None:
         """Reload when a file changes (checked every tls.reload_check)."""
         every = self.settings.reload_check
@@ -204,11 +219,12 @@ def connection_for(
     """What a TLS connection speaks once its handshake is done: h2 or HTTP/1.1, as ALPN chose."""
 
     def choose(transport: TlsTransport) -> asyncio.BaseProtocol:
+        now = engine.cfg.tls or settings  # as reloaded (HSTS, the HTTP/2 limits)
         if transport.sslobj.selected_alpn_protocol() == "h2":
             from edge.http2 import Http2Connection
 
-            return Http2Connection(engine, settings.http2, settings.hsts)
-        return TlsHttp1Connection(engine, settings.hsts)
+            return Http2Connection(engine, now.http2, now.hsts)
+        return TlsHttp1Connection(engine, now.hsts)
 
     return choose
 
@@ -216,19 +232,27 @@ def connection_for(
 class Redirector:
     """The plain-HTTP listener's engine when `tls.redirect` is on: requests for the hosts
     named (or every host) are answered 308 to the same URL on https; the admin endpoints
-    (`/_edge/`: the Swarm healthcheck) and ACME challenges are served as they are."""
+    (`/_edge/`: the Swarm healthcheck) and ACME challenges are served as they are. It reads
+    the engine's configuration as it is now: a reload changes the redirect and the plain
+    listener's limits for the next connections and requests."""
 
-    def __init__(self, engine: Engine, settings: TlsSettings) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.guard = engine.guard
-        self.cfg = engine.cfg
-        self.access_log = engine.access_log
-        self.timed = engine.timed
         self.request_heads = engine.request_heads
         self.ledger = engine.ledger
-        self.settings = settings
-        port = settings.redirect_port or settings.port
-        self.port_suffix = "" if port == 443 else f":{port}"
+
+    @property
+    def cfg(self) -> EdgeConfig:
+        return self.engine.cfg
+
+    @property
+    def access_log(self) -> logging.Logger | None:
+        return self.engine.access_log
+
+    @property
+    def timed(self) -> bool:
+        return self.engine.timed
 
     def fresh_hit(self, *_: Any) -> None:
         """HTTP/1.1's hit path (`Engine.fresh_hit`) is not taken here: `serve` decides on
@@ -237,14 +261,21 @@ class Redirector:
 
     def serve(self, req: Request, conn: Any) -> Coroutine[Any, Any, None] | None:
         target = req.target
-        if (
-            req.host
-            and not target.startswith(("/_edge/", "/.well-known/acme-challenge/"))
-            and self.settings.redirects(req.host)
+        settings = self.engine.cfg.tls
+        if settings is not None and settings.redirect and not target.startswith(
+            ("/_edge/", "/.well-known/acme-challenge/")
         ):
             host = bare_host(req.host)
-            if host is not None:
-                location = f"https://{host}{self.port_suffix}{target}"
+            if host is None:
+                # An empty Host, or one that names no host, cannot be redirected: refused,
+                # never served as if it had asked for plain HTTP.
+                need = "a Host naming this site is needed (it is served on https)"
+                self.engine.reject(req, conn, flow.Reject(400, need))
+                return None
+            if settings.redirects(host):
+                port = settings.redirect_port or settings.port
+                suffix = "" if port == 443 else f":{port}"
+                location = f"https://{host}{suffix}{target}"
                 body = f"moved to {location}\n".encode()
                 fields = [
                     ("Location", location),
@@ -301,9 +332,13 @@ async def start_listener(
     return server
 
 
-def plain_factory(engine: Engine, settings: TlsSettings | None) -> Any:
-    """The plain listener's protocol factory: redirecting to HTTPS when configured."""
-    if settings is not None and settings.redirect:
-        facade = cast("Engine", Redirector(engine, settings))
-        return lambda: Http1Connection(facade)
-    return lambda: Http1Connection(engine)
+def plain_factory(engine: Engine) -> Any:
+    """The plain listener's protocol factory: redirecting to HTTPS when `tls.redirect` is
+    on, as the configuration is when the connection comes (a reload may turn it on or off)."""
+    facade = cast("Engine", Redirector(engine))
+
+    def protocol() -> Http1Connection:
+        tls = engine.cfg.tls
+        return Http1Connection(facade if tls is not None and tls.redirect else engine)
+
+    return protocol

@@ -4,6 +4,7 @@ rules, origins and limits to new requests while what is stored stays."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import subprocess
@@ -175,3 +176,91 @@ def server_handle(server: EdgeServer) -> Any:
             return f"http://127.0.0.1:{server.port}{path}"
 
     return Handle()
+
+
+def test_a_tls_section_says_what_needs_a_restart() -> None:
+    """Issue 27 item 8: a changed `tls:` was reported as applied while the redirect, HSTS and
+    the plain listener kept the old values. Now what applies on reload is applied and what
+    the listener was made with is reported as restart_needed."""
+    from edge.tls_config import CertFiles, Http2Settings, TlsSettings
+
+    old = dataclasses.replace(
+        load_config(EDGE_YAML), tls=TlsSettings(port=8443, certificates=(CertFiles("a", "b"),))
+    )
+    new_tls = dataclasses.replace(
+        old.tls,  # type: ignore[arg-type]
+        port=9443,
+        min_version="1.3",
+        hsts="max-age=60",
+        redirect=True,
+        http2=Http2Settings(enabled=False, max_concurrent_streams=8),
+    )
+    cfg, kept = reloadable(old, dataclasses.replace(old, tls=new_tls))
+    assert kept == ["tls.port", "tls.min_version", "tls.http2.enabled"]
+    assert cfg.tls is not None and cfg.tls.port == 8443 and cfg.tls.min_version == "1.2"
+    assert cfg.tls.hsts == "max-age=60" and cfg.tls.redirect is True
+    assert cfg.tls.http2.enabled and cfg.tls.http2.max_concurrent_streams == 8
+    _, kept = reloadable(old, dataclasses.replace(old, tls=None))
+    assert kept == ["tls"]
+
+
+async def test_a_reload_applies_redirect_and_hsts(
+    tmp_path: Path, scripted: tuple[Scripted, Any]
+) -> None:
+    import trustme
+
+    from tests.edge.tls_helpers import H2Client, write_cert
+
+    script, origin = scripted
+    script.set("/a", body=b"A", Cache_Control="max-age=60")
+    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    files = write_cert(ca, tmp_path, "edge", "127.0.0.1", "localhost")
+    tls_port = free_port()
+    base = (
+        f"origins: [{url(origin, '').rstrip('/')}]\npurge: {{token: {TOKEN}}}\n"
+        f"tls:\n  port: {tls_port}\n  certificates:\n"
+        f"    - {{cert: {files.cert}, key: {files.key}}}\n"
+    )
+    config = tmp_path / "edge.yaml"
+    write_config(config, base)
+    source = ConfigSource(str(config), {"port": free_port()})
+    server = EdgeServer(source.load(), source=source)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            plain = url(server_handle(server), "/a")
+            async with s.get(plain, allow_redirects=False) as r:
+                assert r.status == 200
+            write_config(
+                config,
+                base + '  redirect: true\n  hsts: "max-age=60"\n  port_is_kept: no\n',
+            )
+            result = await server.reload()
+            assert not result["ok"] and "tls.port_is_kept" in result["error"]
+            write_config(
+                config,
+                base.replace(f"port: {tls_port}", f"port: {free_port()}")
+                + '  redirect: true\n  hsts: "max-age=60"\n',
+            )
+            result = await server.reload()
+            assert result["ok"] and result["restart_needed"] == ["tls.port"]
+            assert "tls" in result["changed"]
+        # From the next connection on (as nginx's reload: open connections keep theirs).
+        async with aiohttp.ClientSession() as s:
+            async with s.get(plain, allow_redirects=False) as r:
+                assert r.status == 308  # the plain listener redirects from now on
+                assert r.headers["Location"].startswith(f"https://127.0.0.1:{tls_port}/")
+            # An empty Host cannot be redirected: refused, never served over plain HTTP.
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /a HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 400 ")
+        client = await H2Client.open(tls_port, ca)
+        try:
+            headers, _ = await client.response(client.request("/a"))
+            assert headers[b"strict-transport-security"] == b"max-age=60"
+        finally:
+            await client.close()
+    finally:
+        await server.stop()

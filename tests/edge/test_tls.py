@@ -4,6 +4,7 @@ ALPN to HTTP/1.1 or h2 with the same headers on both, and the `tls:` configurati
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import socket
 import ssl
@@ -50,6 +51,8 @@ async def tls_front(scripted, tmp_path: Path, ca: trustme.CA):  # type: ignore[n
         http2=settings.http2,
     )
     assert server.certs.reload("test")
+    # The engine reads `tls:` as reloaded: the plain listener redirects shop.example.
+    server.node.cfg = dataclasses.replace(server.node.cfg, tls=server.certs.settings)
     yield script, server, files
     await server.stop()
 
@@ -161,19 +164,9 @@ async def test_reload_keeps_open_connections_and_new_handshakes_use_new_files(
 
 async def test_plain_http_redirects_per_host(tls_front: Any) -> None:
     _, server, _ = tls_front
-    # tls.redirect names shop.example only: the test swapped the settings after start, so
-    # the plain listener here is the one started without redirect; build one that has it.
-    from edge.http1 import Http1Connection
-    from edge.tls import Redirector
-
-    loop = asyncio.get_running_loop()
-    redirecting = await loop.create_server(
-        lambda: Http1Connection(Redirector(server.node, server.certs.settings)),  # type: ignore[arg-type]
-        "127.0.0.1",
-        0,
-    )
-    port = redirecting.sockets[0].getsockname()[1]
-    try:
+    # tls.redirect names shop.example only (set by the fixture as a reload would).
+    port = server.port
+    if True:
         status, fields = await plain(port, "/a?x=1", "shop.example:80")
         assert status == "HTTP/1.1 308 Permanent Redirect"
         assert fields["location"] == f"https://shop.example:{server.tls_port}/a?x=1"
@@ -186,8 +179,6 @@ async def test_plain_http_redirects_per_host(tls_front: Any) -> None:
         # A fresh stored answer is no way around the redirect (HTTP/1.1's hit path).
         status, fields = await plain(port, "/a", "shop.example")
         assert status == "HTTP/1.1 308 Permanent Redirect"
-    finally:
-        redirecting.close()
 
 
 async def test_plain_listener_redirects_when_configured(
