@@ -725,6 +725,14 @@ def apply_overrides(cfg: EdgeConfig, env: dict[str, str], **flags: Any) -> EdgeC
             value = cli.string(value, f"--{attr}")
         changes[attr] = value
     out = replace(cfg, **changes)
+    if out.workers > 1 and not out.node_cache_enabled and out.redis_url is None:
+        # Each worker would keep a cache of its own, and a purge (or the invalidation after a
+        # write) reaches the worker that received it only, answered 200 all the same.
+        raise ConfigError(
+            f"{cfg.source}: workers: {out.workers} with node_cache.enabled: false and no "
+            "redis.url: a purge would reach one worker only; turn the node tier on, give the "
+            "node a Redis, or run one worker"
+        )
     if out.purge_token is not None and len(out.purge_token) < 16:
         raise ConfigError(
             f"{token_from}: at least 16 characters are needed (a short token can be guessed)"

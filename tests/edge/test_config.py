@@ -362,3 +362,15 @@ def test_kept_limits() -> None:
 )
 def test_bad_kept_limits_name_their_kind(kept: Any, where: str) -> None:
     fails({"limits": {"kept": kept}}, where)
+
+
+def test_several_workers_without_a_shared_tier_are_refused() -> None:
+    """Issue 27 item 9: without the node tier and without Redis each worker keeps a cache of
+    its own, and a purge answered 200 reached one of them only. Refused at start."""
+    lonely = parse({"workers": 2, "node_cache": {"enabled": False}})
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(lonely, {})
+    assert "node_cache.enabled: false" in str(info.value) and "workers: 2" in str(info.value)
+    assert apply_overrides(lonely, {"EDGE_REDIS_URL": "redis://r/0"}).workers == 2
+    assert apply_overrides(lonely, {}, workers=1).workers == 1
+    assert apply_overrides(parse({"workers": 2}), {}).workers == 2  # the node tier is on
