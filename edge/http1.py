@@ -10,7 +10,10 @@ answers through the methods below: a whole `Reply`, or a head then a streamed bo
 control (`write` waits while the client's socket is full). Request bodies are read whole
 before the engine sees the request (as nginx's `proxy_request_buffering on`): the origin never
 holds half a request from a slow client, and a client sending its body slower than
-`limits.body_min_rate` is answered 408.
+`limits.body_min_rate` is answered 408. The bytes of the bodies being received are charged to
+the worker's memory ledger (`bodies`, every connection together) as they arrive and given
+back once the request is answered (or the connection gone); a body that does not fit is
+answered 503 with Retry-After and the connection closed.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ Flow control both ways: a response body goes out as the client's stream and conn
 windows allow (`write` waits; `send` leaves the rest pending, sent as WINDOW_UPDATEs come);
 request bodies are acknowledged as they arrive, each up to `limits.max_request_body`.
 
-Protections (each has a test in tests/edge/test_http2_abuse.py that drives it with raw frames):
+Protections (each has a test in tests/edge/test_http2_abuse.py or test_kept_doors.py that
+drives it with raw frames):
 - SETTINGS_MAX_CONCURRENT_STREAMS and SETTINGS_MAX_HEADER_LIST_SIZE (`tls.http2.*`); a stream
   over the limit is refused (RST_STREAM REFUSED_STREAM, RFC 9113 section 5.1.2); streams
   whose answer is still being computed count against the limit even after the client reset
@@ -27,8 +28,17 @@ Protections (each has a test in tests/edge/test_http2_abuse.py that drives it wi
   CVE-2023-44487); more than `max_resets` client resets, refused or malformed streams in
   10 s: GOAWAY ENHANCE_YOUR_CALM.
 - CONTINUATION floods (CVE-2024-27316 and kin): a header block is at most 64 CONTINUATION
-  frames of at most 16 KB (past that, GOAWAY PROTOCOL_ERROR) and its fields at most
-  SETTINGS_MAX_HEADER_LIST_SIZE (past that, GOAWAY ENHANCE_YOUR_CALM).
+  frames of at most 16 KB (past that, GOAWAY PROTOCOL_ERROR); its encoded bytes at most
+  SETTINGS_MAX_HEADER_LIST_SIZE, checked as each frame arrives (an encoded block is never
+  larger than the list it decodes to: `_check_block_size`), and its decoded fields too
+  (past either, GOAWAY ENHANCE_YOUR_CALM). A block being assembled is charged to the
+  worker's memory ledger (`header_blocks`, every connection together, `limits.kept`; over
+  it, GOAWAY ENHANCE_YOUR_CALM) until it ends or the connection does, and must end within
+  `limits.header_timeout` (else GOAWAY ENHANCE_YOUR_CALM and closed).
+- Request bodies being received are charged to the ledger's `bodies` (every connection
+  together) as their DATA arrives, given back once the stream is answered or gone; a body
+  that does not fit is answered 503 with Retry-After on its stream (the connection goes
+  on); `body_budget` bounds one connection's (past it, GOAWAY ENHANCE_YOUR_CALM).
 - SETTINGS, PING, PRIORITY, unknown-frame and small-WINDOW_UPDATE floods (increments under
   1 KB: the "data dribble" of CVE-2019-9511): more than `max_control_frames` in 10 s:
   GOAWAY ENHANCE_YOUR_CALM; and a client that does not read what they make us write (the
@@ -40,8 +50,9 @@ Protections (each has a test in tests/edge/test_http2_abuse.py that drives it wi
   connection's state (frame sizes, stream ids, windows, HPACK), a stream error (RST_STREAM
   PROTOCOL_ERROR) for a malformed request (RFC 9113 section 8.1.1: fields, pseudo-header
   fields, Content-Length against the DATA).
-- Slow request heads and bodies, idle connections: `limits.header_timeout` (the preface
-  and the first request), `limits.body_timeout` with `body_min_rate`,
+- Slow request heads and bodies, idle connections: `limits.header_timeout` (the preface,
+  the first request, any header block in CONTINUATION frames), `limits.body_timeout` with
+  `body_min_rate`,
   `limits.keepalive_timeout`.
 Graceful stop (`shutdown`, from `EdgeServer.stop`): GOAWAY NO_ERROR naming the last stream
 accepted; the streams in flight finish, then the connection closes.
