@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+from collections import Counter
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,8 @@ from edge.observe import LATENCY_BUCKETS, quantile
 
 if TYPE_CHECKING:
     from edge.engine import Engine
-    from edge.http1 import Http1Connection, Request
+    from edge.http1 import Http1Connection
+    from edge.request import Request
 
 JSON = "application/json; charset=utf-8"
 log = logging.getLogger("edge.admin")
@@ -53,7 +55,7 @@ def serve(
     if path == "/_edge/health":
         reply = health(engine)
     elif path == "/_edge/stats":
-        reply = stats(engine)
+        reply = stats(engine, req)
     elif path == "/_edge/metrics":
         reply = metrics(engine)
     elif path == "/_edge/history":
@@ -105,7 +107,17 @@ def latency_summary(latency: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def stats(engine: Engine) -> respond.Reply:
+def redacted(rows: list[list[Any]]) -> list[list[Any]]:
+    """Top targets without their query strings (which may carry a client's tokens), those of
+    one path summed: what `/_edge/stats` shows a client without the purge token."""
+    sums: Counter[str] = Counter()
+    for target, count in rows:
+        path, mark, _ = str(target).partition("?")
+        sums[path + ("?…" if mark else "")] += count
+    return [[t, n] for t, n in sums.most_common()]
+
+
+def stats(engine: Engine, req: Request | None = None) -> respond.Reply:
     tiers = engine.tiers
     redis = tiers.redis.stats() if tiers.redis is not None else {"status": "off"}
     merged, snaps = node_numbers(engine)
@@ -119,6 +131,12 @@ def stats(engine: Engine) -> respond.Reply:
     body["latency"] = latency_summary(merged["latency"])
     body["top_hits"] = merged["top_hits"]
     body["top_bytes"] = merged["top_bytes"]
+    from edge.purge_api import authorize
+
+    if req is None or authorize(req.headers, engine.cfg.purge_token) is not None:
+        # Query strings only to the holder of the purge token.
+        body["top_hits"] = redacted(body["top_hits"])
+        body["top_bytes"] = redacted(body["top_bytes"])
     body["origins"] = engine.upstream.status()
     body["purge_bus"] = merged["bus"]
     body["purge_enabled"] = bool(engine.cfg.purge_token)

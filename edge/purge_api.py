@@ -117,6 +117,8 @@ def parse_purge_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadPurge("the body is not JSON") from None
+    except RecursionError:  # json's parser recurses per nesting level
+        raise BadPurge("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadPurge("expected a JSON object")
     unknown = set(body) - {"urls", "prefixes", "tags", "all", "soft"}

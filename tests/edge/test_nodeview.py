@@ -209,3 +209,29 @@ def test_a_node_of_two_workers_reports_both(tmp_path: Path) -> None:
         assert edge.stop() == 0
         origin.stop()
     assert not Path(node_path).exists()  # the board went with the tier
+
+
+async def test_stats_show_query_strings_only_to_the_token(
+    scripted: tuple[Scripted, object], make_edge: EdgeFactory
+) -> None:
+    """Issue 27 item 10: /_edge/stats showed every client's URLs with their query strings
+    (tokens in them included) to anyone."""
+    import aiohttp
+
+    from tests.edge.conftest import TOKEN
+
+    script, server = scripted
+    script.set("/a", body=b"abc", Cache_Control="max-age=60")
+    edge = await make_edge(url(server, ""))
+    async with aiohttp.ClientSession() as s:
+        for target in ("/a?session=s3cret", "/a?session=s3cret", "/a?session=other", "/a"):
+            async with s.get(url(edge, target)) as r:
+                await r.read()
+        async with s.get(url(edge, "/_edge/stats")) as r:
+            anonymous = await r.json()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with s.get(url(edge, "/_edge/stats"), headers=auth) as r:
+            operator = await r.json()
+    assert "s3cret" not in json.dumps(anonymous)
+    assert anonymous["top_hits"] == [["/a?…", 1]]
+    assert ["/a?session=s3cret", 1] in operator["top_hits"]

@@ -334,6 +334,7 @@ BAD_BODIES: list[tuple[bytes, str]] = [
     (json.dumps({"urls": [f"/x{i}" for i in range(10_000)]}).encode(), "at most 1000"),
     (json.dumps({"urls": ["/" + "a" * 5000]}).encode(), "longer than"),
     (b"\xff\xfe", "not JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),  # was a traceback (issue 27)
 ]
 
 
