@@ -35,6 +35,13 @@ Slices are stored in the node tier and Redis only, not in each worker's hot copy
 worker's own memory stays bounded by its fills in flight (without a node tier they go to the
 hot tier, which is then the only copy).
 
+Slices are how an object is stored, not how its hits are served: once every slice of a fill
+is at hand (a whole GET just sent, or a hit that finds them all stored), the worker keeps the
+object assembled whole in its hot tier (`Tiers.keep_hot`), under the object's own key, as
+long as the manifest is fresh and no purge happened. The engine's hit path then answers it
+like any whole object: one write, a Range cut from the same bytes, kept hits. An object too
+large for half the hot tier is not assembled (its hits go on slice by slice).
+
 Honest numbers: parallel slices multiply a per-response rate limit such as the lab's
 `limit_rate 300k` (8 slices at once: 8 x 300 KB/s); they do not beat a link's real bandwidth,
 and against an origin without a per-response limit they mainly add requests.
@@ -209,6 +216,8 @@ class Slicer:
         self.buffered = 0  # bytes held by this worker's fills in flight
         self.peak_buffered = 0
         self.slices_fetched = 0
+        self.assembled = 0  # whole copies made from slices (`assemble`)
+        self._assembly_tried: dict[str, float] = {}  # key -> the fill last tried
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- which requests -------------------------------------------------------------------
@@ -263,15 +272,22 @@ class Slicer:
             found = entries[0] if entries else None
         return found
 
+    def _local_slice(self, key: str, manifest: Entry, index: int) -> bytes | None:
+        """Slice `index` of this manifest's fill, if this node holds it."""
+        skey = slice_key(key, int(manifest.meta["slice"]), index)
+        for entry in self._get(skey):
+            if entry.meta.get("of") == manifest.meta["fill"]:
+                return entry.body
+        return None
+
     async def _stored_slice(self, key: str, manifest: Entry, index: int) -> bytes | None:
         """Slice `index` of this manifest's fill: from the node tier, else from Redis (then
         kept in the node tier: another node filled it)."""
-        size = int(manifest.meta["slice"])
-        skey = slice_key(key, size, index)
+        body = self._local_slice(key, manifest, index)
+        if body is not None:
+            return body
+        skey = slice_key(key, int(manifest.meta["slice"]), index)
         fill = manifest.meta["fill"]
-        for entry in self._get(skey):
-            if entry.meta.get("of") == fill:
-                return entry.body
         redis = self.tiers.redis
         if redis is None:
             return None
@@ -282,6 +298,46 @@ class Slicer:
                     node.put(entry, entry.response_time + entry.meta.get("keep", 0.0))
                 return entry.body
         return None
+
+    def assemble(self, key: str, manifest: Entry, parts: list[bytes] | None = None) -> Entry | None:
+        """Keep the object whole in this worker's hot tier, from `parts` (every slice in
+        order) or from the slices stored in this node (tried once per fill and worker). The
+        whole entry, or None (not storable, too large, a slice missing, tried already)."""
+        fill = manifest.meta["fill"]
+        total = int(manifest.meta["total"])
+        if not manifest.meta.get("store") or total > self.tiers.hot.max_bytes // 2:
+            return None
+        size = int(manifest.meta["slice"])
+        if parts is None:
+            if self._assembly_tried.get(key) == fill:
+                return None
+            if len(self._assembly_tried) >= 10_000:
+                self._assembly_tried.clear()
+            self._assembly_tried[key] = fill
+            parts = []
+            for index in range(count(total, size)):
+                stored = self._local_slice(key, manifest, index)
+                if stored is None:
+                    return None  # not all here (a Range fill, or evicted): slice by slice
+                parts.append(stored)
+        body = b"".join(parts)
+        if len(body) != total:
+            return None
+        meta = {k: v for k, v in manifest.meta.items() if k not in _SLICE_META}
+        whole = Entry(
+            key=key,
+            status=200,
+            headers=tuple((k, v) for k, v in manifest.headers if k.lower() != "x-edge-validator"),
+            body=body,
+            request_time=manifest.request_time,
+            response_time=manifest.response_time,
+            tags=manifest.tags,
+            meta=meta,
+        )
+        if not self.tiers.keep_hot(whole, manifest.response_time + manifest.meta["keep"]):
+            return None
+        self.assembled += 1
+        return whole
 
     # -- origin ---------------------------------------------------------------------------
 
@@ -435,6 +491,12 @@ class Slicer:
             fills[first_fill.index] = first_fill
             x_cache, status = "MISS", "fwd=uri-miss; detail=sliced"
         else:
+            whole = self.assemble(route.key, manifest)
+            if whole is not None:
+                # Kept whole from now on: this hit and the next are the engine's, as for
+                # any whole object (edge.engine: deliver, and its hit path).
+                self.engine.deliver(req, conn, whole, "HIT", "", now)
+                return
             x_cache = "HIT"
             status = respond.hit_status(manifest, now, "detail=sliced")
         total = int(manifest.meta["total"])
@@ -489,6 +551,7 @@ class Slicer:
             return
         needed = covering(first, last, size)
         sources: dict[int, SliceFill | bytes] = dict(fills)
+        parts: list[bytes] | None = [] if code == 200 else None
         conn.start(req, reply)
         sent[0] = True
         written = 0
@@ -508,11 +571,18 @@ class Slicer:
             if isinstance(source, bytes):
                 await conn.write(source[cut_lo : cut_hi + 1])
                 written += cut_hi - cut_lo + 1
+                if parts is not None:
+                    parts.append(source)
                 continue
             await self._check_head(source, shape, size)
             written += await self._relay(source, conn, cut_lo, cut_hi)
-            self._store_slice(route, manifest, index, await asyncio.shield(source.done))
+            body = await asyncio.shield(source.done)
+            self._store_slice(route, manifest, index, body)
+            if parts is not None:
+                parts.append(body)
         conn.end()
+        if parts is not None:
+            self.assemble(route.key, manifest, parts)  # the next hits: the engine's hit path
         self.engine.stats.record(x_cache, written)
         self.engine.log(req, code, written, x_cache)
 
@@ -622,3 +692,5 @@ class Slicer:
 
 
 _NO_CC = flow.NO_REQUEST_CC
+# A manifest's meta that describes the slicing, not the object.
+_SLICE_META = frozenset({"total", "slice", "fill", "store", "of"})

@@ -112,6 +112,17 @@ class Tiers:
             return self._trusted(entries)
         return None if self.redis is not None else []
 
+    def keep_hot(self, entry: Entry, until: float) -> bool:
+        """A copy this worker alone keeps (a sliced object assembled whole: edge.slices). It
+        stands until `until` or the node's next purge generation, whichever comes first
+        (then the node tier, which does not hold it, no longer vouches for it)."""
+        if not self.hot.put(entry, until):
+            return False
+        if self.node is not None:
+            self._check(entry.key)
+        self.version += 1
+        return True
+
     def _check(self, key: str) -> None:
         """`key`'s hot copy stands this purge generation. The keys the hot tier let go of
         stay until the generation moves: past a few times what it holds, all are dropped

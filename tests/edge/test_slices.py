@@ -251,3 +251,36 @@ async def test_another_node_serves_the_slices_from_redis(
             assert r.headers["X-Cache"] == "HIT" and r.headers["X-Served-By"] == "edge-b"
             assert await r.read() == data
     assert origin_hits(origin, "/5mo.jpg") == 39  # edge-b fetched nothing
+
+
+async def test_a_sliced_object_is_kept_whole_once_its_slices_are_all_here(
+    aiohttp_server, make_edge: EdgeFactory
+) -> None:
+    """Slices are how the object is stored; its hits are the engine's like any whole
+    object's (tests/edge/test_fast_paths.py compares them byte for byte)."""
+    origin = Ranged(BLOB)
+    edge = await ranged_edge(aiohttp_server, make_edge, origin)
+    slicer = node_of(edge).slicer
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url(edge, "/blob"), headers={"Range": "bytes=500000-500999"}) as r:
+            assert r.status == 206 and await r.read() == BLOB[500000:501000]
+        assert slicer.assembled == 0  # one slice of 16 stored: served slice by slice
+        async with s.get(url(edge, "/blob"), headers={"Range": "bytes=0-9"}) as r:
+            assert "detail=sliced" in r.headers["Cache-Status"] and await r.read() == BLOB[:10]
+        async with s.get(url(edge, "/blob")) as r:  # the rest fetched, then kept whole
+            assert await r.read() == BLOB
+        assert slicer.assembled == 1 and len(origin.ranges) == 16
+        for _ in range(2):
+            async with s.get(url(edge, "/blob"), headers={"Range": "bytes=70000-70009"}) as r:
+                assert r.status == 206 and await r.read() == BLOB[70000:70010]
+                assert r.headers["X-Cache"] == "HIT"
+                assert "detail=sliced" not in r.headers["Cache-Status"]  # the whole copy's
+        async with s.post(
+            url(edge, "/_edge/purge"),
+            json={"urls": ["/blob"]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as r:
+            assert r.status == 200
+        async with s.get(url(edge, "/blob")) as r:  # the whole copy went with the purge
+            assert r.headers["X-Cache"] == "MISS" and await r.read() == BLOB
+    assert len(origin.ranges) == 32
