@@ -23,6 +23,12 @@ MODULES = (
     "j_handshakes",
     "k_compressed_hits",
     "l_identity_page_hits",
+    "m_shop_page",
+    "n_shop_css",
+    "o_shop_photo",
+    "p_shop_photo_head_range",
+    "q_shop_photo_mid_range",
+    "r_shop_revalidate",
 )
 
 
