@@ -82,7 +82,14 @@ class Node:
             self.proc = subprocess.Popen(
                 self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        _wait(lambda: self.client().ping(), 20, f"redis-server on port {self.port}")
+        _wait(self._ours, 20, f"redis-server on port {self.port}")
+
+    def _ours(self) -> bool:
+        """Our process answers on the port (not someone else's that had it already)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server on port {self.port} exited (see {self.log})")
+        info: Any = self.client().info("server")
+        return int(info["process_id"]) == self.proc.pid
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no goodbye to the other nodes."""
@@ -128,9 +135,20 @@ class RedisCluster:
     nodes: list[Node] = field(default_factory=list)
 
     def start(self) -> RedisCluster:
+        for attempt in range(3):  # ports taken meanwhile by someone else: other ports
+            try:
+                return self._start()
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+        return self
+
+    def _start(self) -> RedisCluster:
         ports = free_ports(6, bus=True)
+        self.nodes = []
+        workdir = Path(tempfile.mkdtemp(prefix="cluster-", dir=self.workdir))
         for port in ports:
-            argv = _server_argv(port, self.workdir, self.maxmemory)
+            argv = _server_argv(port, workdir, self.maxmemory)
             argv += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
             argv += ["--cluster-node-timeout", str(self.node_timeout)]
             # a replica takes over however long it lost its primary (the test kills it)
@@ -139,14 +157,16 @@ class RedisCluster:
         try:
             for node in self.nodes:
                 node.start()
-            subprocess.run(
+            made = subprocess.run(
                 [_exe("redis-cli"), "--cluster", "create"]
                 + [f"127.0.0.1:{p}" for p in ports]
                 + ["--cluster-replicas", "1", "--cluster-yes"],
-                check=True,
                 capture_output=True,
                 timeout=60,
             )
+            if made.returncode != 0:
+                out = (made.stdout + made.stderr).decode(errors="replace")
+                raise RuntimeError(f"redis-cli --cluster create failed: {out[-2000:]}")
             _wait(self.healthy, 60, "the Redis Cluster")
         except BaseException:
             self.stop()

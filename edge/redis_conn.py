@@ -179,6 +179,13 @@ async def primaries(client: Client) -> frozenset[str]:
     return frozenset({f"{kw.get('host', kw.get('path', ''))}:{kw.get('port', '')}"})
 
 
+async def refresh(client: Client) -> None:
+    """After a failure: a cluster client reads the slot map again (a failed-over slot's
+    new primary); redis-py does this by itself for single commands, not for pipelines."""
+    if isinstance(client, RedisCluster):
+        await client.nodes_manager.initialize()
+
+
 async def close_client(client: Client, what: str) -> None:
     """Close `client` (and the connections to its sentinels), bounded in time."""
     await close_within(client.aclose(), what)

@@ -63,7 +63,15 @@ from edge.purge_bus import (
     encode_message,
     generation_key,
 )
-from edge.redis_conn import CLUSTER, Client, close_client, make_client, parse_url, primaries
+from edge.redis_conn import (
+    CLUSTER,
+    Client,
+    close_client,
+    make_client,
+    parse_url,
+    primaries,
+    refresh,
+)
 from edge.shutdown import cancel_all
 from edge.slices import MANIFEST, slice_key
 from edge.store_memory import MiB, PurgePattern
@@ -263,6 +271,7 @@ class RedisTier:
         self._pollers = SharedPollers()
         self._primaries: frozenset[str] = frozenset()
         self._settling: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self._unsettled_since: float | None = None
         self.gets = 0
         self.hits = 0
@@ -291,7 +300,7 @@ class RedisTier:
 
     async def close(self) -> None:
         self._pollers.cancel()
-        await cancel_all([self._sweeper, self._settling], "redis tier")
+        await cancel_all([self._sweeper, self._settling, self._refreshing], "redis tier")
         self._sweeper = None
         await close_client(self._client, "redis tier: Redis client")
 
@@ -385,7 +394,8 @@ class RedisTier:
         self._failing_since = None
         if self._down:
             self._down = False
-            log.warning("redis tier %s: Redis is back (%s)", self.node, self.url)
+            if self._unsettled_since is None:  # else said once the failover is over
+                log.warning("redis tier %s: Redis is back (%s)", self.node, self.url)
         if self._unsettled_since is not None and self._settling is None:
             self._settling = asyncio.get_running_loop().create_task(self._settle())
         return result
@@ -403,13 +413,16 @@ class RedisTier:
                 return
         self._retry_at = now + self.backoff
         self._last_failure = now
-        if self.target.failover and self._unsettled_since is None:
+        if self._cluster and self._refreshing is None:
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+        first = self._unsettled_since is None  # of a failover under way, if any
+        if self.target.failover and first:
             self._unsettled_since = now  # a failover may be under way: watch the primaries
         if not self._down:
             self._down = True
             if now - self._down_since > FAILOVER_WINDOW:
                 self._down_since = now
-            log.warning(
+            (log.warning if first else log.debug)(
                 "redis tier %s: Redis unavailable (%r); serving without the shared tier, "
                 "retrying every %.1f s",
                 self.node,
@@ -422,9 +435,20 @@ class RedisTier:
                 with contextlib.suppress(RedisError, OSError):
                     await pool.disconnect(inuse_connections=False)
 
+    async def _refresh(self) -> None:
+        """Read the cluster's slot map again (at most 4 times a second)."""
+        try:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(self.timeout * 4):
+                    await refresh(self._client)
+            await asyncio.sleep(0.25)
+        finally:
+            self._refreshing = None
+
     async def _settle(self) -> None:
         """After failures on a Sentinel set or a cluster: once Redis answers, compare the
-        primaries with those before; each one replaced is a failover."""
+        primaries with those before; each one replaced is a failover. Over when one was
+        replaced, or after `2 * backoff` seconds without a failure."""
         try:
             since = self._unsettled_since or 0.0
             with contextlib.suppress(RedisError, OSError, TimeoutError):
@@ -440,8 +464,11 @@ class RedisTier:
                         ", ".join(sorted(self._primaries)),
                     )
                 self._primaries = now
-                if new or time.monotonic() - since > FAILOVER_WINDOW:
+                calm = time.monotonic() - self._last_failure > 2 * self.backoff
+                if new or calm or time.monotonic() - since > FAILOVER_WINDOW:
                     self._unsettled_since = None
+                    if not self._down:
+                        log.warning("redis tier %s: Redis is back (%s)", self.node, self.url)
             await asyncio.sleep(0.5)  # at most two looks a second
         finally:
             self._settling = None
