@@ -29,6 +29,7 @@ MODULES = (
     "p_shop_photo_head_range",
     "q_shop_photo_mid_range",
     "r_shop_revalidate",
+    "s_shop_page_load",
 )
 
 
