@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = {"Cache-Control": "only-if-cached"}
 
 
-def _config_copy(prefix: str, workdir: Path) -> Path:
+def config_copy(prefix: str, workdir: Path) -> Path:
     text = (ROOT / "config" / "edge.yaml").read_text()
     text, n = re.subn(r"(?m)^(\s+prefix:\s*)\S+", rf"\g<1>{prefix}", text, count=1)
     if n != 1:
@@ -117,33 +117,44 @@ def _row(name: str, values: list[float]) -> str:
     )
 
 
-async def run(args: argparse.Namespace) -> int:
+async def measure_on(redis_url: str, edges: int, purges: int, port: int) -> dict[str, list[float]]:
+    """`measure` on a fresh topology of `edges` nodes sharing `redis_url` (one Redis, a
+    Sentinel set or a cluster) under a fresh key prefix, deleted afterwards."""
     prefix = f"woody-purge-lat-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="purge-lat-") as tmp:
         config = TopologyConfig(
-            edges=args.edges,
-            redis_url=args.redis,
-            edge_port=args.port,
-            origin_port=args.port + 1,
-            node_base_port=args.port + 10,
+            edges=edges,
+            redis_url=redis_url,
+            edge_port=port,
+            origin_port=port + 1,
+            node_base_port=port + 10,
             heavy_seconds=0,
             db_seconds=0,
-            edge_config=str(_config_copy(prefix, Path(tmp))),
+            edge_config=str(config_copy(prefix, Path(tmp))),
             log_dir=Path(tmp) / "logs",
             cwd=ROOT,
         )
         async with Topology(config) as topo:
-            results = await measure(topo, args.purges)
+            results = await measure(topo, purges)
+        from edge.redis_conn import parse_url
+
+        if parse_url(redis_url).failover:
+            return results  # a Sentinel set or a cluster of the bench's own: thrown away
         try:
             import redis
 
-            client = redis.Redis.from_url(args.redis)
+            client = redis.Redis.from_url(redis_url)
             keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
             if keys:
                 client.delete(*keys)
             client.close()
         except Exception as exc:  # cleanup only
             print(f"(could not delete {prefix}* keys: {exc})", file=sys.stderr)
+    return results
+
+
+async def run(args: argparse.Namespace) -> int:
+    results = await measure_on(args.redis, args.edges, args.purges, args.port)
     print(f"{args.purges} URL purges over {args.edges} edge nodes sharing {args.redis}, ms:")
     print(_row("purge answer", results["answer"]))
     print(_row("answer -> last MISS", results["after"]))
