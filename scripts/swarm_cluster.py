@@ -82,6 +82,7 @@ IMAGES_TAR = CACHE / "cluster-images.tar"
 # Bridged frames between the machines cross the root namespace's FORWARD chain when
 # br_netfilter is loaded (Docker loads it and sets the policy to DROP): let them through.
 FORWARD_RULE = ("FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT")
+ONLY_IF_CACHED = {"Cache-Control": "only-if-cached"}
 
 
 def netns(node: str) -> str:
@@ -392,10 +393,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-def purge_test(opts: argparse.Namespace, token: str, run_id: str) -> dict[str, Any]:
+def purge_test(opts: argparse.Namespace, token: str) -> dict[str, Any]:
     """`opts.purges` times: a page a HIT on both edges, purged through one (alternately) while
-    the other is asked, request after request, until it answers a MISS: the time from sending
-    the purge to the end of that answer. The purge's own answer waits for every node's
+    the other is asked, request after request, until it answers that it has no copy: the time
+    from sending the purge to the end of that answer. The purge's own answer waits for every node's
     acknowledgement (edge/purge_bus.py), so it is timed on its own."""
     hosts = [ADDRESS[w] for w in WORKERS]
     body_kind = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
@@ -405,7 +406,7 @@ def purge_test(opts: argparse.Namespace, token: str, run_id: str) -> dict[str, A
     failures: list[str] = []
     for i in range(opts.purges):
         to, other = hosts[i % 2], hosts[(i + 1) % 2]
-        path = f"/?purge={run_id}-{i}"
+        path = "/"  # the page; refilled from the origin before each purge
         verdicts = []
         for host in (to, other):
             for _ in range(5):
@@ -426,8 +427,10 @@ def purge_test(opts: argparse.Namespace, token: str, run_id: str) -> dict[str, A
         began = time.monotonic()
         sender.start()
         while True:
-            verdict = request(opts.edge_port, path, host=other, timeout=30).header("x-cache")
-            if verdict != "HIT":
+            # only-if-cached (RFC 9111 5.2.1.7): a 504 at once when the copy is gone, so the
+            # time measured is the purge's, not a refill's from the origin.
+            answer = request(opts.edge_port, path, headers=ONLY_IF_CACHED, host=other, timeout=30)
+            if answer.header("x-cache") != "HIT":
                 seen.append(time.monotonic() - began)
                 break
             if time.monotonic() - began > 10:
@@ -610,18 +613,19 @@ def leftovers() -> list[str]:
 
 def teardown() -> list[str]:
     """Remove every part of the cluster that exists; what is left (should be nothing)."""
+    # Let the daemons stop their containers and unmount, all at once and briefly; then kill
+    # what is left of each machine.
+    stopping: dict[str, int] = {}
     for node in NODES:
-        pidfile = EXEC / f"{node}.pid"
-        pid = None
         with contextlib.suppress(OSError, ValueError):
-            pid = int(pidfile.read_text())
-        if pid and machine_pids(node):
-            # Let dockerd stop its containers and unmount, briefly; then kill what is left.
-            with contextlib.suppress(ProcessLookupError):
+            pid = int((EXEC / f"{node}.pid").read_text())
+            if pid in machine_pids(node):
                 os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and pid in machine_pids(node):
-                time.sleep(0.5)
+                stopping[node] = pid
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(p in machine_pids(n) for n, p in stopping.items()):
+        time.sleep(0.5)
+    for node in NODES:
         with contextlib.suppress(SmokeError):
             kill_machine(node)
         remove_cgroups(node)
@@ -632,7 +636,7 @@ def teardown() -> list[str]:
     ip("link", "del", BRIDGE, check=False)
     while run(["iptables", "-C", *FORWARD_RULE], check=False, timeout=60).returncode == 0:
         run(["iptables", "-D", *FORWARD_RULE], timeout=60)
-    # Mounts were made in the daemons' own mount namespaces (ip netns exec): gone with them.
+    # Mounts were made in the daemons' own mount namespaces (unshare --mount): gone with them.
     for point in sorted(
         (
             line.split()[4]
@@ -718,6 +722,11 @@ def render(report: dict[str, Any]) -> str:
     failed = [c for c in checks if not c["ok"]]
     lines.append(f"Cluster checks: {len(checks) - len(failed)} of {len(checks)} hold.")
     lines += [f"- FAILED: {c['name']}: {c['detail']}" for c in failed]
+    targets = report.get("targets", [])
+    missed = [t for t in targets if not t["ok"]]
+    if targets:
+        lines.append(f"Targets (issue 30): {len(targets) - len(missed)} of {len(targets)} met.")
+        lines += [f"- MISSED: {t['name']}: {t['detail']}" for t in missed]
     if report.get("error"):
         lines.append(f"- STOPPED: {report['error']}")
     return "\n".join(lines) + "\n"
@@ -815,14 +824,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_targets(report: dict[str, Any], checks: Checks) -> None:
-    """The issue's targets, each a check."""
+def check_targets(report: dict[str, Any], targets: Checks) -> None:
+    """The lab table's targets (issue 30). Targets are reported, not gating: they are latencies
+    on a machine shared with other work (the checks are what must hold)."""
     for row in report.get("table", []):
         if not row["via"].startswith("edge"):
             continue
         limit = 0.050 if row["request"] == "page" else 0.002
-        checks.add(
-            f"target: warm {row['request']} through the {row['via']} <= {limit * 1000:g} ms",
+        targets.add(
+            f"warm {row['request']} through the {row['via']} <= {limit * 1000:g} ms",
             row["warm"]["seconds"] <= limit,
             fmt_s(row["warm"]["seconds"]),
         )
@@ -838,7 +848,7 @@ def cluster(opts: argparse.Namespace) -> int:
         "steps": {},
     }
     run_id = report["stamp"].replace("-", "")
-    checks = Checks()
+    checks, targets = Checks(), Checks()
     status = 0
     began = time.monotonic()
 
@@ -944,23 +954,23 @@ def cluster(opts: argparse.Namespace) -> int:
             "request fails on a connection error, a timeout or a 5xx."
         )
 
-        targets = [
+        ways = [
             ("proxy worker1", ADDRESS["worker1"], opts.proxy_port),
             *((f"edge {w}", ADDRESS[w], opts.edge_port) for w in WORKERS),
         ]
-        report["table"] = smoke.lab_table(opts, run_id, checks, targets)
-        check_targets(report, checks)
+        report["table"] = smoke.lab_table(opts, run_id, checks, ways)
+        check_targets(report, targets)
         step("lab table")
 
-        report["purge"] = purge_test(opts, token, run_id)
+        report["purge"] = purge_test(opts, token)
         purge = report["purge"]
         checks.add(
             f"every purge seen by the other edge ({opts.purges})",
             purge["seen"] == opts.purges and not purge["failures"],
             "; ".join(purge["failures"][:3]),
         )
-        checks.add(
-            "target: purge seen by the other edge, p99 <= 20 ms",
+        targets.add(
+            "a purge to one edge seen by the other: p99 <= 20 ms",
             purge.get("p99_ms") is not None and purge["p99_ms"] <= 20,
             f"{purge.get('p99_ms')} ms",
         )
@@ -995,6 +1005,11 @@ def cluster(opts: argparse.Namespace) -> int:
             f"{rr['by_address'][ADDRESS[loss['survivor']]]['failed']} round-robin attempts",
         )
         lost_part = rr["by_address"][ADDRESS[loss["lost"]]]
+        targets.add(
+            "worker lost: its answers stop at once (connection refused or reset)",
+            set(lost_part["errors"]) <= {"ConnectionRefusedError", "ConnectionResetError"},
+            f"{lost_part['errors']}, slowest failure {lost_part['slowest_failure_s']} s",
+        )
         checks.add(
             "worker lost: attempts to the lost edge ended within the client's timeout (2 s)",
             lost_part["slowest_failure_s"] <= 2.5,
@@ -1043,6 +1058,7 @@ def cluster(opts: argparse.Namespace) -> int:
         step("teardown")
     report["steps"]["total"] = time.monotonic() - smoke.STARTED
     report["checks"] = [dataclasses.asdict(c) for c in checks.items]
+    report["targets"] = [dataclasses.asdict(c) for c in targets.items]
     report.setdefault("setup", "The run stopped before the stack was measured.")
     if checks.failed:
         status = status or 1

@@ -274,7 +274,11 @@ def test_report_renders_every_table(cluster: ModuleType) -> None:
             "loads": {"round robin": {**part(), "by_address": {"192.168.213.12": part(4)}}},
         },
         "steps": {"lab table": 50.0},
-        "checks": [{"name": "purge p99", "ok": False, "detail": "25 ms"}],
+        "checks": [{"name": "edges healthy", "ok": False, "detail": "1 of 2"}],
+        "targets": [
+            {"name": "purge p99", "ok": False, "detail": "25 ms"},
+            {"name": "warm page", "ok": True, "detail": "20 ms"},
+        ],
     }
     text = cluster.render(report)
     assert (
@@ -284,4 +288,5 @@ def test_report_renders_every_table(cluster: ModuleType) -> None:
     assert "completed in 50.0 s" in text and "worker1: after 5.0 s, first answer HIT" in text
     assert "worker1 2, worker2 3 -> worker1 5 (all 5 on worker1 after 30.0 s)" in text
     assert "192.168.213.12: 4/10 (TimeoutError 4, slowest failure 2.00 s)" in text
-    assert "- FAILED: purge p99: 25 ms" in text
+    assert "Cluster checks: 0 of 1 hold.\n- FAILED: edges healthy: 1 of 2" in text
+    assert "Targets (issue 30): 1 of 2 met.\n- MISSED: purge p99: 25 ms" in text
