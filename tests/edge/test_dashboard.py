@@ -7,6 +7,7 @@ import asyncio
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -153,9 +154,12 @@ async def test_top_once_shows_rates_top_urls_and_origin_health_of_each_edge(
     assert code == 1 and "unreachable" in out and "edge-a" in out
 
 
-def _read_pty(command: list[str], first: threading.Event, more: float) -> str:
+def _read_pty(
+    command: list[str], first: threading.Event, done: Callable[[str], bool], limit: float = 60
+) -> str:
     """Run `command` on a pseudo-terminal, as in a real terminal; set `first` once it drew
-    its first frame, and stop it `more` seconds later."""
+    its first frame, and stop it once what it drew satisfies `done` (or after `limit` s: a
+    loaded machine may redraw slowly, never a fixed window)."""
     import os
     import pty
     import signal
@@ -167,7 +171,7 @@ def _read_pty(command: list[str], first: threading.Event, more: float) -> str:
     os.close(slave)
     os.set_blocking(master, False)
     out = b""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             out += os.read(master, 65536)
@@ -177,7 +181,8 @@ def _read_pty(command: list[str], first: threading.Event, more: float) -> str:
             break
         if not first.is_set() and b"requests" in out:
             first.set()
-            deadline = time.monotonic() + more
+        if first.is_set() and done(out.decode(errors="replace")):
+            break
     proc.send_signal(signal.SIGINT)
     proc.wait(10)
     os.close(master)
@@ -192,7 +197,11 @@ async def test_top_refreshes_in_a_terminal(
     edge = await make_edge(url(server, ""), node="edge-live")
     command = [sys.executable, "-m", "edge", "top", "--edge", url(edge, ""), "--interval", "0.3"]
     first = threading.Event()
-    reading = asyncio.create_task(asyncio.to_thread(_read_pty, command, first, 2.0))
+
+    def redrawn(out: str) -> bool:
+        return out.count("edge-live") >= 3 and " 7 requests" in out
+
+    reading = asyncio.create_task(asyncio.to_thread(_read_pty, command, first, redrawn))
     assert await asyncio.to_thread(first.wait, 30), "no frame from woody-edge top"
     await traffic(edge, ["/t"] * 7)
     out = await reading
