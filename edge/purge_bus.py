@@ -53,6 +53,7 @@ from redis.exceptions import RedisError
 
 from edge.redis_conn import (
     CLUSTER,
+    Client,
     close_client,
     make_client,
     node_client,
@@ -105,6 +106,12 @@ def ack_key(prefix: str, gen: int) -> str:
 def _announce_args(prefix: str, payload: str, sharded: bool) -> tuple[list[str], list[str]]:
     publish = "SPUBLISH" if sharded else "PUBLISH"
     return [generation_key(prefix)], [channel_name(prefix), payload, publish]
+
+
+async def announce_on(client: Client, prefix: str, payload: str, sharded: bool) -> Any:
+    """Announce `payload` (see `encode_message`): the script's answer (`Announced`)."""
+    keys, args = _announce_args(prefix, payload, sharded)
+    return await run_script(client, PUBLISH_LUA, PUBLISH_SHA, keys, args)
 
 
 def announce_in(pipe: Any, prefix: str, payload: str, sharded: bool) -> None:
@@ -224,8 +231,7 @@ class PurgeBus:
         payload = encode_message(message, self.node)
         try:
             async with asyncio.timeout(self.timeout * 4):
-                keys, args = _announce_args(self.prefix, payload, self._sharded)
-                raw = await run_script(self._client, PUBLISH_LUA, PUBLISH_SHA, keys, args)
+                raw = await announce_on(self._client, self.prefix, payload, self._sharded)
         except (RedisError, OSError, TimeoutError) as exc:
             raise RedisUnavailable(f"purge bus: cannot publish: {exc!r}") from exc
         return Announced.from_script(raw)

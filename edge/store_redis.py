@@ -60,6 +60,7 @@ from edge.purge_bus import (
     Announced,
     RedisUnavailable,
     announce_in,
+    announce_on,
     encode_message,
     generation_key,
 )
@@ -732,10 +733,11 @@ class RedisTier:
             results = await pipe.execute() if len(pipe) else []
             return sum(int(n) for n in results[: len(keys)]), None
 
-        async def announce_only(r: Client) -> Any:
-            pipe = self._pipeline()
-            announce_into(pipe)
-            return (await pipe.execute())[-1]
+        async def announce_only(r: Client) -> Any:  # one script call, no pipeline
+            if message is None:
+                return await r.incr(generation)
+            payload = encode_message(message, self.node)
+            return await announce_on(r, self.prefix, payload, self._cluster)
 
         if not self._cluster:
             entries, raw = await self._persist(both, "purging")
