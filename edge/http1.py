@@ -44,6 +44,7 @@ from edge.request_fields import (
     PLAIN,
 )
 from edge.respond import Reply
+from edge.tls_transport import LINGER
 
 if TYPE_CHECKING:
     from edge.engine import Engine
@@ -129,6 +130,7 @@ class Http1Connection(asyncio.BaseProtocol):
         self.chunked_out = False  # the response being streamed uses chunked framing
         self.close_after = False
         self.broken = False  # parsing stopped (a bad request or an upgrade)
+        self.lingering = False  # answered and half-closed: what comes is dropped (`_linger`)
         self.timed = engine.timed
 
     # -- connection ---------------------------------------------------------------------
@@ -197,7 +199,7 @@ class Http1Connection(asyncio.BaseProtocol):
 
     @property
     def gone(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
+        return self.transport is None or self.transport.is_closing() or self.lingering
 
     def _error_bytes(self, status: int, message: str, head: bool = False) -> bytes:
         body = f"{status}: {message}\n".encode()
@@ -210,10 +212,35 @@ class Http1Connection(asyncio.BaseProtocol):
     def fail(self, status: int, message: str, head: bool = False) -> None:
         """Answer a protocol error and close; nothing queued behind it is answered."""
         self.broken = True
-        if self.transport is not None and not self.transport.is_closing():
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and not self.lingering:
             if self.answering is None:
-                self.transport.write(self._error_bytes(status, message, head))
-            self.transport.close()
+                transport.write(self._error_bytes(status, message, head))
+                if status in (413, 503) and self._linger(transport):
+                    return
+            transport.close()
+
+    def _linger(self, transport: asyncio.Transport) -> bool:
+        """A body refused (413, 503) while the client may still be sending it: FIN after the
+        answer, then what comes is read and dropped, `LINGER` seconds at most. Closed with
+        its data unread, the kernel would answer RST, and the client could lose the answer."""
+        try:
+            if not transport.can_write_eof():
+                return False
+        except NotImplementedError:  # TLS: edge.tls_transport lingers on close itself
+            return False
+        self.lingering = True
+        transport.write_eof()
+        self.queue.clear()  # nothing more is answered: the bodies received are dropped now
+        self.current = None
+        if self.body_kept:
+            self.bodies.give(self.body_kept)
+            self.body_kept = 0
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        self.loop.call_later(LINGER, self.close)
+        return True
 
     # -- timeouts, checked by `tick` about once a second (cheaper than a timer a request) ---
 

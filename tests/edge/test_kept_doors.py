@@ -423,3 +423,30 @@ async def test_h2_bodies_over_the_worker_bound_get_503_on_their_stream(
         await client.close()
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("limits", "status"),
+    [({"kept_limits": {"bodies": 100_000}}, b"503"), ({"max_request_body": 100_000}, b"413")],
+    ids=["bodies-bound", "max-request-body"],
+)
+async def test_a_body_refused_as_it_arrives_is_answered_before_the_close(
+    scripted: Any, tmp_path: Path, ca: trustme.CA, limits: dict[str, Any], status: bytes
+) -> None:
+    """The client is still sending when it is refused: it reads the answer, then the end of
+    the connection (the edge reads and drops the rest, never answering it with RST)."""
+    server = await tls_edge(scripted, tmp_path, ca, **limits)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = b"POST /api/in HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4000000\r\n\r\n"
+        writer.write(head + b"x" * 4_000_000)
+        answer = await asyncio.wait_for(reader.read(), 20)  # to the close, no reset
+        assert answer.startswith(b"HTTP/1.1 " + status)
+        writer.close()
+
+        async def given_back() -> bool:
+            return await kept(server, "bodies") == 0
+
+        await eventually(given_back)
+    finally:
+        await server.stop()
