@@ -179,6 +179,26 @@ async def bench_object(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def bench_text(request: web.Request) -> web.Response:
+    """Compressible text of the size asked (bench chaos --hostile: Accept-Encoding)."""
+    size = min(int(request.match_info["size"]), 16 * 1024 * 1024)
+    line = b"wooden toys, carved and painted by hand, one at a time.\n"
+    body = (line * (size // len(line) + 1))[:size]
+    return web.Response(
+        body=body, headers={"Cache-Control": STATIC_CC, "Content-Type": "text/plain"}
+    )
+
+
+async def bench_vary(request: web.Request) -> web.Response:
+    """An answer that varies on X-Variant and says which it was made for (bench chaos
+    --hostile: many Vary values; a client can check it got its own)."""
+    variant = request.headers.get("X-Variant", "")
+    return web.Response(
+        text=f"variant {variant}\n",
+        headers={"Cache-Control": STATIC_CC, "Vary": "X-Variant"},
+    )
+
+
 async def _cached(request: web.Request, key: str) -> str | None:
     client = request.app.get(REDIS)
     if client is None:
@@ -286,6 +306,8 @@ def create_app(settings: StandinSettings | None = None) -> web.Application:
         app.router.add_get(path, _static(path))
     app.router.add_get("/index.html", _static("/"))
     app.router.add_get(r"/bench/obj/{size:\d+}", bench_object)
+    app.router.add_get("/bench/vary", bench_vary)
+    app.router.add_get(r"/bench/text/{size:\d+}", bench_text)
     app.router.add_get("/api/ping", ping)
     app.router.add_get("/api/misc/time", misc_time)
     app.router.add_get("/api/misc/heavy", heavy)

@@ -24,12 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="the short run of make test")
     parser.add_argument("--memory", action="store_true", help="only the bounded-memory run")
     parser.add_argument("--no-memory", action="store_true", help="skip the bounded-memory run")
+    parser.add_argument(
+        "--hostile", action="store_true", help="only the hostile-memory run (bench.chaos.hostile)"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=60.0, help="hostile: seconds before the PSS after"
+    )
     parser.add_argument("--json", type=Path, help="write the counts here as JSON")
     args = parser.parse_args(argv)
     profile = SHORT if args.short else LONG
     work = REPO / "var" / f"chaos-{time.strftime('%Y%m%d-%H%M%S')}"
     work.mkdir(parents=True, exist_ok=True)
     say(f"logs and databases in {work}")
+    if args.hostile:
+        return _hostile(work, args.settle, args.json)
     try:
         import uvloop
 
@@ -42,3 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     bad = verdict(report)
     print("\nverdict: " + ("PASS" if not bad else "FAIL\n  " + "\n  ".join(bad)), flush=True)
     return 0 if not bad else 1
+
+
+def _hostile(work: Path, settle: float, out: Path | None) -> int:
+    import asyncio
+
+    from bench.chaos.hostile import run_hostile, table
+
+    try:
+        result = asyncio.run(run_hostile(work, settle))
+    except KeyboardInterrupt:
+        return 130
+    print("\n== bench chaos --hostile ==\n" + table(result), flush=True)
+    if out:
+        out.write_text(json.dumps(result, indent=2, default=str))
+    return 0 if not result["verdict"] else 1
