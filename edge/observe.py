@@ -48,6 +48,9 @@ PATH_OF = {
 
 TOP_KEEP = 2000
 """URLs counted per worker; past twice this, the counters keep their TOP_KEEP largest."""
+TOP_BYTES = 1 << 20
+"""Bytes of URLs counted per worker (a client's long, distinct targets): past it, the
+counters keep their largest within half of it each."""
 TOP_PUBLISH = 20
 """URLs per list in a published snapshot."""
 
@@ -83,18 +86,25 @@ class Observer:
         """Answers served from cache (HIT, STALE), by request target."""
         self.url_bytes: Counter[str] = Counter()
         """Body bytes sent, by request target (every verdict)."""
+        self.url_key_bytes = 0  # the targets' lengths in the counters (counted high)
 
     def answered(self, target: str, x_cache: str, size: int, seconds: float) -> None:
         path = PATH_OF.get(x_cache)
         if path is None:  # "-": an answer of the edge's own (421, 400...)
             return
         self.latency[path].observe(seconds)
+        url_hits, url_bytes = self.url_hits, self.url_bytes
+        new = target not in url_bytes and target not in url_hits
         if path == "hit":
-            self.url_hits[target] += 1
+            url_hits[target] += 1
+        elif not size:
+            return
         if size:
-            self.url_bytes[target] += size
-        if len(self.url_bytes) > 2 * TOP_KEEP or len(self.url_hits) > 2 * TOP_KEEP:
-            self.trim()
+            url_bytes[target] += size
+        if new:
+            self.url_key_bytes += len(target)
+            if self._over():
+                self.trim()
 
     def hit(self, target: str, size: int, n: int = 1) -> None:
         """`n` fresh hits on `target`, `size` body bytes in all, answered in the loop turn
@@ -106,12 +116,22 @@ class Observer:
         url_hits[target] = n if before is None else before + n
         if size:
             self.url_bytes[target] += size
-        if before is None and (len(url_hits) > 2 * TOP_KEEP or len(self.url_bytes) > 2 * TOP_KEEP):
-            self.trim()  # only a new URL can grow the counters past their bound
+        if before is None:  # only a new URL can grow the counters past their bound
+            self.url_key_bytes += len(target)
+            if self._over():
+                self.trim()
+
+    def _over(self) -> bool:
+        return (
+            len(self.url_hits) > 2 * TOP_KEEP
+            or len(self.url_bytes) > 2 * TOP_KEEP
+            or self.url_key_bytes > TOP_BYTES
+        )
 
     def trim(self) -> None:
-        self.url_hits = Counter(dict(self.url_hits.most_common(TOP_KEEP)))
-        self.url_bytes = Counter(dict(self.url_bytes.most_common(TOP_KEEP)))
+        self.url_hits = _largest(self.url_hits)
+        self.url_bytes = _largest(self.url_bytes)
+        self.url_key_bytes = sum(len(k) for k in self.url_hits.keys() | self.url_bytes.keys())
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -139,3 +159,15 @@ def quantile(counts: list[int], q: float) -> float | None:
             return low + (high - low) * (rank - seen) / n
         seen += n
     return LATENCY_BUCKETS[-1]
+
+
+def _largest(counter: Counter[str]) -> Counter[str]:
+    """`counter`'s TOP_KEEP largest, within TOP_BYTES / 2 of targets."""
+    kept: Counter[str] = Counter()
+    size = 0
+    for key, n in counter.most_common(TOP_KEEP):
+        size += len(key)
+        if size > TOP_BYTES // 2:
+            break
+        kept[key] = n
+    return kept

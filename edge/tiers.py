@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from cachetools import TTLCache
 
 from edge.entry import Entry
+from edge.ledger import ITEM_OVERHEAD
 from edge.store_memory import MemoryTier
 
 if TYPE_CHECKING:
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
     from edge.store_redis import RedisTier
 
 log = logging.getLogger("edge.tiers")
+
+
+# What `Tiers.stored_before` may hold per worker: about 3,000 keys of 100 bytes.
+STORED_BEFORE_BYTES = 1 << 20
+
+
+def _itself(size: int) -> int:
+    return size
 
 
 def keep_until(entry: Entry) -> float:
@@ -55,8 +64,11 @@ class Tiers:
         self.version = 0  # moves whenever this worker's view of the tiers changes
         self.hot_hits: set[str] = set()  # keys served from hot copies, for the node's LRU
         # Keys this worker saw stored (by itself, another worker, or another node): later
-        # misses on them are expected to be shareable, so they are collapsed.
-        self.stored_before: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=3600)
+        # misses on them are expected to be shareable, so they are collapsed. Bounded in
+        # bytes (each key's length and what an item costs), the least recent dropped first.
+        self.stored_before: TTLCache[str, int] = TTLCache(
+            maxsize=STORED_BEFORE_BYTES, ttl=3600, getsizeof=_itself
+        )
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -105,7 +117,7 @@ class Tiers:
             for entry in entries:
                 self.hot.put(entry, keep_until(entry))
             if entries:
-                self.stored_before[key] = True
+                self.saw_stored(key)
                 self._check(key)  # a key not found is not remembered (a client makes many)
             self.version += 1
         if entries:
@@ -122,6 +134,10 @@ class Tiers:
             self._check(entry.key)
         self.version += 1
         return True
+
+    def saw_stored(self, key: str) -> None:
+        """`key` was stored: its next misses are expected shareable (`stored_before`)."""
+        self.stored_before[key] = len(key) + ITEM_OVERHEAD
 
     def _check(self, key: str) -> None:
         """`key`'s hot copy stands this purge generation. The keys the hot tier let go of
@@ -177,7 +193,7 @@ class Tiers:
         came from Redis)."""
         until = keep_until(entry)
         self.version += 1
-        self.stored_before[entry.key] = True
+        self.saw_stored(entry.key)
         self.hot.put(entry, until)
         self._check(entry.key)
         if shared and self.node is not None:
@@ -188,7 +204,7 @@ class Tiers:
         their answer (next loop turn: storing never delays a response); into Redis in the
         background."""
         self.version += 1
-        self.stored_before[entry.key] = True
+        self.saw_stored(entry.key)
         self.hot.put(entry, until)
         self._check(entry.key)
         if self.node is not None:

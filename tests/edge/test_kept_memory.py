@@ -28,7 +28,9 @@ async def kept_metrics(port: int) -> dict[str, dict[str, float]]:
     ):
         text = await r.text()
     out: dict[str, dict[str, float]] = {}
-    for name, kind, value in re.findall(r'^(edge_kept_\w+)\{[^}]*kind="(\w+)"\} (\S+)$', text, re.M):
+    for name, kind, value in re.findall(
+        r'^(edge_kept_\w+)\{[^}]*kind="(\w+)"\} (\S+)$', text, re.M
+    ):
         out.setdefault(name, {})[kind] = float(value)
     return out
 
@@ -186,3 +188,29 @@ async def test_many_distinct_heads_keep_the_kept_heads_bounded(scripted, make_ed
     assert engine.request_heads and heads.used <= heads.limit
     assert 2 * sum(len(h) for h in engine.request_heads) <= heads.limit  # was 400 of 4 KB
     assert heads.refused > 0
+
+
+def test_many_distinct_targets_keep_the_url_counters_and_stored_keys_bounded() -> None:
+    """Many query strings: each target counted (top URLs) and each key stored once; what
+    is kept of them stays within its bytes, the most counted targets first."""
+    from edge.observe import TOP_BYTES, Observer
+    from edge.store_memory import MemoryTier
+    from edge.tiers import STORED_BEFORE_BYTES, Tiers
+
+    observer = Observer()
+    for i in range(3000):
+        target = f"/bench/obj/100?q={i}-" + "k" * 2000
+        observer.hit(target, 100)
+        observer.answered(target, "MISS", 100, 0.001)
+    observer.hit("/popular", 100, 500)
+    for _ in range(3):
+        observer.answered("/popular", "HIT", 100, 0.001)
+    keys = observer.url_hits.keys() | observer.url_bytes.keys()
+    assert sum(len(k) for k in keys) <= observer.url_key_bytes <= TOP_BYTES  # was 6 MB
+    assert observer.url_hits.most_common(1)[0] == ("/popular", 503)
+
+    tiers = Tiers(MemoryTier(1 << 20))
+    for i in range(5000):
+        tiers.saw_stored(f"GET http 127.0.0.1 /bench/obj/100?q={i}-" + "k" * 500)
+    assert sum(len(k) for k in tiers.stored_before) <= STORED_BEFORE_BYTES  # was 2.7 MB
+    assert "GET http 127.0.0.1 /bench/obj/100?q=4999-" + "k" * 500 in tiers.stored_before
