@@ -99,10 +99,18 @@ async def test_multi_range_heads_keep_no_copy_of_the_object(scripted, make_edge)
     metrics = await kept_metrics(edge.port)
     assert metrics["edge_kept_bytes"]["answers"] == answers.used
     assert metrics["edge_kept_limit_bytes"]["answers"] == answers.limit
-    # The answers kept on an entry are given back when they are dropped (a purge, a reload).
+    # The answers kept on an entry are given back when they are dropped: a reload, or the
+    # entry itself dropped (here the whole hot tier; a purge or an eviction alike).
     engine.tiers.forget_answers()
     engine.kept_hits.clear()
     assert answers.used == 0 and engine.ledger.account("hits").used == 0
+    client = await Client.open(edge.port)
+    fields, got = await client.get(get("/big.bin", edge.port, "Range: bytes=10-19"))
+    client.close()
+    assert fields["x-cache"] == "HIT" and got == body[10:20] and answers.used > 0
+    engine.tiers.clear_here()
+    engine.collect_hits()  # the kept hits that held the entry are let go
+    assert answers.used == 0
 
 
 async def test_long_accept_encoding_values_are_never_kept(scripted, make_edge) -> None:  # type: ignore[no-untyped-def]
