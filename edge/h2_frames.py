@@ -17,6 +17,8 @@ from typing import cast
 
 import hpack
 
+from edge.ledger import ITEM_OVERHEAD, Account, Charged
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
@@ -260,6 +262,10 @@ Fields = list[tuple[bytes, bytes]]
 # Bytes 0x81..0xfe: each one alone is an indexed field (RFC 7541 section 6.1) under 127.
 _INDEXED = bytes(range(0x81, 0xFF))
 CACHED_BLOCKS = 64
+# A larger block is decoded each time, never kept: a repeated request's block is a few
+# indexed fields and a path (tens of bytes); 64 distinct neutral blocks of 56 KB (literal
+# fields within every limit) kept per connection made 40 connections hold +344 MiB.
+CACHED_BLOCK_BYTES = 4096
 
 
 def _int_at(block: bytes, i: int, prefix: int) -> tuple[int, int]:
@@ -322,13 +328,18 @@ class RequestDecoder:
     SETTINGS_MAX_HEADER_LIST_SIZE). A block that leaves the dynamic table as it was
     (`table_neutral`) means the same fields each time while the table does not change:
     such blocks (what h2load and browsers send for a repeated request) are decoded and
-    checked once; a block that changes the table empties the cache."""
+    checked once; a block that changes the table empties the cache. What is kept is charged
+    to `account` (the ledger's `heads`, with every connection's): a block it refuses, or one
+    over `CACHED_BLOCK_BYTES`, is not kept; the charge is given back when the cache empties
+    or the connection's decoder is dropped (`ledger.Charged`)."""
 
     __slots__ = ("cache", "decoder")
 
-    def __init__(self, max_header_list_size: int) -> None:
+    def __init__(self, max_header_list_size: int, account: Account | None = None) -> None:
         self.decoder = hpack.Decoder(max_header_list_size=max_header_list_size)
-        self.cache: dict[bytes, Decoded] = {}
+        self.cache: dict[bytes, Decoded] = (
+            {} if account is None else Charged(account, _decoded_size)
+        )
 
     def request(self, block: bytes) -> Decoded:
         """A request's header block, decoded and checked (`check_request`)."""
@@ -338,7 +349,7 @@ class RequestDecoder:
         neutral = table_neutral(block)
         fields = self.decode(block, neutral)
         decoded = Decoded(fields, check_request(fields))
-        if neutral:
+        if neutral and len(block) <= CACHED_BLOCK_BYTES:
             if len(self.cache) >= CACHED_BLOCKS:
                 self.cache.clear()
             self.cache[block] = decoded
@@ -355,6 +366,13 @@ class RequestDecoder:
         if not neutral and self.cache:
             self.cache.clear()  # the dynamic table may have changed
         return cast(Fields, fields)  # (name, value) tuples of bytes, as raw=True gives
+
+
+def _decoded_size(block: bytes, decoded: Decoded) -> int:
+    """What a kept block costs: its bytes, its fields twice (decoded, and the request the
+    connection makes of them, `Decoded.parsed`), an item's overhead for each."""
+    fields = sum(len(name) + len(value) for name, value in decoded.fields)
+    return len(block) + 2 * fields + ITEM_OVERHEAD * (1 + len(decoded.fields))
 
 
 # RFC 9113 section 8.2.1: no upper case, controls, space, high bytes; no colon but a leading one.

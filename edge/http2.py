@@ -281,7 +281,9 @@ class Http2Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.max_headers = cfg.max_headers
         self.max_field = cfg.max_field_size
-        self.decoder = wire.RequestDecoder(settings.max_header_list_size)
+        self.decoder = wire.RequestDecoder(
+            settings.max_header_list_size, engine.ledger.account("heads")
+        )
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Stream] = {}
         self.running = 0  # streams whose answer the engine is still computing
@@ -359,6 +361,7 @@ class Http2Connection(asyncio.Protocol):
         self.gone = True
         self.guard.open.discard(self)
         self._drop_block()
+        self.decoder.cache.clear()  # the blocks kept (their charge in the ledger's `heads`)
         for stream in list(self.streams.values()):
             if stream.running:
                 self.guard.client_gone += 1

@@ -21,6 +21,7 @@ import trustme
 from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, DataFrame, Frame, HeadersFrame
 
+from edge import h2_frames as wire
 from edge.h2_frames import encode_field
 from edge.ledger import HANDSHAKE_BYTES, ITEM_OVERHEAD
 from edge.server import EdgeServer
@@ -446,6 +447,42 @@ async def test_a_body_refused_as_it_arrives_is_answered_before_the_close(
 
         async def given_back() -> bool:
             return await kept(server, "bodies") == 0
+
+        await eventually(given_back)
+    finally:
+        await server.stop()
+
+
+async def test_header_blocks_kept_decoded_are_charged_and_given_back(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    """A connection keeps the table-neutral blocks it decoded (a repeated request is decoded
+    once): charged to the ledger's `heads` while kept, never one over CACHED_BLOCK_BYTES."""
+    server = await tls_edge(scripted, tmp_path, ca)
+    try:
+        await kept(server, "heads")  # this request's own head, kept from now on
+        before = await kept(server, "heads")
+        client = await H2Client.open(server.tls_port, ca)
+        assert await client.until(lambda e: isinstance(e, h2.events.SettingsAcknowledged))
+        blocks = [BLOCK_START + pad(3000)[:-4] + b"%04d" % i for i in range(8)]
+        for i, block in enumerate(blocks):
+            assert wire.table_neutral(block) and len(block) <= wire.CACHED_BLOCK_BYTES
+            sid = 1 + 2 * i
+            frame = HeadersFrame(sid, data=block, flags=["END_HEADERS", "END_STREAM"])
+            client.raw(frame.serialize())
+            assert await raw_answer(client, sid) == ("200", b"A" * 100)
+        fresh = wire.RequestDecoder(LIST_SIZE)
+        expected = sum(wire._decoded_size(b, fresh.request(b)) for b in blocks)
+        assert await kept(server, "heads") == before + expected
+        # A larger block is answered, and not kept.
+        big = BLOCK_START + pad(wire.CACHED_BLOCK_BYTES)
+        client.raw(HeadersFrame(17, data=big, flags=["END_HEADERS", "END_STREAM"]).serialize())
+        assert await raw_answer(client, 17) == ("200", b"A" * 100)
+        assert await kept(server, "heads") == before + expected
+        await client.close()
+
+        async def given_back() -> bool:
+            return await kept(server, "heads") == before
 
         await eventually(given_back)
     finally:
