@@ -361,14 +361,21 @@ class RoundRobinLoad(Load):
         return dataclasses.replace(sample, began=began)
 
 
+def since_mark(samples: list[Sample], mark: float) -> dict[str, Any]:
+    """`summarize` of the requests still running at `mark` or begun after it: a request in
+    flight when a machine was lost counts with the loss."""
+    after = [s for s in samples if s.ended >= mark]
+    return summarize(after, since=min([mark, *(s.began for s in after)]))
+
+
 def attempts_summary(load: RoundRobinLoad, since: float) -> dict[str, Any]:
-    """Per address: attempts after `since`, failed, errors, the slowest failed attempt."""
+    """Per address: attempts since `since`, failed, errors, the slowest failed attempt."""
     out: dict[str, Any] = {}
     for host in load.hosts:
-        mine = [a.sample for a in load.attempts if a.host == host and a.sample.began >= since]
+        mine = [a.sample for a in load.attempts if a.host == host and a.sample.ended >= since]
         failed = [s for s in mine if not s.ok]
         out[host] = {
-            **summarize(mine, since),
+            **since_mark(mine, since),
             "slowest_failure_s": round(max((s.ended - s.began for s in failed), default=0), 2),
         }
     return out
@@ -489,12 +496,12 @@ def rolling_update_test(opts: argparse.Namespace, ids: dict[str, str]) -> dict[s
         time.sleep(3)
         load.stop()
         samples = load.snapshot()
-    result = summarize(samples, since=t0)
+    result = since_mark(samples, t0)
     result["command_exit"] = res.returncode
     result["update_state"] = state
     result["update_s"] = round(t_done - t0, 1)
     result["by_address"] = attempts_summary(load, t0)
-    result["latency"] = latency([s for s in samples if s.began >= t0])
+    result["latency"] = latency([s for s in samples if s.ended >= t0])
     new: dict[str, dict[str, Any]] = {}
     for s in samples:
         if s.ok and s.began >= t0 and s.served_by and s.served_by not in old:
@@ -563,10 +570,10 @@ def lose_worker(opts: argparse.Namespace, ids: dict[str, str]) -> dict[str, Any]
     for name, load in loads.items():
         samples = load.snapshot()
         t = marks[name]
-        part = summarize(samples, since=t)
-        part["before"] = summarize([s for s in samples if s.began < t])
-        part["latency"] = latency([s for s in samples if s.began >= t])
-        fails = [s for s in samples if s.began >= t and not s.ok]
+        part = since_mark(samples, t)
+        part["before"] = summarize([s for s in samples if s.ended < t])
+        part["latency"] = latency([s for s in samples if s.ended >= t])
+        fails = [s for s in samples if s.ended >= t and not s.ok]
         # From the loss until the last failed request: after it, everything was answered.
         part["answered_all_after_s"] = round(max((s.ended - t for s in fails), default=0), 2)
         if isinstance(load, RoundRobinLoad):

@@ -290,3 +290,18 @@ def test_report_renders_every_table(cluster: ModuleType) -> None:
     assert "192.168.213.12: 4/10 (TimeoutError 4, slowest failure 2.00 s)" in text
     assert "Cluster checks: 0 of 1 hold.\n- FAILED: edges healthy: 1 of 2" in text
     assert "Targets (issue 30): 1 of 2 met.\n- MISSED: purge p99: 25 ms" in text
+
+
+def test_a_request_in_flight_when_a_machine_is_lost_counts_with_the_loss(
+    cluster: ModuleType,
+) -> None:
+    sample = cluster.Sample
+    samples = [
+        sample(-3.0, -2.9, True, 200, "a", ""),  # done before: not counted
+        sample(-0.5, 4.5, False, 0, "", "TimeoutError"),  # in flight at the loss
+        sample(4.6, 4.7, True, 200, "a", ""),
+    ]
+    got = cluster.since_mark(samples, 0.0)
+    assert got["requests"] == 2 and got["failed"] == 1
+    assert got["errors"] == {"TimeoutError": 1}
+    assert got["longest_gap_s"] == pytest.approx(5.2)
