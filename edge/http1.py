@@ -13,7 +13,9 @@ holds half a request from a slow client, and a client sending its body slower th
 `limits.body_min_rate` is answered 408. The bytes of the bodies being received are charged to
 the worker's memory ledger (`bodies`, every connection together) as they arrive and given
 back once the request is answered (or the connection gone); a body that does not fit is
-answered 503 with Retry-After and the connection closed.
+answered 503 with Retry-After and the connection closed. So is a head that is still unfinished
+after a read: its bytes are charged to `header_blocks` until it ends (one that does not fit:
+503 with Retry-After, closed).
 """
 
 from __future__ import annotations
@@ -126,6 +128,8 @@ class Http1Connection(asyncio.BaseProtocol):
         self.body_bytes = 0
         self.bodies = engine.ledger.account("bodies")
         self.body_kept = 0  # request body bytes charged to `bodies`, given back once answered
+        self.header_blocks = engine.ledger.account("header_blocks")
+        self.head_kept = 0  # the unfinished head's bytes charged to `header_blocks`
         self.last_activity = 0.0
         self.chunked_out = False  # the response being streamed uses chunked framing
         self.close_after = False
@@ -153,9 +157,7 @@ class Http1Connection(asyncio.BaseProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.queue.clear()
-        if self.body_kept:
-            self.bodies.give(self.body_kept)
-            self.body_kept = 0
+        self._give_kept()
         if self.drained is not None and not self.drained.done():
             self.drained.set_exception(ConnectionResetError("client gone"))
         if self.task is not None and not self.task.done():
@@ -220,6 +222,16 @@ class Http1Connection(asyncio.BaseProtocol):
                     return
             transport.close()
 
+    def _give_kept(self) -> None:
+        """What the ledger counts for this connection (a head and bodies being received)
+        is dropped."""
+        if self.body_kept:
+            self.bodies.give(self.body_kept)
+            self.body_kept = 0
+        if self.head_kept:
+            self.header_blocks.give(self.head_kept)
+            self.head_kept = 0
+
     def _linger(self, transport: asyncio.Transport) -> bool:
         """A body refused (413, 503) while the client may still be sending it: FIN after the
         answer, then what comes is read and dropped, `LINGER` seconds at most. Closed with
@@ -233,9 +245,7 @@ class Http1Connection(asyncio.BaseProtocol):
         transport.write_eof()
         self.queue.clear()  # nothing more is answered: the bodies received are dropped now
         self.current = None
-        if self.body_kept:
-            self.bodies.give(self.body_kept)
-            self.body_kept = 0
+        self._give_kept()
         if self.read_paused:
             self.read_paused = False
             transport.resume_reading()
@@ -320,6 +330,18 @@ class Http1Connection(asyncio.BaseProtocol):
             if self.head_bytes > self.max_line + self.max_headers * self.max_field:
                 self.fail(431, "request header fields too large")
                 return
+            # An unfinished head is kept across reads: charged to the ledger's header_blocks
+            # (every connection's, limits.kept) until it ends.
+            grow = self.head_bytes - self.head_kept
+            if grow > 0 and not self.header_blocks.take(grow):
+                self.fail(503, "too many request heads being received; retry later")
+                return
+            if grow < 0:  # a new head began in this read
+                self.header_blocks.give(-grow)
+            self.head_kept = self.head_bytes
+        elif self.head_kept:
+            self.header_blocks.give(self.head_kept)
+            self.head_kept = 0
         memo = self.h_memo
         if memo is not None:
             self.h_memo = None

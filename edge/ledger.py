@@ -43,7 +43,7 @@ DEFAULT_LIMITS: dict[str, int] = {
     "heads": 2 * MiB,  # kept request heads (edge.http1) and their parse
     "routes": 4 * MiB,  # the route of each request-target (flow.recv's outcome)
     "codings": 1 * MiB,  # Accept-Encoding values and the coding they negotiate
-    "header_blocks": 16 * MiB,  # HTTP/2 header blocks being assembled, every connection
+    "header_blocks": 16 * MiB,  # h2 header blocks being assembled, HTTP/1.1 heads unfinished
     "handshakes": 16 * MiB,  # TLS handshakes in progress, every connection
     "bodies": 32 * MiB,  # request bodies being received, every connection
 }

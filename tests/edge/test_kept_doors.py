@@ -238,6 +238,39 @@ async def test_a_header_block_not_finished_within_the_header_timeout_closes_the_
         await server.stop()
 
 
+async def test_http1_heads_not_finished_are_charged_and_bounded(
+    scripted: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    """The HTTP/1.1 side of the same rule: a head kept across reads is charged to
+    `header_blocks` until it ends; one that does not fit is answered 503."""
+    server = await tls_edge(scripted, tmp_path, ca, kept_limits={"header_blocks": 50_000})
+    try:
+        fields = b"".join(b"X-F%d: %s\r\n" % (k, b"v" * 990) for k in range(30))
+        head = b"GET /a HTTP/1.1\r\nHost: localhost\r\n" + fields
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(head)  # and not its end
+
+        async def charged() -> bool:
+            return await kept(server, "header_blocks") == len(head)
+
+        await eventually(charged)
+        other_r, other_w = await asyncio.open_connection("127.0.0.1", server.port)
+        other_w.write(head)
+        refused = await asyncio.wait_for(other_r.read(), 20)
+        other_w.close()
+        assert refused.startswith(b"HTTP/1.1 503")
+        assert b"\r\nRetry-After: 5\r\n" in refused
+        writer.write(b"\r\n")  # the first head ends: answered, given back
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        assert answer.startswith(b"HTTP/1.1 200")
+        writer.close()
+        text = await metrics(server)
+        assert metric(text, "edge_kept_bytes", "header_blocks") == 0
+        assert metric(text, "edge_kept_refused_total", "header_blocks") == 1
+    finally:
+        await server.stop()
+
+
 # -- item 6: TLS handshakes ------------------------------------------------------------------
 
 
