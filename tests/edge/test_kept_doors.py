@@ -218,7 +218,7 @@ async def test_header_blocks_of_every_connection_share_the_worker_bound(
 async def test_a_header_block_not_finished_within_the_header_timeout_closes_the_connection(
     scripted: Any, tmp_path: Path, ca: trustme.CA
 ) -> None:
-    server = await tls_edge(scripted, tmp_path, ca, header_timeout=1.0, keepalive_timeout=60.0)
+    server = await tls_edge(scripted, tmp_path, ca, header_timeout=2.0, keepalive_timeout=60.0)
     try:
         client = await H2Client.open(server.tls_port, ca)
         headers, _ = await client.response(client.request("/a"), timeout=15)
@@ -229,7 +229,7 @@ async def test_a_header_block_not_finished_within_the_header_timeout_closes_the_
         await add_to_block(client, 3, 100)  # and the rest never comes
         assert await client.until(lambda e: isinstance(e, h2.events.ConnectionTerminated), 20)
         waited = loop.time() - started
-        assert 0.9 < waited < 15  # after header_timeout, long before keepalive_timeout
+        assert 1.9 < waited < 20  # after header_timeout, long before keepalive_timeout
         assert goaway_code(client) == ErrorCodes.ENHANCE_YOUR_CALM
         assert server.node.guard.header_timeouts >= 1
         assert await kept(server, "header_blocks") == 0
@@ -365,11 +365,15 @@ async def test_handshakes_over_their_ledger_bound_are_refused_and_counted(
 async def test_a_handshake_past_the_header_timeout_is_closed_and_given_back(
     scripted: Any, tmp_path: Path, ca: trustme.CA
 ) -> None:
-    server = await tls_edge(scripted, tmp_path, ca, header_timeout=1.0)
+    server = await tls_edge(scripted, tmp_path, ca, header_timeout=5.0)
     try:
         reader, writer = await stuck_handshake(server.tls_port, ca)
-        assert await kept(server, "handshakes") == HANDSHAKE_BYTES
-        assert await closed_by_edge(reader, 15.0)
+
+        async def charged() -> bool:
+            return await kept(server, "handshakes") == HANDSHAKE_BYTES
+
+        await eventually(charged, 4.0)
+        assert await closed_by_edge(reader, 20.0)
         writer.close()
         assert server.node.guard.header_timeouts >= 1
         assert await kept(server, "handshakes") == 0
