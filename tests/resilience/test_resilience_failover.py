@@ -7,11 +7,14 @@ failover (1.5 s cluster-node-timeout, 1 s down-after-milliseconds)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from bench.failover import failover_run, warm
 from bench.redis_sets import RedisCluster, SentinelSet
@@ -61,8 +64,6 @@ async def test_primary_killed_under_load(
         for i in range(3)
     ]
     nodes = [str(e.make_url("")).rstrip("/") for e in edges]
-    import aiohttp
-
     async with aiohttp.ClientSession() as s:
         await warm(s, nodes, load + purged)
     probe = generation_key(prefix)
@@ -84,6 +85,23 @@ async def test_primary_killed_under_load(
     assert result.healthy_back_s is not None and result.healthy_back_s < 15, result
     assert "degraded" in result.health_seen and "down" not in result.health_seen, result
     assert result.failovers_counted >= 1, result
+
+    # cross-node collapsing is back: 30 concurrent cold requests over the 3 nodes while the
+    # origin takes 0.5 s to answer, one fetch
+    async def slow(_: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.5)
+        return web.Response(body=b"cold", headers={"Cache-Control": "max-age=600"})
+
+    origin.routes["/static/cold.css"] = slow
+    async with aiohttp.ClientSession() as s:
+
+        async def get(i: int) -> int:
+            async with s.get(nodes[i % 3] + "/static/cold.css") as r:
+                await r.read()
+                return r.status
+
+        assert await asyncio.gather(*(get(i) for i in range(30))) == [200] * 30
+    assert origin.hits["/static/cold.css"] == 1
     leaked = [
         r.getMessage()
         for r in caplog.records
