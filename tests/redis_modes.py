@@ -8,6 +8,7 @@ A test module takes them with `modes_fixture()`; failover tests start sets of th
 from __future__ import annotations
 
 import atexit
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -67,3 +68,21 @@ def modes_fixture() -> Any:
         return mode_url(str(request.param), redis_url)
 
     return redis_url
+
+
+def slot_errors_fixture() -> Any:
+    """An autouse fixture for a test module: no CROSSSLOT or MOVED error in a warning (or
+    worse) of any test of it (a client never sees one either: they would be 5xx)."""
+
+    @pytest.fixture(autouse=True)
+    def no_slot_errors(caplog: pytest.LogCaptureFixture) -> Any:
+        yield
+        leaked = [
+            r.getMessage()
+            for r in caplog.get_records("setup") + caplog.get_records("call")
+            if r.levelno >= logging.WARNING
+            and ("CROSSSLOT" in r.getMessage() or "MOVED" in r.getMessage())
+        ]
+        assert leaked == []
+
+    return no_slot_errors

@@ -20,9 +20,11 @@ from tests.edge.test_purge import (
 )
 from tests.edge.test_purge_nodes import test_adding_a_product_through_any_node_shows_on_every_other
 from tests.edge.test_slices import test_another_node_serves_the_slices_from_redis
-from tests.redis_modes import mode_url
+from tests.redis_modes import mode_url, slot_errors_fixture
 
 pytestmark = pytest.mark.redis
+
+no_slot_errors = slot_errors_fixture()
 
 __all__ = [
     "cluster",

@@ -20,11 +20,12 @@ from edge.purge_bus import PurgeBus, RedisUnavailable, apply_to_memory, generati
 from edge.redis_conn import Client, close_client, make_client
 from edge.store_memory import MemoryTier
 from edge.store_redis import LOCAL_TOKEN_PREFIX, RedisTier
-from tests.redis_modes import modes_fixture
+from tests.redis_modes import modes_fixture, slot_errors_fixture
 
 pytestmark = pytest.mark.redis
 
 redis_url = modes_fixture()  # every test here runs on one Redis, Sentinel and a Cluster
+no_slot_errors = slot_errors_fixture()
 
 DEAD_URL = "redis://127.0.0.1:1/0"
 
