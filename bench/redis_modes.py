@@ -34,7 +34,7 @@ import aiohttp
 
 from bench.failover import FailoverResult, failover_run, table, warm
 from bench.purge_latency import ROOT, config_copy, measure_on
-from bench.redis_sets import Node, RedisCluster, SentinelSet
+from bench.redis_sets import Node, RedisCluster, SentinelSet, free_ports, server_argv
 from bench.topology import Topology, TopologyConfig
 from edge.entry import Entry
 from edge.purge_bus import generation_key
@@ -177,10 +177,8 @@ def _held(nodes: list[Node]) -> int:
 
 
 async def capacity(maxmemory: str, objects: int, workdir: Path) -> dict[str, Any]:
-    from bench.redis_sets import _server_argv, free_ports
-
     port = free_ports(1)[0]
-    single = Node(port, _server_argv(port, workdir, maxmemory), workdir / f"cap-{port}.log")
+    single = Node(port, server_argv(port, workdir, maxmemory), workdir / f"cap-{port}.log")
     single.start()
     cluster = RedisCluster(workdir, maxmemory=maxmemory).start()
     try:

@@ -116,7 +116,7 @@ class Node:
         return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
 
 
-def _server_argv(port: int, workdir: Path, maxmemory: str | None, *extra: str) -> list[str]:
+def server_argv(port: int, workdir: Path, maxmemory: str | None, *extra: str) -> list[str]:
     argv = [_exe("redis-server"), "--port", str(port), "--bind", "127.0.0.1"]
     argv += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
     argv += ["--enable-debug-command", "local"]
@@ -148,7 +148,7 @@ class RedisCluster:
         self.nodes = []
         workdir = Path(tempfile.mkdtemp(prefix="cluster-", dir=self.workdir))
         for port in ports:
-            argv = _server_argv(port, workdir, self.maxmemory)
+            argv = server_argv(port, workdir, self.maxmemory)
             argv += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
             argv += ["--cluster-node-timeout", str(self.node_timeout)]
             # a replica takes over however long it lost its primary (the test kills it)
@@ -229,14 +229,14 @@ class SentinelSet:
             self.servers.append(
                 Node(
                     master,
-                    _server_argv(master, self.workdir, self.maxmemory),
+                    server_argv(master, self.workdir, self.maxmemory),
                     self.workdir / f"sentinel-master-{master}.log",
                 )
             )
             self.servers.append(
                 Node(
                     replica,
-                    _server_argv(
+                    server_argv(
                         replica,
                         self.workdir,
                         self.maxmemory,
