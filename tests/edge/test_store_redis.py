@@ -194,6 +194,24 @@ PURGES: list[tuple[dict[str, object], int, set[str]]] = [
 ]
 
 
+async def test_a_fill_requested_before_a_purge_is_refused(tiers: Tiers) -> None:
+    """By URL (the object's tombstone, in its slot), by tag (the tag's, in the tag's slot:
+    the fill finds it after storing and takes its object back) and purge-all."""
+    tier = await tiers.tier(refuse_late=True)
+    before = time.time() - 1  # requested before each purge below
+    await tier.purge(urls=["http://h/p"])
+    assert not await tier.put(make("http://h/p", rt=before), time.time() + 60)
+    await tier.purge(tags=["u"])
+    assert not await tier.put(make("http://h/q", tags=("u",), rt=before), time.time() + 60)
+    assert await tier.get("http://h/q") == []
+    assert await tier.put(make("http://h/y", rt=before), time.time() + 60)  # nothing purged it
+    assert await tier.put(make("http://h/p", rt=time.time() + 1), time.time() + 60)  # after
+    await tier.purge(all=True)
+    assert not await tier.put(make("http://h/z", rt=before), time.time() + 60)
+    assert tier.refused_late == 3
+    assert [e.key for e in await tier.get("http://h/y")] == []  # the purge-all took it
+
+
 @pytest.mark.parametrize("soft", [False, True])
 async def test_purge_hard_and_soft(tiers: Tiers, raw: Client, soft: bool) -> None:
     """Every purge kind (the same cases as the memory tier), against one filled tier each."""
