@@ -789,15 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--down", action="store_true", help="only remove what a stopped run left behind"
     )
-    parser.add_argument("--stack", default="woodytoys", help="stack name")
-    parser.add_argument(
-        "--heavy-seconds", type=smoke.positive(float), default=2.0, help="the API's heavy call"
-    )
-    parser.add_argument(
-        "--db-seconds", type=smoke.positive(float), default=3.0, help="the API's DB call"
-    )
-    parser.add_argument("--edge-port", type=smoke.port_number, default=80)
-    parser.add_argument("--proxy-port", type=smoke.port_number, default=8081)
+    smoke.add_stack_options(parser, healthy_timeout=420, results="swarm-cluster")
     parser.add_argument(
         "--purges", type=smoke.positive(int), default=100, help="purges measured one by one"
     )
@@ -809,24 +801,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=smoke.positive(float),
         default=120,
         help="seconds to wait for Swarm to run the API on the survivor",
-    )
-    parser.add_argument(
-        "--healthy-timeout",
-        type=smoke.positive(float),
-        default=420,
-        help="seconds for every service to become healthy",
-    )
-    parser.add_argument(
-        "--load-threads",
-        type=smoke.positive(int),
-        default=2,
-        help="round-robin clients (each pauses 50 ms between requests)",
-    )
-    parser.add_argument(
-        "--results",
-        type=Path,
-        default=REPO / "bench" / "results",
-        help="where swarm-cluster-<timestamp>.md and .json go",
     )
     return parser
 
@@ -846,14 +820,7 @@ def check_targets(report: dict[str, Any], targets: Checks) -> None:
 
 
 def cluster(opts: argparse.Namespace) -> int:
-    now = time.gmtime()
-    report: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", now),
-        "stamp": time.strftime("%Y-%m-%d-%H%M%S", now),
-        "commit": run(["git", "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
-        or "unknown",
-        "steps": {},
-    }
+    report = smoke.new_report()
     run_id = report["stamp"].replace("-", "")
     checks, targets = Checks(), Checks()
     status = 0
@@ -1040,18 +1007,9 @@ def cluster(opts: argparse.Namespace) -> int:
             f"after {loss['api_moved_s']} s",
         )
         step(f"{opts.lose} lost under load")
-    except SmokeError as exc:
-        report["error"] = str(exc)
-        log(f"ERROR: {exc}")
-        status = 1
-    except KeyboardInterrupt as exc:
-        report["error"] = f"interrupted ({exc or 'SIGINT'})"
+    except smoke.STOPS as exc:
+        report["error"], status = smoke.stop_reason(exc)
         log(f"ERROR: {report['error']}")
-        status = 130
-    except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
-        report["error"] = f"{type(exc).__name__}: {exc}"
-        log(f"ERROR: {report['error']}")
-        status = 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

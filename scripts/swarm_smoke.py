@@ -1279,6 +1279,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only remove the stack (and what a --keep run left: its swarm, its dockerd)",
     )
+    add_stack_options(parser, healthy_timeout=300, results="swarm")
+    return parser
+
+
+def add_stack_options(
+    parser: argparse.ArgumentParser, healthy_timeout: float, results: str
+) -> None:
+    """The options of a run that deploys and measures the stack (swarm-smoke, swarm-cluster)."""
     parser.add_argument("--stack", default="woodytoys", help="stack name")
     parser.add_argument(
         "--heavy-seconds",
@@ -1294,7 +1302,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--healthy-timeout",
         type=positive(float),
-        default=300,
+        default=healthy_timeout,
         help="seconds for every service to become healthy",
     )
     parser.add_argument(
@@ -1307,9 +1315,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--results",
         type=Path,
         default=REPO / "bench" / "results",
-        help="where swarm-<timestamp>.md and .json go",
+        help=f"where {results}-<timestamp>.md and .json go",
     )
-    return parser
 
 
 def read_state() -> dict[str, Any]:
@@ -1341,9 +1348,24 @@ def down(opts: argparse.Namespace) -> int:
     return 0
 
 
-def smoke(opts: argparse.Namespace) -> int:
+# What stops a run (then its report says why): a step that cannot go on, Ctrl-C or a signal, a
+# request that failed outright, or an answer that was not what a check could read.
+STOPS = (SmokeError, KeyboardInterrupt, OSError, http.client.HTTPException, ValueError, KeyError)
+
+
+def stop_reason(exc: BaseException) -> tuple[str, int]:
+    """The report's `error` for what stopped a run, and the exit status."""
+    if isinstance(exc, KeyboardInterrupt):
+        return (f"interrupted ({exc})" if str(exc) else "interrupted"), 130
+    if isinstance(exc, SmokeError):
+        return str(exc), 1
+    return f"{type(exc).__name__}: {exc}", 1
+
+
+def new_report() -> dict[str, Any]:
+    """A run's report as it starts: when (and its file stamp), the commit, no steps yet."""
     now = time.gmtime()
-    report: dict[str, Any] = {
+    return {
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", now),
         "stamp": time.strftime("%Y-%m-%d-%H%M%S", now),
         "commit": run(["git", "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
@@ -1351,6 +1373,10 @@ def smoke(opts: argparse.Namespace) -> int:
         "steps": {},
         "checks": [],
     }
+
+
+def smoke(opts: argparse.Namespace) -> int:
+    report = new_report()
     dirty = run(
         [
             "git",
@@ -1497,18 +1523,9 @@ def smoke(opts: argparse.Namespace) -> int:
             "failed meanwhile",
         )
         step("API scale 5 -> 1 -> 5", began)
-    except SmokeError as exc:
-        report["error"] = str(exc)
-        log(f"ERROR: {exc}")
-        status = 1
-    except KeyboardInterrupt:
-        report["error"] = "interrupted"
-        status = 130
-    except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
-        # A request that failed outright, or an answer that was not what a check could read.
-        report["error"] = f"{type(exc).__name__}: {exc}"
+    except STOPS as exc:
+        report["error"], status = stop_reason(exc)
         log(f"ERROR: {report['error']}")
-        status = 1
     finally:
         kept = opts.keep and deployed and status == 0
         if not kept:

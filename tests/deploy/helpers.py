@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -87,3 +91,72 @@ def real_parser(package: str) -> Any:
     """`<package>.__main__.build_parser()`: the command line the stack must fit."""
     module = importlib.import_module(f"{package}.__main__")
     return module.build_parser()
+
+
+def assert_script(command: Path, module: Path, options: tuple[str, ...]) -> None:
+    """A scripts/ command: an executable bash wrapper that parses, whose Python module's
+    `--help` names the options."""
+    assert os.access(command, os.X_OK)
+    assert command.read_text().startswith("#!/usr/bin/env bash")
+    subprocess.run(["bash", "-n", str(command)], check=True, timeout=60)
+    help_text = subprocess.run(
+        [sys.executable, str(module), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    for option in options:
+        assert option in help_text
+
+
+def assert_usage_error(script: Path, argv: list[str]) -> None:
+    """Bad options: exit 2 and argparse's `error:` line, before anything is started."""
+    result = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "error:" in result.stderr
+
+
+def stack_config(*files: Path, api_role: str | None = None) -> dict[str, Any]:
+    """The stack files merged by `docker stack config` as the swarm scripts deploy them (local
+    images, the scripts' short API delays; API_NODE_ROLE only when given)."""
+    docker = need_tool("docker")
+    env = {
+        **os.environ,
+        "REGISTRY": "local",
+        "IMAGE_PREFIX": "woodytoys",
+        "TAG": "smoke",
+        "WOODY_HEAVY_SECONDS": "2",
+        "WOODY_DB_SECONDS": "3",
+    }
+    env.pop("API_NODE_ROLE", None)
+    if api_role:
+        env["API_NODE_ROLE"] = api_role
+    args = [arg for f in files for arg in ("-c", str(f))]
+    result = subprocess.run(
+        [docker, "stack", "config", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = yaml.safe_load(result.stdout)
+    return data
+
+
+def script_module(name: str) -> ModuleType:
+    """scripts/<name>.py imported as the module `name` (scripts/ is not a package: the swarm
+    scripts import each other from there)."""
+    scripts = str(REPO / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -10,10 +10,6 @@ the report behave.
 from __future__ import annotations
 
 import http.server
-import importlib.util
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from types import ModuleType
@@ -22,7 +18,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.helpers import OVERRIDE, REPO, STACK, need_tool
+from tests.deploy.helpers import (
+    OVERRIDE,
+    REPO,
+    STACK,
+    assert_script,
+    assert_usage_error,
+    script_module,
+    stack_config,
+)
 
 CLUSTER = REPO / "deploy" / "swarm" / "cluster.yml"
 SCRIPT = REPO / "scripts" / "swarm-cluster"
@@ -30,46 +34,13 @@ SCRIPT = REPO / "scripts" / "swarm-cluster"
 
 @pytest.fixture(scope="module")
 def cluster() -> ModuleType:
-    sys.path.insert(0, str(REPO / "scripts"))
-    spec = importlib.util.spec_from_file_location(
-        "swarm_cluster", REPO / "scripts" / "swarm_cluster.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["swarm_cluster"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def stack_config(*files: str) -> dict[str, Any]:
-    docker = need_tool("docker")
-    env = {
-        **os.environ,
-        "REGISTRY": "local",
-        "IMAGE_PREFIX": "woodytoys",
-        "TAG": "smoke",
-        "WOODY_HEAVY_SECONDS": "2",
-        "WOODY_DB_SECONDS": "3",
-    }
-    env.pop("API_NODE_ROLE", None)
-    args = [arg for f in files for arg in ("-c", f)]
-    result = subprocess.run(
-        [docker, "stack", "config", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    data: dict[str, Any] = yaml.safe_load(result.stdout)
-    return data
+    return script_module("swarm_cluster")
 
 
 @pytest.fixture(scope="module")
 def merged() -> dict[str, Any]:
     """stack.yml + local.yml + cluster.yml as scripts/swarm-cluster deploys them."""
-    return stack_config(str(STACK), str(OVERRIDE), str(CLUSTER))
+    return stack_config(STACK, OVERRIDE, CLUSTER)
 
 
 def test_cluster_places_the_services_by_role(merged: dict[str, Any]) -> None:
@@ -95,7 +66,7 @@ def test_cluster_places_the_services_by_role(merged: dict[str, Any]) -> None:
 def test_cluster_changes_only_placement_over_the_one_node_override(
     merged: dict[str, Any],
 ) -> None:
-    one_node = stack_config(str(STACK), str(OVERRIDE))
+    one_node = stack_config(STACK, OVERRIDE, api_role="worker")
     changed = {}
     for name, service in merged["services"].items():
         before = one_node["services"][name]
@@ -192,40 +163,19 @@ def test_percentile_and_latency(cluster: ModuleType) -> None:
     assert got == {"p50_s": 0.002, "p99_s": 0.002, "max_s": 0.002}
 
 
-def test_script_is_executable_and_valid() -> None:
-    assert os.access(SCRIPT, os.X_OK)
-    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
-    help_text = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "swarm_cluster.py"), "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    for option in ("--down", "--purges", "--lose", "--loss-timeout", "--edge-port"):
-        assert option in help_text
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["--lose", "manager"],
+def test_script_is_executable_and_valid_and_refuses_bad_options() -> None:
+    module = REPO / "scripts" / "swarm_cluster.py"
+    assert_script(SCRIPT, module, ("--down", "--purges", "--lose", "--loss-timeout"))
+    bad = (
+        ["--lose", "manager"],  # the manager holds the database: only a worker is lost
         ["--lose", "worker3"],
         ["--purges", "0"],
         ["--loss-timeout", "soon"],
-        ["--edge-port", "8081"],
+        ["--edge-port", "8081"],  # the proxy's
         ["--edge-port", "70000"],
-    ],
-)
-def test_bad_options_are_refused_clearly(argv: list[str]) -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "swarm_cluster.py"), *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
-    assert result.returncode == 2
-    assert "error:" in result.stderr
+    for argv in bad:
+        assert_usage_error(module, argv)
 
 
 def test_report_renders_every_table(cluster: ModuleType) -> None:

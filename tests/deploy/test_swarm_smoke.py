@@ -8,10 +8,6 @@ script's pure parts (command line, page assets, load summaries, report) behave.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,53 +21,25 @@ from tests.deploy.helpers import (
     OVERRIDE,
     REPO,
     STACK,
+    assert_script,
+    assert_usage_error,
     load_stack,
-    need_tool,
+    script_module,
+    stack_config,
 )
 
 SCRIPT = REPO / "scripts" / "swarm-smoke"
 
 
-def smoke_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "swarm_smoke", REPO / "scripts" / "swarm_smoke.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["swarm_smoke"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def smoke() -> ModuleType:
-    return smoke_module()
+    return script_module("swarm_smoke")
 
 
 @pytest.fixture(scope="module")
 def merged() -> dict[str, Any]:
     """stack.yml + deploy/swarm/local.yml as `docker stack config` merges them for the smoke."""
-    docker = need_tool("docker")
-    env = {
-        **os.environ,
-        "REGISTRY": "local",
-        "IMAGE_PREFIX": "woodytoys",
-        "TAG": "smoke",
-        "API_NODE_ROLE": "manager",
-        "WOODY_HEAVY_SECONDS": "2",
-        "WOODY_DB_SECONDS": "3",
-    }
-    result = subprocess.run(
-        [docker, "stack", "config", "-c", str(STACK), "-c", str(OVERRIDE)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    data: dict[str, Any] = yaml.safe_load(result.stdout)
-    return data
+    return stack_config(STACK, OVERRIDE, api_role="manager")
 
 
 def test_override_makes_every_service_dnsrr_with_host_ports(merged: dict[str, Any]) -> None:
@@ -133,17 +101,8 @@ def test_stack_defaults_stay_the_labs() -> None:
 
 
 def test_script_is_executable_and_valid(smoke: ModuleType) -> None:
-    assert os.access(SCRIPT, os.X_OK)
-    assert SCRIPT.read_text().startswith("#!/usr/bin/env bash")
-    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
-    help_text = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "swarm_smoke.py"), "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for option in ("--keep", "--down", "--heavy-seconds", "--db-seconds", "--edge-port"):
-        assert option in help_text
+    options = ("--keep", "--down", "--heavy-seconds", "--db-seconds", "--edge-port")
+    assert_script(SCRIPT, REPO / "scripts" / "swarm_smoke.py", options)
 
 
 @pytest.mark.parametrize(
@@ -158,14 +117,7 @@ def test_script_is_executable_and_valid(smoke: ModuleType) -> None:
     ],
 )
 def test_bad_options_are_refused_clearly(argv: list[str]) -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "swarm_smoke.py"), *argv],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert "error:" in result.stderr
+    assert_usage_error(REPO / "scripts" / "swarm_smoke.py", argv)
 
 
 def test_page_assets_follow_the_page_and_its_stylesheet(smoke: ModuleType) -> None:
