@@ -20,7 +20,7 @@ from edge.purge_bus import PurgeBus, RedisUnavailable, apply_to_memory, generati
 from edge.redis_conn import Client, close_client, make_client
 from edge.store_memory import MemoryTier
 from edge.store_redis import LOCAL_TOKEN_PREFIX, RedisTier
-from tests.redis_modes import modes_fixture, slot_errors_fixture
+from tests.redis_modes import mode_url, modes_fixture, slot_errors_fixture
 
 pytestmark = pytest.mark.redis
 
@@ -543,3 +543,43 @@ async def test_bus_on_dead_redis(tiers: Tiers) -> None:
         await bus.publish({"all": True})
     with pytest.raises(RedisUnavailable):
         await bus.purge_generation()
+
+
+async def test_a_purge_by_tag_on_a_cluster_reads_one_set_and_scans_nothing(
+    key_prefix: str,
+) -> None:
+    """100 objects over the 3 shards, tagged "t": the purge reads the tag's one set (one
+    SMEMBERS, on one shard) and never SCANs a primary."""
+    redis_url = mode_url("cluster", "")
+    tier = RedisTier(redis_url, prefix=key_prefix, sweep_every=0)
+    await tier.start()
+    client = make_client(redis_url, 2.0)
+    assert isinstance(client, RedisCluster)
+    try:
+        for i in range(100):
+            assert await tier.put(make(f"http://h/{i}", tags=("t",)), time.time() + 60)
+
+        async def calls() -> dict[str, int]:
+            await client.initialize()
+            total: dict[str, int] = {}
+            for node in client.get_primaries():
+                stats = await client.info("commandstats", target_nodes=node)
+                for cmd in ("smembers", "scan", "zscan", "keys"):
+                    total[cmd] = total.get(cmd, 0) + int(
+                        stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)
+                    )
+            return total
+
+        before = await calls()
+        assert await tier.purge(tags=["t"]) == 100
+        after = await calls()
+        assert {k: after[k] - before[k] for k in after} == {
+            "smembers": 1,
+            "scan": 0,
+            "zscan": 0,
+            "keys": 0,
+        }
+        assert await tier.get("http://h/7") == []
+    finally:
+        await tier.close()
+        await close_client(client, "test")
