@@ -35,7 +35,7 @@ MiB = 1 << 20
 KiB = 1 << 10
 
 # The kinds and their default bounds per worker. The hostile-memory bench phase (`bench
-# chaos --phases hostile`) checks that a node of 2 workers stays within 64 MiB of its idle
+# chaos --hostile`) checks that a node of 2 workers stays within 64 MiB of its idle
 # footprint under each pattern with these defaults.
 DEFAULT_LIMITS: dict[str, int] = {
     "answers": 16 * MiB,  # hit answers built per entry for conditional and Range fields
