@@ -49,10 +49,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from edge.redis_conn import (
     CLUSTER,
+    FAILURES,
     Client,
     close_client,
     make_client,
@@ -97,6 +96,9 @@ ACK_WAIT = 0.5
 
 class RedisUnavailable(RuntimeError):
     """The shared tier or the purge bus could not reach Redis (it may be down)."""
+
+
+_LOST: tuple[type[BaseException], ...] = (*FAILURES, RedisUnavailable)
 
 
 def channel_name(prefix: str) -> str:
@@ -240,7 +242,7 @@ class PurgeBus:
         try:
             async with asyncio.timeout(self.timeout * 4):
                 raw = await announce_on(self._client, self.prefix, payload, self._sharded)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except FAILURES as exc:
             raise RedisUnavailable(f"purge bus: cannot publish: {exc!r}") from exc
         return Announced.from_script(raw)
 
@@ -258,7 +260,7 @@ class PurgeBus:
             try:
                 async with asyncio.timeout(max(0.01, min(self.timeout * 4, timeout))):
                     raw = await self._client.lrange(key, 0, -1)
-            except (RedisError, OSError, TimeoutError):
+            except FAILURES:
                 pass
             if len(raw) >= expected or time.monotonic() + pause > deadline:
                 break
@@ -279,7 +281,7 @@ class PurgeBus:
         try:
             async with asyncio.timeout(self.timeout * 4):
                 raw = await self._client.get(generation_key(self.prefix))
-        except (RedisError, OSError, TimeoutError) as exc:
+        except FAILURES as exc:
             raise RedisUnavailable(f"purge bus: cannot read the generation: {exc!r}") from exc
         return int(raw or 0)
 
@@ -379,7 +381,7 @@ class PurgeBus:
                     log.warning("purge bus: connected again to Redis (generation %d)", gen)
                     down_logged = False
                 await self._listen(pubsub, callback)
-            except (RedisError, OSError, TimeoutError, RedisUnavailable) as exc:
+            except _LOST as exc:
                 failed_before = True
                 if not down_logged:
                     log.warning("purge bus: lost Redis (%r); reconnecting in the background", exc)
@@ -481,7 +483,7 @@ class PurgeBus:
                 body = json.dumps(ack, separators=(",", ":"))
                 await run_script(self._client, ACK_LUA, ACK_SHA, [key], [body, ACK_TTL_MS])
             self.acks_sent += 1
-        except (RedisError, OSError, TimeoutError) as exc:
+        except FAILURES as exc:
             self.ack_errors += 1
             log.debug("purge bus: cannot acknowledge purge %d: %r", gen, exc)
 

@@ -23,13 +23,26 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, SlotNotCoveredError
+from redis.exceptions import (
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
 
 from edge.shutdown import close_within
 
-__all__ = ["Client", "RedisTarget", "make_client", "parse_url", "primaries"]
+__all__ = ["FAILURES", "Client", "RedisTarget", "make_client", "parse_url", "primaries"]
 
 Client = Redis | RedisCluster
+
+FAILURES: tuple[type[BaseException], ...] = (
+    RedisError,
+    RedisClusterException,  # not a RedisError: "cannot be connected", a slot not covered...
+    OSError,
+    TimeoutError,
+)
+"""What a call to Redis raises when Redis (or the way to it) fails."""
 
 SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
 _DEFAULT_PORT = {SENTINEL: 26379, CLUSTER: 6379}
@@ -94,6 +107,15 @@ def parse_url(url: str) -> RedisTarget:
     if db < 0 or (mode == CLUSTER and db != 0):
         raise ValueError(f"a Redis Cluster has database 0 only, got {db} in {url!r}")
     return RedisTarget(url, mode, nodes, master, db, username, password)
+
+
+def redacted(url: str) -> str:
+    """`url` without its password, for a log line."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hosts}"
 
 
 def _host_port(text: str, default: int, url: str) -> tuple[str, int]:

@@ -356,6 +356,12 @@ def run_worker(
     uvloop.run(run_worker_async(cfg, reuse_port, access_log, node_path, source, supervisor, certs))
 
 
+def _redacted(url: str) -> str:
+    from edge.redis_conn import redacted  # imports redis: only when Redis is on
+
+    return redacted(url)
+
+
 def serve(
     cfg: EdgeConfig,
     access_log: bool | str = False,
@@ -388,7 +394,8 @@ def serve(
         + (f" https://{cfg.host}:{cfg.tls.port}/" if cfg.tls else "")
         + f" -> {', '.join(cfg.origins)}"
         f" ({cfg.workers} worker{'s' if cfg.workers > 1 else ''}, node cache {where}, redis "
-        f"{cfg.redis_url or 'off'}, purge {'on' if cfg.purge_token else 'off'})",
+        f"{_redacted(cfg.redis_url) if cfg.redis_url else 'off'}, "
+        f"purge {'on' if cfg.purge_token else 'off'})",
         file=sys.stderr,
         flush=True,
     )

@@ -51,7 +51,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge.entry import Entry, EntryFormatError
@@ -66,11 +65,13 @@ from edge.purge_bus import (
 )
 from edge.redis_conn import (
     CLUSTER,
+    FAILURES,
     Client,
     close_client,
     make_client,
     parse_url,
     primaries,
+    redacted,
     refresh,
 )
 from edge.shutdown import cancel_all
@@ -294,7 +295,7 @@ class RedisTier:
         start the background index sweeper (every `sweep_every` seconds; 0 disables it)."""
         with contextlib.suppress(_Skip):
             await self._run(lambda r: r.ping())
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*FAILURES):
                 self._primaries = await primaries(self._client)
         if self.sweep_every > 0 and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="redis-sweep")
@@ -384,7 +385,7 @@ class RedisTier:
             try:
                 async with asyncio.timeout(limit):
                     result = await op(self._client)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except FAILURES as exc:
                 await self._failed(exc)
                 raise _Skip from exc
             finally:
@@ -396,7 +397,7 @@ class RedisTier:
         if self._down:
             self._down = False
             if self._unsettled_since is None:  # else said once the failover is over
-                log.warning("redis tier %s: Redis is back (%s)", self.node, self.url)
+                log.warning("redis tier %s: Redis is back (%s)", self.node, redacted(self.url))
         if self._unsettled_since is not None and self._settling is None:
             self._settling = asyncio.get_running_loop().create_task(self._settle())
         return result
@@ -433,13 +434,13 @@ class RedisTier:
             # idle connections are likely dead too: drop them, not the ones in use
             pool = getattr(self._client, "connection_pool", None)
             if pool is not None:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*FAILURES):
                     await pool.disconnect(inuse_connections=False)
 
     async def _refresh(self) -> None:
         """Read the cluster's slot map again (at most 4 times a second)."""
         try:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*FAILURES):
                 async with asyncio.timeout(self.timeout * 4):
                     await refresh(self._client)
             await asyncio.sleep(0.25)
@@ -452,7 +453,7 @@ class RedisTier:
         replaced, or after `2 * backoff` seconds without a failure."""
         try:
             since = self._unsettled_since or 0.0
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*FAILURES):
                 async with asyncio.timeout(self.timeout * 4):
                     now = await primaries(self._client)
                 new = now - self._primaries if self._primaries else frozenset()
@@ -469,7 +470,9 @@ class RedisTier:
                 if new or calm or time.monotonic() - since > FAILOVER_WINDOW:
                     self._unsettled_since = None
                     if not self._down:
-                        log.warning("redis tier %s: Redis is back (%s)", self.node, self.url)
+                        log.warning(
+                            "redis tier %s: Redis is back (%s)", self.node, redacted(self.url)
+                        )
             await asyncio.sleep(0.5)  # at most two looks a second
         finally:
             self._settling = None

@@ -11,12 +11,13 @@ import atexit
 import logging
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.redis_sets import RedisCluster, SentinelSet
+from bench.redis_sets import Node, RedisCluster, SentinelSet
 
 MODES = ("single", "sentinel", "cluster")
 _started: dict[str, Any] = {}
@@ -86,3 +87,39 @@ def slot_errors_fixture() -> Any:
         assert leaked == []
 
     return no_slot_errors
+
+
+class AclLink:
+    """One node's access to a Sentinel set's or a cluster's data nodes, cut and restored
+    without touching anybody else's: the node logs in as a user of its own, which `cut()`
+    disables (and whose connections it kills) on every data node."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.user = f"cut-{uuid.uuid4().hex[:8]}"
+        made = _started[mode]
+        self.nodes: list[Node] = list(made.nodes if mode == "cluster" else made.servers)
+        scheme, rest = str(made.url).split("://", 1)
+        self.url = f"{scheme}://{self.user}:pw@{rest}"
+
+    async def start(self) -> None:
+        self._acl("on", ">pw", "~*", "&*", "+@all")
+
+    def _acl(self, *rules: str) -> None:
+        for node in self.nodes:
+            if node.alive:
+                node.client().execute_command("ACL", "SETUSER", self.user, *rules)
+
+    async def cut(self) -> None:
+        self._acl("off")
+        for node in self.nodes:
+            if node.alive:
+                node.client().execute_command("CLIENT", "KILL", "USER", self.user)
+
+    async def restore(self) -> None:
+        self._acl("on")
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            if node.alive:
+                node.client().execute_command("ACL", "DELUSER", self.user)

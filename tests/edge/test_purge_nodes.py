@@ -17,6 +17,7 @@ import pytest
 
 from tests.edge.conftest import EdgeFactory, node_of, origin_hits, url
 from tests.edge.test_purge import start_cluster
+from tests.redis_modes import AclLink, modes_fixture
 
 pytestmark = pytest.mark.redis
 
@@ -81,12 +82,22 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             dst.transport.abort()
 
 
+redis_url = modes_fixture()  # one Redis, a Sentinel set and a Redis Cluster
+
+
 @pytest.fixture
 async def link(redis_url: str) -> Any:
+    """One Redis: a TCP proxy; Sentinel or Cluster: a user of the node's own (AclLink)."""
     from urllib.parse import urlparse
 
-    parsed = urlparse(redis_url)
-    proxy = CuttableLink(parsed.hostname or "127.0.0.1", parsed.port or 6379)
+    from edge.redis_conn import parse_url
+
+    mode = parse_url(redis_url).mode
+    if mode == "single":
+        parsed = urlparse(redis_url)
+        proxy: Any = CuttableLink(parsed.hostname or "127.0.0.1", parsed.port or 6379)
+    else:
+        proxy = AclLink(mode)
     await proxy.start()
     yield proxy
     await proxy.close()
@@ -182,6 +193,8 @@ async def _false_soon(value: bool) -> bool:
     return not value
 
 
+# One Redis only: on Sentinel or a cluster the purge first waits out a failover (15 s).
+@pytest.mark.parametrize("redis_url", ["single"], indirect=True)
 async def test_purge_through_a_node_cut_from_redis_says_so(
     aiohttp_server, make_edge: EdgeFactory, tmp_path, redis_url, key_prefix, link
 ) -> None:

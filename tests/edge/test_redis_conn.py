@@ -69,3 +69,14 @@ def test_environment_takes_a_cluster() -> None:
     url = "redis+cluster://h1:7000,h2:7001"
     cfg = apply_overrides(parse_config({}, "cfg/edge.yaml"), {"EDGE_REDIS_URL": url})
     assert cfg.redis_url == url
+
+
+def test_logs_never_show_the_password() -> None:
+    from edge.redis_conn import redacted
+
+    assert (
+        redacted("redis+cluster://u:s3cret@h1:7000,h2:7001")
+        == "redis+cluster://u:***@h1:7000,h2:7001"
+    )
+    assert redacted("redis://:s3cret@r:6379/0") == "redis://:***@r:6379/0"
+    assert redacted("redis://r:6379/0") == "redis://r:6379/0"

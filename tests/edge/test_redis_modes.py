@@ -1,6 +1,7 @@
 """The multi-node tests of the shared tier, the purge bus and cross-node collapsing, run
 again on a Sentinel set and on a Redis Cluster (their own modules run them on one Redis).
-Each test is the one of its module, unchanged: only `redis_url` differs."""
+Each test is the one of its module, unchanged: only `redis_url` differs. (test_store_redis.py
+and test_purge_nodes.py run on the three modes themselves.)"""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from tests.edge.test_purge import (
     test_soft_purges_revalidate_on_every_node,
     test_unsafe_methods_invalidate_on_every_node_and_metrics,
 )
-from tests.edge.test_purge_nodes import test_adding_a_product_through_any_node_shows_on_every_other
 from tests.edge.test_slices import test_another_node_serves_the_slices_from_redis
 from tests.redis_modes import mode_url, slot_errors_fixture
 
@@ -29,7 +29,6 @@ no_slot_errors = slot_errors_fixture()
 __all__ = [
     "cluster",
     "test_a_fill_that_raced_a_purge_is_not_stored",
-    "test_adding_a_product_through_any_node_shows_on_every_other",
     "test_another_node_serves_the_slices_from_redis",
     "test_collapsing_across_three_nodes",
     "test_hard_purges_reach_every_node",
