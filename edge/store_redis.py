@@ -265,7 +265,7 @@ class RedisTier:
         self._exp = f"{prefix}:exp:{index}"
         self._all_tomb = f"{prefix}:purged-all:{index}"
         self._down = False
-        self._down_since = 0.0
+        self._down_since = -math.inf
         self._last_failure = -math.inf
         self._retry_at = 0.0
         self._probing = False
