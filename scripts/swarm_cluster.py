@@ -5,8 +5,9 @@ The machines: three network namespaces (manager, worker1, worker2), each with a 
 (own --data-root, --exec-root, socket, pid file, cgroup, hostname), joined by veth pairs to a
 bridge this script makes in the root namespace, at 192.168.213.10-12 (the bridge is .1; no route
 leads anywhere else). The manager `docker swarm init`s, the workers `docker swarm join`. The
-images are built once with scripts/swarm_smoke.py's code on the host's dockerd (cached there) and
-reach each machine by `docker save | docker load` (no registry: see docs/deploy.md for why).
+images are built once with scripts/swarm_smoke.py's code on the host's dockerd (cached there),
+saved once with `docker save` and loaded into each machine with `docker load` (no registry: see
+docs/deploy.md for why).
 
 The stack is stack.yml + deploy/swarm/local.yml (dnsrr, host-mode ports: no IPVS here) +
 deploy/swarm/cluster.yml (database and Redis on the manager, API, proxy and one edge per worker).
@@ -83,6 +84,7 @@ IMAGES_TAR = CACHE / "cluster-images.tar"
 # br_netfilter is loaded (Docker loads it and sets the policy to DROP): let them through.
 FORWARD_RULE = ("FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT")
 ONLY_IF_CACHED = {"Cache-Control": "only-if-cached"}
+CLUSTER_TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux"}
 
 
 def netns(node: str) -> str:
@@ -409,6 +411,7 @@ def purge_test(opts: argparse.Namespace, token: str) -> dict[str, Any]:
     body_kind = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     seen: list[float] = []
     purge_rtt: list[float] = []
+    edge_ms: list[float] = []  # the purging edge's own account ("ms": purge, publish, acks)
     acks: list[str] = []
     failures: list[str] = []
     for i in range(opts.purges):
@@ -449,8 +452,10 @@ def purge_test(opts: argparse.Namespace, token: str) -> dict[str, Any]:
             continue
         purge_rtt.append(answers[0].seconds)
         with contextlib.suppress(ValueError):
-            got = json.loads(answers[0].body).get("acks") or {}
+            data = json.loads(answers[0].body)
+            got = data.get("acks") or {}
             acks.append(f"{got.get('received')}/{got.get('expected')}")
+            edge_ms.append(float(data.get("ms", "nan")))
     result: dict[str, Any] = {"purges": opts.purges, "seen": len(seen), "failures": failures}
     if seen:
         result.update(
@@ -459,6 +464,8 @@ def purge_test(opts: argparse.Namespace, token: str) -> dict[str, Any]:
             max_ms=round(max(seen) * 1000, 2),
             purge_p50_ms=round(statistics.median(purge_rtt) * 1000, 2),
             purge_p99_ms=round(percentile(purge_rtt, 0.99) * 1000, 2),
+            edge_p50_ms=round(statistics.median(edge_ms), 2) if edge_ms else None,
+            edge_p99_ms=round(percentile(edge_ms, 0.99), 2) if edge_ms else None,
             acks={a: acks.count(a) for a in sorted(set(acks))},
         )
     log(
@@ -671,12 +678,13 @@ def render(report: dict[str, Any]) -> str:
     if purge:
         lines += [
             "| purge to one edge, seen by the other | purges | seen | p50 | p99 | max | "
-            "purge answer p50 / p99 | acks |",
+            "purge answer p50 / p99 (the edge's own) | acks |",
             "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | :--- |",
             f"| `POST /_edge/purge` to worker1 and worker2 in turn | {purge['purges']} | "
             f"{purge['seen']} | {purge.get('p50_ms')} ms | {purge.get('p99_ms')} ms | "
             f"{purge.get('max_ms')} ms | {purge.get('purge_p50_ms')} / "
-            f"{purge.get('purge_p99_ms')} ms | "
+            f"{purge.get('purge_p99_ms')} ms ({purge.get('edge_p50_ms')} / "
+            f"{purge.get('edge_p99_ms')} ms) | "
             + ", ".join(f"{k} ×{v}" for k, v in (purge.get("acks") or {}).items())
             + " |",
             "",
@@ -837,7 +845,7 @@ def cluster(opts: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
     try:
-        smoke.ensure_tools()
+        smoke.ensure_tools(CLUSTER_TOOLS)
         CACHE.mkdir(parents=True, exist_ok=True)
         left = leftovers()
         if left:

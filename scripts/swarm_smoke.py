@@ -124,10 +124,13 @@ def docker(*args: str, check: bool = True, timeout: float = 600, **kw: Any) -> s
 # --- 1. tools and the daemon ---------------------------------------------------------------------
 
 
-def ensure_tools() -> None:
+def ensure_tools(more: dict[str, str] | None = None) -> None:
+    """Root, and the commands of APT_PACKAGES (and `more`: command -> package), installed with
+    apt when missing."""
     if os.geteuid() != 0:
         raise SmokeError("run as root (it installs packages and starts dockerd)")
-    missing = [pkg for cmd, pkg in APT_PACKAGES.items() if not shutil.which(cmd)]
+    wanted = {**APT_PACKAGES, **(more or {})}
+    missing = [pkg for cmd, pkg in wanted.items() if not shutil.which(cmd)]
     if (
         not Path("/usr/bin/python3").exists()
         or run(["/usr/bin/python3", "-c", "import ensurepip, venv"], check=False).returncode
