@@ -30,8 +30,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from edge.ledger import RETRY_AFTER
-from edge.request import Refused, Request, check_host, content_length, method_of, split_target
+from edge.request import (
+    Refused,
+    Request,
+    check_host,
+    content_length,
+    method_of,
+    split_target,
+    status_without_body,
+    without_body,
+)
 from edge.request_fields import (
     ANSWERED_FROM_CACHE,
     F_BODY,
@@ -45,7 +53,7 @@ from edge.request_fields import (
     NEUTRAL,
     PLAIN,
 )
-from edge.respond import Reply
+from edge.respond import Reply, refusal
 from edge.tls_transport import LINGER
 
 if TYPE_CHECKING:
@@ -78,7 +86,7 @@ def serialize_head(
     lines = [f"HTTP/1.1 {status} {reason(status)}"]
     lines += [f"{k}: {v}" for k, v in fields]
     head = "\r\n".join(lines) + "\r\n"
-    if length is not None and status != 204 and status != 304 and not 100 <= status < 200:
+    if length is not None and not status_without_body(status):
         head += f"Content-Length: {length}\r\n"
     return (head + tail + "\r\n").encode("latin-1", "replace")
 
@@ -204,12 +212,9 @@ class Http1Connection(asyncio.BaseProtocol):
         return self.transport is None or self.transport.is_closing() or self.lingering
 
     def _error_bytes(self, status: int, message: str, head: bool = False) -> bytes:
-        body = f"{status}: {message}\n".encode()
-        fields = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
-        if status == 503:  # too many connections, or request bodies (limits.kept.bodies)
-            fields.append(("Retry-After", str(RETRY_AFTER)))
-        out = serialize_head(status, fields, len(body), "Connection: close\r\n")
-        return out if head else out + body  # RFC 9110 section 9.3.2: no body after a HEAD
+        reply = refusal(status, message)
+        out = serialize_head(status, reply.fields, reply.length, "Connection: close\r\n")
+        return out if head else out + reply.body  # RFC 9110 section 9.3.2: none after a HEAD
 
     def fail(self, status: int, message: str, head: bool = False) -> None:
         """Answer a protocol error and close; nothing queued behind it is answered."""
@@ -629,7 +634,7 @@ class Http1Connection(asyncio.BaseProtocol):
         head = serialize_head(
             reply.status, reply.fields, reply.length, self._tail(req, reply.close)
         )
-        no_body = req.method == "HEAD" or reply.status in (204, 304)
+        no_body = without_body(req.method, reply.status)
         _write_whole(transport, head, b"" if no_body else reply.body)
 
     def start(self, req: Request, reply: Reply) -> None:
@@ -639,7 +644,7 @@ class Http1Connection(asyncio.BaseProtocol):
         assert self.transport is not None
         tail = self._tail(req, reply.close)
         self.chunked_out = False
-        no_body = req.method == "HEAD" or reply.status in (204, 304) or reply.status < 200
+        no_body = without_body(req.method, reply.status)
         if reply.length is None and not no_body:
             if req.version == "1.0":
                 # the end of the body is the end of the connection

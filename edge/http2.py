@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from edge import h2_frames as wire
 from edge.h2_frames import ErrorCode, H2Error
-from edge.ledger import ITEM_OVERHEAD, RETRY_AFTER
+from edge.ledger import ITEM_OVERHEAD
 from edge.request import (
     Refused,
     TlsRequest,
@@ -76,9 +76,11 @@ from edge.request import (
     content_length,
     method_of,
     split_target,
+    status_without_body,
+    without_body,
 )
 from edge.request_fields import ANSWERED_FROM_CACHE, F_BODY, F_HOST, FLAGS_BY_NAME
-from edge.respond import Reply
+from edge.respond import Reply, refusal
 from edge.tls_config import Http2Settings
 
 if TYPE_CHECKING:
@@ -152,7 +154,7 @@ class Stream:
     def send(self, req: Request, reply: Reply) -> None:
         if self.reset or self.started:
             return
-        no_body = req.method == "HEAD" or not reply.body or reply.status in (204, 304)
+        no_body = without_body(req.method, reply.status) or not reply.body
         conn = self.conn
         block = wire.encode_status(reply.status) + conn.fields_block(reply.fields)
         conn.send_head(self, block, reply.status, reply.length, reply.fields, no_body)
@@ -174,7 +176,7 @@ class Stream:
     def start(self, req: Request, reply: Reply) -> None:
         if self.reset:
             raise ConnectionResetError("stream reset")
-        no_body = req.method == "HEAD" or reply.status in (204, 304)
+        no_body = without_body(req.method, reply.status)
         conn = self.conn
         block = wire.encode_status(reply.status) + conn.fields_block(reply.fields)
         conn.send_head(self, block, reply.status, reply.length, reply.fields, no_body)
@@ -915,10 +917,7 @@ class Http2Connection(asyncio.Protocol):
                 # limits.kept.bodies: the bodies every connection of the worker is receiving.
                 self._body_done(stream)
                 self._answer_error(
-                    stream,
-                    503,
-                    "too many request bodies being received; retry later",
-                    [("Retry-After", str(RETRY_AFTER))],
+                    stream, 503, "too many request bodies being received; retry later"
                 )
                 return
             stream.kept += len(data)
@@ -975,19 +974,9 @@ class Http2Connection(asyncio.Protocol):
             self.reset_stream(stream, ErrorCode.INTERNAL_ERROR)
         self._forget(stream)
 
-    def _answer_error(
-        self,
-        stream: Stream,
-        status: int,
-        message: str,
-        extra: list[tuple[str, str]] | None = None,
-    ) -> None:
-        body = f"{status}: {message}\n".encode()
-        fields = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
-        if extra:
-            fields += extra
+    def _answer_error(self, stream: Stream, status: int, message: str) -> None:
         if not stream.started:
-            stream.send(stream.req, Reply(status, fields, body, len(body)))
+            stream.send(stream.req, refusal(status, message))
         if not stream.reset and not stream.remote_closed:
             # The rest of the request is not wanted (RFC 9113 section 8.1).
             self.out.append(wire.rst_stream(stream.id, ErrorCode.NO_ERROR))
@@ -1059,7 +1048,7 @@ class Http2Connection(asyncio.Protocol):
         (when `length` is known and `fields` have none) are added here."""
         if (
             length is not None
-            and status not in (204, 304)
+            and not status_without_body(status)
             and not any(k.lower() == "content-length" for k, _ in fields or ())
         ):
             block += wire.encode_field(b"content-length", b"%d" % length)

@@ -46,6 +46,18 @@ _PORT = re.compile(r"[0-9]{0,5}").fullmatch
 _DIGITS = re.compile(r"[0-9]{1,18}").fullmatch
 
 
+def status_without_body(status: int) -> bool:
+    """RFC 9110 section 6.4.1: a 1xx, 204 or 304 answer has no content (and the edge sends
+    no Content-Length with it)."""
+    return status < 200 or status == 204 or status == 304
+
+
+def without_body(method: str, status: int) -> bool:
+    """No content follows this answer's head: `status_without_body`, or any answer to a HEAD
+    (RFC 9110 section 9.3.2)."""
+    return method == "HEAD" or status_without_body(status)
+
+
 class Refused(Exception):
     """A request refused by a door: answer `status` with `message` (and close, on
     HTTP/1.1, where the rest of the connection's bytes cannot be trusted)."""

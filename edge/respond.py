@@ -15,6 +15,7 @@ from multidict import CIMultiDict, MultiMapping
 
 from edge import policy
 from edge.entry import Entry
+from edge.ledger import RETRY_AFTER
 from edge.ranges import if_range_allows, multipart_body, plan_ranges
 
 Fields = list[tuple[str, str]]
@@ -190,6 +191,19 @@ def from_origin(
     return Reply(status, fields, b"", length)
 
 
+def refusal(status: int, message: str) -> Reply:
+    """The edge's own short answer, as every door and the engine write it: `<status>:
+    <message>`, never stored; a 503 says when to try again (RFC 9110 section 10.2.3)."""
+    body = f"{status}: {message}\n".encode()
+    fields: Fields = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+    ]
+    if status == 503:  # too many connections, or request bodies (limits.kept.bodies)
+        fields.append(("Retry-After", str(RETRY_AFTER)))
+    return Reply(status, fields, body, len(body))
+
+
 def error(
     status: int,
     message: str,
@@ -199,18 +213,16 @@ def error(
     allow: str = "",
     close: bool = False,
 ) -> Reply:
-    """A short plain-text answer from the edge itself."""
-    body = f"{status}: {message}\n".encode()
-    fields: Fields = [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Cache-Control", "no-store"),
-    ]
+    """A short plain-text answer from the edge itself (`refusal`), with the cache's fields."""
+    reply = refusal(status, message)
+    fields = reply.fields
     if allow:
         fields.append(("Allow", allow))
     if x_cache:
         fields += cache_fields(ident, x_cache, cache_status)
         fields.append(("X-Served-By", ident.node))
-    return Reply(status, fields, body, len(body), close=close)
+    reply.close = close
+    return reply
 
 
 def plain(status: int, body: bytes, content_type: str, **extra: str) -> Reply:

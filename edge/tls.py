@@ -262,8 +262,10 @@ class Redirector:
     def serve(self, req: Request, conn: Any) -> Coroutine[Any, Any, None] | None:
         target = req.target
         settings = self.engine.cfg.tls
-        if settings is not None and settings.redirect and not target.startswith(
-            ("/_edge/", "/.well-known/acme-challenge/")
+        if (
+            settings is not None
+            and settings.redirect
+            and not target.startswith(("/_edge/", "/.well-known/acme-challenge/"))
         ):
             host = bare_host(req.host)
             if host is None:
