@@ -44,6 +44,7 @@ class FailoverResult:
     health_seen: list[str] = field(default_factory=list)
     failovers_counted: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
+    no_answer: list[str] = field(default_factory=list)  # the first few, with their time
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,10 +102,14 @@ async def failover_run(
                 node = nodes[n % len(nodes)]
                 path = load_paths[n % len(load_paths)]
                 n += 1
+                t0 = time.monotonic()
                 try:
                     st = await _status(s, node + path)
-                except (aiohttp.ClientError, TimeoutError):
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     out.failed += 1
+                    if len(out.no_answer) < 5:
+                        took = time.monotonic() - t0
+                        out.no_answer.append(f"{node}{path} after {took:.2f} s: {exc!r}")
                     continue
                 out.requests += 1
                 statuses[str(st)] += 1

@@ -203,10 +203,12 @@ async def capacity(maxmemory: str, objects: int, workdir: Path) -> dict[str, Any
 # -- failover ------------------------------------------------------------------------------
 
 
-async def failover(mode: str, made: RedisCluster | SentinelSet, port: int) -> FailoverResult:
+async def failover(
+    mode: str, made: RedisCluster | SentinelSet, port: int, keep: Path | None = None
+) -> FailoverResult:
     prefix = f"woody-fo-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="redis-fo-") as tmp:
-        logs = Path(tmp) / "logs"
+        logs = keep / mode if keep is not None else Path(tmp) / "logs"
         config = TopologyConfig(
             edges=3,
             redis_url=made.url,
@@ -319,7 +321,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     made = SentinelSet(work, down_after=5000).start()
                 try:
-                    got = await failover(mode, made, args.port + 500 + 100 * i)
+                    got = await failover(mode, made, args.port + 500 + 100 * i, args.logs)
                     res["failover"].append(got.as_dict())
                 finally:
                     made.stop()
@@ -337,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=18400)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-files", action="store_true")
+    parser.add_argument("--logs", type=Path, help="keep the failover runs' edge logs here")
     args = parser.parse_args(argv)
     res = asyncio.run(run(args))
     text = _markdown(res)

@@ -817,7 +817,10 @@ class RedisTier:
             return False
         name = self._lock(key)
         try:
-            n = await self._run(lambda r: _UNLOCK(r, [name], [token]))
+            # even while the breaker is open: on a cluster that lost another shard the
+            # lock's own shard may answer, and the other nodes wait on this lock until it
+            # goes (or for its whole ttl)
+            n = await self._run(lambda r: _UNLOCK(r, [name], [token]), force=True)
         except _Skip:
             return False
         return bool(n)

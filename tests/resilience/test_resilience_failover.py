@@ -50,8 +50,11 @@ async def test_primary_killed_under_load(
     origin, so = await make_origin()
     load = [f"/o{i}" for i in range(30)]
     purged = [f"/p{i}" for i in range(8)]
-    for path in load + purged:
-        origin.set(path, body=f"body of {path}".encode(), Cache_Control="max-age=600")
+    # a third of the load expires every second: fills, and their cross-node fill locks on
+    # every shard, go on during the failover
+    for i, path in enumerate(load + purged):
+        max_age = 1 if path in load and i % 3 == 0 else 600
+        origin.set(path, body=f"body of {path}".encode(), Cache_Control=f"max-age={max_age}")
     prefix = "fo"
     edges = [
         await make_edge(
