@@ -34,6 +34,7 @@ from edge.ledger import ITEM_OVERHEAD, Charged, Ledger
 from edge.observe import Observer
 from edge.purger import Purger
 from edge.ranges import if_range_allows, plan_ranges
+from edge.request import host_name
 from edge.request_fields import (
     ANSWERED_FROM_CACHE,
     F_ACCEPT_ENCODING,
@@ -892,7 +893,7 @@ def forwarded_host(host: str, allowed: frozenset[str]) -> str | None:
     if not allowed:
         return None
     name = host.strip().lower()
-    bare = name if name.endswith("]") or ":" not in name else name.rsplit(":", 1)[0]
+    bare = host_name(name)
     if name in allowed:
         return name
     if bare in allowed:

@@ -93,6 +93,13 @@ def check_host(host: str) -> None:
         raise Refused(400, "the Host is not a valid authority")
 
 
+def host_name(host: str) -> str:
+    """A Host value's name: lower case, without its port (an IP literal keeps its
+    brackets). RFC 9110 section 4.2.3: the host is case-insensitive."""
+    name = host.strip().lower()
+    return name if name.endswith("]") or ":" not in name else name.rsplit(":", 1)[0]
+
+
 def split_target(method: str, target: str) -> tuple[str | None, str]:
     """The authority an absolute-form target names (None for origin-form and `*`), and the
     target in origin-form; Refused for anything else (RFC 9112 section 3.2)."""

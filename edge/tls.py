@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from edge import flow
 from edge.http1 import Http1Connection
-from edge.request import Request, TlsRequest
+from edge.request import Request, TlsRequest, host_name
 from edge.respond import Reply
 from edge.tls_config import CertFiles, TlsSettings
 from edge.tls_transport import TlsTransport
@@ -303,7 +303,7 @@ def bare_host(host: str) -> str | None:
             ipaddress.IPv6Address(name[1:end])
             return name[: end + 1]
         return None
-    name = name.rsplit(":", 1)[0] if ":" in name else name
+    name = host_name(name)
     if not name or not all(c.isalnum() or c in ".-" for c in name):
         return None
     return name

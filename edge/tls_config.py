@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edge.request import host_name
+
 if TYPE_CHECKING:
     from edge.config import _Reader
 
@@ -70,9 +72,7 @@ class TlsSettings:
             return True
         if not self.redirect:
             return False
-        name = host.strip().lower()
-        bare = name if name.endswith("]") or ":" not in name else name.rsplit(":", 1)[0]
-        return bare in self.redirect
+        return host_name(host) in self.redirect
 
 
 TLS_KEYS = {
