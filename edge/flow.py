@@ -130,6 +130,9 @@ class Miss:
 
 
 Decision = Hit | Miss | Reject | Pass
+# RFC 9111 section 5.2.1.7: only-if-cached and nothing stored that may answer: "respond ...
+# with a 504 (Gateway Timeout)".
+NOT_CACHED = Reject(504, "not in cache (only-if-cached)", "MISS", "detail=only-if-cached")
 
 
 def expected_shareable(rule: Rule, stored: Entry | None, known_cacheable: bool) -> bool:
@@ -159,8 +162,7 @@ def lookup(
         if how is policy.Reuse.STALE_WHILE_REVALIDATE:
             return Hit(entry, "STALE", "detail=stale-while-revalidate", refresh=True)
     if req_cc.only_if_cached:
-        # RFC 9111 section 5.2.1.7: "respond ... with a 504 (Gateway Timeout)".
-        return Reject(504, "not in cache (only-if-cached)", "MISS", "detail=only-if-cached")
+        return NOT_CACHED
     shareable = expected_shareable(rule, entry, known_cacheable)
     partial = method == "HEAD" or has_range
     if partial and not shareable:

@@ -153,14 +153,7 @@ def from_entry(
     if plan.whole:
         return Reply(200, fields, body, len(body))
     if plan.unsatisfiable:
-        # RFC 9110 section 15.5.17: 416 with Content-Range: bytes */<length>.
-        fields = [(k, v) for k, v in fields if k.lower() != "content-type"]
-        fields += [
-            ("Content-Range", f"bytes */{len(body)}"),
-            ("Content-Type", "text/plain; charset=utf-8"),
-        ]
-        text = b"range not satisfiable\n"
-        return Reply(416, fields, text, len(text))
+        return unsatisfiable(fields, len(body))
     if len(plan.ranges) == 1:
         first, last = plan.ranges[0]
         fields.append(("Content-Range", f"bytes {first}-{last}/{len(body)}"))
@@ -189,6 +182,18 @@ def from_origin(
     age = policy.age_value(CIMultiDict(origin_fields))
     fields += cache_fields(ident, x_cache, cache_status, age, origin_ms)
     return Reply(status, fields, b"", length)
+
+
+def unsatisfiable(fields: Fields, length: int) -> Reply:
+    """RFC 9110 section 15.5.17: a 416 with `Content-Range: bytes */<length>`, the stored
+    answer's fields but for its Content-Type."""
+    fields = [(k, v) for k, v in fields if k.lower() != "content-type"]
+    fields += [
+        ("Content-Range", f"bytes */{length}"),
+        ("Content-Type", "text/plain; charset=utf-8"),
+    ]
+    text = b"range not satisfiable\n"
+    return Reply(416, fields, text, len(text))
 
 
 def refusal(status: int, message: str) -> Reply:

@@ -479,12 +479,7 @@ class Slicer:
             manifest = None  # expired or purged softly: a new fill (slices are not revalidated)
         fills: dict[int, SliceFill | bytes] = {}
         if manifest is None and req_cc.only_if_cached:
-            # RFC 9111 section 5.2.1.7: "respond ... with a 504 (Gateway Timeout)".
-            self.engine.reject(
-                req,
-                conn,
-                flow.Reject(504, "not in cache (only-if-cached)", "MISS", "detail=only-if-cached"),
-            )
+            self.engine.reject(req, conn, flow.NOT_CACHED)
             return
         if manifest is None:
             manifest, first_fill = await self._new_manifest(req, route, pol)
@@ -529,14 +524,9 @@ class Slicer:
         ):
             plan = plan_ranges(range_header, total)
             if plan.unsatisfiable:
-                text = b"range not satisfiable\n"
-                fields = [(k, v) for k, v in fields if k.lower() != "content-type"]
-                fields += [
-                    ("Content-Range", f"bytes */{total}"),
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                ]
-                conn.send(req, respond.Reply(416, fields, text, len(text)))
-                self.engine.log(req, 416, len(text), x_cache)
+                refused = respond.unsatisfiable(fields, total)
+                conn.send(req, refused)
+                self.engine.log(req, 416, refused.length or 0, x_cache)
                 return
             if not plan.whole and len(plan.ranges) == 1:  # several ranges: the whole (14.2)
                 first, last = plan.ranges[0]
