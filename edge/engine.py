@@ -436,12 +436,8 @@ class Engine:
         """A built answer with Age and Cache-Status as of `now` (the same for the rest of
         that second of its age: `edge.fresh_hits` keeps it that long)."""
         status, head, body = answer
-        age = policy.current_age(entry, now)
-        head += b"Age: %d\r\nCache-Status: %s; hit; ttl=%d\r\n\r\n" % (
-            age,
-            self.node_name,
-            entry.meta.get("lifetime", 0.0) - age,
-        )
+        age, ttl = respond.age_and_ttl(entry, now)
+        head += b"Age: %d\r\nCache-Status: %s; hit; ttl=%d\r\n\r\n" % (age, self.node_name, ttl)
         return status, head, body
 
     def _count_hit(self, key: str, method: str, target: str, body: bytes | memoryview) -> None:

@@ -109,9 +109,16 @@ def cache_fields(
     return out
 
 
+def age_and_ttl(entry: Entry, now: float) -> tuple[int, int]:
+    """A stored answer's Age (RFC 9111 section 4.2.3) and the freshness it has left, the
+    `ttl` of Cache-Status (RFC 9211 section 2.7; negative when stale), in whole seconds."""
+    age = policy.current_age(entry, now)
+    return int(age), int(entry.meta.get("lifetime", 0.0) - age)
+
+
 def hit_status(entry: Entry, now: float, extra: str = "") -> str:
-    """RFC 9211: `hit; ttl=<remaining freshness>` (negative when stale)."""
-    ttl = int(entry.meta.get("lifetime", 0.0) - policy.current_age(entry, now))
+    """RFC 9211: `hit; ttl=<remaining freshness>`."""
+    ttl = age_and_ttl(entry, now)[1]
     return f"hit; ttl={ttl}" + (f"; {extra}" if extra else "")
 
 
