@@ -224,6 +224,7 @@ class PurgeBus:
         self.acks_sent = 0
         self.ack_errors = 0
         self._last_blind = 0.0
+        self._started_blind = False
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -284,6 +285,17 @@ class PurgeBus:
         except FAILURES as exc:
             raise RedisUnavailable(f"purge bus: cannot read the generation: {exc!r}") from exc
         return int(raw or 0)
+
+    async def baseline(self) -> None:
+        """Before the node serves anything (and when `applied_generation` is not known from
+        a restarted disk tier): take the generation now, so that a purge announced before
+        the subscription is up (a cluster client's first connection takes a while) is
+        found when it is: a resync. Redis unreachable: the first subscription resyncs."""
+        if self.applied_generation is None:
+            try:
+                self.applied_generation = await self.purge_generation()
+            except RedisUnavailable:
+                self._started_blind = True
 
     def trusted(self, now: float | None = None) -> bool:
         """True while the subscriber's last contact with Redis is at most `bound` seconds old.
@@ -350,7 +362,7 @@ class PurgeBus:
     async def run_subscriber(self, callback: Callback) -> None:
         """Receive purges forever; reconnect after failures (back-off up to 1 s) and signal
         a resync when a purge may have been missed. Returns after `close()`."""
-        failed_before = False
+        failed_before = self._started_blind
         down_logged = False
         backoff = 0.05
         while not self._closed:

@@ -162,6 +162,7 @@ class EdgeServer:
             # A node restarted on its disk tier knows the last purge it applied: the bus
             # resyncs at once if Redis has moved on since.
             bus.applied_generation = engine.purger.generation_before_restart()
+            await bus.baseline()  # a fresh node: the generation before it serves anything
             bus.on_connected = engine.purger.remember_generation
             bus.start(engine.purger.apply_announced)
         self.server = await loop.create_server(

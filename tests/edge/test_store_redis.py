@@ -505,6 +505,21 @@ async def test_subscriber_resumes_after_kill_and_signals_missed_purge(
     assert [m["type"] for m in got] == ["purge", "resync", "purge"]
 
 
+async def test_a_purge_before_the_first_subscription_is_a_resync(tiers: Tiers) -> None:
+    """A node reads the generation before it serves (`baseline`); a purge announced before
+    its subscription is up (a cluster client's first connection is slow) is a resync."""
+    publisher = tiers.bus("edge-1")
+    bus = tiers.bus("edge-2", bound=10.0)
+    await bus.baseline()
+    assert bus.applied_generation == 0
+    assert await publisher.publish({"urls": ["http://h/a"]}) == 1  # nobody subscribed yet
+    got: list[dict[str, object]] = []
+    bus.start(got.append)
+    assert await bus.wait_connected(5.0)
+    await eventually(lambda: bool(got))
+    assert got == [{"type": "resync", "gen": 1, "reason": "reconnect"}]
+
+
 async def test_generation_check_and_gap_signal_resync(tiers: Tiers, raw: Client) -> None:
     tier = await tiers.tier("edge-1")
     bus = tiers.bus("edge-2", bound=0.4)
