@@ -456,3 +456,27 @@ def test_every_door_decides_answers_and_forwards_the_same(doors: Doors, sent: Se
         for seen in (seen1, seen2, seen3)
     ]
     assert received[0] == received[1] == received[2], sent
+
+
+async def test_with_several_hosts_a_shared_fetch_is_not_told_the_host(
+    scripted: Any, make_edge: Any
+) -> None:
+    """Issue 27 item 7, the host: with several `hosts:`, one host's answer would be stored
+    under a key that holds no host and served to the other; a write still names its host."""
+    import aiohttp
+
+    from tests.edge.conftest import url
+
+    script, origin = scripted
+    script.set("/shared", body=b"same for every host", Cache_Control="max-age=60")
+    script.set("/write", body=b"ok")
+    edge = await make_edge(url(origin, "/"), hosts=("a.example", "b.example"))
+    async with aiohttp.ClientSession() as s:
+        for host in ("a.example", "b.example"):
+            async with s.get(url(edge, "/shared"), headers={"Host": host}) as r:
+                assert r.status == 200
+            async with s.post(url(edge, "/write"), headers={"Host": host}, data=b"x") as r:
+                assert r.status == 200
+    by_path = {(r.path, r.headers.get("X-Forwarded-Host")) for r in script.seen}
+    assert ("/shared", None) in by_path and len([p for p, _ in by_path if p == "/shared"]) == 1
+    assert {("/write", "a.example"), ("/write", "b.example")} <= by_path
