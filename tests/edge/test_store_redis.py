@@ -306,6 +306,8 @@ async def test_corrupt_values_are_misses_and_deleted(
 # -- robustness ----------------------------------------------------------------------------
 
 
+# A dead or hung Redis of this test's own, whatever the mode: once.
+@pytest.mark.parametrize("redis_url", ["single"], indirect=True)
 async def test_dead_redis_is_fast_quiet_and_harmless(
     tiers: Tiers, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -329,6 +331,8 @@ async def test_dead_redis_is_fast_quiet_and_harmless(
     assert tier.errors == 1  # then calls short-circuit until the back-off passes
 
 
+# A dead or hung Redis of this test's own, whatever the mode: once.
+@pytest.mark.parametrize("redis_url", ["single"], indirect=True)
 async def test_hung_redis_goes_down_after_twice_the_timeout(
     tiers: Tiers, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -548,6 +552,8 @@ async def test_generation_check_and_gap_signal_resync(tiers: Tiers, raw: Client)
     assert bus.applied_generation == 0
 
 
+# A dead or hung Redis of this test's own, whatever the mode: once.
+@pytest.mark.parametrize("redis_url", ["single"], indirect=True)
 async def test_bus_on_dead_redis(tiers: Tiers) -> None:
     bus = PurgeBus(DEAD_URL, prefix=tiers.prefix, bound=1.0)
     tiers.made.append(bus)
