@@ -41,7 +41,7 @@ DEFAULT_LIMITS: dict[str, int] = {
     "answers": 16 * MiB,  # hit answers built per entry for conditional and Range fields
     "hits": 8 * MiB,  # kept hits (edge.fresh_hits): a lookup's outcome and its stamped answers
     "heads": 2 * MiB,  # kept request heads (edge.http1) and their parse
-    "routes": 4 * MiB,  # the route of each request-target (flow.recv's outcome)
+    "routes": 2 * MiB,  # the route of each request-target (flow.recv's outcome)
     "codings": 1 * MiB,  # Accept-Encoding values and the coding they negotiate
     "header_blocks": 16 * MiB,  # h2 header blocks being assembled, HTTP/1.1 heads unfinished
     "handshakes": 16 * MiB,  # TLS handshakes in progress, every connection

@@ -48,7 +48,7 @@ PATH_OF = {
 
 TOP_KEEP = 2000
 """URLs counted per worker; past twice this, the counters keep their TOP_KEEP largest."""
-TOP_BYTES = 1 << 20
+TOP_BYTES = 512 << 10
 """Bytes of URLs counted per worker (a client's long, distinct targets): past it, the
 counters keep their largest within half of it each."""
 TOP_PUBLISH = 20
