@@ -887,6 +887,7 @@ def cluster(opts: argparse.Namespace) -> int:
         if errors:
             raise SmokeError("; ".join(errors))
         report["images"]["load_s"] = loads
+        IMAGES_TAR.unlink()  # 1 GB, written again by the next run's `docker save`
         step("docker load on the 3 machines")
 
         # From here on, the docker client talks to the manager.
