@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from edge.redis_conn import close_client, make_client
+from edge.store.redis_conn import close_client, make_client
 
 PROBE = {"Cache-Control": "only-if-cached"}
 

@@ -2,7 +2,7 @@
 
     python -m bench.floor --port P [--tls-port T --cert C --key K] [--workers 2] [--hit]
 
-uvloop, httptools and the edge's TLS layer (`edge.tls_transport`, with `edge.tls`'s server
+uvloop, httptools and the edge's TLS layer (`edge.protocol.tls_transport`, with `edge.protocol.tls`'s server
 context), and no cache: every request is answered with one constant 200 of 1 KB whose head
 has the size and fields of an edge hit's. What `bench load` measures for it is what a Python
 server on this stack costs before it does any of the edge's work (routing, the lookup,
@@ -30,7 +30,7 @@ from typing import Any
 
 import httptools
 
-from edge.request_fields import FLAGS_BY_NAME
+from edge.http.fields import FLAGS_BY_NAME
 
 BODY = b"x" * 1024
 # The fields and sizes of an edge hit on /bench/obj/1024 (its X-Cache says what this is).
@@ -133,10 +133,10 @@ def _listener(port: int) -> socket.socket:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from edge.guard import ConnectionGuard
-    from edge.tls import make_context
-    from edge.tls_config import CertFiles, TlsSettings
-    from edge.tls_transport import TlsTransport
+    from edge.base.guard import ConnectionGuard
+    from edge.config.tls import CertFiles, TlsSettings
+    from edge.protocol.tls import make_context
+    from edge.protocol.tls_transport import TlsTransport
 
     loop = asyncio.get_running_loop()
     store = {b"/bench/obj/1024": (HIT_HEAD, BODY, time.time())}

@@ -12,9 +12,9 @@ start-up and the fetch cancel out. The variants:
              variant, freshness, the built answer, the stamp): a head and a target the
              worker keeps nothing of
     parsed   the head parsed by httptools each time (a client whose heads differ), the
-             hit kept (`edge.fresh_hits`: the lookup's outcome, and the answer stamped for
+             hit kept (`edge.engine.fresh_hits`: the lookup's outcome, and the answer stamped for
              this second of its age)
-    hit      the usual case of a repeating client: the head kept too (`edge.http1`: the
+    hit      the usual case of a repeating client: the head kept too (`edge.protocol.http1`: the
              same bytes, already parsed) and the kept hit
 
 and, for reference, `floor-hit`: bench.floor --hit's connection (the least an HTTP/1.1
@@ -95,11 +95,11 @@ async def feed(origin: str, variant: str, n: int) -> CountingTransport:
     """One process's run: an edge in front of `origin`, the hit fed `n` times."""
     if variant == REFERENCE:
         return feed_floor_hit(n)
-    from edge.config import load_config
-    from edge.http1 import Http1Connection
-    from edge.nodeview import WorkerBoard
+    from edge.config.settings import load_config
+    from edge.ops.nodeview import WorkerBoard
+    from edge.protocol.http1 import Http1Connection
     from edge.server import EdgeServer
-    from edge.store_node import NodeTier
+    from edge.store.node import NodeTier
 
     cfg = dataclasses.replace(
         load_config(REPO / "config" / "edge.yaml"), port=0, origins=(origin,), node="hitpath"

@@ -36,10 +36,10 @@ from bench.failover import FailoverResult, failover_run, table, warm
 from bench.purge_latency import ROOT, config_copy, measure_on
 from bench.redis_sets import Node, RedisCluster, SentinelSet, free_ports, server_argv
 from bench.topology import Topology, TopologyConfig
-from edge.entry import Entry
-from edge.purge_bus import generation_key
-from edge.redis_conn import close_client, make_client
-from edge.store_redis import RedisTier
+from edge.cache.entry import Entry
+from edge.store.purge_bus import generation_key
+from edge.store.redis_conn import close_client, make_client
+from edge.store.redis_tier import RedisTier
 
 RESULTS = ROOT / "bench" / "results"
 KIB4 = b"x" * 4096

@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "top":
-        from edge import top
+        from edge.ops import top
 
         if args.interval <= 0:
             print("woody-edge top: --interval must be positive", file=sys.stderr)
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "reload":
         return _reload(args)
     if args.command == "warm":
-        from edge.warm import read_targets, warm
+        from edge.ops.warm import read_targets, warm
 
         try:
             targets = read_targets(args.paths, args.file)
@@ -160,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError
-    from edge.reload import ConfigSource
+    from edge.config.settings import ConfigError
+    from edge.ops.reload import ConfigSource
     from edge.server import serve
 
     path = args.config

@@ -2,15 +2,15 @@
 
 The supervisor prepares the node tier once (`NodeTier.prepare`: version, corruption and
 ownership checks), then forks the workers; each opens the node tier, its Redis and origin
-clients, and serves the port with one `Engine` behind `edge.http1`. A worker that dies is
+clients, and serves the port with one `Engine` behind `edge.protocol.http1`. A worker that dies is
 replaced. SIGTERM or Ctrl-C: each worker stops accepting, lets in-flight answers finish
 (a 5 MB download in progress completes, within `SHUTDOWN_SECONDS`), then exits.
 
-SIGHUP: reload the configuration without a restart (`edge.reload`): the supervisor reads
+SIGHUP: reload the configuration without a restart (`edge.ops.reload`): the supervisor reads
 the file first (a bad one is refused and logged, and nothing is signalled), then passes
 SIGHUP to every worker, and each applies it to its next requests (`EdgeServer.reload`).
 Every worker publishes its counters once a second for the whole node's numbers
-(`edge.nodeview`).
+(`edge.ops.nodeview`).
 """
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ import sys
 import time
 from typing import Any
 
-from edge.access_log import ACCESS
-from edge.config import EdgeConfig
-from edge.engine import Engine
-from edge.http1 import tick_forever
-from edge.nodeview import NodeView, WorkerBoard
-from edge.reload import ConfigSource, Reloader, reloadable
-from edge.shutdown import close_within
-from edge.store_memory import MemoryTier
-from edge.tiers import Tiers
-from edge.tls import CertStore, TlsError, plain_factory, start_listener
-from edge.upstream import Upstream
+from edge.base.shutdown import close_within
+from edge.config.settings import EdgeConfig
+from edge.engine.access_log import ACCESS
+from edge.engine.engine import Engine
+from edge.ops.nodeview import NodeView, WorkerBoard
+from edge.ops.reload import ConfigSource, Reloader, reloadable
+from edge.protocol.http1 import tick_forever
+from edge.protocol.tls import CertStore, TlsError, plain_factory, start_listener
+from edge.store.memory import MemoryTier
+from edge.store.tiers import Tiers
+from edge.upstream.client import Upstream
 
 log = logging.getLogger("edge.server")
 SHUTDOWN_SECONDS = 30.0
@@ -48,7 +48,7 @@ def prepare_node_tier(cfg: EdgeConfig) -> tuple[str | None, bool]:
     Returns (path, whether this process made it and removes it at the end)."""
     if not cfg.node_cache_enabled:
         return None, False
-    from edge.store_node import NodeTier
+    from edge.store.node import NodeTier
 
     path = NodeTier.prepare(cfg.node_cache_path, cfg.node)
     return path, cfg.node_cache_path is None
@@ -96,7 +96,7 @@ class EdgeServer:
         loop = asyncio.get_running_loop()
         node = None
         if cfg.node_cache_enabled:
-            from edge.store_node import NodeTier
+            from edge.store.node import NodeTier
 
             if self.node_path is None:
                 self.node_path, self.owns_node_path = prepare_node_tier(cfg)
@@ -110,8 +110,8 @@ class EdgeServer:
         hot = MemoryTier(cfg.hot_bytes, cfg.memory_max_object_bytes, refuse_late=True)
         redis = bus = None
         if cfg.redis_url:
-            from edge.purge_bus import PurgeBus
-            from edge.store_redis import RedisTier
+            from edge.store.purge_bus import PurgeBus
+            from edge.store.redis_tier import RedisTier
 
             redis = RedisTier(
                 cfg.redis_url,
@@ -147,7 +147,7 @@ class EdgeServer:
         self.engine = engine
         view_redis = None
         if cfg.redis_url:
-            from edge.purge_bus import make_client
+            from edge.store.purge_bus import make_client
 
             view_redis = make_client(cfg.redis_url, 1.0, f"{cfg.redis_prefix}/{cfg.node}/view")
         self.view = engine.view = NodeView(
@@ -166,7 +166,7 @@ class EdgeServer:
             bus.on_connected = engine.purger.remember_generation
             bus.start(engine.purger.apply_announced)
         self.server = await loop.create_server(
-            plain_factory(engine),  # Http1Connection (redirecting: edge.tls)
+            plain_factory(engine),  # Http1Connection (redirecting: edge.protocol.tls)
             cfg.host,
             cfg.port,
             reuse_port=reuse_port,
@@ -179,7 +179,7 @@ class EdgeServer:
             loop.create_task(tick_forever(engine.guard.open)),
             loop.create_task(tiers.watch(each_tick=engine.collect_hits), name="tiers-watch"),
         ]
-        if cfg.tls is not None:  # HTTPS beside it (edge.tls): HTTP/1.1 and h2
+        if cfg.tls is not None:  # HTTPS beside it (edge.protocol.tls): HTTP/1.1 and h2
             self.certs = self.certs or CertStore(cfg.tls)
             self.tls_server = await start_listener(engine, self.certs, cfg.host, reuse_port)
             self.tls_port = self.tls_server.sockets[0].getsockname()[1]
@@ -190,7 +190,7 @@ class EdgeServer:
         self.view.start()
 
     async def _tls_reloaded(self, cfg: EdgeConfig) -> None:
-        """A reload's `tls:` section (what `edge.reload` lets change): its certificates."""
+        """A reload's `tls:` section (what `edge.ops.reload` lets change): its certificates."""
         if self.certs is not None and cfg.tls is not None:
             self.certs.reconfigure(cfg.tls)
 
@@ -201,7 +201,7 @@ class EdgeServer:
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the configuration and apply it to the next requests (SIGHUP; see
-        `edge.reload`). The one place a reload runs in a worker; SIGHUP also reads the TLS
+        `edge.ops.reload`). The one place a reload runs in a worker; SIGHUP also reads the TLS
         certificates again (`reload_certificates`); anything else a reload must renew goes
         into `self.reloader.hooks`, called with the new configuration once it is applied."""
         if self.reloader is None:
@@ -249,7 +249,7 @@ class EdgeServer:
         if tiers.node is not None:
             tiers.node.close()
             if self.owns_node_path and self.node_path is not None:
-                from edge.store_node import NodeTier
+                from edge.store.node import NodeTier
 
                 WorkerBoard.remove(self.node_path)
                 NodeTier.remove(self.node_path)
@@ -358,7 +358,7 @@ def run_worker(
 
 
 def _redacted(url: str) -> str:
-    from edge.redis_conn import redacted  # imports redis: only when Redis is on
+    from edge.store.redis_conn import redacted  # imports redis: only when Redis is on
 
     return redacted(url)
 
@@ -413,7 +413,7 @@ def serve(
             with contextlib.suppress(OSError):
                 os.unlink(pid_file)
         if node_path is not None:
-            from edge.store_node import NodeTier
+            from edge.store.node import NodeTier
 
             WorkerBoard.remove(node_path)
             if owned:
@@ -470,7 +470,7 @@ def _supervise(
 
     def hangup(signum: int, _frame: object) -> None:
         nonlocal cfg
-        from edge.config import ConfigError
+        from edge.config.settings import ConfigError
 
         say = f"woody-edge {cfg.node}: reload"
         if certs is not None:  # what a worker started from now on begins with

@@ -406,7 +406,7 @@ def purge_test(opts: argparse.Namespace, token: str) -> dict[str, Any]:
     """`opts.purges` times: a page a HIT on both edges, purged through one (alternately) while
     the other is asked, request after request, until it answers that it has no copy: the time
     from sending the purge to the end of that answer. The purge's own answer waits for every node's
-    acknowledgement (edge/purge_bus.py), so it is timed on its own."""
+    acknowledgement (edge/store/purge_bus.py), so it is timed on its own."""
     hosts = [ADDRESS[w] for w in WORKERS]
     body_kind = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     seen: list[float] = []

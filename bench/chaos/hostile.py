@@ -228,7 +228,7 @@ async def huge_accept_encoding(node: Node, p: Pattern) -> None:
     answer is right when its coding is one the client accepts (identity unless refused:
     RFC 9110 section 12.5.3) and its body decodes to the text; identity where a coding was
     preferred (a worker whose coded copies are not made yet) is counted apart."""
-    from edge.compress import accepted, negotiate
+    from edge.engine.compress import accepted, negotiate
 
     text = await _origin_body(node, TEXT)
     prefs = ["gzip, br;q=0.5", "br, zstd;q=0.1", "identity, *;q=0", "zstd, gzip;q=0"]

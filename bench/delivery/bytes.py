@@ -21,7 +21,7 @@ def bytes_run() -> dict[str, Any]:
             edge = start_edge(group, origin.url, node=f"edge-{label}", config=cfg)
             cold = load(edge.url + "/")
             # The first hits that accept a coding get identity and ask for the coded copies
-            # (edge.compress: made on first demand, in the background); later hits get them.
+            # (edge.engine.compress: made on first demand, in the background); later hits get them.
             load(edge.url + "/")
             time.sleep(1.0)
             warm = load(edge.url + "/")

@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from edge.config import load_config
-from edge.engine import Engine
+from edge.config.settings import load_config
+from edge.engine.engine import Engine
 from edge.server import EdgeServer
 from origin.app import STATS_KEY
 from origin.app import create_app as create_origin

@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 
 from multidict import CIMultiDict
 
-from edge import policy
-from edge.entry import Entry
-from edge.httpdate import format_http_date
-from edge.keys import vary_values
+from edge.cache import policy
+from edge.cache.entry import Entry
+from edge.cache.keys import vary_values
+from edge.http.httpdate import format_http_date
 
 NOW = 1_700_000_000.0  # a fixed "now" (2023-11-14): tests never read the clock
 HeaderSpec = Mapping[str, str] | Sequence[tuple[str, str]]
@@ -67,7 +67,7 @@ def make_entry(
     key: str = "/thing",
     invalidated: bool = False,
 ) -> Entry:
-    """headers -> decide_store -> Entry, exactly as edge/fetch.py `_consume` does.
+    """headers -> decide_store -> Entry, exactly as edge/upstream/fetch.py `_consume` does.
 
     Fails the test if the response would not be stored (a test building an entry means it).
     """

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from edge.__main__ import build_parser
-from edge.config import load_config
+from edge.config.settings import load_config
 from edge.server import EdgeServer
 from tests.edge.conftest import STANDARD_YAML, Scripted, url
 

@@ -1,4 +1,4 @@
-"""Compression at the edge: the pure rules (edge/compress.py), then through a running edge."""
+"""Compression at the edge: the pure rules (edge/engine/compress.py), then through a running edge."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import brotli
 import zstandard
 from aiohttp import web
 
-from edge import compress
-from edge.config import Compression
-from edge.entry import Entry
+from edge.cache.entry import Entry
+from edge.config.settings import Compression
+from edge.engine import compress
 from tests.edge.conftest import STANDARD_YAML, EdgeFactory, node_of, url
 
 TEXT = b"<html><body>" + b"wooden toys, served slowly on purpose. " * 200 + b"</body></html>"
@@ -177,7 +177,7 @@ async def test_edge_compresses_once_and_hits_serve_stored_variants(
                 assert r.headers["Content-Encoding"] == coding
                 assert r.headers["ETag"] == f'"v1-{coding}"'
                 assert int(r.headers["Content-Length"]) == len(await r.read()) < len(TEXT)
-        # Each coded copy's hit is kept for its Accept-Encoding's class (edge.fresh_hits),
+        # Each coded copy's hit is kept for its Accept-Encoding's class (edge.engine.fresh_hits),
         # and answers the same the next time.
         kept = node_of(edge).kept_hits.kept
         assert {k for k in kept if isinstance(k, tuple)} == {
@@ -206,7 +206,7 @@ async def test_edge_compresses_once_and_hits_serve_stored_variants(
             url(edge, "/page"), headers={"Accept-Encoding": "br", "If-None-Match": '"v1"'}
         ) as r:
             assert r.status == 200 and r.headers["Content-Encoding"] == "br"
-        # Range: from identity (documented in edge/compress.py).
+        # Range: from identity (documented in edge/engine/compress.py).
         async with s.get(
             url(edge, "/page"), headers={"Accept-Encoding": "br", "Range": "bytes=0-11"}
         ) as r:

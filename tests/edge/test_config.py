@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge.config import (
+from edge.config.settings import (
     ConfigError,
     EdgeConfig,
     QueryPolicy,
@@ -299,7 +299,7 @@ def test_empty_environment_values_are_ignored() -> None:
 
 
 def test_compression_and_slices_are_read_and_checked() -> None:
-    from edge.config import ConfigError, parse_config
+    from edge.config.settings import ConfigError, parse_config
 
     cfg = parse_config(
         {

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.directives import (
+from edge.http.directives import (
     DELTA_MAX,
     SFError,
     Token,

@@ -96,7 +96,7 @@ def test_page_through_the_edge(tmp_path: Path) -> None:
         origin.stop()
     hits = after["results"]["HIT"] - before["results"]["HIT"]  # type: ignore[index]
     assert hits >= 2, (before, after)  # the page and the image at least
-    # config/edge.yaml fetches the image once, in 128 KB slices (edge/slices.py).
+    # config/edge.yaml fetches the image once, in 128 KB slices (edge/engine/slices.py).
     slices = -(-(ROOT / "origin" / "static" / "5mo.jpg").stat().st_size // (128 * 1024))
     assert origin_stats["paths"]["/5mo.jpg"] == slices, origin_stats  # type: ignore[index]
     assert origin_stats["paths"]["/"] == 1, origin_stats  # type: ignore[index]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.entry import MAGIC, Entry, EntryFormatError
+from edge.cache.entry import MAGIC, Entry, EntryFormatError
 from tests.edge.core_helpers import make_entry
 
 

@@ -5,7 +5,7 @@ The general path here is `Engine.serve` with the gate shut (no hit answered from
 no kept head, no kept hit); the fast path is the edge as it runs. Both answer the same
 requests on the same stored objects: a small one, one with coded copies, and the lab's
 sliced photo's stand-in (slices in the node tier, kept whole in the hot tier once they are
-all there: edge.slices)."""
+all there: edge.engine.slices)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pytest
 import trustme
 from aiohttp import web
 
-from edge.config import Rule, SlicePolicy
-from edge.engine import Engine
+from edge.config.settings import Rule, SlicePolicy
+from edge.engine.engine import Engine
 from tests.edge.test_request_check import Answer, Sent, _h1, _h2
 from tests.edge.test_slices import BLOB, Ranged
 from tests.edge.tls_helpers import start_tls_edge

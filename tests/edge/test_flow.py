@@ -1,11 +1,11 @@
-"""The flow core (edge/flow.py) on its own: what `recv` and `lookup` decide, as plain data.
+"""The flow core (edge/cache/flow.py) on its own: what `recv` and `lookup` decide, as plain data.
 
 No server, no clock: entries are built the way the fetcher builds them, `now` is passed in."""
 
 from __future__ import annotations
 
-from edge import flow, policy
-from edge.config import Rule, load_config
+from edge.cache import flow, policy
+from edge.config.settings import Rule, load_config
 from tests.edge.conftest import EDGE_YAML
 from tests.edge.core_helpers import NOW, hdrs, make_entry
 

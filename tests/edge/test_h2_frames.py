@@ -1,4 +1,4 @@
-"""edge/h2_frames.py on its own: frames, stateless response HPACK (read back by the `hpack`
+"""edge/protocol/h2_frames.py on its own: frames, stateless response HPACK (read back by the `hpack`
 package's decoder and by h2 as a client), request blocks decoded, cached and checked."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import hpack
 import pytest
 from hyperframe.frame import Frame
 
-from edge import h2_frames as wire
-from edge.h2_frames import ErrorCode, H2Error
+from edge.protocol import h2_frames as wire
+from edge.protocol.h2_frames import ErrorCode, H2Error
 
 
 def parse(data: bytes) -> list[Frame]:

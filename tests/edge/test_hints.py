@@ -1,4 +1,4 @@
-"""103 Early Hints: the pure parsing of edge/hints.py, then the 103 on the wire."""
+"""103 Early Hints: the pure parsing of edge/engine/hints.py, then the 103 on the wire."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from edge import hints
+from edge.engine import hints
 from tests.edge.conftest import STANDARD_YAML, TOKEN, EdgeFactory, node_of, url
 
 PAGE_LINK = (

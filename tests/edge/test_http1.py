@@ -1,4 +1,4 @@
-"""The engine's HTTP/1.1 connection (edge/http1.py) on raw sockets: pipelining, HEAD,
+"""The engine's HTTP/1.1 connection (edge/protocol/http1.py) on raw sockets: pipelining, HEAD,
 HTTP/1.0, early answers, and the client address it hands to the engine."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from edge.config import load_config
+from edge.config.settings import load_config
 from edge.server import EdgeServer
 from tests.edge.conftest import STANDARD_YAML, url
 
@@ -147,7 +147,7 @@ async def test_http10_and_connection_close(front) -> None:  # type: ignore[no-un
 )
 async def test_the_origin_is_told_the_clients_version(front, head: bytes, via: str) -> None:  # type: ignore[no-untyped-def]
     # The version is read from httptools only when the connection's fate leaves it open
-    # (edge.request_fields.F_CONNECTION); each case here must still say the right one.
+    # (edge.http.fields.F_CONNECTION); each case here must still say the right one.
     script, server = front
     raw, _ = await exchange(server.port, head, 1)
     assert statuses(raw) == [b"404"] or b"X-Cache: MISS" in raw

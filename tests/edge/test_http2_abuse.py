@@ -1,4 +1,4 @@
-"""HTTP/2 abuse, driven with raw frames against a served edge (edge/http2.py): each attack gets
+"""HTTP/2 abuse, driven with raw frames against a served edge (edge/protocol/http2.py): each attack gets
 its answer (GOAWAY, RST_STREAM, refusal), the edge stays up, answers a fresh client, and what
 it holds stays bounded. Plus h2spec-style malformed input: no crash, no hang."""
 
@@ -22,10 +22,10 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from edge.h2_frames import encode_field
-from edge.http2 import Http2Connection
+from edge.config.tls import Http2Settings
+from edge.protocol.h2_frames import encode_field
+from edge.protocol.http2 import Http2Connection
 from edge.server import EdgeServer
-from edge.tls_config import Http2Settings
 from tests.edge.conftest import url
 from tests.edge.tls_helpers import H2Client, start_tls_edge
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.httpdate import date_or, format_http_date, parse_http_date
+from edge.http.httpdate import date_or, format_http_date, parse_http_date
 
 SUNDAY = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT
 

@@ -1,5 +1,5 @@
 """What a worker keeps between requests to answer the next ones sooner: whole request heads
-with their parse (edge.http1), and fresh hits with their lookup (edge.fresh_hits). Neither
+with their parse (edge.protocol.http1), and fresh hits with their lookup (edge.engine.fresh_hits). Neither
 may change an answer: each test checks that a kept head or hit answers as the general way
 would, and that what ends a hit (a purge here or by another worker, the end of freshness, a
 new configuration) ends the kept one too."""
@@ -172,7 +172,7 @@ async def test_a_kept_hit_ends_with_a_purge_here_or_by_another_worker(scripted, 
     script.set("/a", body=b"v3", Cache_Control="max-age=60")
     assert edge.server.node_path is not None
     purge = (
-        "import sys; from edge.store_node import NodeTier\n"
+        "import sys; from edge.store.node import NodeTier\n"
         "with NodeTier(sys.argv[1]) as tier: print(tier.purge(prefixes=['/a']))"
     )
     done = await asyncio.to_thread(

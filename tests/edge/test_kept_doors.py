@@ -21,11 +21,11 @@ import trustme
 from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, DataFrame, Frame, HeadersFrame
 
-from edge import h2_frames as wire
-from edge.h2_frames import encode_field
-from edge.ledger import HANDSHAKE_BYTES, ITEM_OVERHEAD
+from edge.base.ledger import HANDSHAKE_BYTES, ITEM_OVERHEAD
+from edge.config.tls import Http2Settings
+from edge.protocol import h2_frames as wire
+from edge.protocol.h2_frames import encode_field
 from edge.server import EdgeServer
-from edge.tls_config import Http2Settings
 from tests.edge.conftest import url
 from tests.edge.tls_helpers import H2Client, client_context, start_tls_edge
 

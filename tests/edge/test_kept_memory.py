@@ -1,4 +1,4 @@
-"""What a worker keeps from clients' requests is bounded in bytes (edge.ledger), whatever the
+"""What a worker keeps from clients' requests is bounded in bytes (edge.base.ledger), whatever the
 clients send: multi-range answers are not kept (a HEAD builds one without sending it), long
 Accept-Encoding values are not keys, distinct request-targets and request heads fill their
 bound and no more. Each test sends what an attacker would, checks the answers are still
@@ -11,8 +11,8 @@ import re
 
 import aiohttp
 
-from edge import compress
-from edge.engine import Engine, owned_bytes
+from edge.engine import compress
+from edge.engine.engine import Engine, owned_bytes
 from tests.edge.conftest import url
 from tests.edge.test_kept import Client, get
 
@@ -201,9 +201,9 @@ async def test_many_distinct_heads_keep_the_kept_heads_bounded(scripted, make_ed
 def test_many_distinct_targets_keep_the_url_counters_and_stored_keys_bounded() -> None:
     """Many query strings: each target counted (top URLs) and each key stored once; what
     is kept of them stays within its bytes, the most counted targets first."""
-    from edge.observe import TOP_BYTES, Observer
-    from edge.store_memory import MemoryTier
-    from edge.tiers import STORED_BEFORE_BYTES, Tiers
+    from edge.base.observe import TOP_BYTES, Observer
+    from edge.store.memory import MemoryTier
+    from edge.store.tiers import STORED_BEFORE_BYTES, Tiers
 
     observer = Observer()
     for i in range(3000):

@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from edge.config import QueryPolicy
-from edge.entry import Entry
-from edge.keys import ABSENT, cache_key, normalized_query, query_names, select_variant, vary_values
+from edge.cache.entry import Entry
+from edge.cache.keys import (
+    ABSENT,
+    cache_key,
+    normalized_query,
+    query_names,
+    select_variant,
+    vary_values,
+)
+from edge.config.settings import QueryPolicy
 from tests.edge.core_helpers import NOW, date, hdrs, make_entry
 
 ALL = QueryPolicy("all")

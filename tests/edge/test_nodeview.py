@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.nodeview import (
+from edge.base.observe import LATENCY_BUCKETS, TOP_KEEP, Histogram, Observer, quantile
+from edge.ops.nodeview import (
     BOARD_DIR,
     STALE_SECONDS,
     History,
@@ -18,7 +19,6 @@ from edge.nodeview import (
     merge,
     sample_of,
 )
-from edge.observe import LATENCY_BUCKETS, TOP_KEEP, Histogram, Observer, quantile
 from tests.edge.conftest import EdgeFactory, Scripted, url
 from tests.edge.ops_helpers import fetch, get_json, start_edge, wait_for
 from tests.origin.conftest import start_origin

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge import policy
-from edge.httpdate import format_http_date
-from edge.policy import (
+from edge.cache import policy
+from edge.cache.policy import (
     MAX_STALE_ANY,
     Defaults,
     Reuse,
@@ -28,6 +27,7 @@ from edge.policy import (
     reuse,
     validators_for,
 )
+from edge.http.httpdate import format_http_date
 from tests.edge.core_helpers import NOW, cc, date, decide, hdrs, make_entry
 
 DAY = 86400.0

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from edge.config import load_config
+from edge.config.settings import load_config
 from edge.server import EdgeServer
 from tests.edge.conftest import EDGE_YAML, STANDARD_YAML, origin_hits, url
 

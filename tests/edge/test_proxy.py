@@ -138,7 +138,7 @@ async def test_concurrent_misses_collapse_into_one_origin_request(
 
 
 async def test_image_streams_then_hits_and_ranges(origin, make_edge: EdgeFactory) -> None:
-    """config/edge.yaml slices *.jpg in 128 KB slices (edge/slices.py); the client sees one
+    """config/edge.yaml slices *.jpg in 128 KB slices (edge/engine/slices.py); the client sees one
     object, kept whole after its first fill: several ranges get a multipart/byteranges 206 as
     from any whole object (RFC 9110 section 14.6)."""
     edge = await make_edge(url(origin, "/"))

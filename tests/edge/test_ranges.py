@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.ranges import MAX_RANGES, WHOLE, RangePlan, if_range_allows, multipart_body, plan_ranges
+from edge.http.ranges import (
+    MAX_RANGES,
+    WHOLE,
+    RangePlan,
+    if_range_allows,
+    multipart_body,
+    plan_ranges,
+)
 
 SIZE = 1000
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from edge.config import load_config
-from edge.reload import RESTART_ONLY, ConfigSource, changed, reloadable
+from edge.config.settings import load_config
+from edge.ops.reload import RESTART_ONLY, ConfigSource, changed, reloadable
 from edge.server import EdgeServer
 from tests.edge.conftest import EDGE_YAML, Scripted, url
 from tests.edge.ops_helpers import ROOT, TOKEN, fetch, get_json, start_edge, wait_for
@@ -88,7 +88,7 @@ def test_sighup_keeps_the_cache_refuses_a_bad_file_and_applies_a_good_one(
             timeout=30,
         )
         assert done.returncode == 0, done
-        edge.wait_log("edge.reload: reloaded", count=2)  # both workers
+        edge.wait_log("edge.ops.reload: reloaded", count=2)  # both workers
         for _ in range(4):  # new connections: both workers answer
             assert fetch(edge.url("/5mo.jpg"))[1]["X-Cache"] == "HIT"
         first = fetch(edge.url("/api/misc/time"))[1]
@@ -182,7 +182,7 @@ def test_a_tls_section_says_what_needs_a_restart() -> None:
     """Issue 27 item 8: a changed `tls:` was reported as applied while the redirect, HSTS and
     the plain listener kept the old values. Now what applies on reload is applied and what
     the listener was made with is reported as restart_needed."""
-    from edge.tls_config import CertFiles, Http2Settings, TlsSettings
+    from edge.config.tls import CertFiles, Http2Settings, TlsSettings
 
     old = dataclasses.replace(
         load_config(EDGE_YAML), tls=TlsSettings(port=8443, certificates=(CertFiles("a", "b"),))

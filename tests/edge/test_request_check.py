@@ -1,4 +1,4 @@
-"""One request check for every door (edge/request.py): HTTP/1.1, HTTP/1.1 over TLS and h2
+"""One request check for every door (edge/http/request.py): HTTP/1.1, HTTP/1.1 over TLS and h2
 hand the engine the same checked request, so the same bytes get the same decision, the same
 answer and the same request at the origin, whichever door they came in by.
 
@@ -27,10 +27,10 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.config import parse_config
-from edge.request import Refused, check_host, content_length, method_of, split_target
+from edge.config.settings import parse_config
+from edge.config.tls import TlsSettings
+from edge.http.request import Refused, check_host, content_length, method_of, split_target
 from edge.server import EdgeServer
-from edge.tls_config import TlsSettings
 from tests.edge.tls_helpers import H2Client, client_context, write_cert
 
 TOKEN = "test-token-0123456789abcdef"

@@ -1,4 +1,4 @@
-"""Large objects in slices: the pure helpers of edge/slices.py, then through a running edge."""
+"""Large objects in slices: the pure helpers of edge/engine/slices.py, then through a running edge."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from edge import slices
-from edge.config import SlicePolicy
+from edge.config.settings import SlicePolicy
+from edge.engine import slices
 from tests.edge.conftest import STANDARD_YAML, TOKEN, EdgeFactory, node_of, origin_hits, url
 
 IMAGE = Path(__file__).resolve().parents[2] / "origin" / "static" / "5mo.jpg"
@@ -95,7 +95,7 @@ BLOB = bytes(range(256)) * 4000  # 1,024,000 bytes: 16 slices of 64 KiB
 
 
 def sliced_rule(size: int = 64 * 1024, parallel: int = 4) -> tuple[object, ...]:
-    from edge.config import Rule
+    from edge.config.settings import Rule
 
     return (Rule(match="/blob", slice=SlicePolicy(size, parallel)),)
 
@@ -206,7 +206,7 @@ async def test_large_objects_are_sliced_by_default_from_their_second_miss(
     aiohttp_server, make_edge: EdgeFactory
 ) -> None:
     origin = Ranged(BLOB)
-    from edge.config import Slicing
+    from edge.config.settings import Slicing
 
     slicing = Slicing(size=256 * 1024, parallel=4, above=512 * 1024)
     edge = await ranged_edge(aiohttp_server, make_edge, origin, rules=(), slicing=slicing)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.entry import Entry
-from edge.store_memory import MemoryTier, MiB, PurgePattern, key_path
+from edge.cache.entry import Entry
+from edge.store.memory import MemoryTier, MiB, PurgePattern, key_path
 
 OVERHEAD = Entry("k", 200, (), b"", 0.0, 0.0).size  # size of an entry with an empty body
 

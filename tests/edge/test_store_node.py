@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from edge.entry import Entry
-from edge.store_memory import MemoryTier, MiB
-from edge.store_node import (
+from edge.cache.entry import Entry
+from edge.store.memory import MemoryTier, MiB
+from edge.store.node import (
     DATA_FILE,
     OWNER_STALE_SECONDS,
     NodeTier,
@@ -264,7 +264,7 @@ def test_purge(
     gone: set[str],
     soft: bool,
 ) -> None:
-    from edge.store_memory import key_path
+    from edge.store.memory import key_path
 
     tier = new()
     _fill(tier, clock)
@@ -973,7 +973,7 @@ def test_concurrent_purges_keep_the_generation_in_order(node_path: str, peers: l
 
 
 def test_generation_published_by_the_next_flush(node_path: str) -> None:
-    from edge.store_node import _Totals
+    from edge.store.node import _Totals
 
     with NodeTier(node_path) as tier:
         g = tier.generation

@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import RedisCluster
 
-from edge.entry import Entry
-from edge.purge_bus import PurgeBus, RedisUnavailable, apply_to_memory, generation_key
-from edge.redis_conn import Client, close_client, make_client
-from edge.store_memory import MemoryTier
-from edge.store_redis import LOCAL_TOKEN_PREFIX, RedisTier
+from edge.cache.entry import Entry
+from edge.store.memory import MemoryTier
+from edge.store.purge_bus import PurgeBus, RedisUnavailable, apply_to_memory, generation_key
+from edge.store.redis_conn import Client, close_client, make_client
+from edge.store.redis_tier import LOCAL_TOKEN_PREFIX, RedisTier
 from tests.redis_modes import mode_url, modes_fixture, slot_errors_fixture
 
 pytestmark = pytest.mark.redis

@@ -1,4 +1,4 @@
-"""HTTPS at the edge (edge/tls.py): TLS 1.2+ only, SNI, reload in place, redirect and HSTS,
+"""HTTPS at the edge (edge/protocol/tls.py): TLS 1.2+ only, SNI, reload in place, redirect and HSTS,
 ALPN to HTTP/1.1 or h2 with the same headers on both, and the `tls:` configuration."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import trustme
 
-from edge.config import ConfigError, apply_overrides, parse_config
-from edge.http1 import serialize_head
-from edge.http2 import h1_head_fields
-from edge.tls_config import CertFiles
+from edge.config.settings import ConfigError, apply_overrides, parse_config
+from edge.config.tls import CertFiles
+from edge.protocol.http1 import serialize_head
+from edge.protocol.http2 import h1_head_fields
 from tests.edge.conftest import url
 from tests.edge.ops_helpers import fetch, get_json, start_edge, wait_for
 from tests.edge.test_node_cache import workers_that_answered
@@ -253,7 +253,7 @@ async def test_h2_split_cookies_reach_the_origin_joined(tls_front: Any, ca: trus
 async def test_http1_over_tls_reads_bodies_and_pipelined_requests_whole(
     tls_front: Any, ca: trustme.CA
 ) -> None:
-    """The TLS transport (edge/tls_transport.py) decrypts into one buffer per worker: a body of
+    """The TLS transport (edge/protocol/tls_transport.py) decrypts into one buffer per worker: a body of
     many records, larger than the buffer, reaches the origin whole, requests pipelined in one
     write are each answered, in order, and a 512 KB answer (encrypted as the socket drains)
     arrives whole."""
@@ -426,9 +426,9 @@ def test_serve_refuses_to_start_with_a_missing_or_mismatched_key(
 ) -> None:
     from dataclasses import replace as dc_replace
 
-    from edge.config import EdgeConfig
+    from edge.config.settings import EdgeConfig
+    from edge.config.tls import TlsSettings
     from edge.server import serve
-    from edge.tls_config import TlsSettings
 
     good = write_cert(ca, tmp_path, "a", "localhost")
     other = write_cert(ca, tmp_path, "b", "localhost")

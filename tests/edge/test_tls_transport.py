@@ -1,4 +1,4 @@
-"""The edge's own TLS transport (edge/tls_transport.py), seen from clients: handshakes that
+"""The edge's own TLS transport (edge/protocol/tls_transport.py), seen from clients: handshakes that
 never finish or are not TLS at all are closed, and a large answer to a slow reader arrives
 whole (encrypted as the socket drains)."""
 

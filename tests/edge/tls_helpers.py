@@ -15,9 +15,9 @@ import h2.connection
 import h2.events
 import trustme
 
-from edge.config import load_config
+from edge.config.settings import load_config
+from edge.config.tls import CertFiles, Http2Settings, TlsSettings
 from edge.server import EdgeServer
-from edge.tls_config import CertFiles, Http2Settings, TlsSettings
 from tests.edge.conftest import STANDARD_YAML
 
 

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from edge.config import load_config
+from edge.config.settings import load_config
 from edge.server import EdgeServer
 from tests.edge.conftest import EdgeHandle
 from tests.resilience.helpers import EDGE_YAML

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bench.failover import failover_run, warm
 from bench.redis_sets import RedisCluster, SentinelSet
-from edge.purge_bus import generation_key
+from edge.store.purge_bus import generation_key
 from tests.edge.conftest import TOKEN
 from tests.redis_modes import require_redis_server
 from tests.resilience.conftest import EdgeFactory, OriginFactory

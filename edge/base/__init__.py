@@ -1,0 +1,1 @@
+"""What every layer may use: the memory ledger, counters, task cancellation."""

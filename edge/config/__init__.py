@@ -1,0 +1,1 @@
+"""edge.yaml, the environment and the command line, validated: `EdgeConfig`."""

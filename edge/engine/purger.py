@@ -1,0 +1,163 @@
+"""Purge orchestration: one `Purger` for the purge API, for invalidation after writes, and
+for what other nodes announce on the purge bus.
+
+A purge is applied to this node (the node tier, so every worker of the node sees it before
+the answer is sent, and this worker's hot copies), then to Redis and announced on the bus in
+the same script; every node applies it and acknowledges. See docs/purge.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from multidict import MultiMapping
+
+from edge.base.stats import Stats
+from edge.cache import policy
+from edge.cache.keys import cache_key, query_names
+from edge.config.settings import EdgeConfig, QueryPolicy
+from edge.engine.slices import purged_with
+from edge.store.tiers import Tiers
+
+
+class Purger:
+    def __init__(self, cfg: EdgeConfig, tiers: Tiers, stats: Stats) -> None:
+        self.cfg = cfg
+        self.tiers = tiers
+        self.stats = stats
+
+    def key_for(self, url: str) -> str:
+        """The cache key a URL path (with its query) is stored under."""
+        path, _, query = url.partition("?")
+        rule = self.cfg.rule_for(path, query_names(query))
+        return cache_key(path, query, rule.query if rule else QueryPolicy())
+
+    async def after_write(
+        self, method: str, target: str, host: str, status: int, origin_headers: MultiMapping[str]
+    ) -> None:
+        """RFC 9111 section 4.4 for unsafe methods, and the config's invalidation rules."""
+        urls = policy.invalidation_targets(method, status, target, origin_headers, host or "edge")
+        prefixes: list[str] = []
+        tags: list[str] = []
+        path, _, query = target.partition("?")
+        names = query_names(query)
+        for inv in self.cfg.invalidations:
+            if inv.matches(path, names):
+                urls += inv.urls
+                prefixes += inv.prefixes
+                tags += inv.tags
+        if urls or prefixes or tags:
+            await self.purge(urls=urls, prefixes=prefixes, tags=tags, kind="invalidation")
+
+    async def purge(
+        self,
+        urls: Iterable[str] = (),
+        prefixes: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        all: bool = False,
+        soft: bool = False,
+        kind: str = "api",
+    ) -> dict[str, Any]:
+        """Apply a purge here, in the shared tier, and announce it to every node.
+
+        Answers what went where: ``memory`` (this node, at once), ``shared`` (the Redis
+        tier), and ``nodes``: one row per node process that applied it and acknowledged
+        within `ACK_WAIT` (``acks`` says how many of the bus's receivers did). Without the
+        shared tier, or when it is unreachable (``error``), only this node is purged.
+        """
+        from edge.store.purge_bus import RedisUnavailable
+
+        t0 = time.monotonic()
+        # A sliced object's manifest goes with its URL (edge.engine.slices).
+        keys = sorted({k for u in urls for k in purged_with(self.key_for(u))})
+        prefixes, tags = list(prefixes), list(tags)
+        mine = self.tiers.purge_here(keys, prefixes, tags, all=all, soft=soft)
+        self.stats.purges[kind] += 1
+        self.stats.purged_entries += mine
+        me: dict[str, Any] = {"node": self.cfg.node, "pid": os.getpid(), "entries": mine}
+        result: dict[str, Any] = {"node": self.cfg.node, "kind": kind, "soft": soft}
+        result["memory"] = mine
+        redis, bus = self.tiers.redis, self.tiers.bus
+        if redis is None:
+            result.update(shared=None, nodes=[me], ms=_ms_since(t0))
+            return result
+        try:
+            # The shared tier's purge also announces it on the purge bus, in the same
+            # transaction, so every node drops its copies.
+            shared, announced = await redis.purge_announced(keys, prefixes, tags, all, soft)
+        except RedisUnavailable as exc:
+            self.stats.purge_failures += 1
+            result["error"] = f"shared tier unavailable ({exc}): purged on this node only"
+            result.update(shared=None, nodes=[me], ms=_ms_since(t0))
+            return result
+        result["shared"] = shared
+        result["generation"] = announced.generation
+        acks: list[dict[str, Any]] = []
+        if bus is not None and announced.receivers:
+            acks = await bus.collect_acks(announced.generation, announced.receivers)
+        nodes = [me]
+        for ack in acks:
+            if ack.get("node") == me["node"] and ack.get("pid") == me["pid"]:
+                me["entries"] += int(ack.get("entries", 0))  # our own echo from the bus
+            else:
+                nodes.append(ack)
+        result["nodes"] = sorted(nodes, key=lambda n: (str(n.get("node")), n.get("pid", 0)))
+        result["acks"] = {"expected": announced.receivers, "received": len(acks)}
+        result["ms"] = _ms_since(t0)
+        return result
+
+    def apply_announced(self, message: dict[str, Any]) -> int:
+        """A bus message (another node's purge, or the bus's own resync / blind marks)
+        applied to this node; the count is acknowledged."""
+        from edge.ops.purge_api import purge_kind
+        from edge.store.purge_bus import is_own
+
+        kind = message.get("type")
+        self.remember_generation(message.get("gen"))
+        if kind == "resync":
+            count = self.tiers.clear_here()
+        elif kind == "blind":
+            count = self.tiers.purge_here(all=True, soft=True, remember=False)
+        elif kind == "purge":
+            if is_own(message, self.cfg.node):
+                return 0  # our own purge coming back: applied and counted when taken
+            at = message.get("at")
+            count = self.tiers.purge_here(
+                urls=[str(u) for u in message.get("urls", ())],
+                prefixes=[str(p) for p in message.get("prefixes", ())],
+                tags=[str(t) for t in message.get("tags", ())],
+                all=bool(message.get("all", False)),
+                soft=bool(message.get("soft", False)),
+                at=float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None,
+            )
+            kind = purge_kind(message)
+        else:
+            return 0
+        self.stats.purged_entries += count
+        self.stats.bus_purges[str(kind)] += 1
+        self.stats.bus_purged_entries += count
+        return count
+
+    def remember_generation(self, gen: object) -> None:
+        """A disk tier keeps the last bus generation it applied: restarted, the node
+        compares it with Redis's and resyncs if purges went out while it was down."""
+        node = self.tiers.node
+        if isinstance(gen, int) and node is not None and node.persistent:
+            node.set_note(BUS_GENERATION, str(gen).encode())
+
+    def generation_before_restart(self) -> int | None:
+        node = self.tiers.node
+        if node is None or not node.persistent:
+            return None
+        raw = node.note(BUS_GENERATION)
+        return int(raw) if raw is not None and raw.isdigit() else None
+
+
+BUS_GENERATION = "bus-generation"
+
+
+def _ms_since(t0: float) -> float:
+    return round((time.monotonic() - t0) * 1000, 2)

@@ -1,0 +1,1 @@
+"""What operators use: admin endpoints, metrics, the node view, reload, purge API."""

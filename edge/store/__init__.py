@@ -1,0 +1,2 @@
+"""Where entries are kept: each worker's hot tier, the node tier (LMDB), Redis, stacked in `Tiers`;
+fill locks and the purge bus."""

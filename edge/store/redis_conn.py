@@ -1,0 +1,225 @@
+"""Where the shared tier lives: one Redis, a Sentinel set or a Redis Cluster, from one URL.
+
+The syntax (docs/storage.md):
+
+- ``redis://[[user]:password@]host[:port][/db]`` (also ``rediss://``, ``unix://``): one Redis.
+- ``redis+sentinel://[[user]:password@]s1[:26379],s2[:26379],.../master-name[/db]``: the
+  master that the sentinels name; the client asks them again after a failover.
+- ``redis+cluster://[[user]:password@]h1[:6379],h2[:6379],...``: a Redis Cluster reached
+  through any of these seed nodes (db 0 only, as a cluster has no other).
+
+The password is the data nodes' (the sentinels are reached without one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
+
+from edge.base.shutdown import close_within
+
+__all__ = ["FAILURES", "Client", "RedisTarget", "make_client", "parse_url", "primaries"]
+
+Client = Redis | RedisCluster
+
+FAILURES: tuple[type[BaseException], ...] = (
+    RedisError,
+    RedisClusterException,  # not a RedisError: "cannot be connected", a slot not covered...
+    OSError,
+    TimeoutError,
+)
+"""What a call to Redis raises when Redis (or the way to it) fails."""
+
+SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
+_DEFAULT_PORT = {SENTINEL: 26379, CLUSTER: 6379}
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """A parsed ``redis.url``."""
+
+    url: str
+    mode: str  # single, sentinel or cluster
+    nodes: tuple[tuple[str, int], ...] = ()  # sentinels or cluster seeds
+    master: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def failover(self) -> bool:
+        """Whether a failed primary is replaced by another one on its own."""
+        return self.mode != SINGLE
+
+
+def parse_url(url: str) -> RedisTarget:
+    """Parse and check a ``redis.url``; ValueError says what is wrong."""
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"expected redis://host:port/db, got {url!r}")
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisTarget(url, SINGLE)
+    if scheme not in ("redis+sentinel", "redis+cluster"):
+        raise ValueError(
+            f"unknown scheme {scheme!r} in {url!r}: expected redis://, rediss://, unix://, "
+            "redis+sentinel:// or redis+cluster://"
+        )
+    mode = SENTINEL if scheme == "redis+sentinel" else CLUSTER
+    userinfo, _, hostpart = rest.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, has_pw, pw = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(pw) if has_pw else None
+    hosts, _, path = hostpart.partition("/")
+    nodes = tuple(_host_port(h, _DEFAULT_PORT[mode], url) for h in hosts.split(",") if h)
+    if not nodes:
+        raise ValueError(f"no host in {url!r}")
+    parts = [p for p in path.split("/") if p]
+    master = ""
+    if mode == SENTINEL:
+        if not parts:
+            raise ValueError(
+                f"no master name in {url!r}: expected redis+sentinel://s1:26379,s2:26379/mymaster/0"
+            )
+        master = unquote(parts.pop(0))
+    if len(parts) > 1:
+        raise ValueError(f"unexpected path {path!r} in {url!r}")
+    try:
+        db = int(parts[0]) if parts else 0
+    except ValueError:
+        raise ValueError(f"the database must be a number in {url!r}") from None
+    if db < 0 or (mode == CLUSTER and db != 0):
+        raise ValueError(f"a Redis Cluster has database 0 only, got {db} in {url!r}")
+    return RedisTarget(url, mode, nodes, master, db, username, password)
+
+
+def redacted(url: str) -> str:
+    """`url` without its password, for a log line."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hosts}"
+
+
+def _host_port(text: str, default: int, url: str) -> tuple[str, int]:
+    parsed = urlsplit(f"//{text}")
+    try:
+        port = parsed.port or default
+    except ValueError:
+        raise ValueError(f"bad port in {text!r} of {url!r}") from None
+    if not parsed.hostname:
+        raise ValueError(f"bad host {text!r} in {url!r}")
+    return parsed.hostname, port
+
+
+def make_client(url: str, timeout: float, name: str | None = None) -> Client:
+    """A client that fails fast: short connect/read timeouts and no silent retries (the
+    callers decide what a failure means). `name` is set with CLIENT SETNAME."""
+    target = parse_url(url)
+    common: dict[str, Any] = {
+        "client_name": name,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "username": target.username,
+        "password": target.password,
+    }
+    no_retry = Retry(NoBackoff(), 0)
+    if target.mode == SINGLE:
+        return Redis.from_url(
+            url,
+            client_name=name,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=no_retry,
+            retry_on_timeout=False,
+        )
+    if target.mode == SENTINEL:
+        sentinel = Sentinel(
+            list(target.nodes),
+            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        )
+        return sentinel.master_for(
+            target.master, db=target.db, retry=no_retry, retry_on_timeout=False, **common
+        )
+    return RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
+        require_full_coverage=False,
+        retry=no_retry,
+        **common,
+    )
+
+
+def node_client(client: Client, key: str, timeout: float, name: str | None = None) -> Redis:
+    """A plain client to the node that holds `key` now (a cluster's primary of its slot; the
+    client's own server otherwise): for a subscription that must stay on one connection.
+    Call after one command went through `client` (the cluster's map is known then)."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)
+        if node is None:
+            raise SlotNotCoveredError(f"no primary serves the slot of {key!r}")
+        kwargs = client.get_connection_kwargs()
+        return Redis(
+            host=node.host,
+            port=int(node.port),
+            client_name=name,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            username=kwargs.get("username"),
+            password=kwargs.get("password"),
+            retry=Retry(NoBackoff(), 0),
+        )
+    return client
+
+
+async def primaries(client: Client) -> frozenset[str]:
+    """The ``host:port`` of the primaries `client` talks to now: one for a single Redis or
+    a Sentinel set, one per shard for a cluster. A change after a failure is a failover."""
+    if isinstance(client, RedisCluster):
+        return frozenset(n.name for n in client.get_primaries())
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        host, port = await pool.get_master_address()
+        return frozenset({f"{host}:{port}"})
+    kw = pool.connection_kwargs
+    return frozenset({f"{kw.get('host', kw.get('path', ''))}:{kw.get('port', '')}"})
+
+
+async def refresh(client: Client) -> None:
+    """After a failure: a cluster client reads the slot map again (a failed-over slot's
+    new primary); redis-py does this by itself for single commands, not for pipelines."""
+    if isinstance(client, RedisCluster):
+        await client.nodes_manager.initialize()
+
+
+async def close_client(client: Client, what: str) -> None:
+    """Close `client` (and the connections to its sentinels), bounded in time."""
+    await close_within(client.aclose(), what)
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await close_within(sentinel.aclose(), f"{what}: sentinel")
+
+
+async def run_script(client: Client, text: str, sha: str, keys: list[Any], args: list[Any]) -> Any:
+    """EVALSHA, or EVAL when this node does not know the script yet (then it does). Every
+    key of a script is in one hash slot (docs/storage.md), so it runs on a cluster too."""
+    with contextlib.suppress(NoScriptError):
+        return await client.evalsha(sha, len(keys), *keys, *args)
+    return await client.eval(text, len(keys), *keys, *args)

@@ -1,0 +1,1 @@
+"""The origin: its client, a fetch streamed to every waiting client, collapsing."""
