@@ -2,12 +2,12 @@
 
     python -m bench.floor --port P [--tls-port T --cert C --key K] [--workers 2] [--hit]
 
-uvloop, httptools and the edge's TLS layer (`edge.protocol.tls_transport`, with `edge.protocol.tls`'s server
-context), and no cache: every request is answered with one constant 200 of 1 KB whose head
-has the size and fields of an edge hit's. What `bench load` measures for it is what a Python
-server on this stack costs before it does any of the edge's work (routing, the lookup,
-freshness, Age, counters), so edge ÷ floor is the price of that work and floor ÷ nginx the
-price of the stack. It is not a cache and serves only the 1 KB scenarios (a, h, j).
+uvloop, httptools and the edge's TLS layer (`edge.protocol.tls_transport`, with
+`edge.protocol.tls`'s server context), and no cache: every request is answered with one constant
+200 of 1 KB whose head has the size and fields of an edge hit's. What `bench load` measures for
+it is what a Python server on this stack costs before it does any of the edge's work (routing,
+the lookup, freshness, Age, counters), so edge ÷ floor is the price of that work and floor ÷
+nginx the price of the stack. It is not a cache and serves only the 1 KB scenarios (a, h, j).
 
 With `--hit` (`--caches floor-hit`), it does the least an HTTP/1.1 cache does for a hit in
 Python, on the same stack: the target and every field read in httptools' callbacks (the

@@ -136,7 +136,7 @@ async def measure_on(redis_url: str, edges: int, purges: int, port: int) -> dict
         )
         async with Topology(config) as topo:
             results = await measure(topo, purges)
-        from edge.store.redis_conn import parse_url
+        from edge.config.redis_url import parse_url
 
         if parse_url(redis_url).failover:
             return results  # a Sentinel set or a cluster of the bench's own: thrown away

@@ -28,9 +28,11 @@ import time
 from typing import Any
 
 from edge.base.shutdown import close_within
+from edge.config.redis_url import redacted
 from edge.config.settings import EdgeConfig
 from edge.engine.access_log import ACCESS
 from edge.engine.engine import Engine
+from edge.ops import admin, purge_api
 from edge.ops.nodeview import NodeView, WorkerBoard
 from edge.ops.reload import ConfigSource, Reloader, reloadable
 from edge.protocol.http1 import tick_forever
@@ -139,6 +141,8 @@ class EdgeServer:
         await upstream.start()
         tiers = Tiers(hot, node, redis, bus)
         engine = Engine(cfg, tiers, upstream)
+        engine.admin = admin.serve  # the engine's door to edge.ops
+        engine.purge_method = purge_api.purge_method
         engine.access_log = ACCESS if self.access_log else None
         # Every answer is timed for the access log; without it, only those that wait (a
         # fresh hit is answered in the turn it was parsed in: the first latency bucket).
@@ -357,12 +361,6 @@ def run_worker(
     uvloop.run(run_worker_async(cfg, reuse_port, access_log, node_path, source, supervisor, certs))
 
 
-def _redacted(url: str) -> str:
-    from edge.store.redis_conn import redacted  # imports redis: only when Redis is on
-
-    return redacted(url)
-
-
 def serve(
     cfg: EdgeConfig,
     access_log: bool | str = False,
@@ -395,7 +393,7 @@ def serve(
         + (f" https://{cfg.host}:{cfg.tls.port}/" if cfg.tls else "")
         + f" -> {', '.join(cfg.origins)}"
         f" ({cfg.workers} worker{'s' if cfg.workers > 1 else ''}, node cache {where}, redis "
-        f"{_redacted(cfg.redis_url) if cfg.redis_url else 'off'}, "
+        f"{redacted(cfg.redis_url) if cfg.redis_url else 'off'}, "
         f"purge {'on' if cfg.purge_token else 'off'})",
         file=sys.stderr,
         flush=True,

@@ -219,7 +219,7 @@ class Topology:
         if not url:
             self.redis_note = "off"
             return
-        from edge.store.redis_conn import parse_url
+        from edge.config.redis_url import parse_url
 
         if parse_url(url).failover:  # a Sentinel set or a cluster: started by its owner
             self.redis_note = "given"

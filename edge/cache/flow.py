@@ -5,8 +5,9 @@ The engine (`edge.engine.engine`) asks two questions, and carries the answers ou
   recv(request)                  -> Admin | Purge | Pass | Reject | Lookup   (before the cache)
   lookup(request, stored, now)   -> Hit | Miss | Reject                       (after the lookup)
 
-In the vocabulary Varnish users know: recv, hash (`edge.cache.keys`), hit, miss, pass; deliver is
-`edge.cache.respond`. The caching rules themselves are `edge.cache.policy` (RFC 9111 as pure functions).
+In the vocabulary Varnish users know: recv, hash (`edge.cache.keys`), hit, miss, pass;
+deliver is `edge.cache.respond`. The caching rules themselves are `edge.cache.policy` (RFC
+9111 as pure functions).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from urllib.parse import SplitResult
 from multidict import CIMultiDict, MultiMapping
 
 from edge.cache.entry import Entry
+from edge.config.terms import Defaults, RuleTerms
 from edge.http.directives import DELTA_MAX, Directives, parse_directives, parse_targeted
 from edge.http.httpdate import date_or, parse_http_date
 
@@ -56,29 +57,6 @@ HOP_BY_HOP = frozenset(
 )
 MAX_STALE_ANY = -1
 HEURISTIC_FRACTION = 0.1  # RFC 9111 section 4.2.2: "typical setting ... 10%"
-
-
-@dataclass(frozen=True, slots=True)
-class RuleTerms:
-    """What a config rule says about freshness, for origins that send no caching headers."""
-
-    ttl: float | None = None
-    rule_wins: bool = False
-    """True: the rule's TTL replaces the origin's freshness. False: only fills in when absent."""
-    stale_while_revalidate: float | None = None
-    stale_if_error: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Defaults:
-    """Edge-wide defaults (config `defaults:`)."""
-
-    stale_if_error: float = 0.0
-    stale_while_revalidate: float = 0.0
-    heuristic_max: float = 86400.0
-    keep: float = 3600.0
-    """How long past its stale windows a response with a validator is kept for revalidation
-    (Varnish's `beresp.keep`): a conditional request and a 304 instead of the whole body."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ X-Served-By. The engine serializes a `Reply` for the client's protocol (`edge.pr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -242,3 +243,10 @@ def plain(status: int, body: bytes, content_type: str, **extra: str) -> Reply:
     fields: Fields = [("Content-Type", content_type), ("Cache-Control", "no-store")]
     fields += [(k.replace("_", "-"), v) for k, v in extra.items()]
     return Reply(status, fields, body, len(body))
+
+
+JSON = "application/json; charset=utf-8"
+
+
+def json_reply(body: object, status: int = 200, **extra: str) -> Reply:
+    return plain(status, json.dumps(body).encode(), JSON, **extra)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from edge.base import ledger
-from edge.cache.policy import Defaults, RuleTerms
+from edge.config.terms import Defaults, RuleTerms
 from edge.config.tls import TlsSettings, override_tls, parse_tls
 
 
@@ -312,8 +312,8 @@ class _Reader:
         return url.rstrip("/")
 
     def redis_url(self, value: Any, where: str) -> str:
-        """One Redis, a Sentinel set or a Cluster: `edge.store.redis_conn.parse_url`."""
-        from edge.store.redis_conn import parse_url
+        """One Redis, a Sentinel set or a Cluster: `edge.config.redis_url.parse_url`."""
+        from edge.config.redis_url import parse_url
 
         url = self.string(value, where)
         try:

@@ -1,6 +1,6 @@
 """The request engine of one worker: carries the flow core's decisions out.
 
-    client bytes -> edge.protocol.http1 (parse once) -> Engine.serve -> edge.cache.flow: recv, lookup
+    client bytes -> edge.protocol (parse once) -> Engine.serve -> edge.cache.flow: recv, lookup
        hit  -> deliver from the stored entry, at once (no await on the hit path; a plain
                HTTP/1.1 hit comes to Engine.fresh_hit straight from the parse, and a
                repeated one finds its lookup kept: edge.engine.fresh_hits)
@@ -8,7 +8,8 @@
                -> edge.upstream.fetch streams the origin's answer to every waiting client, stores it
        pass -> the origin and back (edge.upstream.client), then invalidate what the write names
 
-Every answer is built by `edge.cache.respond`; every caching rule is `edge.cache.policy` via `edge.cache.flow`.
+Every answer is built by `edge.cache.respond`; every caching rule is `edge.cache.policy`
+via `edge.cache.flow`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
@@ -41,13 +42,13 @@ from edge.http.fields import (
     HIT_PATH,
     NEUTRAL,
 )
+from edge.http.head import serialize_head
 from edge.http.ranges import if_range_allows, plan_ranges
-from edge.http.request import host_name
-from edge.protocol.http1 import ParsedHead, Request, serialize_head
+from edge.http.request import ParsedHead, Request, host_name
 from edge.store.tiers import Tiers
 from edge.upstream.client import OriginUnavailable, Upstream, end_to_end, forward_headers
 from edge.upstream.collapse import Collapser
-from edge.upstream.fetch import CHUNK, Fetch, FetchSpec, Head
+from edge.upstream.fetch import CHUNK, NOT_FOR_SHARED_FETCH, Fetch, FetchSpec, Head
 
 if TYPE_CHECKING:
     from edge.ops.nodeview import NodeView
@@ -56,22 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.engine.engine")
 
-# Sent by the client, they would change what the origin answers to the shared fetch:
-# the edge asks for the whole, current object and answers the client's conditions itself.
-# A shared fetch carries no body either (a body on a GET is outside the cache key), so
-# neither does it carry the body's framing: a Content-Length without its bytes would leave
-# the origin waiting on a pooled connection, reading the next request as the body.
-NOT_FOR_SHARED_FETCH = (
-    "If-None-Match",
-    "If-Modified-Since",
-    "If-Match",
-    "If-Unmodified-Since",
-    "If-Range",
-    "Range",
-    "Content-Length",
-    "Content-Type",
-    "Content-Encoding",
-)
 ROUTE_CACHE_SIZE = 65536
 MAX_ANSWERS_PER_ENTRY = 64
 MAX_OWNED_ANSWER = 4096  # bytes of its own (not the entry's) a kept answer may hold
@@ -141,8 +126,12 @@ class Engine:
         self.timed = True  # edge.protocol.http1 stamps request times: latency histograms, logs
         self.observer = Observer()
         self.view: NodeView | None = None
+        # The `/_edge/` endpoints and `PURGE /path`: edge.ops, wired by edge.server (the
+        # engine never imports the layer above it).
+        self.admin: Callable[[Engine, Request, Http1Connection, str], Run | None] | None = None
+        self.purge_method: Callable[[Engine, Request, Http1Connection], Run | None] | None = None
         self.reloader: Reloader | None = None
-        # Delivery hook: stored compressible objects get their coded variants (edge.engine.compress).
+        # Delivery hook: stored compressible objects get their coded variants (compress).
         self.encoder = compress.VariantMaker(
             cfg.compression, tiers, compress.Choices(self.ledger.account("codings"))
         )
@@ -175,9 +164,10 @@ class Engine:
         else:
             route = flow.recv(method, req.target, self.cfg)
         if type(route) is flow.Admin:
-            from edge.ops import admin
-
-            return admin.serve(self, req, conn, route.path)
+            if self.admin is None:
+                self.reject(req, conn, flow.Reject(404, "no admin endpoints here"))
+                return None
+            return self.admin(self, req, conn, route.path)
         if self.hosts and not self.host_allowed(req.host):
             # RFC 9110 section 15.5.20: "not able to produce a response" for this authority.
             names = ", ".join(sorted(self.hosts))
@@ -188,9 +178,10 @@ class Engine:
         if type(route) is flow.Pass:
             return self.pass_through(req, conn, route.reason)
         if type(route) is flow.Purge:
-            from edge.ops import purge_api
-
-            return purge_api.purge_method(self, req, conn)
+            if self.purge_method is None:
+                self.reject(req, conn, flow.Reject(405, "purge is not served here"))
+                return None
+            return self.purge_method(self, req, conn)
         assert type(route) is flow.Reject
         self.reject(req, conn, route)
         return None
@@ -372,7 +363,7 @@ class Engine:
         answer = entry.answers.get(special)
         if answer is None:
             if not isinstance(fields, Request):
-                return None  # built once from the header mapping: edge.protocol.http1 makes the request
+                return None  # built once from the header mapping: HTTP/1.1 makes the request
             answer = self.build_answer(fields, entry, now)
         return self._stamp(entry, answer, now)
 
@@ -646,7 +637,7 @@ class Engine:
             self.stats.record(x_cache, 0)
             self.log(req, head.status, 0, x_cache)
             return
-        # Delivery hook: compress as it streams when the client accepts a coding (edge.engine.compress).
+        # Delivery hook: compress as it streams when the client accepts a coding (compress).
         coding = None
         if not req.flags & F_RANGE and compress.eligible(
             head.status, head.headers.items(), length, self.cfg.compression

@@ -12,7 +12,8 @@ browser fetches the stylesheet, script and image while the origin is still worki
 - Sent to HTTP/1.1 and HTTP/2 clients, never to HTTP/1.0 (RFC 9110 section 15.2: "A server
   MUST NOT send a 1xx response to an HTTP/1.0 client"), through the `interim(status, fields)`
   of the object carrying the request: the HTTP/1.1 connection, or the h2 stream
-  (`edge/protocol/http2.py`: a HEADERS frame with `:status 103`); nothing here depends on the protocol.
+  (`edge/protocol/http2.py`: a HEADERS frame with `:status 103`); nothing here depends on
+  the protocol.
 - Never stored: a 1xx is never an entry (the stored answer is the final one, whose `Link`
   fields the hints repeat, as RFC 8297 section 2 expects).
 - The origin's own 103: aiohttp's client (3.14) reads and drops informational answers before

@@ -18,9 +18,18 @@ from multidict import MultiMapping
 from edge.base.stats import Stats
 from edge.cache import policy
 from edge.cache.keys import cache_key, query_names
+from edge.cache.slicing import purged_with
 from edge.config.settings import EdgeConfig, QueryPolicy
-from edge.engine.slices import purged_with
 from edge.store.tiers import Tiers
+
+
+def purge_kind(spec: dict[str, Any]) -> str:
+    """What a purge (a body or a bus message) names: "urls", "prefixes+tags", "soft-all"..."""
+    if spec.get("all"):
+        kind = "all"
+    else:
+        kind = "+".join(k for k in ("urls", "prefixes", "tags") if spec.get(k)) or "none"
+    return f"soft-{kind}" if spec.get("soft") else kind
 
 
 class Purger:
@@ -112,7 +121,6 @@ class Purger:
     def apply_announced(self, message: dict[str, Any]) -> int:
         """A bus message (another node's purge, or the bus's own resync / blind marks)
         applied to this node; the count is acknowledged."""
-        from edge.ops.purge_api import purge_kind
         from edge.store.purge_bus import is_own
 
         kind = message.get("type")

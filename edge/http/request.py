@@ -1,9 +1,9 @@
 """The request every door hands the engine, and the one check it passes first.
 
-HTTP/1.1 (edge.protocol.http1), HTTP/2 (edge.protocol.http2) and TLS under either turn bytes into a `Request`
-through the functions below, so that a request means the same thing whichever door it came
-in by: the flow core, the origin client, the invalidation after a write and the access log
-read what was checked here, never the client's raw bytes.
+HTTP/1.1 (edge.protocol.http1), HTTP/2 (edge.protocol.http2) and TLS under either turn bytes
+into a `Request` through the functions below, so that a request means the same thing whichever
+door it came in by: the flow core, the origin client, the invalidation after a write and the
+access log read what was checked here, never the client's raw bytes.
 
 - The method is one the edge knows, spelt exactly so (RFC 9110 section 9.1: method names are
   case-sensitive). `get` is not GET: a door that let it through would have the origin client
@@ -56,6 +56,13 @@ def without_body(method: str, status: int) -> bool:
     """No content follows this answer's head: `status_without_body`, or any answer to a HEAD
     (RFC 9110 section 9.3.2)."""
     return method == "HEAD" or status_without_body(status)
+
+
+# A keep-alive request head kept with its parse's outcome (`Http1Connection.data_received`):
+# method, target, Host, flags, the conditional and Range fields, the field lines, version.
+ParsedHead = tuple[
+    str, str, str, int, tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...], str
+]
 
 
 class Refused(Exception):

@@ -6,7 +6,6 @@ metrics and history are the whole node's (every worker summed, `edge.ops.nodevie
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edge import __version__
 from edge.base.observe import LATENCY_BUCKETS, quantile
 from edge.cache import respond
+from edge.cache.respond import json_reply
 from edge.ops import dashboard, nodeview
 from edge.ops import metrics as metrics_text
 
@@ -25,12 +25,7 @@ if TYPE_CHECKING:
     from edge.http.request import Request
     from edge.protocol.http1 import Http1Connection
 
-JSON = "application/json; charset=utf-8"
 log = logging.getLogger("edge.ops.admin")
-
-
-def json_reply(body: object, status: int = 200, **extra: str) -> respond.Reply:
-    return respond.plain(status, json.dumps(body).encode(), JSON, **extra)
 
 
 def serve(

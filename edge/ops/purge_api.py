@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from edge.cache import respond
-from edge.ops.admin import json_reply
+from edge.cache.respond import json_reply
+from edge.engine.purger import purge_kind
 
 if TYPE_CHECKING:
     from edge.engine.engine import Engine
@@ -62,15 +63,6 @@ def authorize(headers: Any, token: str | None) -> respond.Reply | None:
     if not hmac.compare_digest(given_digest, hashlib.sha256(token.encode()).digest()):
         return _json_error(403, "wrong purge token")
     return None
-
-
-def purge_kind(spec: dict[str, Any]) -> str:
-    """What a purge (a body or a bus message) names: "urls", "prefixes+tags", "soft-all"..."""
-    if spec.get("all"):
-        kind = "all"
-    else:
-        kind = "+".join(k for k in ("urls", "prefixes", "tags") if spec.get(k)) or "none"
-    return f"soft-{kind}" if spec.get("soft") else kind
 
 
 def _answer(result: dict[str, Any]) -> respond.Reply:

@@ -25,7 +25,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
@@ -44,14 +43,15 @@ from edge.http.fields import (
     NEUTRAL,
     PLAIN,
 )
+from edge.http.head import reason, serialize_head
 from edge.http.request import (
+    ParsedHead,
     Refused,
     Request,
     check_host,
     content_length,
     method_of,
     split_target,
-    status_without_body,
     without_body,
 )
 from edge.protocol.tls_transport import LINGER
@@ -62,33 +62,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.protocol.http1")
 
 MAX_QUEUED = 32  # pipelined requests parsed ahead before reading pauses
-# A keep-alive request head kept with its parse's outcome (`Http1Connection.data_received`):
-# method, target, Host, flags, the conditional and Range fields, the field lines, version.
-ParsedHead = tuple[
-    str, str, str, int, tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...], str
-]
 MAX_KEPT_HEAD = 4096  # bytes: a read longer than this is parsed every time
 MAX_KEPT_HEADS = 1024  # heads kept per worker; past it they are all dropped
 UNKEPT = F_BODY | F_TE | F_EXPECT | F_UPGRADE  # a body, or a head that asks for more than an answer
-
-
-def reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
-
-
-def serialize_head(
-    status: int, fields: list[tuple[str, str]], length: int | None, tail: str
-) -> bytes:
-    """The status line and header block. `tail`: framing and connection lines."""
-    lines = [f"HTTP/1.1 {status} {reason(status)}"]
-    lines += [f"{k}: {v}" for k, v in fields]
-    head = "\r\n".join(lines) + "\r\n"
-    if length is not None and not status_without_body(status):
-        head += f"Content-Length: {length}\r\n"
-    return (head + tail + "\r\n").encode("latin-1", "replace")
 
 
 class Http1Connection(asyncio.BaseProtocol):

@@ -431,7 +431,7 @@ class Http2Connection(asyncio.Protocol):
         if self.closing and not self.streams:
             self.close()
 
-    # -- timeouts (edge.protocol.http1.tick_forever calls this about once a second) -------------------
+    # -- timeouts (edge.protocol.http1.tick_forever calls this about once a second) -----------
 
     def tick(self, now: float) -> None:
         if self.gone:

@@ -50,15 +50,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.base.shutdown import cancel_all, close_within
+from edge.config.redis_url import CLUSTER, parse_url
 from edge.store.memory import MemoryTier
 from edge.store.redis_conn import (
-    CLUSTER,
     FAILURES,
     Client,
     close_client,
     make_client,
     node_client,
-    parse_url,
     run_script,
 )
 

@@ -55,7 +55,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge.base.shutdown import cancel_all
 from edge.cache.entry import Entry, EntryFormatError
-from edge.engine.slices import MANIFEST, slice_key
+from edge.cache.slicing import MANIFEST, slice_key
+from edge.config.redis_url import CLUSTER, parse_url, redacted
 from edge.store.fill_wait import SharedPollers
 from edge.store.memory import MiB, PurgePattern
 from edge.store.purge_bus import (
@@ -66,17 +67,7 @@ from edge.store.purge_bus import (
     encode_message,
     generation_key,
 )
-from edge.store.redis_conn import (
-    CLUSTER,
-    FAILURES,
-    Client,
-    close_client,
-    make_client,
-    parse_url,
-    primaries,
-    redacted,
-    refresh,
-)
+from edge.store.redis_conn import FAILURES, Client, close_client, make_client, primaries, refresh
 
 __all__ = ["LOCAL_TOKEN_PREFIX", "RedisTier", "RedisUnavailable"]
 

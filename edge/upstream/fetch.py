@@ -29,6 +29,24 @@ CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024  # read whole before answering: one write to the client, no streaming
 
 
+# Sent by the client, they would change what the origin answers to the shared fetch:
+# the edge asks for the whole, current object and answers the client's conditions itself.
+# A shared fetch carries no body either (a body on a GET is outside the cache key), so
+# neither does it carry the body's framing: a Content-Length without its bytes would leave
+# the origin waiting on a pooled connection, reading the next request as the body.
+NOT_FOR_SHARED_FETCH = (
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Match",
+    "If-Unmodified-Since",
+    "If-Range",
+    "Range",
+    "Content-Length",
+    "Content-Type",
+    "Content-Encoding",
+)
+
+
 @dataclass(slots=True)
 class Head:
     """What the origin answered, known before the body arrives."""

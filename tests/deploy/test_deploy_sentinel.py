@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from edge.config.redis_url import parse_url
 from edge.config.settings import apply_overrides, parse_config
-from edge.store.redis_conn import parse_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

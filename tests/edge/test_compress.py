@@ -1,4 +1,5 @@
-"""Compression at the edge: the pure rules (edge/engine/compress.py), then through a running edge."""
+"""Compression at the edge: the pure rules (edge/engine/compress.py), then through a running
+edge."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""HTTP/2 abuse, driven with raw frames against a served edge (edge/protocol/http2.py): each attack gets
-its answer (GOAWAY, RST_STREAM, refusal), the edge stays up, answers a fresh client, and what
-it holds stays bounded. Plus h2spec-style malformed input: no crash, no hang."""
+"""HTTP/2 abuse, driven with raw frames against a served edge (edge/protocol/http2.py): each
+attack gets its answer (GOAWAY, RST_STREAM, refusal), the edge stays up, answers a fresh client,
+and what it holds stays bounded. Plus h2spec-style malformed input: no crash, no hang."""
 
 from __future__ import annotations
 

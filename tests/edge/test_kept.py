@@ -1,7 +1,7 @@
-"""What a worker keeps between requests to answer the next ones sooner: whole request heads
-with their parse (edge.protocol.http1), and fresh hits with their lookup (edge.engine.fresh_hits). Neither
-may change an answer: each test checks that a kept head or hit answers as the general way
-would, and that what ends a hit (a purge here or by another worker, the end of freshness, a
+"""What a worker keeps between requests to answer the next ones sooner: whole request heads with
+their parse (edge.protocol.http1), and fresh hits with their lookup (edge.engine.fresh_hits).
+Neither may change an answer: each test checks that a kept head or hit answers as the general
+way would, and that what ends a hit (a purge here or by another worker, the end of freshness, a
 new configuration) ends the kept one too."""
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ async def link(redis_url: str) -> Any:
     """One Redis: a TCP proxy; Sentinel or Cluster: a user of the node's own (AclLink)."""
     from urllib.parse import urlparse
 
-    from edge.store.redis_conn import parse_url
+    from edge.config.redis_url import parse_url
 
     mode = parse_url(redis_url).mode
     if mode == "single":

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from edge.config.redis_url import RedisTarget, parse_url
 from edge.config.settings import ConfigError, apply_overrides, parse_config
-from edge.store.redis_conn import RedisTarget, parse_url
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_environment_takes_a_cluster() -> None:
 
 
 def test_logs_never_show_the_password() -> None:
-    from edge.store.redis_conn import redacted
+    from edge.config.redis_url import redacted
 
     assert (
         redacted("redis+cluster://u:s3cret@h1:7000,h2:7001")

@@ -1,4 +1,4 @@
-"""Large objects in slices: the pure helpers of edge/engine/slices.py, then through a running edge."""
+"""Large objects in slices: the pure layout (edge/cache/slicing.py), then through a running edge."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from edge.cache import slicing as slices
 from edge.config.settings import SlicePolicy
-from edge.engine import slices
 from tests.edge.conftest import STANDARD_YAML, TOKEN, EdgeFactory, node_of, origin_hits, url
 
 IMAGE = Path(__file__).resolve().parents[2] / "origin" / "static" / "5mo.jpg"

@@ -16,7 +16,7 @@ import trustme
 
 from edge.config.settings import ConfigError, apply_overrides, parse_config
 from edge.config.tls import CertFiles
-from edge.protocol.http1 import serialize_head
+from edge.http.head import serialize_head
 from edge.protocol.http2 import h1_head_fields
 from tests.edge.conftest import url
 from tests.edge.ops_helpers import fetch, get_json, start_edge, wait_for
@@ -253,10 +253,10 @@ async def test_h2_split_cookies_reach_the_origin_joined(tls_front: Any, ca: trus
 async def test_http1_over_tls_reads_bodies_and_pipelined_requests_whole(
     tls_front: Any, ca: trustme.CA
 ) -> None:
-    """The TLS transport (edge/protocol/tls_transport.py) decrypts into one buffer per worker: a body of
-    many records, larger than the buffer, reaches the origin whole, requests pipelined in one
-    write are each answered, in order, and a 512 KB answer (encrypted as the socket drains)
-    arrives whole."""
+    """The TLS transport (edge/protocol/tls_transport.py) decrypts into one buffer per worker: a
+    body of many records, larger than the buffer, reaches the origin whole, requests pipelined
+    in one write are each answered, in order, and a 512 KB answer (encrypted as the socket
+    drains) arrives whole."""
     script, server, _ = tls_front
 
     async def digest(request: Any) -> Any:
