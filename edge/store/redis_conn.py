@@ -1,15 +1,6 @@
-"""Where the shared tier lives: one Redis, a Sentinel set or a Redis Cluster, from one URL.
-
-The syntax (docs/storage.md):
-
-- ``redis://[[user]:password@]host[:port][/db]`` (also ``rediss://``, ``unix://``): one Redis.
-- ``redis+sentinel://[[user]:password@]s1[:26379],s2[:26379],.../master-name[/db]``: the
-  master that the sentinels name; the client asks them again after a failover.
-- ``redis+cluster://[[user]:password@]h1[:6379],h2[:6379],...``: a Redis Cluster reached
-  through any of these seed nodes (db 0 only, as a cluster has no other).
-
-The password is the data nodes' (the sentinels are reached without one).
-"""
+"""The clients of the shared tier: one Redis, a Sentinel set or a Redis Cluster, made from
+`redis.url` (its syntax and checks: `edge.config.redis_url`), and what calls them the same
+way on every mode (scripts, node clients, the primaries, refreshing the slot map)."""
 
 from __future__ import annotations
 
