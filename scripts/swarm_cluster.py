@@ -19,9 +19,10 @@ Measured, with clients in the root namespace sending only to the workers' addres
   of clients that know both workers' addresses (DNS round robin: on a connection error the
   client tries the next address, as curl and browsers do);
 - a worker machine lost under load: every process of its namespace killed (dockerd, containerd,
-  shims, containers: its cgroup) and its link cut, with three loads running: the round-robin
-  clients, a client of the surviving edge, and API calls through the surviving edge; then how
-  long Swarm took to see the node down and to run the API's 5 replicas on the survivor.
+  shims, containers: its cgroup; `--loss power`: and its link cut), with three loads running:
+  the round-robin clients, a client of the surviving edge, and API calls through the surviving
+  edge; then how long Swarm took to see the node down and to run the API's 5 replicas on the
+  survivor.
 
 Everything made is removed at the end, also after an error or a signal: daemons (their cgroups
 emptied), namespaces, veths, the bridge, the iptables rule, the data and exec roots; the report
@@ -523,7 +524,9 @@ def rolling_update_test(opts: argparse.Namespace, ids: dict[str, str]) -> dict[s
 
 
 def lose_worker(opts: argparse.Namespace, ids: dict[str, str]) -> dict[str, Any]:
-    """Lose a whole worker under load: kill every process of its machine and cut its link."""
+    """Lose a whole worker under load: kill every process of its machine (`--loss crash`: its
+    kernel, still up, refuses what comes), and with `--loss power` cut its link too (nothing
+    answers: a client waits for its own timeout)."""
     lost, kept = opts.lose, next(w for w in WORKERS if w != opts.lose)
     hosts = [ADDRESS[w] for w in WORKERS]
     api_before = tasks_by_node(f"{opts.stack}_api")
@@ -538,15 +541,23 @@ def lose_worker(opts: argparse.Namespace, ids: dict[str, str]) -> dict[str, Any]
             opts.edge_port, "/api/misc/time", threads=1, max_seconds=300, host=ADDRESS[kept]
         ),
     }
-    result: dict[str, Any] = {"lost": lost, "survivor": kept, "api_before": api_before}
+    result: dict[str, Any] = {
+        "lost": lost,
+        "survivor": kept,
+        "api_before": api_before,
+        "loss": opts.loss,
+    }
     for load in loads.values():
         load.__enter__()
     try:
         time.sleep(5)
         t0 = time.monotonic()
         marks = {name: load.now() for name, load in loads.items()}
-        log(f"losing {lost}: every process of its machine killed, its link cut")
-        ip("link", "set", veth(lost), "down")
+        cut = opts.loss == "power"
+        how = ", its link cut" if cut else ""
+        log(f"losing {lost}: every process of its machine killed{how}")
+        if cut:
+            ip("link", "set", veth(lost), "down")
         result["killed_processes"] = kill_machine(lost)
         result["kill_s"] = round(time.monotonic() - t0, 2)
         down_s = moved_s = None
@@ -709,7 +720,9 @@ def render(report: dict[str, Any]) -> str:
     if loss:
         lines += [
             f"A worker lost under load: {loss['lost']} ({loss['killed_processes']} processes "
-            f"killed in {loss['kill_s']} s, link cut); Swarm saw it down after "
+            f"killed in {loss['kill_s']} s"
+            f"{', link cut' if loss.get('loss', 'power') == 'power' else ', link kept'}); "
+            "Swarm saw it down after "
             f"{fmt_opt(loss['node_down_s'])}, the API's replicas {by_node(loss['api_before'])} "
             f"-> {by_node(loss['api_after'])}"
             + (
@@ -807,6 +820,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--lose", choices=WORKERS, default="worker2", help="the worker machine lost under load"
+    )
+    parser.add_argument(
+        "--loss",
+        choices=("crash", "power"),
+        default="crash",
+        help="how the worker is lost: every process of the machine killed (crash: its kernel "
+        "still refuses connections), or that and its link cut too (power: nothing answers)",
     )
     parser.add_argument(
         "--loss-timeout",
