@@ -525,8 +525,9 @@ def rolling_update_test(opts: argparse.Namespace, ids: dict[str, str]) -> dict[s
 
 def lose_worker(opts: argparse.Namespace, ids: dict[str, str]) -> dict[str, Any]:
     """Lose a whole worker under load: kill every process of its machine (`--loss crash`: its
-    kernel, still up, refuses what comes), and with `--loss power` cut its link too (nothing
-    answers: a client waits for its own timeout)."""
+    kernel stays up, answering what it still can, refusing or forwarding to dead containers),
+    and with `--loss power` cut its link too (nothing answers: a client waits for its own
+    timeout)."""
     lost, kept = opts.lose, next(w for w in WORKERS if w != opts.lose)
     hosts = [ADDRESS[w] for w in WORKERS]
     api_before = tasks_by_node(f"{opts.stack}_api")
@@ -825,8 +826,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--loss",
         choices=("crash", "power"),
         default="crash",
-        help="how the worker is lost: every process of the machine killed (crash: its kernel "
-        "still refuses connections), or that and its link cut too (power: nothing answers)",
+        help="how the worker is lost: every process of the machine killed, its kernel left "
+        "up (crash), or that and its link cut too (power: nothing answers)",
     )
     parser.add_argument(
         "--loss-timeout",
