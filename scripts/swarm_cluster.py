@@ -371,15 +371,29 @@ def since_mark(samples: list[Sample], mark: float) -> dict[str, Any]:
     return summarize(after, since=min([mark, *(s.began for s in after)]))
 
 
+# The round-robin clients' timeout per attempt (connect, then each read), as a browser's or a
+# load balancer's health-checked client would give one address before the next.
+ROUND_ROBIN_TIMEOUT = 2.0
+# How far past its timeout a client's attempt may end and still count as ended by it: the
+# client's own timer and thread wake-up on a machine shared with other work.
+TIMER_SLACK = 0.1
+
+
 def attempts_summary(load: RoundRobinLoad, since: float) -> dict[str, Any]:
-    """Per address: attempts since `since`, failed, errors, the slowest failed attempt."""
+    """Per address: attempts since `since`, failed, errors, the slowest failed attempt, and how
+    the failed ones ended: at once (refused, reset, unreachable: an answer from the network) or
+    at the client's timeout, and how many ended past it."""
     out: dict[str, Any] = {}
     for host in load.hosts:
         mine = [a.sample for a in load.attempts if a.host == host and a.sample.ended >= since]
         failed = [s for s in mine if not s.ok]
+        timed_out = [s for s in failed if s.error == "TimeoutError"]
         out[host] = {
             **since_mark(mine, since),
             "slowest_failure_s": round(max((s.ended - s.began for s in failed), default=0), 2),
+            "failed_at_once": len(failed) - len(timed_out),
+            "failed_at_timeout": len(timed_out),
+            "past_timeout": sum(s.ended - s.began > load.timeout + TIMER_SLACK for s in failed),
         }
     return out
 
@@ -481,7 +495,12 @@ def rolling_update_test(opts: argparse.Namespace, ids: dict[str, str]) -> dict[s
     hosts = [ADDRESS[w] for w in WORKERS]
     service = f"{opts.stack}_edge"
     with RoundRobinLoad(
-        hosts, opts.edge_port, "/", threads=opts.load_threads, max_seconds=400, timeout=2
+        hosts,
+        opts.edge_port,
+        "/",
+        threads=opts.load_threads,
+        max_seconds=400,
+        timeout=ROUND_ROBIN_TIMEOUT,
     ) as load:
         time.sleep(3)
         old = {s.served_by for s in load.snapshot() if s.ok}
@@ -533,7 +552,12 @@ def lose_worker(opts: argparse.Namespace, ids: dict[str, str]) -> dict[str, Any]
     api_before = tasks_by_node(f"{opts.stack}_api")
     loads: dict[str, Load] = {
         "round robin, both edges (/)": RoundRobinLoad(
-            hosts, opts.edge_port, "/", threads=opts.load_threads, max_seconds=300, timeout=2
+            hosts,
+            opts.edge_port,
+            "/",
+            threads=opts.load_threads,
+            max_seconds=300,
+            timeout=ROUND_ROBIN_TIMEOUT,
         ),
         f"the surviving edge, {kept} (/)": Load(
             opts.edge_port, "/", threads=1, max_seconds=300, host=ADDRESS[kept]
@@ -780,6 +804,11 @@ def by_address(parts: dict[str, Any]) -> str:
     for host, p in parts.items():
         errors = ", ".join(f"{k} {v}" for k, v in p["errors"].items())
         slow = f", slowest failure {fmt_s(p['slowest_failure_s'])}" if p["failed"] else ""
+        if p["failed"] and "failed_at_once" in p:
+            slow += (
+                f"; {p['failed_at_once']} at once, {p['failed_at_timeout']} at the client's "
+                f"timeout, {p['past_timeout']} past it"
+            )
         out.append(
             f"{host}: {p['failed']}/{p['requests']}{' (' + errors + slow + ')' if errors else ''}"
         )
@@ -959,9 +988,10 @@ def cluster(opts: argparse.Namespace) -> int:
             f"dnsrr). Delays: heavy {opts.heavy_seconds:g} s, DB {opts.db_seconds:g} s (the lab: "
             "5 s and 15 s). Cold = the first request through that way; warm = the median of 3 "
             "(one through the proxy). Clients run in the root namespace. Round-robin clients: "
-            f"{opts.load_threads}, a new connection per request, 50 ms pause, 2 s timeout per "
-            "attempt, the next address on a connection error; other loads: 5 s timeout. A "
-            "request fails on a connection error, a timeout or a 5xx."
+            f"{opts.load_threads}, a new connection per request, 50 ms pause, "
+            f"{ROUND_ROBIN_TIMEOUT:g} s timeout per attempt, the next address on a connection "
+            "error or a timeout; other loads: 5 s timeout. A request fails on a connection "
+            "error, a timeout or a 5xx."
         )
 
         ways = [
@@ -1015,14 +1045,23 @@ def cluster(opts: argparse.Namespace) -> int:
             f"{rr['by_address'][ADDRESS[loss['survivor']]]['failed']} round-robin attempts",
         )
         lost_part = rr["by_address"][ADDRESS[loss["lost"]]]
+        # The issue's words: answers from the lost machine stop, never a hang past the
+        # client's timeout. A machine that loses power has no kernel left to refuse: its
+        # attempts end by the client's timeout, and the client goes on to the other address.
         targets.add(
-            "worker lost: its answers stop at once (connection refused or reset)",
-            set(lost_part["errors"]) <= {"ConnectionRefusedError", "ConnectionResetError"},
-            f"{lost_part['errors']}, slowest failure {lost_part['slowest_failure_s']} s",
+            f"worker lost: attempts to the lost edge ended by the client's timeout "
+            f"({ROUND_ROBIN_TIMEOUT:g} s), none past it; the clients went on to the other address",
+            lost_part["past_timeout"] == 0 and rr["failed"] == 0,
+            f"{lost_part['failed']} attempts: {lost_part['failed_at_once']} failed at once "
+            f"(refused, reset or unreachable), {lost_part['failed_at_timeout']} at the "
+            f"client's timeout, {lost_part['past_timeout']} past it (slowest "
+            f"{lost_part['slowest_failure_s']} s): {lost_part['errors']}; "
+            f"{rr['failed']} of {rr['requests']} requests failed",
         )
         checks.add(
-            "worker lost: attempts to the lost edge ended within the client's timeout (2 s)",
-            lost_part["slowest_failure_s"] <= 2.5,
+            f"worker lost: attempts to the lost edge ended within the client's timeout "
+            f"({ROUND_ROBIN_TIMEOUT:g} s, 0.5 s allowed for a loaded machine)",
+            lost_part["slowest_failure_s"] <= ROUND_ROBIN_TIMEOUT + 0.5,
             f"{lost_part['failed']} failed, slowest {lost_part['slowest_failure_s']} s: "
             f"{lost_part['errors']}",
         )

@@ -256,3 +256,25 @@ def test_a_request_in_flight_when_a_machine_is_lost_counts_with_the_loss(
     assert got["requests"] == 2 and got["failed"] == 1
     assert got["errors"] == {"TimeoutError": 1}
     assert got["longest_gap_s"] == pytest.approx(5.2)
+
+
+def test_attempts_to_a_lost_machine_are_told_apart_by_how_they_ended(
+    cluster: ModuleType,
+) -> None:
+    """Refused or unreachable at once, at the client's timeout, or past it (a hang)."""
+    load = cluster.RoundRobinLoad(["10.0.0.1", "10.0.0.2"], 80, "/", timeout=2)
+    sample, attempt = cluster.Sample, cluster.Attempt
+    load.attempts += [
+        attempt("10.0.0.1", sample(1.0, 1.01, False, 0, "", "ConnectionRefusedError")),
+        attempt("10.0.0.1", sample(2.0, 2.0, False, 0, "", "OSError EHOSTUNREACH")),
+        attempt("10.0.0.1", sample(3.0, 5.02, False, 0, "", "TimeoutError")),
+        attempt("10.0.0.1", sample(6.0, 8.6, False, 0, "", "TimeoutError")),  # a hang past it
+        attempt("10.0.0.2", sample(1.01, 1.02, True, 200, "b", "")),
+    ]
+    got = cluster.attempts_summary(load, 0.0)
+    lost = got["10.0.0.1"]
+    assert (lost["failed"], lost["failed_at_once"], lost["failed_at_timeout"]) == (4, 2, 2)
+    assert lost["past_timeout"] == 1 and lost["slowest_failure_s"] == 2.6
+    assert got["10.0.0.2"]["failed"] == got["10.0.0.2"]["past_timeout"] == 0
+    text = cluster.by_address(got)
+    assert "2 at once, 2 at the client's timeout, 1 past it" in text
