@@ -1,4 +1,4 @@
-"""`python -m bench.delivery bytes|memory|hints`: what a browser (and the edge's memory) sees of
+"""`python -m bench.delivery bytes|memory|hints|images`: what a browser (and the edge's memory) sees of
 the delivery work (issue 16): one module per measurement, `cli` for the command line.
 
 bytes  headless Chromium loads the shop's page through the edge with compression on, then
@@ -16,6 +16,12 @@ hints  headless Chromium loads a cold page (the edge learnt the page's `Link` he
 
 memory samples the edge's resident memory every 20 ms during one cold `GET /5mo.jpg`, sliced and
        whole.
+
+images headless Chromium (1280x800, DPR 1) loads the page with the edge's image conversion off
+       and on (`images: {enabled: ...}`), cold (purged edge, origin at 300 KB/s) and warm:
+       bytes on the wire per resource, times, and the PSNR of the image it received against
+       the original, both scaled to the painted area (bench/delivery/images.py); the table
+       goes to bench/results/delivery-images-<UTC time>.md.
 
 Each starts its own origin and edge on loopback and stops them at the end.
 """

@@ -43,8 +43,12 @@ return out;
 
 
 @contextlib.contextmanager
-def chromium(performance_log: bool = False) -> Iterator[Any]:
-    """A fresh headless Chromium with an empty cache (the bench's and the browser tests')."""
+def chromium(
+    performance_log: bool = False, viewport: tuple[int, int, float] | None = None
+) -> Iterator[Any]:
+    """A fresh headless Chromium with an empty cache (the bench's and the browser tests');
+    `viewport`: (width, height, device pixel ratio) of the page, exactly (DevTools'
+    Emulation.setDeviceMetricsOverride), instead of the 1280x900 window's."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -52,6 +56,8 @@ def chromium(performance_log: bool = False) -> Iterator[Any]:
     options.binary_location = CHROMIUM
     for flag in FLAGS:
         options.add_argument(flag)
+    if viewport is not None:
+        options.add_argument(f"--force-device-scale-factor={viewport[2]}")
     if performance_log:
         options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     if SPKI:
@@ -59,28 +65,43 @@ def chromium(performance_log: bool = False) -> Iterator[Any]:
         options.add_argument("--ignore-certificate-errors-spki-list=" + ",".join(SPKI))
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
+        if viewport is not None:
+            width, height, dpr = viewport
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height, "deviceScaleFactor": dpr, "mobile": False},
+            )
         yield driver
     finally:
         driver.quit()
 
 
+def visit(
+    driver: Any, url: str, timeout: float = 60
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Open `url` in a browser started with `performance_log`; once the page has loaded, its
+    Resource Timing entries and the DevTools messages (`Network.*`) of the load."""
+    driver.get(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver.execute_script("return document.readyState") == "complete":
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    entries: list[dict[str, Any]] = driver.execute_script(ENTRIES_JS)
+    messages = [json.loads(r["message"])["message"] for r in driver.get_log("performance")]
+    return entries, messages
+
+
 def load(url: str) -> list[dict[str, Any]]:
     """Load `url` in a fresh browser; the Resource Timing entries once the page has loaded."""
     with chromium(performance_log=True) as driver:
-        driver.get(url)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if driver.execute_script("return document.readyState") == "complete":
-                break
-            time.sleep(0.05)
-        time.sleep(0.3)
-        entries: list[dict[str, Any]] = driver.execute_script(ENTRIES_JS)
+        entries, messages = visit(driver, url)
         # When each request really left the browser (DevTools' Network.requestWillBeSent:
         # Resource Timing dates a preload from an early hint when the page first uses it).
         sent: dict[str, float] = {}
         hints = 0
-        for record in driver.get_log("performance"):
-            message = json.loads(record["message"])["message"]
+        for message in messages:
             if message.get("method") == "Network.responseReceivedEarlyHints":
                 hints += 1
             if message.get("method") == "Network.requestWillBeSent":
