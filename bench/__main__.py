@@ -1,4 +1,5 @@
-"""Command line of the bench: `python -m bench table|load|cost|topology|chaos` (woody-bench)."""
+"""Command line of the bench: `python -m bench table|load|cost|topology|chaos|delivery`
+(woody-bench)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     sub.add_parser("chaos", help="fault, load and fuzzing suite (bench.chaos)", add_help=False)
+    sub.add_parser(
+        "delivery",
+        help="in headless Chromium: bytes, Early Hints, images; the edge's memory (bench.delivery)",
+        add_help=False,
+    )
     return parser
 
 
@@ -78,6 +84,11 @@ def _dispatch(argv: list[str]) -> int:
         from bench import chaos
 
         return chaos.main(argv[1:])
+    if argv and argv[0] == "delivery":
+        from bench.delivery.cli import main as delivery_main
+
+        delivery_main(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     if args.command == "table":
         from bench import table
