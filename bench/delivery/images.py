@@ -7,8 +7,9 @@ the screen displayed).
   their URL) and a fresh browser loads the page through it; the origin sends its static files
   at the lab's 300 KB/s per response (`--static-rate`), as in `bench table`.
 - **Warm:** after one more load (the edge may make its variants in the background, as it
-  makes its compressed copies) and a pause, fresh browsers (empty caches) load the page
-  from the edge's stored answers.
+  makes its compressed copies) and until the image, asked for again with that load's
+  request fields, comes back the same size twice in a row a second apart, fresh browsers
+  (empty caches) load the page from the edge's stored answers.
 - **Bytes:** every Resource Timing entry's `transferSize` (headers included).
 - **Time:** the last `responseEnd` of the page's own resources (navigation and what it asked
   for, not the browser's `/favicon.ico`), ms from navigation start; the image's too.
@@ -31,6 +32,7 @@ import io
 import math
 import statistics
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +274,24 @@ def _one_load(url: str) -> dict[str, Any]:
     }
 
 
+def settle(url: str, fields: dict[str, str], timeout: float = 60) -> int:
+    """GET `url` with a browser's request fields (not its connection's, nor those that would
+    change the answer's bytes rather than choose them) every second until two answers in a
+    row have the same length; that length."""
+    skip = {"host", "connection", "accept-encoding", "range", "cookie", "if-none-match"}
+    headers = {k: v for k, v in fields.items() if k.lower() not in skip and not k.startswith(":")}
+    last = -1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
+            size = len(r.read())
+        if size == last:
+            return size
+        last = size
+        time.sleep(1.0)
+    raise RuntimeError(f"{url}: the answer still changed after {timeout:g} s")
+
+
 def _judge(loads: list[dict[str, Any]], original: bytes, known: dict[Any, Any]) -> None:
     """Each load's quality (the same bytes painted on the same area are compared once)."""
     for load in loads:
@@ -316,8 +336,9 @@ def images_run(
             for _ in range(rounds):
                 purge_all(edge, TOKEN)
                 cold.append(_one_load(page))
-            _one_load(page)  # a hit that may ask for the variants, made in the background
-            time.sleep(2.0)
+            # A hit that may ask for the variants, made in the background; then the image is
+            # asked for again with the same request fields until its answer stops changing.
+            settle(edge.url + IMAGE, _one_load(page)["image"]["request"])
             warm = [_one_load(page) for _ in range(rounds)]
         _judge(cold + warm, original, known)
         out["runs"][label] = {"cold": cold, "warm": warm}
