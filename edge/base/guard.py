@@ -49,6 +49,16 @@ class ConnectionGuard:
         self.open.add(conn)
         return True
 
+    def accept(self, conn: Any, transport: Any) -> str | None:
+        """A client connection's protocol began (`connection_made` of every door): admitted
+        (`admit`) and counted, its peer's address returned ("" when it has none, a Unix
+        socket); None when refused, which the protocol says in its own bytes, then closes."""
+        if not self.admit(conn):
+            return None
+        self.accepted += 1
+        peer = transport.get_extra_info("peername")
+        return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
     def bad_request(self, remote: str | None, exc: BaseException | None) -> None:
         self.bad_requests += 1
         now = time.monotonic()

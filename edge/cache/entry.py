@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.http.answer import Answer
 
 MAGIC = b"WE1\n"
 _LEN = struct.Struct(">I")
@@ -38,11 +42,11 @@ class Entry:
     """Soft-purged: treat as stale, revalidate before serving (stale-if-error may still use it)."""
     meta: dict[str, float] = field(default_factory=dict)
     """Numbers the edge computed at store time (e.g. the rule's ttl, swr, sie)."""
-    answers: dict[object, tuple[int, bytes, bytes | memoryview]] = field(
+    answers: dict[object, Answer] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     """Fresh-hit answers already built from this entry, by the request's conditional and
-    Range fields: (status, serialized head but Age and Cache-Status, body). Never stored."""
+    Range fields: all but Age and Cache-Status (`respond.hit_stamp`). Never stored."""
 
     @property
     def size(self) -> int:

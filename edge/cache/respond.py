@@ -3,23 +3,23 @@
 From a stored entry (200, 304 to a matching conditional, 206/416 to a Range, HEAD without
 a body), from an origin's answer being streamed, and the edge's own short error pages;
 with the headers that show what the edge did: X-Cache, Cache-Status (RFC 9211), Age, Via,
-X-Served-By. The engine serializes a `Reply` for the client's protocol (`edge.protocol.http1`).
+X-Served-By. The engine hands the `Answer` (`edge.http.answer`) to the request's door, which
+writes it in its protocol's bytes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from multidict import CIMultiDict, MultiMapping
 
 from edge.base.ledger import RETRY_AFTER
 from edge.cache import policy
 from edge.cache.entry import Entry
+from edge.http.answer import Answer, Fields
 from edge.http.ranges import if_range_allows, multipart_body, plan_ranges
-
-Fields = list[tuple[str, str]]
 
 # Fields meant for this cache only (RFC 9213 leaves CDN-Cache-Control to pass on; the
 # Surrogate-Control spec asks surrogates to remove theirs). Tags unless configured to keep.
@@ -54,18 +54,6 @@ class Identity:
         "2"); on an answer, the version the answer was received in from the origin: "1.1"
         (aiohttp's client), whatever protocol the client speaks."""
         return f"{version} {self.node} (woodytoys-edge)"
-
-
-@dataclass(slots=True)
-class Reply:
-    """A response: `length` None means the body is streamed (unknown length)."""
-
-    status: int
-    fields: Fields
-    body: bytes | memoryview = b""
-    length: int | None = 0
-    close: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def client_fields(stored: Iterable[tuple[str, str]], ident: Identity) -> Fields:
@@ -123,6 +111,14 @@ def hit_status(entry: Entry, now: float, extra: str = "") -> str:
     return f"hit; ttl={ttl}" + (f"; {extra}" if extra else "")
 
 
+def hit_stamp(entry: Entry, ident: Identity, now: float) -> Fields:
+    """What a kept fresh hit's answer (`Answer.stamped`) is stamped with for each second of
+    its age, after its other fields: Age (RFC 9111 section 5.1) and Cache-Status (RFC 9211
+    section 2: `hit; ttl=<remaining freshness>`)."""
+    age, ttl = age_and_ttl(entry, now)
+    return [("Age", str(age)), ("Cache-Status", f"{ident.node}; hit; ttl={ttl}")]
+
+
 def not_modified(fields: Fields) -> Fields:
     return [(k, v) for k, v in fields if k.lower() in IN_304]
 
@@ -136,42 +132,42 @@ def from_entry(
     status: str,
     now: float,
     origin_ms: float | None = None,
-) -> Reply:
+) -> Answer:
     """Answer from a stored response: 304 to a matching conditional, 206/416 to a Range,
     the whole body otherwise (the protocol leaves the body out for HEAD)."""
     fields = client_fields(entry.headers, ident)
     fields += cache_fields(ident, x_cache, status, policy.current_age(entry, now), origin_ms)
     body = entry.body
     if entry.status == 200 and policy.not_modified_for(request_headers, entry):
-        return Reply(304, not_modified(fields))
+        return Answer(304, not_modified(fields))
     if entry.status != 200:
-        return Reply(entry.status, fields, body, len(body))
+        return Answer(entry.status, fields, body, len(body))
     add_accept_ranges(fields)
     range_header = request_headers.get("Range")
     if range_header is None or method not in ("GET", "HEAD"):
-        return Reply(200, fields, body, len(body))
+        return Answer(200, fields, body, len(body))
     if not if_range_allows(
         request_headers.get("If-Range"),
         entry.header("ETag"),
         entry.header("Last-Modified"),
         entry.header("Date"),
     ):
-        return Reply(200, fields, body, len(body))
+        return Answer(200, fields, body, len(body))
     plan = plan_ranges(range_header, len(body))
     if plan.whole:
-        return Reply(200, fields, body, len(body))
+        return Answer(200, fields, body, len(body))
     if plan.unsatisfiable:
         return unsatisfiable(fields, len(body))
     if len(plan.ranges) == 1:
         first, last = plan.ranges[0]
         fields.append(("Content-Range", f"bytes {first}-{last}/{len(body)}"))
         part = memoryview(body)[first : last + 1]  # no copy of the stored body
-        return Reply(206, fields, part, len(part))
+        return Answer(206, fields, part, len(part))
     content_type = next((v for k, v in fields if k.lower() == "content-type"), None)
     multipart, multipart_type = multipart_body(body, plan.ranges, content_type)
     fields = [(k, v) for k, v in fields if k.lower() != "content-type"]
     fields.append(("Content-Type", multipart_type))
-    return Reply(206, fields, multipart, len(multipart))
+    return Answer(206, fields, multipart, len(multipart))
 
 
 def from_origin(
@@ -182,17 +178,17 @@ def from_origin(
     cache_status: str,
     origin_ms: float | None,
     length: int | None,
-) -> Reply:
+) -> Answer:
     """The head of an origin's answer passed on to a client (the body streams after it).
     The origin's own Age is kept: an upstream cache's age counts (RFC 9111 section 5.1)."""
     origin_fields = list(origin_fields)
     fields = client_fields(origin_fields, ident)
     age = policy.age_value(CIMultiDict(origin_fields))
     fields += cache_fields(ident, x_cache, cache_status, age, origin_ms)
-    return Reply(status, fields, b"", length)
+    return Answer(status, fields, b"", length)
 
 
-def unsatisfiable(fields: Fields, length: int) -> Reply:
+def unsatisfiable(fields: Fields, length: int) -> Answer:
     """RFC 9110 section 15.5.17: a 416 with `Content-Range: bytes */<length>`, the stored
     answer's fields but for its Content-Type."""
     fields = [(k, v) for k, v in fields if k.lower() != "content-type"]
@@ -201,10 +197,10 @@ def unsatisfiable(fields: Fields, length: int) -> Reply:
         ("Content-Type", "text/plain; charset=utf-8"),
     ]
     text = b"range not satisfiable\n"
-    return Reply(416, fields, text, len(text))
+    return Answer(416, fields, text, len(text))
 
 
-def refusal(status: int, message: str) -> Reply:
+def refusal(status: int, message: str) -> Answer:
     """The edge's own short answer, as every door and the engine write it: `<status>:
     <message>`, never stored; a 503 says when to try again (RFC 9110 section 10.2.3)."""
     body = f"{status}: {message}\n".encode()
@@ -214,7 +210,7 @@ def refusal(status: int, message: str) -> Reply:
     ]
     if status == 503:  # too many connections, or request bodies (limits.kept.bodies)
         fields.append(("Retry-After", str(RETRY_AFTER)))
-    return Reply(status, fields, body, len(body))
+    return Answer(status, fields, body, len(body))
 
 
 def error(
@@ -225,7 +221,7 @@ def error(
     cache_status: str = "",
     allow: str = "",
     close: bool = False,
-) -> Reply:
+) -> Answer:
     """A short plain-text answer from the edge itself (`refusal`), with the cache's fields."""
     reply = refusal(status, message)
     fields = reply.fields
@@ -238,15 +234,15 @@ def error(
     return reply
 
 
-def plain(status: int, body: bytes, content_type: str, **extra: str) -> Reply:
+def plain(status: int, body: bytes, content_type: str, **extra: str) -> Answer:
     """An admin answer (JSON, Prometheus text, HTML)."""
     fields: Fields = [("Content-Type", content_type), ("Cache-Control", "no-store")]
     fields += [(k.replace("_", "-"), v) for k, v in extra.items()]
-    return Reply(status, fields, body, len(body))
+    return Answer(status, fields, body, len(body))
 
 
 JSON = "application/json; charset=utf-8"
 
 
-def json_reply(body: object, status: int = 200, **extra: str) -> Reply:
+def json_reply(body: object, status: int = 200, **extra: str) -> Answer:
     return plain(status, json.dumps(body).encode(), JSON, **extra)

@@ -40,8 +40,8 @@ import zstandard
 
 from edge.base.ledger import DEFAULT_LIMITS, ITEM_OVERHEAD, Account
 from edge.cache.entry import Entry
-from edge.cache.respond import Reply
 from edge.config.settings import CODING_NAMES, Compression
+from edge.http.answer import Answer
 from edge.store.tiers import Tiers
 from edge.upstream.fetch import Sink
 
@@ -395,12 +395,12 @@ class EncodingSink:
             await self.out.write(piece)
 
 
-def stream_reply(reply: Reply, coding: str | None) -> Reply:
+def stream_reply(reply: Answer, coding: str | None) -> Answer:
     """The head of a compressible answer being streamed: coded (no Content-Length, the body
     is chunked) when the client takes `coding`, identity otherwise; Vary says which."""
     if coding is None:
-        return Reply(reply.status, with_vary(reply.fields), reply.body, reply.length, reply.close)
-    return Reply(reply.status, variant_fields(reply.fields, coding), b"", None, reply.close)
+        return Answer(reply.status, with_vary(reply.fields), reply.body, reply.length, reply.close)
+    return Answer(reply.status, variant_fields(reply.fields, coding), b"", None, reply.close)
 
 
 class VariantMaker:

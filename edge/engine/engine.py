@@ -33,6 +33,7 @@ from edge.config.settings import EdgeConfig
 from edge.engine import access_log, compress, hints, slices
 from edge.engine.fresh_hits import FreshHits
 from edge.engine.purger import Purger
+from edge.http.answer import Answer, Responder, held_bytes
 from edge.http.fields import (
     ANSWERED_FROM_CACHE,
     F_ACCEPT_ENCODING,
@@ -42,7 +43,6 @@ from edge.http.fields import (
     HIT_PATH,
     NEUTRAL,
 )
-from edge.http.head import serialize_head
 from edge.http.ranges import if_range_allows, plan_ranges
 from edge.http.request import ParsedHead, Request, host_name
 from edge.store.tiers import Tiers
@@ -53,21 +53,20 @@ from edge.upstream.fetch import CHUNK, NOT_FOR_SHARED_FETCH, Fetch, FetchSpec, H
 if TYPE_CHECKING:
     from edge.ops.nodeview import NodeView
     from edge.ops.reload import Reloader
-    from edge.protocol.http1 import Http1Connection
 
 log = logging.getLogger("edge.engine.engine")
 
 ROUTE_CACHE_SIZE = 65536
 MAX_ANSWERS_PER_ENTRY = 64
 MAX_OWNED_ANSWER = 4096  # bytes of its own (not the entry's) a kept answer may hold
-PER_REQUEST = frozenset({"Age", "Cache-Status"})  # written by answer_hit for each request
+PER_REQUEST = frozenset({"Age", "Cache-Status"})  # stamped by answer_hit (respond.hit_stamp)
 Run = Coroutine[Any, Any, None]
 
 
 class Counted:
     """Passes a streamed body on to the client, counting the bytes (for stats and logs)."""
 
-    def __init__(self, conn: Http1Connection) -> None:
+    def __init__(self, conn: Responder) -> None:
         self.conn = conn
         self.sent = 0
 
@@ -79,7 +78,7 @@ class Counted:
 class Window(Counted):
     """Passes on only bytes first..last of a streamed body (a Range answered from a fill)."""
 
-    def __init__(self, conn: Http1Connection, first: int, last: int) -> None:
+    def __init__(self, conn: Responder, first: int, last: int) -> None:
         super().__init__(conn)
         self.first = first
         self.last = last
@@ -118,7 +117,6 @@ class Engine:
             self.ledger.account("heads"), head_size, drop_all=True
         )
         self.kept_hits = FreshHits(tiers, self.count_hits, self.ledger.account("hits"))
-        self.node_name = cfg.node.encode()
         self.hosts = frozenset(h.lower() for h in cfg.hosts)
         self.access_log: logging.Logger | None = None
         # operations (see `reconfigure` and `log`): latency and top URLs, the node view
@@ -128,8 +126,8 @@ class Engine:
         self.view: NodeView | None = None
         # The `/_edge/` endpoints and `PURGE /path`: edge.ops, wired by edge.server (the
         # engine never imports the layer above it).
-        self.admin: Callable[[Engine, Request, Http1Connection, str], Run | None] | None = None
-        self.purge_method: Callable[[Engine, Request, Http1Connection], Run | None] | None = None
+        self.admin: Callable[[Engine, Request, Responder, str], Run | None] | None = None
+        self.purge_method: Callable[[Engine, Request, Responder], Run | None] | None = None
         self.reloader: Reloader | None = None
         # Delivery hook: stored compressible objects get their coded variants (compress).
         self.encoder = compress.VariantMaker(
@@ -143,7 +141,7 @@ class Engine:
 
     # -- recv ---------------------------------------------------------------------------
 
-    def serve(self, req: Request, conn: Http1Connection) -> Run | None:
+    def serve(self, req: Request, conn: Responder) -> Run | None:
         """Answer `req`: at once (returns None), or through the returned coroutine."""
         method = req.method
         flags = req.flags
@@ -190,7 +188,7 @@ class Engine:
         """`host` is one of `hosts:` (checked only when the list is set)."""
         return forwarded_host(host, self.hosts) is not None
 
-    def reject(self, req: Request, conn: Http1Connection, r: flow.Reject) -> None:
+    def reject(self, req: Request, conn: Responder, r: flow.Reject) -> None:
         reply = respond.error(
             r.status, r.message, self.ident, r.x_cache, r.detail, r.allow, close=r.close
         )
@@ -201,20 +199,20 @@ class Engine:
 
     # -- lookup and hit -----------------------------------------------------------------
 
-    def lookup(self, req: Request, conn: Http1Connection, route: flow.Lookup) -> Run | None:
+    def lookup(self, req: Request, conn: Responder, route: flow.Lookup) -> Run | None:
         entries = self.tiers.get_now(route.key)
         if entries is None:
             return self.lookup_shared(req, conn, route)  # not in this node: ask Redis
         return self.decide(req, conn, route, entries)
 
-    async def lookup_shared(self, req: Request, conn: Http1Connection, route: flow.Lookup) -> None:
+    async def lookup_shared(self, req: Request, conn: Responder, route: flow.Lookup) -> None:
         entries = await self.tiers.get(route.key)
         run = self.decide(req, conn, route, entries)
         if run is not None:
             await run
 
     def decide(
-        self, req: Request, conn: Http1Connection, route: flow.Lookup, entries: list[Entry]
+        self, req: Request, conn: Responder, route: flow.Lookup, entries: list[Entry]
     ) -> Run | None:
         entry: Entry | None = None
         if not entries and self.slicer.policy_for(route) is not None:
@@ -274,7 +272,7 @@ class Engine:
     def deliver(
         self,
         req: Request,
-        conn: Http1Connection,
+        conn: Responder,
         entry: Entry,
         x_cache: str,
         detail: str,
@@ -305,9 +303,9 @@ class Engine:
         flags: int,
         special: tuple[tuple[bytes, bytes], ...],
         fields: Request | Sequence[tuple[bytes, bytes]],
-    ) -> tuple[int, bytes, bytes | memoryview] | None:
+    ) -> Answer | None:
         """The hit path, for a GET or HEAD without cache directives or a body: the answer
-        (status, head, body) when `target`'s stored entry is fresh (flow.lookup would say
+        when `target`'s stored entry is fresh (flow.lookup would say
         Hit; policy decides) and its answer for these conditional and Range fields is built;
         counted as a hit. None: `serve`'s general path answers. `fields`: the request, or
         the field lines HTTP/1.1 parsed before making one (edge.protocol.http1's hit), with which an
@@ -338,7 +336,7 @@ class Engine:
             if self.access_log is None:  # counted on the kept hit (`collect_hits`)
                 kept.hits += 1
                 if method != "HEAD":
-                    kept.sent += len(stamped[2])
+                    kept.sent += len(stamped.body)
                 return stamped
         else:
             found = self._fresh_entry(target, flags, coding, now)
@@ -348,7 +346,7 @@ class Engine:
             stamped = self._stamped_answer(entry, special, fields, now)
             if stamped is None:
                 return None
-        self._count_hit(entry.key, method, target, stamped[2])
+        self._count_hit(entry.key, method, target, stamped.body)
         return stamped
 
     def _stamped_answer(
@@ -357,7 +355,7 @@ class Engine:
         special: tuple[tuple[bytes, bytes], ...],
         fields: Request | Sequence[tuple[bytes, bytes]],
         now: float,
-    ) -> tuple[int, bytes, bytes | memoryview] | None:
+    ) -> Answer | None:
         """The answer for these conditional and Range fields, with Age and Cache-Status as
         of `now`; None when it is not built yet and `fields` is not a request."""
         answer = entry.answers.get(special)
@@ -402,7 +400,7 @@ class Engine:
             self.kept_hits.keep((target, coding), entry, policy.fresh_until(entry), now)
         return entry
 
-    def answer_hit(self, req: Request, conn: Http1Connection, entry: Entry, now: float) -> None:
+    def answer_hit(self, req: Request, conn: Responder, entry: Entry, now: float) -> None:
         """A fresh hit: the answer for this request's conditional and Range fields is built
         once per entry (`respond.from_entry`), then only Age and Cache-Status are written
         per request."""
@@ -410,27 +408,20 @@ class Engine:
         if answer is None:
             answer = self.build_answer(req, entry, now)
         stamped = self._stamp(entry, answer, now)
-        self._count_hit(entry.key, req.method, req.target, stamped[2])
+        self._count_hit(entry.key, req.method, req.target, stamped.body)
         self._send_hit(req, conn, stamped)
 
-    def _send_hit(
-        self, req: Request, conn: Http1Connection, answer: tuple[int, bytes, bytes | memoryview]
-    ) -> None:
+    def _send_hit(self, req: Request, conn: Responder, answer: Answer) -> None:
         """A stamped hit to a made request's connection, and its access-log line."""
-        status, head, body = answer
-        conn.write_raw(req, head, body)
+        conn.send(req, answer)
         if self.access_log is not None:
-            self.log(req, status, 0 if req.method == "HEAD" else len(body), "HIT")
+            size = 0 if req.method == "HEAD" else len(answer.body)
+            self.log(req, answer.status, size, "HIT")
 
-    def _stamp(
-        self, entry: Entry, answer: tuple[int, bytes, bytes | memoryview], now: float
-    ) -> tuple[int, bytes, bytes | memoryview]:
+    def _stamp(self, entry: Entry, answer: Answer, now: float) -> Answer:
         """A built answer with Age and Cache-Status as of `now` (the same for the rest of
         that second of its age: `edge.engine.fresh_hits` keeps it that long)."""
-        status, head, body = answer
-        age, ttl = respond.age_and_ttl(entry, now)
-        head += b"Age: %d\r\nCache-Status: %s; hit; ttl=%d\r\n\r\n" % (age, self.node_name, ttl)
-        return status, head, body
+        return answer.stamped(respond.hit_stamp(entry, self.ident, now))
 
     def _count_hit(self, key: str, method: str, target: str, body: bytes | memoryview) -> None:
         """One fresh hit's counters (the access log, when on, is written by the caller,
@@ -457,14 +448,10 @@ class Engine:
         second (the node tier's LRU learns of hot hits then)."""
         self.kept_hits.collect()
 
-    def build_answer(
-        self, req: Request, entry: Entry, now: float
-    ) -> tuple[int, bytes, bytes | memoryview]:
-        reply = respond.from_entry(entry, req.method, req.headers, self.ident, "HIT", "hit", now)
-        fields = [(k, v) for k, v in reply.fields if k not in PER_REQUEST]
-        head = serialize_head(reply.status, fields, reply.length, "")[:-2]
-        answer = (reply.status, head, reply.body)
-        owned = owned_bytes(entry, reply.body)
+    def build_answer(self, req: Request, entry: Entry, now: float) -> Answer:
+        answer = respond.from_entry(entry, req.method, req.headers, self.ident, "HIT", "hit", now)
+        answer.fields = [(k, v) for k, v in answer.fields if k not in PER_REQUEST]
+        owned = owned_bytes(entry, answer.body)
         if owned <= MAX_OWNED_ANSWER and len(entry.answers) < MAX_ANSWERS_PER_ENTRY:
             # Kept only when its body is the entry's own (or a view of it), or small: a
             # multipart body is a copy of the ranges it names (edge.base.ledger "answers").
@@ -472,7 +459,8 @@ class Engine:
             if type(answers) is not Charged:
                 answers = entry.answers = Charged(self.ledger.account("answers"))
             special = req.special
-            size = len(head) + owned + sum(len(k) + len(v) for k, v in special) + ITEM_OVERHEAD
+            size = held_bytes(answer) + owned + sum(len(k) + len(v) for k, v in special)
+            size += ITEM_OVERHEAD
             answers.keep(special, answer, size)
         return answer
 
@@ -516,7 +504,7 @@ class Engine:
     async def miss(
         self,
         req: Request,
-        conn: Http1Connection,
+        conn: Responder,
         route: flow.Lookup,
         decision: flow.Miss,
         req_cc: policy.RequestCacheControl,
@@ -552,7 +540,7 @@ class Engine:
     async def serve_fetched(
         self,
         req: Request,
-        conn: Http1Connection,
+        conn: Responder,
         route: flow.Lookup,
         decision: flow.Miss,
         req_cc: policy.RequestCacheControl,
@@ -626,7 +614,7 @@ class Engine:
         if head.status == 200 and req.flags & F_COND:
             probe = Entry("", 200, tuple(head.headers.items()), b"", now, now)
             if flow.wants_304(req.headers, probe):
-                conn.send(req, respond.Reply(304, respond.not_modified(reply.fields)))
+                conn.send(req, Answer(304, respond.not_modified(reply.fields)))
                 self.stats.record(x_cache, 0)
                 self.log(req, 304, 0, x_cache)
                 return
@@ -696,8 +684,8 @@ class Engine:
         self.log(req, reply.status, sink.sent, x_cache)
 
     def range_window(
-        self, req: Request, conn: Http1Connection, reply: respond.Reply, head: Head
-    ) -> tuple[Window, respond.Reply] | None:
+        self, req: Request, conn: Responder, reply: Answer, head: Head
+    ) -> tuple[Window, Answer] | None:
         """A single satisfiable Range of a 200 being streamed: a 206 cut out on the fly (as
         nginx's range filter does on a miss). None when it needs the whole body first."""
         length = head.length
@@ -716,12 +704,12 @@ class Engine:
             return None
         first, last = plan.ranges[0]
         fields = [*reply.fields, ("Content-Range", f"bytes {first}-{last}/{length}")]
-        return Window(conn, first, last), respond.Reply(206, fields, b"", last - first + 1)
+        return Window(conn, first, last), Answer(206, fields, b"", last - first + 1)
 
     def origin_failed(
         self,
         req: Request,
-        conn: Http1Connection,
+        conn: Responder,
         key: str,
         stale: Entry | None,
         error: OriginUnavailable,
@@ -748,7 +736,7 @@ class Engine:
     # -- pass ---------------------------------------------------------------------------
 
     async def pass_through(
-        self, req: Request, conn: Http1Connection, reason: str, replayable: bool = False
+        self, req: Request, conn: Responder, reason: str, replayable: bool = False
     ) -> None:
         """Straight to the origin and back, nothing stored. Only a request that cannot be a
         write (a HEAD, or a Range on a key nothing says is a write) may be sent again."""
@@ -785,7 +773,7 @@ class Engine:
                 origin.content_length,
             )
             # Delivery hook: an answer passed through is compressed as it streams.
-            out: Http1Connection | compress.EncodingSink = conn
+            out: Responder | compress.EncodingSink = conn
             settings = self.cfg.compression
             if compress.eligible(origin.status, reply.fields, origin.content_length, settings):
                 coding = compress.negotiate(req.headers.get("Accept-Encoding"), settings.codings)

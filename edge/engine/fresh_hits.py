@@ -33,12 +33,10 @@ from typing import TYPE_CHECKING
 from edge.base.ledger import DEFAULT_LIMITS, ITEM_OVERHEAD, Account
 from edge.cache import policy
 from edge.cache.entry import Entry
+from edge.http.answer import Answer, held_bytes
 
 if TYPE_CHECKING:
     from edge.store.tiers import Tiers
-
-Stamped = tuple[int, bytes, bytes | memoryview]
-"""An answer as the wire gets it: status, head (Age and Cache-Status included), body."""
 
 KeptKey = str | tuple[str, bytes | None]
 """A target, or a target and the class of Accept-Encoding (`compress.Choices.accept_class`;
@@ -94,8 +92,9 @@ class KeptHit:
         self.hits = 0  # answered since the last `FreshHits.collect`, and their body bytes
         self.sent = 0
         # The answers already stamped with Age and Cache-Status during `age_second`, by
-        # the request's conditional and Range fields (`Request.special`).
-        self.stamped: dict[tuple[tuple[bytes, bytes], ...], Stamped] = {}
+        # the request's conditional and Range fields (`Request.special`): each protocol's
+        # bytes for them are made once (`Answer.wire`).
+        self.stamped: dict[tuple[tuple[bytes, bytes], ...], Answer] = {}
         self.cost = 0  # bytes counted in the ledger for the kept hit, and for `stamped`
         self.stamped_cost = 0
 
@@ -141,13 +140,13 @@ class FreshHits:
         return kept
 
     def keep_stamped(
-        self, kept: KeptHit, special: tuple[tuple[bytes, bytes], ...], stamped: Stamped
+        self, kept: KeptHit, special: tuple[tuple[bytes, bytes], ...], stamped: Answer
     ) -> None:
         """`stamped` answers the next requests with these fields during this second of the
         age, if it fits. Its body must be one the entry keeps (`Entry.answers`)."""
         if len(kept.stamped) >= MAX_STAMPED:
             return
-        size = len(stamped[1]) + sum(len(k) + len(v) for k, v in special) + ITEM_OVERHEAD
+        size = held_bytes(stamped) + sum(len(k) + len(v) for k, v in special) + ITEM_OVERHEAD
         if self.account.take(size):
             kept.stamped[special] = stamped
             kept.stamped_cost += size

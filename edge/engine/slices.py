@@ -73,12 +73,13 @@ from edge.cache.slicing import (
     whole_fields,
 )
 from edge.config.settings import SlicePolicy
+from edge.http.answer import Answer, Responder
 from edge.http.ranges import if_range_allows, plan_ranges
 from edge.upstream.client import OriginUnavailable, end_to_end
 
 if TYPE_CHECKING:
     from edge.engine.engine import Engine
-    from edge.protocol.http1 import Http1Connection, Request
+    from edge.http.request import Request
 
 log = logging.getLogger("edge.engine.slices")
 CHUNK = 64 * 1024
@@ -346,7 +347,7 @@ class Slicer:
 
     # -- serving --------------------------------------------------------------------------
 
-    async def serve(self, req: Request, conn: Http1Connection, route: flow.Lookup) -> None:
+    async def serve(self, req: Request, conn: Responder, route: flow.Lookup) -> None:
         """Answer a GET or HEAD of a sliced object."""
         pol = self.policy_for(route)
         assert pol is not None
@@ -392,7 +393,7 @@ class Slicer:
     async def _serve(
         self,
         req: Request,
-        conn: Http1Connection,
+        conn: Responder,
         route: flow.Lookup,
         pol: SlicePolicy,
         sent: list[bool],
@@ -440,7 +441,7 @@ class Slicer:
         respond.add_accept_ranges(fields)
         headers = req.headers
         if flow.wants_304(headers, manifest):
-            reply = respond.Reply(304, respond.not_modified(fields))
+            reply = Answer(304, respond.not_modified(fields))
             conn.send(req, reply)
             self.engine.stats.record(x_cache, 0)
             self.engine.log(req, 304, 0, x_cache)
@@ -465,7 +466,7 @@ class Slicer:
                 first, last = plan.ranges[0]
                 code = 206
                 fields.append(("Content-Range", f"bytes {first}-{last}/{total}"))
-        reply = respond.Reply(code, fields, b"", last - first + 1)
+        reply = Answer(code, fields, b"", last - first + 1)
         if req.method == "HEAD":
             conn.start(req, reply)
             conn.end()
@@ -509,7 +510,7 @@ class Slicer:
         self.engine.stats.record(x_cache, written)
         self.engine.log(req, code, written, x_cache)
 
-    async def _relay(self, fill: SliceFill, conn: Http1Connection, lo: int, hi: int) -> int:
+    async def _relay(self, fill: SliceFill, conn: Responder, lo: int, hi: int) -> int:
         """Bytes lo..hi of a slice being fetched, passed on as they arrive."""
         offset, index, written = 0, 0, 0
         while True:

@@ -1,5 +1,10 @@
 """The request header fields the edge looks at before it builds the full header mapping:
-one bit each, set while the head is parsed (edge.protocol.http1, edge.protocol.http2)."""
+one bit each, set while the head is parsed, by every door the same way (`HeadFields.add`,
+called by edge.protocol.http1 and edge.protocol.http2 for each field line)."""
+
+from __future__ import annotations
+
+from edge.http.request import Refused
 
 F_RANGE = 1
 F_COND = 2  # If-None-Match / If-Modified-Since: may be answered 304 from cache
@@ -39,3 +44,36 @@ FLAGS_BY_NAME = {
     b"upgrade": F_UPGRADE,
     b"accept-encoding": F_ACCEPT_ENCODING,
 }
+
+
+Special = tuple[tuple[bytes, bytes], ...]
+
+
+class HeadFields:
+    """What a request head's field lines say before any mapping is built: the flags above,
+    the fields a hit's answer depends on (`special`: conditional and Range, by lower-case
+    name) and the Host."""
+
+    __slots__ = ("flags", "host", "special")
+
+    def __init__(self) -> None:
+        self.flags = 0
+        self.special: Special = ()
+        self.host = ""
+
+    def add(self, lname: bytes, value: bytes) -> None:
+        """One field line, its name lower-cased."""
+        flag = FLAGS_BY_NAME.get(lname)
+        if flag is not None:
+            self.flags |= flag
+            if flag & ANSWERED_FROM_CACHE:
+                self.special += ((lname, value),)
+        elif lname == b"host":
+            if self.flags & F_HOST:
+                # RFC 9112 section 3.2: more than one Host line is a 400 (on h2 a malformed
+                # request before this: edge.protocol.h2_frames.check_request).
+                raise Refused(400, "more than one Host header field")
+            self.flags |= F_HOST
+            self.host = value.decode("latin-1")
+        elif lname == b"connection":
+            self.flags |= F_CONNECTION

@@ -17,19 +17,19 @@ from edge import __version__
 from edge.base.observe import LATENCY_BUCKETS, quantile
 from edge.cache import respond
 from edge.cache.respond import json_reply
+from edge.http.answer import Answer, Responder
 from edge.ops import dashboard, nodeview
 from edge.ops import metrics as metrics_text
 
 if TYPE_CHECKING:
     from edge.engine.engine import Engine
     from edge.http.request import Request
-    from edge.protocol.http1 import Http1Connection
 
 log = logging.getLogger("edge.ops.admin")
 
 
 def serve(
-    engine: Engine, req: Request, conn: Http1Connection, path: str
+    engine: Engine, req: Request, conn: Responder, path: str
 ) -> Coroutine[Any, Any, None] | None:
     method = req.method
     if path == "/_edge/purge":
@@ -65,7 +65,7 @@ def serve(
     return None
 
 
-def health(engine: Engine) -> respond.Reply:
+def health(engine: Engine) -> Answer:
     """No auth: the Swarm health check uses it. 200 while this process can serve."""
     tiers = engine.tiers
     return json_reply(
@@ -114,7 +114,7 @@ def redacted(rows: list[list[Any]]) -> list[list[Any]]:
     return [[t, n] for t, n in sums.most_common()]
 
 
-def stats(engine: Engine, req: Request | None = None) -> respond.Reply:
+def stats(engine: Engine, req: Request | None = None) -> Answer:
     tiers = engine.tiers
     redis = tiers.redis.stats() if tiers.redis is not None else {"status": "off"}
     merged, snaps = node_numbers(engine)
@@ -145,7 +145,7 @@ def stats(engine: Engine, req: Request | None = None) -> respond.Reply:
     return json_reply(body)
 
 
-def metrics(engine: Engine) -> respond.Reply:
+def metrics(engine: Engine) -> Answer:
     tiers = engine.tiers
     redis_up = 1 if tiers.redis_status() == "up" else 0
     merged, _ = node_numbers(engine)
@@ -156,7 +156,7 @@ def metrics(engine: Engine) -> respond.Reply:
     return respond.plain(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 
-def history(engine: Engine) -> respond.Reply:
+def history(engine: Engine) -> Answer:
     """Per-second rates of the last minutes, the node's (`edge.ops.nodeview.History`)."""
     rows = engine.view.history.rates() if engine.view is not None else []
     return json_reply(
@@ -169,7 +169,7 @@ def history(engine: Engine) -> respond.Reply:
     )
 
 
-async def nodes(engine: Engine, req: Request, conn: Http1Connection) -> None:
+async def nodes(engine: Engine, req: Request, conn: Responder) -> None:
     """The nodes sharing this node's Redis, and the last purge with its acknowledgements."""
     if engine.view is None:
         conn.send(req, json_reply({"redis": "off", "nodes": [], "last_purge": None}))
@@ -177,11 +177,11 @@ async def nodes(engine: Engine, req: Request, conn: Http1Connection) -> None:
     conn.send(req, json_reply(await engine.view.nodes()))
 
 
-async def reload_post(engine: Engine, req: Request, conn: Http1Connection) -> None:
+async def reload_post(engine: Engine, req: Request, conn: Responder) -> None:
     conn.send(req, await _reload(engine, req))
 
 
-async def _reload(engine: Engine, req: Request) -> respond.Reply:
+async def _reload(engine: Engine, req: Request) -> Answer:
     """`POST /_edge/reload` (purge token): re-read the configuration file (edge.ops.reload).
     400 with the configuration error when the file is refused; 200 with what changed.
     With several workers, the supervisor is signalled and every worker reloads."""

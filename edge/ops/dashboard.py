@@ -21,10 +21,11 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from edge.cache import respond
+from edge.http.answer import Answer
 
 if TYPE_CHECKING:
     from edge.engine.engine import Engine
-    from edge.protocol.http1 import Request
+    from edge.http.request import Request
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -44,7 +45,7 @@ def asset(name: str) -> bytes:
     return resources.files("edge").joinpath("static", name).read_bytes()
 
 
-def page(path: str, engine: Engine, req: Request) -> respond.Reply:
+def page(path: str, engine: Engine, req: Request) -> Answer:
     name, content_type = PAGES[path]
     if path == PURGE_FORM:
         from edge.ops.purge_api import authorize

@@ -22,13 +22,13 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from edge.cache import respond
 from edge.cache.respond import json_reply
 from edge.engine.purger import purge_kind
+from edge.http.answer import Answer, Responder
 
 if TYPE_CHECKING:
     from edge.engine.engine import Engine
-    from edge.protocol.http1 import Http1Connection, Request
+    from edge.http.request import Request
 
 MAX_ITEMS = 1000
 MAX_ITEM_LENGTH = 4096
@@ -39,11 +39,11 @@ class BadPurge(ValueError):
     pass
 
 
-def _json_error(status: int, message: str, **extra: str) -> respond.Reply:
+def _json_error(status: int, message: str, **extra: str) -> Answer:
     return json_reply({"error": message}, status, **extra)
 
 
-def authorize(headers: Any, token: str | None) -> respond.Reply | None:
+def authorize(headers: Any, token: str | None) -> Answer | None:
     """None when the request may purge; otherwise the error answer."""
     if not token:
         return _json_error(
@@ -65,7 +65,7 @@ def authorize(headers: Any, token: str | None) -> respond.Reply | None:
     return None
 
 
-def _answer(result: dict[str, Any]) -> respond.Reply:
+def _answer(result: dict[str, Any]) -> Answer:
     return json_reply(result, 503 if "error" in result else 200)
 
 
@@ -133,11 +133,11 @@ def parse_purge_body(raw: bytes) -> dict[str, Any]:
     return spec
 
 
-async def purge_post(engine: Engine, req: Request, conn: Http1Connection) -> None:
+async def purge_post(engine: Engine, req: Request, conn: Responder) -> None:
     conn.send(req, await _purge_post(engine, req))
 
 
-async def _purge_post(engine: Engine, req: Request) -> respond.Reply:
+async def _purge_post(engine: Engine, req: Request) -> Answer:
     denied = authorize(req.headers, engine.cfg.purge_token)
     if denied is not None:
         return denied
@@ -168,13 +168,13 @@ SOFT_HEADERS = ("X-Purge-Soft", "Fastly-Soft-Purge")
 _YES = ("1", "true", "yes", "on")
 
 
-async def purge_method(engine: Engine, req: Request, conn: Http1Connection) -> None:
+async def purge_method(engine: Engine, req: Request, conn: Responder) -> None:
     """`PURGE /path`: purge that one URL (every variant); soft with `X-Purge-Soft: 1` (or
     Fastly's `Fastly-Soft-Purge: 1`)."""
     conn.send(req, await _purge_method(engine, req))
 
 
-async def _purge_method(engine: Engine, req: Request) -> respond.Reply:
+async def _purge_method(engine: Engine, req: Request) -> Answer:
     denied = authorize(req.headers, engine.cfg.purge_token)
     if denied is not None:
         return denied

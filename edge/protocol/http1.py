@@ -6,7 +6,8 @@ wait behind it). The hit path comes first: a plain GET or HEAD with nothing queu
 looked up while its head is parsed (`Engine.fresh_hit`) and, when it is a fresh hit, answered
 there, before any `Request` is made of it; a read that is a whole head already parsed once
 (a client repeating itself) is not parsed again: its kept outcome is used. The engine
-answers through the methods below: a whole `Reply`, or a head then a streamed body with flow
+answers through the methods below (its `edge.http.answer.Responder`): a whole `Answer`, written
+in HTTP/1.1's bytes (`head_bytes`), or a head then a streamed body with flow
 control (`write` waits while the client's socket is full). Request bodies are read whole
 before the engine sees the request (as nginx's `proxy_request_buffering on`): the origin never
 holds half a request from a slow client, and a client sending its body slower than
@@ -25,11 +26,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from edge.cache.respond import Reply, refusal
+from edge.cache.respond import refusal
+from edge.http.answer import Answer
 from edge.http.fields import (
     ANSWERED_FROM_CACHE,
     F_BODY,
@@ -38,12 +41,11 @@ from edge.http.fields import (
     F_HOST,
     F_TE,
     F_UPGRADE,
-    FLAGS_BY_NAME,
     HIT_PATH,
     NEUTRAL,
     PLAIN,
+    HeadFields,
 )
-from edge.http.head import reason, serialize_head
 from edge.http.request import (
     ParsedHead,
     Refused,
@@ -52,6 +54,7 @@ from edge.http.request import (
     content_length,
     method_of,
     split_target,
+    status_without_body,
     without_body,
 )
 from edge.protocol.tls_transport import LINGER
@@ -92,9 +95,7 @@ class Http1Connection(asyncio.BaseProtocol):
         self.parsing = False  # between a message's first byte and its end
         self.h_target = ""
         self.h_fields: list[tuple[bytes, bytes]] = []
-        self.h_flags = 0
-        self.h_special: tuple[tuple[bytes, bytes], ...] = ()  # conditional and Range fields
-        self.h_host = ""
+        self.h_seen = HeadFields()  # what the field lines say (flags, special fields, Host)
         # Whole request heads already parsed, and their outcome (see `data_received`).
         self.heads: dict[bytes, ParsedHead] = engine.request_heads
         self.h_memo: ParsedHead | None = None  # this head's outcome, to keep if it came whole
@@ -125,15 +126,12 @@ class Http1Connection(asyncio.BaseProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        guard = self.guard
-        if not guard.admit(self):  # limits.max_connections
+        peer = self.guard.accept(self, transport)
+        if peer is None:  # limits.max_connections
             self.transport.write(self._error_bytes(503, "too many connections"))
             self.transport.close()
             return
-        guard.accepted += 1
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and peer:
-            self.peer = str(peer[0])
+        self.peer = peer
         now = self.loop.time()
         self.last_activity = now
         self.head_started = now  # a new connection must send a head in time too
@@ -188,9 +186,9 @@ class Http1Connection(asyncio.BaseProtocol):
         return self.transport is None or self.transport.is_closing() or self.lingering
 
     def _error_bytes(self, status: int, message: str, head: bool = False) -> bytes:
-        reply = refusal(status, message)
-        out = serialize_head(status, reply.fields, reply.length, "Connection: close\r\n")
-        return out if head else out + reply.body  # RFC 9110 section 9.3.2: none after a HEAD
+        answer = refusal(status, message)
+        out = with_tail(head_bytes(answer), "Connection: close\r\n")
+        return out if head else out + answer.body  # RFC 9110 section 9.3.2: none after a HEAD
 
     def fail(self, status: int, message: str, head: bool = False) -> None:
         """Answer a protocol error and close; nothing queued behind it is answered."""
@@ -347,9 +345,7 @@ class Http1Connection(asyncio.BaseProtocol):
         self.h_memo = None
         self.h_target = ""
         self.h_fields = []
-        self.h_flags = 0
-        self.h_special = ()
-        self.h_host = ""
+        self.h_seen = HeadFields()
         self.head_bytes = 0
         self.head_started = self.loop.time()
 
@@ -362,29 +358,17 @@ class Http1Connection(asyncio.BaseProtocol):
         fields = self.h_fields
         if len(name) + len(value) > self.max_field or len(fields) >= self.max_headers:
             raise Refused(431, "request header fields too large")
-        lname = name.lower()
-        flag = FLAGS_BY_NAME.get(lname)
-        if flag is not None:
-            self.h_flags |= flag
-            if flag & ANSWERED_FROM_CACHE:
-                self.h_special += ((lname, value),)
-        elif lname == b"host":
-            if self.h_flags & F_HOST:
-                # RFC 9112 section 3.2: more than one Host line is a 400.
-                raise Refused(400, "more than one Host header field")
-            self.h_flags |= F_HOST
-            self.h_host = value.decode("latin-1")
-        elif lname == b"connection":
-            self.h_flags |= F_CONNECTION
+        self.h_seen.add(name.lower(), value)
         fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         # The request check every door makes, in the same order (edge.http.request).
         method = method_of(parser.get_method())
-        flags = self.h_flags
+        seen = self.h_seen
+        flags = seen.flags
         if flags & F_HOST:
-            check_host(self.h_host)
+            check_host(seen.host)
         keep_alive = parser.should_keep_alive()
         # Without a Connection field, a connection llhttp keeps alive is HTTP/1.1's (it
         # keeps 1.0, 0.9 and 2.0 open only with "Connection: keep-alive"); asking httptools
@@ -394,17 +378,9 @@ class Http1Connection(asyncio.BaseProtocol):
         target = self.h_target
         fields = self.h_fields
         if keep_alive and not flags & UNKEPT and (method == "GET" or method == "HEAD"):
-            self.h_memo = (
-                method,
-                target,
-                self.h_host,
-                flags,
-                self.h_special,
-                tuple(fields),
-                version,
-            )
+            self.h_memo = (method, target, seen.host, flags, seen.special, tuple(fields), version)
         self._head_parsed(
-            method, target, self.h_host, flags, self.h_special, fields, keep_alive, version
+            method, target, seen.host, flags, seen.special, fields, keep_alive, version
         )
 
     def _head_parsed(
@@ -434,7 +410,7 @@ class Http1Connection(asyncio.BaseProtocol):
             if transport is not None and not transport.is_closing():
                 answer = self.engine.fresh_hit(method, target, host, flags, special, fields)
                 if answer is not None:
-                    self._write_built(transport, keep_alive, version, method, answer[1], answer[2])
+                    self._write_built(transport, keep_alive, version, method, answer)
                     self._done(keep_alive)
                     return
         req = self.request_class(self.peer)
@@ -581,12 +557,12 @@ class Http1Connection(asyncio.BaseProtocol):
             return self.extra_fields + "Connection: keep-alive\r\n"
         return self.extra_fields
 
-    def write_raw(self, req: Request, head: bytes, body: bytes | memoryview) -> None:
-        """A whole pre-serialized answer (the hit path). `head` ends with its blank line."""
+    def send(self, req: Request, answer: Answer) -> None:
+        """A whole answer."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        self._write_built(transport, req.keep_alive, req.version, req.method, head, body)
+        self._write_built(transport, req.keep_alive, req.version, req.method, answer)
 
     def _write_built(
         self,
@@ -594,34 +570,24 @@ class Http1Connection(asyncio.BaseProtocol):
         keep_alive: bool,
         version: str,
         method: str,
-        head: bytes,
-        body: bytes | memoryview,
+        answer: Answer,
     ) -> None:
-        tail = self._tail_for(keep_alive, version, False)
+        head = head_bytes(answer)
+        tail = self._tail_for(keep_alive, version, answer.close)
         if tail:  # HTTP/1.1 keep-alive without extra fields, the usual hit, adds nothing
-            head = head[:-2] + tail.encode("latin-1") + b"\r\n"
-        _write_whole(transport, head, b"" if method == "HEAD" else body)
+            head = with_tail(head, tail)
+        no_body = without_body(method, answer.status)
+        _write_whole(transport, head, b"" if no_body else answer.body)
 
-    def send(self, req: Request, reply: Reply) -> None:
-        """A whole answer."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        head = serialize_head(
-            reply.status, reply.fields, reply.length, self._tail(req, reply.close)
-        )
-        no_body = without_body(req.method, reply.status)
-        _write_whole(transport, head, b"" if no_body else reply.body)
-
-    def start(self, req: Request, reply: Reply) -> None:
+    def start(self, req: Request, answer: Answer) -> None:
         """The head of an answer whose body follows through `write` and `end`."""
         if self.gone:
             raise ConnectionResetError("client gone")
         assert self.transport is not None
-        tail = self._tail(req, reply.close)
+        tail = self._tail(req, answer.close)
         self.chunked_out = False
-        no_body = without_body(req.method, reply.status)
-        if reply.length is None and not no_body:
+        no_body = without_body(req.method, answer.status)
+        if answer.length is None and not no_body:
             if req.version == "1.0":
                 # the end of the body is the end of the connection
                 tail = self.extra_fields + "Connection: close\r\n"
@@ -629,15 +595,16 @@ class Http1Connection(asyncio.BaseProtocol):
             else:
                 tail += "Transfer-Encoding: chunked\r\n"
                 self.chunked_out = True
-        self.transport.write(serialize_head(reply.status, reply.fields, reply.length, tail))
+        head = head_bytes(answer)
+        self.transport.write(with_tail(head, tail) if tail else head)
         if self.timed:
             req.first_byte = time.monotonic()
 
     def interim(self, status: int, fields: list[tuple[str, str]]) -> None:
         """A 1xx answer before the final one (103 Early Hints); HTTP/1.1 clients only."""
         if self.transport is not None and not self.gone and self.answering is not None:
-            lines = [f"HTTP/1.1 {status} {reason(status)}", *(f"{k}: {v}" for k, v in fields)]
-            self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace"))
+            head = status_line(status) + field_lines(fields) + b"\r\n"
+            self.transport.write(head)
 
     async def write(self, data: bytes | memoryview) -> None:
         """A piece of the body; waits while the client's socket buffer is full."""
@@ -666,6 +633,49 @@ class Http1Connection(asyncio.BaseProtocol):
         self.close_after = True
         if self.transport is not None:
             self.transport.abort()
+
+
+# -- an answer in HTTP/1.1's bytes -------------------------------------------------------
+
+H1 = "http/1.1"  # the key of this protocol's serializations on an Answer (`Answer.wire`)
+
+
+def reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {reason(status)}\r\n".encode("latin-1")
+
+
+def field_lines(fields: Sequence[tuple[str, str]]) -> bytes:
+    return "".join([f"{k}: {v}\r\n" for k, v in fields]).encode("latin-1", "replace")
+
+
+def head_bytes(answer: Answer) -> bytes:
+    """The answer's head as HTTP/1.1 writes it, up to its blank line, without what the
+    connection adds (`_tail_for`): the status line, the fields, Content-Length (RFC 9110
+    section 8.6: never with a status that has no content), the stamp. Made once per
+    answer, and the part before the stamp once per kept answer (`Answer.fixed`)."""
+    head = answer.wire.get(H1)
+    if head is None:
+        fixed = answer.fixed.get(H1)
+        if fixed is None:
+            status = answer.status
+            fixed = status_line(status) + field_lines(answer.fields)
+            if answer.length is not None and not status_without_body(status):
+                fixed += b"Content-Length: %d\r\n" % answer.length
+            answer.fixed[H1] = fixed
+        head = answer.wire[H1] = fixed + field_lines(answer.stamp) + b"\r\n"
+    return head
+
+
+def with_tail(head: bytes, tail: str) -> bytes:
+    """A head (`head_bytes`) with the connection's lines (`tail`) before its blank line."""
+    return head[:-2] + tail.encode("latin-1", "replace") + b"\r\n"
 
 
 def _method_refusal(data: bytes) -> Refused:

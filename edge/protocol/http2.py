@@ -2,17 +2,17 @@
 the server side of the protocol written here (frames, stream states, flow control) over
 `edge.protocol.h2_frames` (the wire format; the `hpack` package decodes request header blocks).
 
-Each stream is a `Stream`: the engine's responder, with the same methods as
-`edge.protocol.http1.Http1Connection` (`send`, `start` / `write` / `end`, `abort`, `interim`,
-`write_raw`), so `Engine.serve` answers both protocols with the same headers (Via on an
-answer names the HTTP/1.1 it came from the origin in; the request sent to the origin names
-"2"). A request is built from its HEADERS (`:authority` as Host) and its DATA, buffered
-whole as on HTTP/1.1.
+Each stream is a `Stream`: the engine's `edge.http.answer.Responder` for its request (`send`,
+`start` / `write` / `end`, `abort`, `interim`), so `Engine.serve` answers both protocols with
+the same `Answer` (Via on an answer names the HTTP/1.1 it came from the origin in; the request
+sent to the origin names "2"). A request is built from its HEADERS (`:authority` as Host) and
+its DATA, buffered whole as on HTTP/1.1.
 
 The hit path is short: a request header block made of indexed fields only is decoded and
-checked once per connection (`h2_frames.RequestDecoder`); the answer's header block is
-encoded without the dynamic table, so the part of a cached answer's head before Age is
-encoded once per head (`head_block`), and everything a batch of received frames produces
+checked once per connection (`h2_frames.RequestDecoder`); an answer's header block is
+encoded without the dynamic table, so it is encoded once per answer and kept on it
+(`header_block`): a kept hit's fields before Age once per kept answer, its Age and
+Cache-Status once per second of its age; and everything a batch of received frames produces
 goes out in one write.
 
 Flow control both ways: a response body goes out as the client's stream and connection
@@ -63,13 +63,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from edge.base.ledger import ITEM_OVERHEAD
-from edge.cache.respond import Reply, refusal
+from edge.cache.respond import refusal
 from edge.config.tls import Http2Settings
-from edge.http.fields import ANSWERED_FROM_CACHE, F_BODY, F_HOST, FLAGS_BY_NAME
+from edge.http.answer import Answer, Fields
+from edge.http.fields import F_HOST, HeadFields
 from edge.http.request import (
     Refused,
     TlsRequest,
@@ -86,7 +87,6 @@ from edge.protocol.h2_frames import ErrorCode, H2Error
 if TYPE_CHECKING:
     from edge.engine.engine import Engine
     from edge.http.request import Request
-    from edge.protocol.http1 import Http1Connection
 
 log = logging.getLogger("edge.protocol.http2")
 
@@ -98,7 +98,7 @@ OUTBUF_LIMIT = 4 << 20  # bytes queued to a client that is not reading: close it
 MAX_FRAME = wire.MIN_FRAME  # what we accept and what we send
 MAX_CONTINUATIONS = 64
 SMALL_INCREMENT = 1024  # a WINDOW_UPDATE below this counts as a control frame
-HEAD_BLOCKS = 4096  # encoded heads kept (`head_block`)
+H2 = "h2"  # the key of this protocol's serializations on an Answer (`Answer.wire`)
 
 
 class Stream:
@@ -149,37 +149,23 @@ class Stream:
         self.received = 0
         self.kept = 0  # body bytes charged to the ledger's `bodies` (given back at the end)
 
-    # -- the engine's side (the same methods as Http1Connection) -------------------------
+    # -- the engine's side (edge.http.answer.Responder) ----------------------------------
 
-    def send(self, req: Request, reply: Reply) -> None:
+    def send(self, req: Request, answer: Answer) -> None:
         if self.reset or self.started:
             return
-        no_body = without_body(req.method, reply.status) or not reply.body
+        body = answer.body
+        no_body = without_body(req.method, answer.status) or not body
         conn = self.conn
-        block = wire.encode_status(reply.status) + conn.fields_block(reply.fields)
-        conn.send_head(self, block, reply.status, reply.length, reply.fields, no_body)
-        if not no_body:
-            conn.send_body(self, memoryview(reply.body), end=True)
-
-    def write_raw(self, req: Request, head: bytes, body: bytes | memoryview) -> None:
-        """The engine's hit fast path hands a pre-serialized HTTP/1.1 head: its fields are
-        taken as they are (the same X-Cache, Age, Cache-Status as on HTTP/1.1)."""
-        if self.reset or self.started:
-            return
-        conn = self.conn
-        block = conn.head_block(head)
-        no_body = req.method == "HEAD" or not body
-        conn.send_head(self, block, 0, None, None, no_body)
+        conn.send_head(self, header_block(answer), no_body)
         if not no_body:
             conn.send_body(self, memoryview(body), end=True)
 
-    def start(self, req: Request, reply: Reply) -> None:
+    def start(self, req: Request, answer: Answer) -> None:
         if self.reset:
             raise ConnectionResetError("stream reset")
-        no_body = without_body(req.method, reply.status)
-        conn = self.conn
-        block = wire.encode_status(reply.status) + conn.fields_block(reply.fields)
-        conn.send_head(self, block, reply.status, reply.length, reply.fields, no_body)
+        no_body = without_body(req.method, answer.status)
+        self.conn.send_head(self, header_block(answer), no_body)
 
     async def write(self, data: bytes | memoryview) -> None:
         if self.reset:
@@ -203,28 +189,47 @@ class Stream:
         """The body broke off: reset the stream, so the client sees it incomplete."""
         self.conn.reset_stream(self, ErrorCode.INTERNAL_ERROR)
 
-    def interim(self, status: int, fields: list[tuple[str, str]]) -> None:
+    def interim(self, status: int, fields: Fields) -> None:
         """A 1xx answer before the final one (103 Early Hints)."""
         if not self.reset and not self.started:
             conn = self.conn
-            block = wire.encode_status(status) + conn.fields_block(fields)
+            block = wire.encode_status(status) + fields_block(fields)
             conn.out.append(wire.headers(self.id, conn.table_prefix() + block, False))
             conn.flush()
 
 
-def h1_head_fields(head: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
-    """Status and fields of a serialized HTTP/1.1 head (`edge.protocol.http1.serialize_head`)."""
-    lines = head.split(b"\r\n")
-    status = int(lines[0][9:12])
+def fields_block(fields: Sequence[tuple[str, str]]) -> bytes:
+    """Fields encoded (RFC 7541 section 6.2.2, no Huffman), their names lower-cased (RFC 9113
+    section 8.2.1), without the connection-specific ones (section 8.2.2)."""
     out = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
+    for k, v in fields:
+        name = k.lower().encode("latin-1")
         if name not in NOT_SENT:
-            out.append((name, value.strip()))
-    return status, out
+            out.append(wire.encode_field(name, v.encode("latin-1", "replace")))
+    return b"".join(out)
+
+
+def header_block(answer: Answer) -> bytes:
+    """An answer's header block but for what the connection adds (`send_head`): :status, the
+    fields, content-length (when the length is known, the status has content and no field
+    gives it), the stamp. Encoded once per answer, and the part before the stamp once per
+    kept answer (`Answer.fixed`)."""
+    block = answer.wire.get(H2)
+    if block is None:
+        fixed = answer.fixed.get(H2)
+        if fixed is None:
+            status, fields, length = answer.status, answer.fields, answer.length
+            fixed = wire.encode_status(status) + fields_block(fields)
+            if (
+                length is not None
+                and not status_without_body(status)
+                and not any(k.lower() == "content-length" for k, _ in fields)
+            ):
+                fixed += wire.encode_field(b"content-length", b"%d" % length)
+            answer.fixed[H2] = fixed
+        stamp = answer.stamp
+        block = answer.wire[H2] = fixed + fields_block(stamp) if stamp else fixed
+    return block
 
 
 class Budget:
@@ -257,12 +262,6 @@ Parsed = tuple[
     bool,
     int | None,
 ]
-
-# The encoded part of a cached answer's head before its per-request fields (Age and what
-# follows), by the bytes of that part: the engine keeps one serialized head per answer.
-_head_blocks: dict[bytes, bytes] = {}
-# The encoded names of the per-answer fields after it, by their HTTP/1.1 spelling ("Age").
-_tail_prefixes: dict[bytes, bytes] = {}
 
 
 class Http2Connection(asyncio.Protocol):
@@ -338,8 +337,8 @@ class Http2Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        guard = self.guard
-        if not guard.admit(self):  # limits.max_connections
+        peer = self.guard.accept(self, transport)
+        if peer is None:  # limits.max_connections
             self.transport.write(
                 self._our_settings()
                 + wire.goaway(0, ErrorCode.REFUSED_STREAM, b"too many connections")
@@ -347,10 +346,7 @@ class Http2Connection(asyncio.Protocol):
             self.dead = True
             self.transport.close()
             return
-        guard.accepted += 1
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and peer:
-            self.peer = str(peer[0])
+        self.peer = peer
         now = self.loop.time()
         self.last_activity = now
         self.preface_deadline = now + self.header_timeout
@@ -804,9 +800,7 @@ class Http2Connection(asyncio.Protocol):
         raw: list[tuple[bytes, bytes]] = []
         cookies: list[bytes] = []
         method = path = authority = b""
-        host = ""
-        flags = 0
-        special: tuple[tuple[bytes, bytes], ...] = ()
+        seen = HeadFields()
         lengths: set[bytes] = set()
         too_large = len(fields) > self.max_headers + 4  # + the pseudo-header fields
         for name, value in fields:
@@ -823,19 +817,13 @@ class Http2Connection(asyncio.Protocol):
             if name == b"cookie":
                 cookies.append(value)  # RFC 9113 section 8.2.3: joined again
                 continue
-            flag = FLAGS_BY_NAME.get(name)
-            if flag is not None:
-                flags |= flag
-                if flag & ANSWERED_FROM_CACHE:
-                    special += ((name, value),)
-                if flag & F_BODY and name == b"content-length":
-                    lengths.add(value)
-            elif name == b"host":
-                flags |= F_HOST
-                host = value.decode("latin-1")
+            seen.add(name, value)  # names are lower case (h2_frames.check_request)
+            if name == b"content-length":
+                lengths.add(value)
             raw.append((name, value))
         if cookies:
             raw.append((b"cookie", b"; ".join(cookies)))
+        flags, host = seen.flags, seen.host
         if authority:
             host = authority.decode("latin-1")
             if not flags & F_HOST:
@@ -855,7 +843,7 @@ class Http2Connection(asyncio.Protocol):
             host,
             tuple(raw),
             flags,
-            special,
+            seen.special,
             too_large,
             None if length is None else content_length(length),
         )
@@ -945,8 +933,7 @@ class Http2Connection(asyncio.Protocol):
         self._body_done(stream)
         req = stream.req
         req.complete = True
-        # A Stream has the responder methods of an Http1Connection (the engine's annotation).
-        run = self.engine.serve(req, cast("Http1Connection", stream))
+        run = self.engine.serve(req, stream)
         if run is not None:
             stream.running = True
             self.running += 1
@@ -994,64 +981,9 @@ class Http2Connection(asyncio.Protocol):
             return wire.TABLE_SIZE_ZERO
         return b""
 
-    def fields_block(self, fields: list[tuple[str, str]]) -> bytes:
-        """A Reply's fields, lower-cased, without the connection-specific ones."""
-        out = []
-        for k, v in fields:
-            name = k.lower().encode("latin-1")
-            if name not in NOT_SENT:
-                out.append(wire.encode_field(name, v.encode("latin-1", "replace")))
-        return b"".join(out)
-
-    def head_block(self, head: bytes) -> bytes:
-        """The header block of a serialized HTTP/1.1 head: the part before Age is encoded
-        once per head's bytes, the rest (Age, Cache-Status) per answer."""
-        cut = head.find(b"\r\nAge: ")
-        fixed = head if cut < 0 else head[:cut]
-        block = _head_blocks.get(fixed)
-        if block is None:
-            status, fields = h1_head_fields(fixed + b"\r\n")
-            encoded = [wire.encode_field(k, v) for k, v in fields]
-            block = wire.encode_status(status) + b"".join(encoded)
-            if len(_head_blocks) >= HEAD_BLOCKS:
-                _head_blocks.clear()
-            _head_blocks[fixed] = block
-        if cut < 0:
-            return block
-        rest = [block]
-        prefixes = _tail_prefixes
-        for line in head[cut + 2 :].split(b"\r\n"):
-            if line:
-                name, _, value = line.partition(b":")
-                prefix = prefixes.get(name)
-                if prefix is not None:
-                    rest.append(wire.encode_value(prefix, value.strip()))
-                    continue
-                lname = name.strip().lower()
-                if lname in NOT_SENT:
-                    continue
-                rest.append(wire.encode_field(lname, value.strip()))
-                if len(prefixes) < 64:
-                    prefixes[name] = wire.name_prefix(lname)
-        return b"".join(rest)
-
-    def send_head(
-        self,
-        stream: Stream,
-        block: bytes,
-        status: int,
-        length: int | None,
-        fields: list[tuple[str, str]] | None,
-        end: bool,
-    ) -> None:
-        """The final HEADERS: `block` has :status and the fields; HSTS and Content-Length
-        (when `length` is known and `fields` have none) are added here."""
-        if (
-            length is not None
-            and not status_without_body(status)
-            and not any(k.lower() == "content-length" for k, _ in fields or ())
-        ):
-            block += wire.encode_field(b"content-length", b"%d" % length)
+    def send_head(self, stream: Stream, block: bytes, end: bool) -> None:
+        """The final HEADERS: `block` is the answer's (`header_block`); the table size
+        update and HSTS are added here."""
         stream.started = True
         if stream.reset or self.dead:
             return

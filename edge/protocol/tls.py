@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from edge.cache import flow
-from edge.cache.respond import Reply
 from edge.config.tls import CertFiles, TlsSettings
+from edge.http.answer import Answer
 from edge.http.request import Request, TlsRequest, host_name
 from edge.protocol.http1 import Http1Connection
 from edge.protocol.tls_transport import TlsTransport
@@ -286,7 +286,7 @@ class Redirector:
                     ("X-Served-By", self.engine.ident.node),
                 ]
                 # RFC 9110 section 15.4.9: 308 keeps the method and body (a POST stays a POST).
-                conn.send(req, Reply(308, fields, body, len(body)))
+                conn.send(req, Answer(308, fields, body, len(body)))
                 self.engine.log(req, 308, len(body), "-")
                 return None
         return self.engine.serve(req, conn)

@@ -59,9 +59,9 @@ def answers_owned(engine: Engine) -> int:
     """Bytes of their own the answers kept on entries and on kept hits hold."""
     total = 0
     for entry in engine.tiers.hot.entries():
-        total += sum(owned_bytes(entry, body) for _, _, body in entry.answers.values())
+        total += sum(owned_bytes(entry, a.body) for a in entry.answers.values())
     for kept in engine.kept_hits.kept.values():
-        total += sum(owned_bytes(kept.entry, body) for _, _, body in kept.stamped.values())
+        total += sum(owned_bytes(kept.entry, a.body) for a in kept.stamped.values())
     return total
 
 

@@ -11,13 +11,15 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import hpack
 import pytest
 import trustme
 
 from edge.config.settings import ConfigError, apply_overrides, parse_config
 from edge.config.tls import CertFiles
-from edge.http.head import serialize_head
-from edge.protocol.http2 import h1_head_fields
+from edge.http.answer import Answer
+from edge.protocol.http1 import head_bytes
+from edge.protocol.http2 import header_block
 from tests.edge.conftest import url
 from tests.edge.ops_helpers import fetch, get_json, start_edge, wait_for
 from tests.edge.test_node_cache import workers_that_answered
@@ -323,11 +325,29 @@ async def test_graceful_stop_sends_goaway_and_finishes_streams(
     await client.close()
 
 
-def test_h1_head_fields_round_trip() -> None:
-    head = serialize_head(200, [("X-Cache", "HIT"), ("Via", "1.1 e")], 5, "Connection: close\r\n")
-    status, fields = h1_head_fields(head)
-    assert status == 200
-    assert fields == [(b"x-cache", b"HIT"), (b"via", b"1.1 e"), (b"content-length", b"5")]
+def test_one_answer_in_each_protocols_bytes() -> None:
+    """An answer is written by each protocol from its fields (never from another protocol's
+    bytes): the fields, the length, then the stamp; h2 lower-cases the names and leaves out
+    the connection's fields. A stamped copy reuses what was made of the answer's fields."""
+    answer = Answer(200, [("X-Cache", "HIT"), ("Via", "1.1 e"), ("Connection", "close")], b"ab", 2)
+    stamped = answer.stamped([("Age", "3")])
+    assert head_bytes(stamped) == (
+        b"HTTP/1.1 200 OK\r\nX-Cache: HIT\r\nVia: 1.1 e\r\nConnection: close\r\n"
+        b"Content-Length: 2\r\nAge: 3\r\n\r\n"
+    )
+    assert hpack.Decoder().decode(header_block(stamped), raw=True) == [
+        (b":status", b"200"),
+        (b"x-cache", b"HIT"),
+        (b"via", b"1.1 e"),
+        (b"content-length", b"2"),
+        (b"age", b"3"),
+    ]
+    again = answer.stamped([("Age", "4")])
+    assert head_bytes(again).endswith(b"Content-Length: 2\r\nAge: 4\r\n\r\n")
+    assert answer.fixed is again.fixed and set(answer.fixed) == {"http/1.1", "h2"}
+    assert head_bytes(Answer(304, [("ETag", '"v"')], b"", 5)) == (
+        b'HTTP/1.1 304 Not Modified\r\nETag: "v"\r\n\r\n'  # RFC 9110 section 8.6
+    )
 
 
 def resumed_get(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> Any:

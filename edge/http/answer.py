@@ -1,0 +1,94 @@
+"""The answer every door writes, and what the engine calls on a door to write it.
+
+The engine builds an `Answer` (status, header fields, a body or, after `Responder.start`, a
+stream) for every request (`edge.cache.respond`) and hands it to the request's `Responder`:
+the HTTP/1.1 connection (`edge.protocol.http1`) or the h2 stream (`edge.protocol.http2`) it
+came by. Each protocol turns an `Answer` into its own bytes; none reads another's.
+
+A hit's answer is built once per stored entry and kept (`Entry.answers`,
+`edge.engine.fresh_hits`), then stamped for each second of its age with the fields that
+change (Age, Cache-Status: `stamped`). So that a repeated hit costs no serialization, a
+protocol keeps what it made of an answer on the answer itself, under its own key: `fixed`,
+the status, fields and length, shared by every stamped copy of a kept answer; `wire`, the
+whole head, stamp included, this answer's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from edge.http.request import Request
+
+Fields = list[tuple[str, str]]
+
+
+class Answer:
+    """An answer: `length` None means the body is streamed after the head (unknown length).
+
+    The fields a protocol writes are `fields`, then the length (its framing), then `stamp`:
+    the fields written for each request of a kept answer (empty otherwise)."""
+
+    __slots__ = ("body", "close", "fields", "fixed", "length", "stamp", "status", "wire")
+
+    def __init__(
+        self,
+        status: int,
+        fields: Fields,
+        body: bytes | memoryview = b"",
+        length: int | None = 0,
+        close: bool = False,
+    ) -> None:
+        self.status = status
+        self.fields = fields
+        self.body = body
+        self.length = length
+        self.close = close  # the connection ends after it (HTTP/1.1)
+        self.stamp: Sequence[tuple[str, str]] = ()
+        # Serializations, by the protocol's key: of status, fields and length (shared with
+        # the stamped copies), and of the whole head.
+        self.fixed: dict[str, Any] = {}
+        self.wire: dict[str, Any] = {}
+
+    def stamped(self, stamp: Sequence[tuple[str, str]]) -> Answer:
+        """This answer with `stamp` written after its fields: the same body, and what the
+        protocols made of the rest of its head (`fixed`) shared, not made again."""
+        out = Answer(self.status, self.fields, self.body, self.length, self.close)
+        out.stamp = stamp
+        out.fixed = self.fixed
+        return out
+
+    def __repr__(self) -> str:
+        return f"Answer({self.status}, {self.fields!r}, {len(self.body)} bytes, {self.length})"
+
+
+def held_bytes(answer: Answer) -> int:
+    """About the bytes a kept answer holds beside its body: its fields, and a serialization
+    of its head per protocol that sent it (HTTP/1.1's and h2's, each about as long)."""
+    size = 32 + sum(len(k) + len(v) + 4 for k, v in answer.fields)
+    size += sum(len(k) + len(v) + 4 for k, v in answer.stamp)
+    return 3 * size
+
+
+class Responder(Protocol):
+    """What the engine calls on the door a request came by (an HTTP/1.1 connection, an h2
+    stream): one answer per request, whole (`send`), or its head (`start`) then its body
+    (`write`, `end`), after maybe an interim answer (`interim`)."""
+
+    def send(self, req: Request, answer: Answer) -> None:
+        """A whole answer (no body after a HEAD's head, or for a status without one)."""
+
+    def start(self, req: Request, answer: Answer) -> None:
+        """The head of an answer whose body follows through `write` and `end`."""
+
+    async def write(self, data: bytes | memoryview) -> None:
+        """A piece of the body; waits while the client is not reading."""
+
+    def end(self) -> None:
+        """The body is whole."""
+
+    def abort(self) -> None:
+        """The body broke off: the client must see it short, never complete-looking."""
+
+    def interim(self, status: int, fields: Fields) -> None:
+        """A 1xx answer before the final one (103 Early Hints)."""
