@@ -48,6 +48,7 @@ PAGE_BYTES = 5_060_000  # the lab's page today: 5.06 MB, 5.0 MB of it the image
 TARGET_SHARE = 0.10  # warm page with images on: at most 10 % of PAGE_BYTES
 TARGET_PSNR = 30.0
 TOKEN = "bench-delivery-token-0123456789"
+CLIENT_HINTS = {"sec-ch-viewport-width", "sec-ch-dpr", "viewport-width", "dpr", "sec-ch-width"}
 
 PAINTED_JS = """
 const want = arguments[0];
@@ -151,6 +152,30 @@ def _db_range(values: list[float]) -> str:
     return _db(lo) if lo == hi else f"{_db(lo)} – {_db(hi)}"
 
 
+def _form(load: dict[str, Any]) -> str:
+    """The image's Content-Type and, when decoded, its size in pixels."""
+    kind = str(load["image"].get("type", "?"))
+    size = load.get("quality", {}).get("delivered_size")
+    return f"{kind} {size[0]}x{size[1]}" if size else kind
+
+
+def _hints(data: dict[str, Any]) -> list[str]:
+    """The Client Hints Chromium sent with the image in the last warm load of each run."""
+    out = []
+    for label, run in data["runs"].items():
+        if not run.get("warm"):
+            continue
+        fields = run["warm"][-1]["image"].get("request", {})
+        sent = [f"`{k}: {v}`" for k, v in sorted(fields.items()) if k.lower() in CLIENT_HINTS]
+        accept = fields.get("Accept", fields.get("accept", "?"))
+        out.append(
+            f"- Images {label}, warm: the image asked for with `Accept: {accept}` and "
+            + (", ".join(sent) if sent else "no viewport or DPR hint")
+            + "."
+        )
+    return out
+
+
 def images_table(data: dict[str, Any]) -> str:
     """The summary (one row per images off/on and cold/warm), the page's resources on the
     wire, and the targets."""
@@ -166,7 +191,7 @@ def images_table(data: dict[str, Any]) -> str:
             continue
         for phase in ("cold", "warm"):
             loads = run[phase]
-            form = sorted({str(x["image"].get("type", "?")) for x in loads})
+            form = sorted({_form(x) for x in loads})
             lines.append(
                 f"| {label} | {phase} | {_bytes([x['total'] for x in loads])} | "
                 f"{_bytes([x['image']['transfer'] for x in loads])} | {', '.join(form)} | "
@@ -193,7 +218,7 @@ def images_table(data: dict[str, Any]) -> str:
             values = [x["resources"][name] for x in runs[label][phase] if name in x["resources"]]
             cells.append(_bytes(values) if values else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", *targets(data)]
+    lines += ["", *targets(data), *_hints(data)]
     return "\n".join(lines)
 
 

@@ -143,17 +143,29 @@ def test_table_rows_and_targets() -> None:
         ],
         "warm": [_load(140_000, 80_000, 40.0, "image/avif", 36.04)] * 2,
     }
+    warm = on["warm"][0]
+    warm["quality"]["delivered_size"] = [1280, 800]
+    warm["image"]["request"] = {"Accept": "image/avif,*/*", "Sec-CH-DPR": "1", "Referer": "x"}
     text = images_table(_data(on))
     lines = text.splitlines()
     assert "| off | cold | 5,061,000 | 5,000,300 | image/jpeg | 2,350 (2,300–2,400) |" in text
-    assert "| on | warm | 140,000 | 80,000 | image/avif | 40 (40–40) | 35 (35–35) | 36.0 dB |" in (
-        text
+    assert (
+        "| on | warm | 140,000 | 80,000 | image/avif 1280x800 | 40 (40–40) | 35 (35–35) | 36.0 dB |"
+        in (text)
     )
     # Cold, the first load may get the original while the variant is made: both shown.
     assert "| on | cold | 140,000–5,061,000 | 80,000–5,000,300 | image/avif, image/jpeg |" in text
     assert text.count("36.0 dB – ∞ (same pixels) |") == 1  # the cold rounds' worst and best
     assert f"| {IMAGE} | 5,000,300 | 5,000,300 | 80,000–5,000,300 | 80,000 |" in lines
     assert any("140,000 bytes on the wire, 2.8% of 5.06 MB" in x and "**met**" in x for x in lines)
+    assert (
+        "- Images on, warm: the image asked for with `Accept: image/avif,*/*` and "
+        "`Sec-CH-DPR: 1`." in lines
+    )
+    assert (
+        "- Images off, warm: the image asked for with `Accept: ?` and no viewport or DPR "
+        "hint." in lines
+    )
     # Cold medians: 2,175 ms on against 2,350 ms off.
     assert any("2,175 ms with images on, 2,350 ms off" in x and "**met**" in x for x in lines)
 
