@@ -31,7 +31,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edge.protocol.http1 import Request
+    from edge.http.request import Request
 
 ACCESS = logging.getLogger("edge.access")
 FORMAT = '%s "%s %s HTTP/%s" %d %d %s %.6f'
