@@ -8,7 +8,7 @@ the screen displayed).
   at the lab's 300 KB/s per response (`--static-rate`), as in `bench table`.
 - **Warm:** after one more load (the edge may make its variants in the background, as it
   makes its compressed copies) and until the image, asked for again with that load's
-  request fields, comes back the same size twice in a row a second apart, fresh browsers
+  request fields every half second, has come back the same size for 5 s, fresh browsers
   (empty caches) load the page from the edge's stored answers.
 - **Bytes:** every Resource Timing entry's `transferSize` (headers included).
 - **Time:** the last `responseEnd` of the page's own resources (navigation and what it asked
@@ -171,7 +171,12 @@ def _hints(data: dict[str, Any]) -> list[str]:
         out.append(
             f"- Images {label}, warm: the image asked for with `Accept: {accept}` and "
             + (", ".join(sent) if sent else "no viewport or DPR hint")
-            + "."
+            + (
+                f"; asked for again after the warm-up load, its answer last changed after "
+                f"{run['settled_s']:.1f} s."
+                if "settled_s" in run
+                else "."
+            )
         )
     return out
 
@@ -299,21 +304,24 @@ def _one_load(url: str) -> dict[str, Any]:
     }
 
 
-def settle(url: str, fields: dict[str, str], timeout: float = 60) -> int:
+def settle(url: str, fields: dict[str, str], quiet: float = 5.0, timeout: float = 90) -> float:
     """GET `url` with a browser's request fields (not its connection's, nor those that would
-    change the answer's bytes rather than choose them) every second until two answers in a
-    row have the same length; that length."""
+    change the answer's bytes rather than choose them) every half second until its answer has
+    kept the same length for `quiet` seconds (a variant made in the background has had time
+    to be made and stored); the seconds until the last change."""
     skip = {"host", "connection", "accept-encoding", "range", "cookie", "if-none-match"}
     headers = {k: v for k, v in fields.items() if k.lower() not in skip and not k.startswith(":")}
+    start = changed = time.monotonic()
     last = -1
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < start + timeout:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
             size = len(r.read())
-        if size == last:
-            return size
-        last = size
-        time.sleep(1.0)
+        now = time.monotonic()
+        if size != last:
+            last, changed = size, now
+        elif now - changed >= quiet:
+            return changed - start
+        time.sleep(0.5)
     raise RuntimeError(f"{url}: the answer still changed after {timeout:g} s")
 
 
@@ -363,10 +371,10 @@ def images_run(
                 cold.append(_one_load(page))
             # A hit that may ask for the variants, made in the background; then the image is
             # asked for again with the same request fields until its answer stops changing.
-            settle(edge.url + IMAGE, _one_load(page)["image"]["request"])
+            settled = settle(edge.url + IMAGE, _one_load(page)["image"]["request"])
             warm = [_one_load(page) for _ in range(rounds)]
         _judge(cold + warm, original, known)
-        out["runs"][label] = {"cold": cold, "warm": warm}
+        out["runs"][label] = {"cold": cold, "warm": warm, "settled_s": settled}
     return out
 
 
