@@ -40,6 +40,7 @@ from edge.cache.entry import Entry
 from edge.store.purge_bus import generation_key
 from edge.store.redis_conn import close_client, make_client
 from edge.store.redis_tier import RedisTier
+from edge.store.storage import Purge
 
 RESULTS = ROOT / "bench" / "results"
 KIB4 = b"x" * 4096
@@ -139,7 +140,7 @@ async def _reads_on(url: str, seconds: float, objects: int = 2000) -> dict[str, 
     wall = time.monotonic() - t0
     client_cpu = (time.process_time() - cpu0) / wall
     redis_cpu = (sum(_cpu_seconds(p) for p in pids) - redis_before) / wall
-    await tier.purge(all=True, announce=False)
+    await tier.purge(Purge(all=True), announce=False)
     await tier.close()
     return {
         "gets_per_second": round(done / wall),

@@ -37,8 +37,8 @@ from edge.ops.nodeview import NodeView, WorkerBoard
 from edge.ops.reload import ConfigSource, Reloader, reloadable
 from edge.protocol.http1 import tick_forever
 from edge.protocol.tls import CertStore, TlsError, plain_factory, start_listener
-from edge.store.memory import MemoryTier
-from edge.store.tiers import Tiers
+from edge.store import backends
+from edge.store.storage import Place
 from edge.upstream.client import Upstream
 
 log = logging.getLogger("edge.server")
@@ -96,41 +96,11 @@ class EdgeServer:
     async def start(self, reuse_port: bool = False) -> None:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
-        node = None
-        if cfg.node_cache_enabled:
-            from edge.store.node import NodeTier
-
-            if self.node_path is None:
-                self.node_path, self.owns_node_path = prepare_node_tier(cfg)
-            node = NodeTier(
-                self.node_path,
-                cfg.node_cache_bytes,
-                cfg.memory_max_object_bytes,
-                refuse_late=True,
-            )
-        # refuse_late: a fill that raced a purge (requested before it) is not stored
-        hot = MemoryTier(cfg.hot_bytes, cfg.memory_max_object_bytes, refuse_late=True)
-        redis = bus = None
-        if cfg.redis_url:
-            from edge.store.purge_bus import PurgeBus
-            from edge.store.redis_tier import RedisTier
-
-            redis = RedisTier(
-                cfg.redis_url,
-                prefix=cfg.redis_prefix,
-                timeout=cfg.redis_timeout,
-                node=cfg.node,
-                max_object_bytes=cfg.memory_max_object_bytes,
-                refuse_late=True,
-            )
-            await redis.start()
-            bus = PurgeBus(
-                cfg.redis_url,
-                prefix=cfg.redis_prefix,
-                node=cfg.node,
-                bound=cfg.purge_staleness_bound,
-                timeout=cfg.redis_timeout,
-            )
+        if cfg.node_cache_enabled and self.node_path is None:
+            self.node_path, self.owns_node_path = prepare_node_tier(cfg)
+        # The hot copy and every storage backend the configuration turns on (edge.store.backends)
+        tiers = await backends.build(cfg, Place(self.node_path))
+        bus = tiers.bus
         upstream = Upstream(
             cfg.origins,
             cfg.connect_timeout,
@@ -139,7 +109,6 @@ class EdgeServer:
             idle_seconds=cfg.origin_idle,
         )
         await upstream.start()
-        tiers = Tiers(hot, node, redis, bus)
         engine = Engine(cfg, tiers, upstream)
         engine.admin = admin.serve  # the engine's door to edge.ops
         engine.purge_method = purge_api.purge_method
@@ -156,7 +125,7 @@ class EdgeServer:
             view_redis = make_client(cfg.redis_url, 1.0, f"{cfg.redis_prefix}/{cfg.node}/view")
         self.view = engine.view = NodeView(
             engine,
-            WorkerBoard.for_node_tier(self.node_path if node is not None else None),
+            WorkerBoard.for_node_tier(self.node_path if cfg.node_cache_enabled else None),
             view_redis,
             cfg.redis_prefix,
         )
@@ -244,19 +213,15 @@ class EdgeServer:
             await self.reloader.close()
         tiers = engine.tiers
         await engine.collapser.drain()
+        await engine.images.close()  # the conversion processes
         await tiers.drain()
         await engine.upstream.close()
-        if tiers.bus is not None:
-            await tiers.bus.close()
-        if tiers.redis is not None:
-            await tiers.redis.close()
-        if tiers.node is not None:
-            tiers.node.close()
-            if self.owns_node_path and self.node_path is not None:
-                from edge.store.node import NodeTier
+        await tiers.close()
+        if self.owns_node_path and self.node_path is not None:
+            from edge.store.node import NodeTier
 
-                WorkerBoard.remove(self.node_path)
-                NodeTier.remove(self.node_path)
+            WorkerBoard.remove(self.node_path)
+            NodeTier.remove(self.node_path)
 
 
 async def run_worker_async(

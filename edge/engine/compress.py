@@ -488,18 +488,16 @@ class VariantMaker:
 
     def entries_for(self, identity: Entry, entries: list[Entry]) -> list[Entry]:
         """`entries`, or, when the identity's coded copies are not among them yet (another
-        worker made them after this worker's hot copy was taken), the node tier's."""
+        worker made them after this worker's hot copy was taken), the local storages'."""
         if any(e.meta.get("of") == identity.response_time for e in entries):
             return entries
-        node = self.tiers.node
-        if node is None:
+        tiers = self.tiers
+        if not tiers.local:
             return entries
-        fresh = node.get(identity.key)
+        fresh = tiers.stored(identity.key)
         if not any(e.meta.get("of") == identity.response_time for e in fresh):
             return entries
-        for e in fresh:
-            self.tiers.hot.put(e, e.response_time + e.meta.get("keep", 0.0))
-        self.tiers.version += 1
+        tiers.refresh_hot(fresh)
         return fresh
 
     async def drain(self, timeout: float = 5.0) -> None:

@@ -50,10 +50,6 @@ KEPT_HIT_BYTES = 2 * ITEM_OVERHEAD
 """A kept hit's own cost beside its key: the object, its slot in the dict, its toucher."""
 
 
-def _no_generation() -> int:
-    return 0
-
-
 class KeptHit:
     __slots__ = (
         "age_offset",
@@ -113,8 +109,7 @@ class FreshHits:
         self.tiers = tiers
         self.on_counts = on_counts  # (target, key, hits, body bytes)
         self.hot = tiers.hot
-        node = tiers.node
-        self.generation = node.generation_reader() if node is not None else _no_generation
+        self.generation = tiers.generation_reader
         self.kept: dict[KeptKey, KeptHit] = {}
         self.account = account if account is not None else Account("hits", DEFAULT_LIMITS["hits"])
 

@@ -20,6 +20,7 @@ from edge.cache import policy
 from edge.cache.keys import cache_key, query_names
 from edge.cache.slicing import purged_with
 from edge.config.settings import EdgeConfig, QueryPolicy
+from edge.store.storage import Purge, StorageUnavailable
 from edge.store.tiers import Tiers
 
 
@@ -72,39 +73,42 @@ class Purger:
     ) -> dict[str, Any]:
         """Apply a purge here, in the shared tier, and announce it to every node.
 
-        Answers what went where: ``memory`` (this node, at once), ``shared`` (the Redis
-        tier), and ``nodes``: one row per node process that applied it and acknowledged
-        within `ACK_WAIT` (``acks`` says how many of the bus's receivers did). Without the
-        shared tier, or when it is unreachable (``error``), only this node is purged.
+        Answers what went where: ``memory`` (this node, at once), ``shared`` (the shared
+        storages: Redis), and ``nodes``: one row per node process that applied it and
+        acknowledged within `ACK_WAIT` (``acks`` says how many of the bus's receivers did).
+        Without a shared storage, or when it is unreachable (``error``), only this node is
+        purged.
         """
-        from edge.store.purge_bus import RedisUnavailable
-
         t0 = time.monotonic()
         # A sliced object's manifest goes with its URL (edge.engine.slices).
         keys = sorted({k for u in urls for k in purged_with(self.key_for(u))})
-        prefixes, tags = list(prefixes), list(tags)
-        mine = self.tiers.purge_here(keys, prefixes, tags, all=all, soft=soft)
+        purge = Purge(keys, prefixes, tags, all=all, soft=soft)
+        mine = self.tiers.purge_here(purge)
         self.stats.purges[kind] += 1
         self.stats.purged_entries += mine
         me: dict[str, Any] = {"node": self.cfg.node, "pid": os.getpid(), "entries": mine}
         result: dict[str, Any] = {"node": self.cfg.node, "kind": kind, "soft": soft}
         result["memory"] = mine
-        redis, bus = self.tiers.redis, self.tiers.bus
-        if redis is None:
-            result.update(shared=None, nodes=[me], ms=_ms_since(t0))
-            return result
+        bus = self.tiers.bus
         try:
-            # The shared tier's purge also announces it on the purge bus, in the same
+            # The shared storage's purge also announces it on the purge bus, in the same
             # transaction, so every node drops its copies.
-            shared, announced = await redis.purge_announced(keys, prefixes, tags, all, soft)
-        except RedisUnavailable as exc:
+            done = await self.tiers.purge_shared(purge)
+        except StorageUnavailable as exc:
             self.stats.purge_failures += 1
             result["error"] = f"shared tier unavailable ({exc}): purged on this node only"
             result.update(shared=None, nodes=[me], ms=_ms_since(t0))
             return result
+        if done is None:
+            result.update(shared=None, nodes=[me], ms=_ms_since(t0))
+            return result
+        shared, announced = done
         result["shared"] = shared
-        result["generation"] = announced.generation
         acks: list[dict[str, Any]] = []
+        if announced is None:
+            result.update(nodes=[me], ms=_ms_since(t0))
+            return result
+        result["generation"] = announced.generation
         if bus is not None and announced.receivers:
             acks = await bus.collect_acks(announced.generation, announced.receivers)
         nodes = [me]
@@ -128,19 +132,11 @@ class Purger:
         if kind == "resync":
             count = self.tiers.clear_here()
         elif kind == "blind":
-            count = self.tiers.purge_here(all=True, soft=True, remember=False)
+            count = self.tiers.purge_here(Purge(all=True, soft=True, remember=False))
         elif kind == "purge":
             if is_own(message, self.cfg.node):
                 return 0  # our own purge coming back: applied and counted when taken
-            at = message.get("at")
-            count = self.tiers.purge_here(
-                urls=[str(u) for u in message.get("urls", ())],
-                prefixes=[str(p) for p in message.get("prefixes", ())],
-                tags=[str(t) for t in message.get("tags", ())],
-                all=bool(message.get("all", False)),
-                soft=bool(message.get("soft", False)),
-                at=float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None,
-            )
+            count = self.tiers.purge_here(Purge.from_message(message))
             kind = purge_kind(message)
         else:
             return 0
@@ -152,15 +148,11 @@ class Purger:
     def remember_generation(self, gen: object) -> None:
         """A disk tier keeps the last bus generation it applied: restarted, the node
         compares it with Redis's and resyncs if purges went out while it was down."""
-        node = self.tiers.node
-        if isinstance(gen, int) and node is not None and node.persistent:
-            node.set_note(BUS_GENERATION, str(gen).encode())
+        if isinstance(gen, int):
+            self.tiers.set_note(BUS_GENERATION, str(gen).encode())
 
     def generation_before_restart(self) -> int | None:
-        node = self.tiers.node
-        if node is None or not node.persistent:
-            return None
-        raw = node.note(BUS_GENERATION)
+        raw = self.tiers.note(BUS_GENERATION)
         return int(raw) if raw is not None and raw.isdigit() else None
 
 

@@ -75,6 +75,7 @@ from edge.cache.slicing import (
 from edge.config.settings import SlicePolicy
 from edge.http.answer import Answer, Responder
 from edge.http.ranges import if_range_allows, plan_ranges
+from edge.store.storage import Purge
 from edge.upstream.client import OriginUnavailable, end_to_end
 
 if TYPE_CHECKING:
@@ -179,57 +180,36 @@ class Slicer:
 
     # -- storage --------------------------------------------------------------------------
 
-    def _get(self, key: str) -> list[Entry]:
-        node = self.tiers.node
-        if node is not None:
-            return node.get(key)
-        return self.tiers.hot.get(key) or []
-
-    def _put(self, entry: Entry, until: float) -> None:
-        node, redis = self.tiers.node, self.tiers.redis
-        if node is None:
-            self.tiers.hot.put(entry, until)
-        else:
-            node.put(entry, until)
-        if redis is not None:
-            self.tiers.spawn(redis.put(entry, until))
-        self.tiers.version += 1
-
     def _stored_manifest(self, key: str) -> Entry | None:
-        entries = self._get(manifest_key(key))
+        entries = self.tiers.stored(manifest_key(key))
         return entries[0] if entries else None
 
     async def _manifest(self, key: str) -> Entry | None:
         found = self._stored_manifest(key)
-        if found is None and self.tiers.redis is not None:
-            entries = await self.tiers.redis.get(manifest_key(key))
+        if found is None:
+            entries = await self.tiers.get_shared(manifest_key(key))
             found = entries[0] if entries else None
         return found
 
     def _local_slice(self, key: str, manifest: Entry, index: int) -> bytes | None:
         """Slice `index` of this manifest's fill, if this node holds it."""
         skey = slice_key(key, int(manifest.meta["slice"]), index)
-        for entry in self._get(skey):
+        for entry in self.tiers.stored(skey):
             if entry.meta.get("of") == manifest.meta["fill"]:
                 return entry.body
         return None
 
     async def _stored_slice(self, key: str, manifest: Entry, index: int) -> bytes | None:
-        """Slice `index` of this manifest's fill: from the node tier, else from Redis (then
-        kept in the node tier: another node filled it)."""
+        """Slice `index` of this manifest's fill: from this node's storages, else from a
+        shared one (then kept in the local ones: another node filled it)."""
         body = self._local_slice(key, manifest, index)
         if body is not None:
             return body
         skey = slice_key(key, int(manifest.meta["slice"]), index)
         fill = manifest.meta["fill"]
-        redis = self.tiers.redis
-        if redis is None:
-            return None
-        for entry in await redis.get(skey):
+        for entry in await self.tiers.get_shared(skey):
             if entry.meta.get("of") == fill:
-                node = self.tiers.node
-                if node is not None:
-                    node.put(entry, entry.response_time + entry.meta.get("keep", 0.0))
+                self.tiers.put_local(entry, entry.response_time + entry.meta.get("keep", 0.0))
                 return entry.body
         return None
 
@@ -358,7 +338,7 @@ class Slicer:
                 return
             except Changed:
                 log.info("%s changed during a sliced fill (attempt %d)", route.key, attempt + 1)
-                self.tiers.purge_here(urls=[manifest_key(route.key)])
+                self.tiers.purge_here(Purge(urls=[manifest_key(route.key)]))
                 if sent[0]:
                     conn.abort()
                     return
@@ -538,7 +518,7 @@ class Slicer:
             return
         size = int(manifest.meta["slice"])
         skey = slice_key(route.key, size, index)
-        if any(e.meta.get("of") == manifest.meta["fill"] for e in self._get(skey)):
+        if any(e.meta.get("of") == manifest.meta["fill"] for e in self.tiers.stored(skey)):
             return
         entry = Entry(
             key=skey,
@@ -550,7 +530,7 @@ class Slicer:
             tags=manifest.tags,
             meta={**manifest.meta, "of": manifest.meta["fill"]},
         )
-        self._put(entry, manifest.response_time + manifest.meta["keep"])
+        self.tiers.store_below(entry, manifest.response_time + manifest.meta["keep"])
 
     async def _new_manifest(
         self, req: Request, route: flow.Lookup, pol: SlicePolicy
@@ -606,7 +586,7 @@ class Slicer:
             meta=meta,
         )
         if decision.store:
-            self._put(manifest, response_time + meta["keep"])
+            self.tiers.store_below(manifest, response_time + meta["keep"])
         return manifest, fill
 
     async def drain(self, timeout: float = 5.0) -> None:

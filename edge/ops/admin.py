@@ -67,14 +67,12 @@ def serve(
 
 def health(engine: Engine) -> Answer:
     """No auth: the Swarm health check uses it. 200 while this process can serve."""
-    tiers = engine.tiers
     return json_reply(
         {
             "status": "ok",
             "node": engine.cfg.node,
             "version": __version__,
-            "redis": tiers.redis_status(),
-            "node_cache": "off" if tiers.node is None else str(tiers.node.stats()["path"]),
+            **engine.tiers.health(),  # each storage backend by name: "node_cache", "redis"
             "origins": engine.upstream.status(),
         }
     )
@@ -116,11 +114,10 @@ def redacted(rows: list[list[Any]]) -> list[list[Any]]:
 
 def stats(engine: Engine, req: Request | None = None) -> Answer:
     tiers = engine.tiers
-    redis = tiers.redis.stats() if tiers.redis is not None else {"status": "off"}
     merged, snaps = node_numbers(engine)
     body: dict[str, Any] = dict(merged["counters"])
     body["memory"] = tiers.stats()
-    body["redis"] = dict(redis)
+    body.update(tiers.backend_stats())  # each storage backend by name: "redis", ...
     body["node"] = engine.cfg.node
     body["answered_by"] = os.getpid()
     body["connections"] = merged["connections"]
@@ -147,9 +144,9 @@ def stats(engine: Engine, req: Request | None = None) -> Answer:
 
 def metrics(engine: Engine) -> Answer:
     tiers = engine.tiers
-    redis_up = 1 if tiers.redis_status() == "up" else 0
+    redis_up = 1 if tiers.shared_status() == "up" else 0
     merged, _ = node_numbers(engine)
-    failovers = tiers.redis.failovers if tiers.redis is not None else 0
+    failovers = sum(int(s.get("failovers", 0)) for s in tiers.backend_stats().values())
     text = metrics_text.render(
         engine.cfg.node, merged, tiers.stats(), redis_up, LATENCY_BUCKETS, failovers
     )

@@ -6,12 +6,9 @@ slots until the total fits `max_bytes`. Every variant carries a "keep until" tim
 (epoch seconds, computed by the caller: freshness lifetime plus the stale windows);
 past it the variant is dropped.
 
-Purge patterns (shared with the Redis tier, see `PurgePattern`):
-
-- ``/api/misc/``: a plain prefix of the path (path and query) of a key, on any host;
-- ``https://shop.example/api/``: a prefix of the whole key (scheme, host, path);
-- ``/api/misc/*``, ``/img/??.png``: a glob (`fnmatch`, case-sensitive) on the path and
-  query; a glob that contains ``://`` is matched against the whole key instead.
+It is a `LocalStorage` (`edge.store.storage`): the hot copy of each worker, in front of the
+stack `edge.store.tiers.Tiers` holds. Purges are `Purge` values (their patterns and rule are
+`edge.store.storage`'s).
 """
 
 from __future__ import annotations
@@ -21,60 +18,12 @@ import functools
 import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from fnmatch import fnmatchcase
+from collections.abc import Callable
 
 from edge.cache.entry import Entry
+from edge.store.storage import PURGE_MEMORY_SECONDS, Purge, PurgePattern
 
 MiB = 1024 * 1024
-_GLOB_CHARS = "*?["
-PURGE_MEMORY_SECONDS = 300.0
-"""How long a purge is remembered to refuse late stores: a response whose request was sent
-before a purge of it, and that arrives after the purge, is not stored (the fetch raced it)."""
-
-
-def key_path(key: str) -> str:
-    """The path and query of a primary key (``http://host/p?q`` -> ``/p?q``)."""
-    scheme_end = key.find("://")
-    start = key.find("/", scheme_end + 3) if scheme_end >= 0 else key.find("/")
-    return key[start:] if start >= 0 else "/"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PurgePattern:
-    """One purge prefix or glob, classified once.
-
-    `kind` is "path" (plain path prefix), "url" (plain prefix of the whole key),
-    "glob" (fnmatch on the path and query) or "urlglob" (fnmatch on the whole key).
-    `literal` is the text before the first wildcard (the prefix itself for plain kinds),
-    which the Redis tier uses to narrow a lexicographic range.
-    """
-
-    text: str
-    kind: str
-    literal: str
-
-    @classmethod
-    def parse(cls, text: str) -> PurgePattern:
-        is_url = "://" in text
-        if not is_url and not text.startswith(("/", "*", "?", "[")):
-            raise ValueError(
-                f"purge prefix {text!r}: expected a path (/api/), a full URL (https://h/api/) "
-                "or a glob (/api/*)"
-            )
-        cut = min((i for i in (text.find(c) for c in _GLOB_CHARS) if i >= 0), default=-1)
-        if cut >= 0:
-            return cls(text, "urlglob" if is_url else "glob", text[:cut])
-        return cls(text, "url" if is_url else "path", text)
-
-    def matches(self, key: str) -> bool:
-        if self.kind == "path":
-            return key_path(key).startswith(self.text)
-        if self.kind == "url":
-            return key.startswith(self.text)
-        if self.kind == "glob":
-            return fnmatchcase(key_path(key), self.text)
-        return fnmatchcase(key, self.text)
 
 
 @dataclasses.dataclass(slots=True)
@@ -175,6 +124,10 @@ class MemoryTier:
     - `delete(key)`, `purge(...)`: drop (or, soft, mark `invalidated`) entries; return how
       many entries (variants) were affected.
     """
+
+    name = "memory"
+    local = True  # a LocalStorage (edge.store.storage)
+    closed = False
 
     def __init__(
         self,
@@ -326,33 +279,24 @@ class MemoryTier:
         self._expiry.clear()
         return n
 
-    def purge(
-        self,
-        urls: Iterable[str] = (),
-        prefixes: Iterable[str] = (),
-        tags: Iterable[str] = (),
-        all: bool = False,
-        soft: bool = False,
-        at: float | None = None,
-        remember: bool = True,
-    ) -> int:
-        """Drop (or with `soft`, mark `invalidated`) every variant of the matching keys.
+    def purge(self, purge: Purge) -> int:
+        """Drop (or with `purge.soft`, mark `invalidated`) every variant of the keys `purge`
+        selects; returns the number of entries affected.
 
-        `urls` are primary keys; `prefixes` are `PurgePattern`s; `tags` match any variant
-        carrying the tag (the whole key is purged). Returns the number of entries affected.
-        Raises ValueError for a malformed prefix before touching anything.
-
-        With `refuse_late`, the purge is remembered for `PURGE_MEMORY_SECONDS` as made at
-        `at` (epoch seconds, default now; the bus passes the purging node's time): a later
-        `put` of a matching
-        response requested before then is refused, so a fetch in flight cannot undo it
-        (hard purges only; not with `remember` False: the purge bus's own safety marks).
+        With `refuse_late`, a hard purge is remembered for `PURGE_MEMORY_SECONDS` as made at
+        `purge.at` (default now; the bus passes the purging node's time): a later `put` of a
+        matching response requested before then is refused, so a fetch in flight cannot undo
+        it (not with `purge.remember` False: the purge bus's own safety marks).
         """
-        patterns = [PurgePattern.parse(p) for p in prefixes]
-        urls = list(urls)
-        tags = list(tags)
-        if remember and not soft and self.refuse_late:
-            self._remember(urls, patterns, tags, all, self._clock() if at is None else at)
+        urls, patterns, tags, all, soft = (
+            purge.urls,
+            purge.patterns,
+            purge.tags,
+            purge.all,
+            purge.soft,
+        )
+        if purge.remembered(self.refuse_late):
+            self._remember(urls, patterns, tags, all, purge.stamp(self._clock))
         if all:
             keys = set(self._lru.slots)
         else:
@@ -360,7 +304,7 @@ class MemoryTier:
             for tag in tags:
                 keys |= self._tags.get(tag, set())
             if patterns:
-                keys |= {k for k in self._lru.slots if any(p.matches(k) for p in patterns)}
+                keys |= {k for k in self._lru.slots if purge.by_pattern(k)}
         if all and not soft:
             return self.clear()
         count = 0
@@ -370,6 +314,18 @@ class MemoryTier:
             else:
                 count += self.delete(key)
         return count
+
+    def touch(self, key: str) -> None:
+        """Nothing to do: `get` refreshes the LRU itself."""
+
+    def tick(self) -> None:
+        """Nothing to do: `put` expires."""
+
+    def health(self) -> str:
+        return "on"
+
+    def close(self) -> None:
+        """Nothing to release: it lives in this process's memory."""
 
     def expire(self, now: float | None = None) -> int:
         """Drop keys whose every variant is past its keep-until; returns entries dropped.
@@ -394,9 +350,9 @@ class MemoryTier:
 
     def _remember(
         self,
-        keys: list[str],
-        patterns: list[PurgePattern],
-        tags: list[str],
+        keys: tuple[str, ...],
+        patterns: tuple[PurgePattern, ...],
+        tags: tuple[str, ...],
         all: bool,
         at: float,
     ) -> None:

@@ -84,13 +84,18 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import lmdb
 
 from edge.cache.entry import MAGIC, Entry, EntryFormatError
 from edge.store.fill_wait import SharedPollers
-from edge.store.memory import PURGE_MEMORY_SECONDS, MiB, PurgePattern
+from edge.store.memory import MiB
+from edge.store.storage import PURGE_MEMORY_SECONDS, Built, Place, Purge, PurgePattern
+
+if TYPE_CHECKING:
+    from edge.config.settings import EdgeConfig
+    from edge.store.locks import NodeLocks
 
 log = logging.getLogger("edge.store.node")
 
@@ -337,7 +342,14 @@ class NodeTier:
     0.1 ms (one copy of the body into bytes); `put` of 1 KB 23 µs, of 5 MB 0.3 ms; a URL
     purge 11 µs; a soft tag purge of 100 keys 0.9 ms; a glob purge scanning 10,000 keys
     22 ms; `touch_flush` of 1,000 keys 2 ms; `try_lock` + `unlock` 11 µs.
+
+    A `LocalStorage` of `edge.store.storage`, `Coherent` (its purge generation), `Locking`
+    (its fill lock) and with `Notes`; the section `node_cache` (`from_config`).
     """
+
+    name = "node_cache"
+    local = True
+    _ticks = 0
 
     def __init__(
         self,
@@ -570,41 +582,25 @@ class NodeTier:
         """Drop everything; returns how many entries were dropped. Moves the generation."""
         return self._purge_txn(self._clear)
 
-    def purge(
-        self,
-        urls: Iterable[str] = (),
-        prefixes: Iterable[str] = (),
-        tags: Iterable[str] = (),
-        all: bool = False,
-        soft: bool = False,
-        at: float | None = None,
-        remember: bool = True,
-    ) -> int:
-        """Drop (or with `soft`, mark `invalidated`) every variant of the matching keys.
-
-        Exactly `MemoryTier.purge`: `urls` are primary keys, `prefixes` `PurgePattern`s,
-        `tags` match any variant carrying the tag (the whole key is purged); returns the
-        number of entries affected; ValueError for a malformed prefix before anything.
-        With `refuse_late`, a hard purge (with `remember`) is recorded in the tier, as made
-        at `at` (default now), for `PURGE_MEMORY_SECONDS`: a later put, by any worker of the
-        node, of a matching response requested before then is refused.
+    def purge(self, purge: Purge) -> int:
+        """Drop (or with `purge.soft`, mark `invalidated`) every variant of the keys `purge`
+        selects, as `MemoryTier.purge`; returns the number of entries affected. With
+        `refuse_late`, a remembered purge is recorded in the tier, as made at `purge.at`
+        (default now), for `PURGE_MEMORY_SECONDS`: a later put, by any worker of the node, of
+        a matching response requested before then is refused.
 
         One write transaction; the generation moves in it (even when nothing matched: a hot
         copy may hold what this tier has already evicted) and is published before this
         returns, so every worker sees the purge on its next hit.
         """
-        patterns = [PurgePattern.parse(p) for p in prefixes]
-        url_list = list(urls)
-        tag_list = list(tags)
-        stamp = self._clock() if at is None else at
+        stamp = purge.stamp(self._clock)
 
         def work(txn: lmdb.Transaction[bytes], t: _Totals) -> int:
-            if remember and not soft and self.refuse_late:
-                self._remember(txn, url_list, patterns, tag_list, all, stamp)
-            if all and not soft:
+            if purge.remembered(self.refuse_late):
+                self._remember(txn, purge, stamp)
+            if purge.all and not purge.soft:
                 return self._clear(txn, t)
-            lks = self._match(txn, url_list, patterns, tag_list, all)
-            return self._drop_keys(txn, t, lks, soft)
+            return self._drop_keys(txn, t, self._match(txn, purge), purge.soft)
 
         return self._purge_txn(work)
 
@@ -760,6 +756,25 @@ class NodeTier:
         self._check()
         with self._env.begin(db=self._meta, write=True) as txn:
             txn.put(b"note:" + name.encode(), value)
+
+    def tick(self) -> None:
+        """Housekeeping, about once a second (`Tiers.watch`): the recorded hits into the LRU
+        (`touch_flush`), the owner's heartbeat, and every 10th tick a sync to disk."""
+        self._ticks += 1
+        self.touch_flush()
+        self.heartbeat()
+        if self._ticks % 10 == 0:
+            self.sync()
+
+    def health(self) -> str:
+        """Where it is: what /_edge/health says under `node_cache`."""
+        return self.path
+
+    def locks(self) -> NodeLocks:
+        """Its fill lock, across the workers of this node."""
+        from edge.store.locks import NodeLocks
+
+        return NodeLocks(self)
 
     @property
     def closed(self) -> bool:
@@ -1167,25 +1182,19 @@ class NodeTier:
                 self._replace(txn, t, lk, slot["v"], [], slot)
         return count
 
-    def _match(
-        self,
-        txn: lmdb.Transaction[bytes],
-        urls: list[str],
-        patterns: list[PurgePattern],
-        tags: list[str],
-        all: bool,
-    ) -> list[bytes]:
-        """The LMDB keys of the slots a purge selects."""
-        if all:
+    def _match(self, txn: lmdb.Transaction[bytes], purge: Purge) -> list[bytes]:
+        """The LMDB keys of the slots `purge` selects (through the indexes: the tags, the
+        ordered keys for a full-URL prefix; a scan for path prefixes and globs)."""
+        if purge.all:
             return list(txn.cursor(db=self._slots).iternext(keys=True, values=False))
-        found = [_lkey(u) for u in urls]
-        for tag in tags:
+        found = [_lkey(u) for u in purge.urls]
+        for tag in purge.tags:
             cursor = txn.cursor(db=self._tags)
             tk = _lkey(tag)
             if cursor.set_key(tk):
                 found += list(cursor.iternext_dup(keys=False, values=True))
-        scan = [p for p in patterns if p.kind in ("path", "glob")]
-        ranged = [p for p in patterns if p.kind in ("url", "urlglob")]
+        scan = [p for p in purge.patterns if p.by_path]
+        ranged = [p for p in purge.patterns if not p.by_path]
         for p in ranged:
             head = _lkey(p.literal)[:_KEY_CUT]
             cursor = txn.cursor(db=self._slots)
@@ -1213,15 +1222,7 @@ class NodeTier:
 
     # -- internals: refuse_late ---------------------------------------------------------
 
-    def _remember(
-        self,
-        txn: lmdb.Transaction[bytes],
-        keys: list[str],
-        patterns: list[PurgePattern],
-        tags: list[str],
-        all: bool,
-        at: float,
-    ) -> None:
+    def _remember(self, txn: lmdb.Transaction[bytes], purge: Purge, at: float) -> None:
         horizon = self._clock() - PURGE_MEMORY_SECONDS
 
         def mark(name: bytes) -> None:
@@ -1229,17 +1230,17 @@ class NodeTier:
             if old is None or struct.unpack(">d", old)[0] < at:
                 txn.put(name, struct.pack(">d", at), db=self._purged)
 
-        if all:
+        if purge.all:
             mark(b"a")
-        for key in keys:
+        for key in purge.urls:
             mark(b"k" + _lkey(key))
-        for tag in tags:
+        for tag in purge.tags:
             mark(b"t" + _lkey(tag))
-        if patterns:
+        if purge.patterns:
             listed = _json(txn.get(b"p", db=self._purged))
             old_list: list[list[Any]] = listed if isinstance(listed, list) else []
             kept = [[a, p] for a, p in old_list if a > horizon]
-            kept += [[at, p.text] for p in patterns]
+            kept += [[at, p] for p in purge.prefixes]
             txn.put(b"p", json.dumps(kept[-256:]).encode(), db=self._purged)
         if txn.stat(self._purged)["entries"] > 4096:  # forget what is old
             cursor = txn.cursor(db=self._purged)
@@ -1621,3 +1622,15 @@ def _verify_in_child(path: str) -> str | None:
         return f"reading it crashed a checker process (signal {-proc.returncode})"
     lines = (proc.stdout.strip() or proc.stderr.strip() or "unreadable").splitlines()
     return f"it is {lines[-1]}" if proc.returncode == 3 else f"it is unreadable ({lines[-1]})"
+
+
+async def from_config(cfg: EdgeConfig, place: Place) -> Built | None:
+    """The node tier of the section `node_cache` (`edge.store.backends`), opened in this
+    worker at the directory the supervisor prepared (`place.node_path`)."""
+    if not cfg.node_cache_enabled or place.node_path is None:
+        return None
+    # refuse_late: a fill that raced a purge (requested before it) is not stored
+    tier = NodeTier(
+        place.node_path, cfg.node_cache_bytes, cfg.memory_max_object_bytes, refuse_late=True
+    )
+    return Built(tier)

@@ -60,6 +60,7 @@ from edge.store.redis_conn import (
     node_client,
     run_script,
 )
+from edge.store.storage import Purge, StorageUnavailable
 
 __all__ = ["PurgeBus", "RedisUnavailable", "make_client"]
 
@@ -93,7 +94,7 @@ ACK_WAIT = 0.5
 """How long the node that took a purge waits for the other nodes' acknowledgements."""
 
 
-class RedisUnavailable(RuntimeError):
+class RedisUnavailable(StorageUnavailable):
     """The shared tier or the purge bus could not reach Redis (it may be down)."""
 
 
@@ -163,21 +164,10 @@ def apply_to_memory(memory: MemoryTier, message: Message) -> int:
     if kind == "resync":
         return memory.clear()
     if kind == "blind":
-        return memory.purge(all=True, soft=True, remember=False)
+        return memory.purge(Purge(all=True, soft=True, remember=False))
     if kind != "purge":
         return 0
-    return memory.purge(
-        urls=[str(u) for u in message.get("urls", ())],
-        prefixes=[str(p) for p in message.get("prefixes", ())],
-        tags=[str(t) for t in message.get("tags", ())],
-        all=bool(message.get("all", False)),
-        soft=bool(message.get("soft", False)),
-        at=_number(message.get("at")),
-    )
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return memory.purge(Purge.from_message(message))
 
 
 class PurgeBus:

@@ -48,8 +48,8 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -58,9 +58,10 @@ from edge.cache.entry import Entry, EntryFormatError
 from edge.cache.slicing import MANIFEST, slice_key
 from edge.config.redis_url import CLUSTER, parse_url, redacted
 from edge.store.fill_wait import SharedPollers
-from edge.store.memory import MiB, PurgePattern
+from edge.store.memory import MiB
 from edge.store.purge_bus import (
     Announced,
+    PurgeBus,
     RedisUnavailable,
     announce_in,
     announce_on,
@@ -68,6 +69,11 @@ from edge.store.purge_bus import (
     generation_key,
 )
 from edge.store.redis_conn import FAILURES, Client, close_client, make_client, primaries, refresh
+from edge.store.storage import Built, Place, Purge, PurgePattern
+
+if TYPE_CHECKING:
+    from edge.config.settings import EdgeConfig
+    from edge.store.locks import RedisLocks
 
 __all__ = ["LOCAL_TOKEN_PREFIX", "RedisTier", "RedisUnavailable"]
 
@@ -218,7 +224,13 @@ class RedisTier:
 
     Counters: `gets`, `hits`, `puts`, `errors`, `failovers`. `status` is "up", "degraded"
     (a Sentinel set or cluster failing over) or "down".
+
+    A `SharedStorage` of `edge.store.storage`, `Locking` (its fill lock) and `Announcing`
+    (it carries the purge bus); the section `redis` (`from_config`).
     """
+
+    name = "redis"
+    local = False
 
     def __init__(
         self,
@@ -310,6 +322,24 @@ class RedisTier:
         if self.target.failover and time.monotonic() - self._down_since < FAILOVER_WINDOW:
             return "degraded"
         return "down" if self._down else "up"
+
+    def health(self) -> str:
+        """What /_edge/health says under `redis`: "up", "degraded" or "down"."""
+        return self.status
+
+    async def tick(self) -> None:
+        """A cheap call, about once a second (`Tiers.watch`): the tier only learns that Redis
+        went away, or came back, when it is asked something (a node serving nothing but hits
+        would otherwise report a stale status, and keep running without the shared tier
+        after Redis returned)."""
+        with contextlib.suppress(RedisUnavailable):
+            await self.purge_generation()
+
+    def locks(self) -> RedisLocks:
+        """Its fill lock, across nodes; skipped while Redis is down."""
+        from edge.store.locks import RedisLocks
+
+        return RedisLocks(self)
 
     def stats(self) -> dict[str, int | str]:
         return {
@@ -589,42 +619,24 @@ class RedisTier:
         entries, _ = await self._apply_announced([key], soft=False)
         return entries
 
-    async def purge(
-        self,
-        urls: Iterable[str] = (),
-        prefixes: Iterable[str] = (),
-        tags: Iterable[str] = (),
-        all: bool = False,
-        soft: bool = False,
-        announce: bool = True,
-    ) -> int:
-        """Drop (or soft: mark invalidated) every variant of the matching keys; returns how
-        many live entries were affected. Same patterns as `MemoryTier.purge`.
+    async def purge(self, purge: Purge, announce: bool = True) -> int:
+        """Drop (or `purge.soft`: mark invalidated) every variant of the keys `purge` selects;
+        returns how many live entries were affected.
 
         Always bumps the purge generation and, with `announce`, publishes the purge on the
         bus (on one Redis, in the same transaction; on a cluster, once every shard applied
-        it). Raises RedisUnavailable when Redis cannot be reached and ValueError for a
-        malformed prefix.
+        it). Raises RedisUnavailable when Redis cannot be reached.
         """
-        entries, _ = await self.purge_announced(urls, prefixes, tags, all, soft, announce)
+        entries, _ = await self.purge_announced(purge, announce)
         return entries
 
-    async def purge_announced(
-        self,
-        urls: Iterable[str] = (),
-        prefixes: Iterable[str] = (),
-        tags: Iterable[str] = (),
-        all: bool = False,
-        soft: bool = False,
-        announce: bool = True,
-    ) -> tuple[int, Announced]:
+    async def purge_announced(self, purge: Purge, announce: bool = True) -> tuple[int, Announced]:
         """`purge`, also answering the purge's generation and how many bus subscribers
         received the announcement (0 without `announce`)."""
-        urls, prefixes, tags = list(urls), list(prefixes), list(tags)
-        patterns = [PurgePattern.parse(p) for p in prefixes]
+        urls, patterns, tags, all = list(purge.urls), purge.patterns, purge.tags, purge.all
         now = self._clock()
         tombs = [self._tag_tomb(t) for t in tags] + ([self._all_tomb] if all else [])
-        if tombs and self.refuse_late and not soft:
+        if tombs and self.refuse_late and not purge.soft:
             # before the tag sets and the index are read: see the module docstring
             async def bury(r: Client) -> Any:
                 pipe = self._pipeline()
@@ -634,22 +646,18 @@ class RedisTier:
 
             await self._persist(bury, "tombstones")
         keys = await self._resolve(urls, patterns, tags, all)
-        message = {
-            "type": "purge",
-            "urls": urls,
-            "prefixes": prefixes,
-            "tags": tags,
-            "all": all,
-            "soft": soft,
-            "at": now,
-        }
-        drop_tags = [] if soft else [self._tag(t) for t in tags]
+        message = purge.message(now)
+        drop_tags = [] if purge.soft else [self._tag(t) for t in tags]
         return await self._apply_announced(
-            sorted(keys), soft, drop_tags, message if announce else None, now
+            sorted(keys), purge.soft, drop_tags, message if announce else None, now
         )
 
     async def _resolve(
-        self, urls: list[str], patterns: list[PurgePattern], tags: list[str], all: bool
+        self,
+        urls: list[str],
+        patterns: tuple[PurgePattern, ...],
+        tags: tuple[str, ...],
+        all: bool,
     ) -> set[str]:
         async def op(r: Client) -> set[str]:
             if all:
@@ -668,8 +676,7 @@ class RedisTier:
         return await self._persist(op, "resolving the purge")
 
     async def _match(self, r: Client, p: PurgePattern) -> set[str]:
-        by_path = p.kind in ("path", "glob")
-        zset = self._paths if by_path else self._keys
+        zset = self._paths if p.by_path else self._keys
         if p.literal:
             lit = p.literal.encode()
             members = await r.zrangebylex(zset, b"[" + lit, b"(" + lit + b"\xff")
@@ -860,3 +867,27 @@ class RedisTier:
             if time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(poll)
+
+
+async def from_config(cfg: EdgeConfig, place: Place) -> Built | None:
+    """The shared tier of the section `redis` (`edge.store.backends`) and the purge bus it
+    carries. Never raises for a Redis that is down: the tier starts down and comes back."""
+    if not cfg.redis_url:
+        return None
+    tier = RedisTier(
+        cfg.redis_url,
+        prefix=cfg.redis_prefix,
+        timeout=cfg.redis_timeout,
+        node=cfg.node,
+        max_object_bytes=cfg.memory_max_object_bytes,
+        refuse_late=True,
+    )
+    await tier.start()
+    bus = PurgeBus(
+        cfg.redis_url,
+        prefix=cfg.redis_prefix,
+        node=cfg.node,
+        bound=cfg.purge_staleness_bound,
+        timeout=cfg.redis_timeout,
+    )
+    return Built(tier, bus)

@@ -1,23 +1,26 @@
-"""The storage tiers stacked: a hot copy in each worker, the node tier shared by the workers
-of a node, and the Redis shared by all nodes.
+"""The storage tiers stacked: a hot copy in each worker, then the storages the configuration
+turns on (`edge.store.backends`), local ones first (synchronous: the node tier, shared by the
+workers of a node), then shared ones (awaited: Redis, shared by all nodes). Each is a
+`LocalStorage` or a `SharedStorage` of `edge.store.storage`; nothing here names one.
 
 - hot (`MemoryTier`, per worker): parsed entries and their bytes, read on every hit without
-  a copy. Kept coherent with the node tier through its purge generation: when any worker
-  purged something, each hot copy is checked once against the node tier before it is served.
-- node (`NodeTier`, LMDB, optional): one memory budget per node, an object filled by one
-  worker is a hit for all of them; on disk it survives a restart.
-- Redis (optional): shared by the nodes; reached only when this node has nothing.
+  a copy. Kept coherent with the `Coherent` local storages (the node tier) through their
+  purge generation: when any worker purged something, each hot copy is checked once
+  against the first of them before it is served.
+- local storages: read in order when the hot copy has nothing; what one holds is copied into
+  those above it and into the hot tier.
+- shared storages: reached only when this node has nothing.
 
-Reads are synchronous down to the node tier (`get_now`); only Redis needs an await.
-Storing goes to hot and node at once and to Redis in the background, so storing never
-delays a response.
+Reads are synchronous down to the local storages (`get_now`); only shared ones need an
+await. Storing goes to hot at once, to the local storages on the next loop turn and to the
+shared ones in the background, so storing never delays a response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
@@ -25,12 +28,19 @@ from cachetools import TTLCache
 from edge.base.ledger import ITEM_OVERHEAD
 from edge.cache.entry import Entry
 from edge.store.memory import MemoryTier
+from edge.store.storage import (
+    Announcing,
+    Coherent,
+    FillLocks,
+    LocalStorage,
+    Locking,
+    Notes,
+    Purge,
+    SharedStorage,
+)
 
 if TYPE_CHECKING:
-    from edge.store.node import NodeTier
-    from edge.store.purge_bus import PurgeBus
-    from edge.store.redis_tier import RedisTier
-    from edge.upstream.collapse import LockingTier
+    from edge.store.purge_bus import Announced, PurgeBus
 
 log = logging.getLogger("edge.store.tiers")
 
@@ -43,23 +53,39 @@ def _itself(size: int) -> int:
     return size
 
 
+def _no_generation() -> int:
+    return 0
+
+
 def keep_until(entry: Entry) -> float:
     return entry.response_time + entry.meta.get("keep", entry.meta.get("lifetime", 0.0))
 
 
 class Tiers:
+    """The stack. `stack`: the storages `edge.store.backends` built, in any order (local
+    ones are put first); `known`: every backend's name, those off included (health and
+    stats say "off" for them); `bus`: the purge bus, when a shared storage carries one."""
+
     def __init__(
         self,
         hot: MemoryTier,
-        node: NodeTier | None = None,
-        redis: RedisTier | None = None,
+        stack: Iterable[LocalStorage | SharedStorage] = (),
         bus: PurgeBus | None = None,
+        known: Iterable[str] = (),
     ) -> None:
         self.hot = hot
-        self.node = node
-        self.redis = redis
+        ordered = sorted(stack, key=lambda s: not s.local)
+        self.stack: tuple[LocalStorage | SharedStorage, ...] = tuple(ordered)
+        self.local: tuple[LocalStorage, ...] = tuple(s for s in ordered if s.local)  # type: ignore[misc]
+        self.shared: tuple[SharedStorage, ...] = tuple(s for s in ordered if not s.local)  # type: ignore[misc]
+        self.known = tuple(dict.fromkeys([*known, *(s.name for s in ordered)]))
         self.bus = bus
-        self._generation = node.generation if node is not None else 0
+        coherent = [s for s in self.local if isinstance(s, Coherent)]
+        # The storage that vouches for hot copies after a purge, and the generation that
+        # says one happened (read on every hit: one call).
+        self._vouch: Coherent | None = coherent[0] if coherent else None
+        self.generation_reader = _generation_reader(coherent)
+        self._generation = self.generation_reader()
         self._checked: set[str] = set()  # hot keys checked against the node this generation
         self.version = 0  # moves whenever this worker's view of the tiers changes
         self.hot_hits: set[str] = set()  # keys served from hot copies, for the node's LRU
@@ -77,7 +103,8 @@ class Tiers:
 
     @property
     def max_object_bytes(self) -> int:
-        tier = self.node if self.node is not None else self.hot
+        """The largest object stored: the first local storage's bound, else the hot tier's."""
+        tier = self.local[0] if self.local else self.hot
         return tier.max_object_bytes
 
     def vouched_until(self, key: str, now: float) -> float:
@@ -96,24 +123,24 @@ class Tiers:
     # -- reads --------------------------------------------------------------------------
 
     def get_now(self, key: str) -> list[Entry] | None:
-        """The variants of `key` this node holds; None when only Redis can tell."""
-        node = self.node
-        if node is not None:
-            generation = node.generation
+        """The variants of `key` this node holds; None when only a shared storage can tell."""
+        vouch = self._vouch
+        if vouch is not None:
+            generation = self.generation_reader()
             if generation != self._generation:
                 self._generation = generation
                 self._checked.clear()
         entries = self.hot.get(key)
-        if entries and node is not None and key not in self._checked:
+        if entries and vouch is not None and key not in self._checked:
             # Something was purged since this copy was last checked: is it still there?
-            if all(node.valid(e) for e in entries):
+            if all(vouch.valid(e) for e in entries):
                 self._check(key)
             else:
                 self.hot.delete(key)
                 self.version += 1
                 entries = []
-        if not entries and node is not None:
-            entries = node.get(key)
+        if not entries and self.local:
+            entries = self._from_local(key)
             for entry in entries:
                 self.hot.put(entry, keep_until(entry))
             if entries:
@@ -122,7 +149,26 @@ class Tiers:
             self.version += 1
         if entries:
             return self._trusted(entries)
-        return None if self.redis is not None else []
+        return None if self.shared else []
+
+    def _from_local(self, key: str) -> list[Entry]:
+        """The variants the first local storage holding `key` has, copied into those above."""
+        local = self.local
+        for i, tier in enumerate(local):
+            entries = tier.get(key)
+            if entries:
+                for above in local[:i]:
+                    for entry in entries:
+                        above.put(entry, keep_until(entry))
+                return entries
+        return []
+
+    def stored(self, key: str) -> list[Entry]:
+        """What this node's storages hold for `key`, not the hot copy (which another worker
+        may have outdated); the hot tier's when no local storage is on."""
+        if self.local:
+            return self._from_local(key)
+        return self.hot.get(key) or []
 
     def keep_hot(self, entry: Entry, until: float) -> bool:
         """A copy this worker alone keeps (a sliced object assembled whole: edge.engine.slices). It
@@ -130,7 +176,7 @@ class Tiers:
         (then the node tier, which does not hold it, no longer vouches for it)."""
         if not self.hot.put(entry, until):
             return False
-        if self.node is not None:
+        if self._vouch is not None:
             self._check(entry.key)
         self.version += 1
         return True
@@ -149,15 +195,21 @@ class Tiers:
         checked.add(key)
 
     def newer(self, key: str, than: Entry) -> list[Entry]:
-        """The node's variants of `key` if another worker stored a newer response than the
-        hot copy `than` (say it revalidated it): they replace the hot copy."""
-        if self.node is None:
+        """The local storages' variants of `key` if another worker stored a newer response
+        than the hot copy `than` (say it revalidated it): they replace the hot copy."""
+        if not self.local:
             return []
-        entries = [e for e in self.node.get(key) if e.response_time > than.response_time]
+        entries = [e for e in self._from_local(key) if e.response_time > than.response_time]
         self.version += 1
         for entry in entries:
             self.hot.put(entry, keep_until(entry))
         return self._trusted(entries)
+
+    def refresh_hot(self, entries: list[Entry]) -> None:
+        """`entries`, read from the local storages, replace the hot copies of their key."""
+        for entry in entries:
+            self.hot.put(entry, keep_until(entry))
+        self.version += 1
 
     def _trusted(self, entries: list[Entry]) -> list[Entry]:
         """While this node has lost contact with the purge bus for longer than its bound, a
@@ -172,69 +224,97 @@ class Tiers:
     def untrusted(self, key: str) -> list[Entry]:
         """Every variant held here, including those `get_now` holds back (for stale-if-error)."""
         entries = self.hot.get(key)
-        if not entries and self.node is not None:
-            entries = self.node.get(key)
+        if not entries and self.local:
+            entries = self._from_local(key)
         return entries
 
     async def get(self, key: str) -> list[Entry]:
         entries = self.get_now(key)
         if entries is not None:
             return entries
-        assert self.redis is not None
-        entries = await self.redis.get(key)
+        entries = await self.get_shared(key)
         for entry in entries:
             self.remember(entry, shared=True)
         return entries
 
+    async def get_shared(self, key: str) -> list[Entry]:
+        """What the first shared storage holding `key` has (another node stored it)."""
+        for tier in self.shared:
+            entries = await tier.get(key)
+            if entries:
+                return entries
+        return []
+
     # -- writes -------------------------------------------------------------------------
 
     def remember(self, entry: Entry, shared: bool = False) -> None:
-        """An entry another worker or node stored: keep a hot copy (and a node copy of what
-        came from Redis)."""
+        """An entry another worker or node stored: keep a hot copy (and a local copy of what
+        came from a shared storage)."""
         until = keep_until(entry)
         self.version += 1
         self.saw_stored(entry.key)
         self.hot.put(entry, until)
         self._check(entry.key)
-        if shared and self.node is not None:
-            self.node.put(entry, until)
+        if shared:
+            self.put_local(entry, until)
 
     def store(self, entry: Entry, until: float) -> None:
-        """Into this worker's hot copy now; into the node tier once the waiting clients got
-        their answer (next loop turn: storing never delays a response); into Redis in the
-        background."""
+        """Into this worker's hot copy now; into the local storages once the waiting
+        clients got their answer (next loop turn: storing never delays a response); into
+        the shared storages in the background."""
         self.version += 1
         self.saw_stored(entry.key)
         self.hot.put(entry, until)
         self._check(entry.key)
-        if self.node is not None:
-            asyncio.get_running_loop().call_soon(self._node_put, entry, until)
-        if self.redis is not None:
-            self.spawn(self.redis.put(entry, until))
+        if self.local:
+            asyncio.get_running_loop().call_soon(self.put_local, entry, until)
+        for tier in self.shared:
+            self.spawn(tier.put(entry, until))
 
-    def _node_put(self, entry: Entry, until: float) -> None:
-        if self.node is not None and not self.node.closed:
-            self.node.put(entry, until)
-
-    def purge_here(
-        self,
-        urls: Iterable[str] = (),
-        prefixes: Iterable[str] = (),
-        tags: Iterable[str] = (),
-        all: bool = False,
-        soft: bool = False,
-        at: float | None = None,
-        remember: bool = True,
-    ) -> int:
-        """Purge this node: the node tier (every worker sees it before this returns, through
-        its generation) and this worker's hot copies. Returns the entries affected."""
-        urls, prefixes, tags = list(urls), list(prefixes), list(tags)
+    def store_below(self, entry: Entry, until: float) -> None:
+        """Into the storages, not the hot copy (a slice of an object, `edge.engine.slices`):
+        the local ones now (the hot tier when none is on), the shared ones in the
+        background."""
+        if self.local:
+            self.put_local(entry, until)
+        else:
+            self.hot.put(entry, until)
+        for tier in self.shared:
+            self.spawn(tier.put(entry, until))
         self.version += 1
-        hot = self.hot.purge(urls, prefixes, tags, all=all, soft=soft, at=at, remember=remember)
-        if self.node is None:
-            return hot
+
+    def put_local(self, entry: Entry, until: float) -> None:
+        """Into the local storages (not the hot copy)."""
+        for tier in self.local:
+            if not tier.closed:
+                tier.put(entry, until)
+
+    def purge_here(self, purge: Purge) -> int:
+        """Purge this node: the local storages (every worker sees it before this returns,
+        through their generation) and this worker's hot copies. Returns the entries
+        affected (the first local storage's count, else the hot tier's)."""
+        self.version += 1
+        count = self.hot.purge(purge)
+        if not self.local:
+            return count
         self._checked.clear()
-        return self.node.purge(urls, prefixes, tags, all=all, soft=soft, at=at, remember=remember)
+        counts = [tier.purge(purge) for tier in self.local]
+        return counts[0]
+
+    async def purge_shared(self, purge: Purge) -> tuple[int, Announced | None] | None:
+        """Purge the shared storages; the storage that carries the purge bus announces it
+        to every node in the same step. (entries, the announcement), or None when no shared
+        storage is on; raises `StorageUnavailable` when one cannot be reached."""
+        if not self.shared:
+            return None
+        count, announced = 0, None
+        for tier in self.shared:
+            if announced is None and isinstance(tier, Announcing):
+                entries, announced = await tier.purge_announced(purge)
+            else:
+                entries = await tier.purge(purge)
+            count += entries
+        return count, announced
 
     def forget_answers(self) -> None:
         """Drop the answers built from this worker's hot copies (`Entry.answers`): they are
@@ -246,19 +326,30 @@ class Tiers:
         self.version += 1
         count = self.hot.clear()
         self._checked.clear()
-        return self.node.clear() if self.node is not None else count
+        counts = [tier.clear() for tier in self.local]
+        return counts[0] if counts else count
 
-    # -- locks for collapsing -----------------------------------------------------------
+    # -- notes, locks for collapsing -------------------------------------------------------
 
-    def locking(self) -> list[LockingTier]:
-        from edge.store.locks import NodeLocks, RedisLocks
+    def _notes(self) -> Notes | None:
+        for tier in self.local:
+            if isinstance(tier, Notes) and tier.persistent:
+                return tier
+        return None
 
-        out: list[LockingTier] = []
-        if self.node is not None:
-            out.append(NodeLocks(self.node))
-        if self.redis is not None:
-            out.append(RedisLocks(self.redis))
-        return out
+    def note(self, name: str) -> bytes | None:
+        """A note kept across restarts (a local storage on disk), or None."""
+        notes = self._notes()
+        return notes.note(name) if notes is not None else None
+
+    def set_note(self, name: str, value: bytes) -> None:
+        notes = self._notes()
+        if notes is not None:
+            notes.set_note(name, value)
+
+    def locking(self) -> list[FillLocks]:
+        """The fill locks of the storages that have one, narrowest first."""
+        return [tier.locks() for tier in self.stack if isinstance(tier, Locking)]
 
     # -- background work ----------------------------------------------------------------
 
@@ -278,49 +369,70 @@ class Tiers:
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout)
 
-    async def watch(self, every: float = 1.0, each_tick: Callable[[], None] | None = None) -> None:
-        """Housekeeping for as long as the worker runs: the node tier's access times,
-        heartbeat, and a sync to disk every 10 s; and a cheap Redis call, since the Redis
-        tier only learns that Redis went away, or came back, when it is asked something (a
-        node serving nothing but hits would otherwise report a stale status, and keep
-        running without the shared tier after Redis returned)."""
-        from edge.store.purge_bus import RedisUnavailable
+    async def close(self) -> None:
+        """Close the purge bus, then the storages, shared ones first (after `drain`)."""
+        if self.bus is not None:
+            await self.bus.close()
+        for tier in self.shared:
+            await tier.close()
+        for local in self.local:
+            local.close()
 
-        ticks = 0
+    async def watch(self, every: float = 1.0, each_tick: Callable[[], None] | None = None) -> None:
+        """Housekeeping for as long as the worker runs: the hot hits into the local
+        storages' LRU (`touch`) and each storage's `tick` (the node tier's access times,
+        heartbeat, sync; a cheap call to each shared storage, which only learns that it went
+        away, or came back, when it is asked something)."""
         while True:
             await asyncio.sleep(every)
-            ticks += 1
             if each_tick is not None:
                 each_tick()  # the engine's kept hits add to hot_hits, read below
-            node = self.node
-            if node is not None:
+            hits, self.hot_hits = self.hot_hits, set()
+            for local in self.local:
                 try:
-                    hits, self.hot_hits = self.hot_hits, set()
                     for key in hits:
-                        node.touch(key)  # the node tier's LRU knows of hot hits too
-                    node.touch_flush()
-                    node.heartbeat()
-                    if ticks % 10 == 0:
-                        node.sync()
+                        local.touch(key)  # the local storage's LRU knows of hot hits too
+                    local.tick()
                 except Exception as exc:  # housekeeping must never end the watch
-                    log.warning("node tier housekeeping: %r", exc)
-            if self.redis is not None:
+                    log.warning("%s housekeeping: %r", local.name, exc)
+            for tier in self.shared:
                 try:
-                    await self.redis.purge_generation()
-                except RedisUnavailable:
-                    pass
+                    await tier.tick()
                 except Exception as exc:
-                    log.warning("redis watch: unexpected %r", exc)
+                    log.warning("%s watch: unexpected %r", tier.name, exc)
 
-    def redis_status(self) -> str:
-        if self.redis is None:
-            return "off"
-        return str(self.redis.status)
+    # -- what the admin endpoints show ------------------------------------------------------
+
+    def health(self) -> dict[str, str]:
+        """Each backend's word for /_edge/health, under its name ("off" when it is off)."""
+        on = {tier.name: tier.health() for tier in self.stack}
+        return {name: on.get(name, "off") for name in self.known}
+
+    def shared_status(self) -> str:
+        """The first shared storage's state ("up", "degraded", "down"), or "off"."""
+        return self.shared[0].health() if self.shared else "off"
+
+    def backend_stats(self) -> dict[str, dict[str, Any]]:
+        """Each backend's counters under its name (`{"status": "off"}` when it is off)."""
+        on = {tier.name: dict(tier.stats()) for tier in self.stack}
+        return {name: on.get(name, {"status": "off"}) for name in self.known}
 
     def stats(self) -> dict[str, Any]:
-        """What /_edge/stats shows as `memory` (the node tier when on, else the hot tier)."""
-        if self.node is not None:
-            out: dict[str, Any] = dict(self.node.stats())
+        """What /_edge/stats shows as `memory` (the first local storage's when one is on,
+        with the hot tier's under `hot`, else the hot tier's)."""
+        if self.local:
+            out: dict[str, Any] = dict(self.local[0].stats())
             out["hot"] = self.hot.stats()
             return out
         return dict(self.hot.stats())
+
+
+def _generation_reader(coherent: Sequence[Coherent]) -> Callable[[], int]:
+    """One call answering whether any of `coherent` was purged since it was last called:
+    the storage's own reader when there is one (the hit path reads it)."""
+    readers = [tier.generation_reader() for tier in coherent]
+    if not readers:
+        return _no_generation
+    if len(readers) == 1:
+        return readers[0]
+    return lambda: sum(read() for read in readers)

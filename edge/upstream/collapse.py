@@ -16,33 +16,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from edge.base.stats import Stats
 from edge.cache.entry import Entry
 from edge.cache.keys import select_variant
 from edge.config.settings import EdgeConfig
+from edge.store.storage import FillLocks
 from edge.store.tiers import Tiers
 from edge.upstream.client import Upstream
 from edge.upstream.fetch import Fetch, FetchSpec
 
 log = logging.getLogger("edge.upstream.collapse")
-
-
-class LockingTier(Protocol):
-    """A tier shared with other processes that can hold a fill lock (node tier, Redis)."""
-
-    outside_node: bool
-
-    def lock_ready(self) -> bool: ...
-
-    async def try_lock_async(self, key: str, ttl: float) -> str | None: ...
-
-    async def unlock_async(self, key: str, token: str) -> None: ...
-
-    async def wait_for_fill(
-        self, key: str, timeout: float, newer_than: float | None = None
-    ) -> list[Entry]: ...
 
 
 class Collapser:
@@ -96,7 +81,7 @@ class Collapser:
 
     async def run(self, fetch: Fetch, collapse: bool) -> None:
         key = fetch.spec.key
-        held: list[tuple[LockingTier, str]] = []
+        held: list[tuple[FillLocks, str]] = []
         try:
             if collapse:
                 for tier in self.tiers.locking():
@@ -123,7 +108,7 @@ class Collapser:
                 with contextlib.suppress(Exception):
                     await tier.unlock_async(key, token)
 
-    async def wait_for_other(self, tier: LockingTier, fetch: Fetch) -> bool:
+    async def wait_for_other(self, tier: FillLocks, fetch: Fetch) -> bool:
         spec = fetch.spec
         newer = spec.stale.response_time if spec.stale is not None else None
         entries = await tier.wait_for_fill(

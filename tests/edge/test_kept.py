@@ -172,8 +172,8 @@ async def test_a_kept_hit_ends_with_a_purge_here_or_by_another_worker(scripted, 
     script.set("/a", body=b"v3", Cache_Control="max-age=60")
     assert edge.server.node_path is not None
     purge = (
-        "import sys; from edge.store.node import NodeTier\n"
-        "with NodeTier(sys.argv[1]) as tier: print(tier.purge(prefixes=['/a']))"
+        "import sys; from edge.store.node import NodeTier; from edge.store.storage import Purge\n"
+        "with NodeTier(sys.argv[1]) as tier: print(tier.purge(Purge(prefixes=['/a'])))"
     )
     done = await asyncio.to_thread(
         subprocess.run,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edge.cache.entry import Entry
-from edge.store.memory import MemoryTier, MiB, PurgePattern, key_path
+from edge.store.memory import MemoryTier, MiB
+from edge.store.storage import Purge, PurgePattern, key_path
 
 OVERHEAD = Entry("k", 200, (), b"", 0.0, 0.0).size  # size of an entry with an empty body
 
@@ -63,8 +64,8 @@ def test_purge_keys_without_host(clock: Clock) -> None:
     tier = MemoryTier(clock=clock)
     for key in ("/api/misc/a?x=1", "/api/misc/b", "/img/a.png"):
         tier.put(make(key), clock.now + 60)
-    assert tier.purge(prefixes=["/api/misc/"]) == 2
-    assert tier.purge(prefixes=["*.png"]) == 1
+    assert tier.purge(Purge(prefixes=["/api/misc/"])) == 2
+    assert tier.purge(Purge(prefixes=["*.png"])) == 1
     assert tier.stats()["keys"] == 0
 
 
@@ -225,7 +226,7 @@ def test_purge(
 ) -> None:
     tier = _filled(clock)
     keys = [k for k, _ in tier._slots()]
-    assert tier.purge(**kwargs, soft=soft) == count  # type: ignore[arg-type]
+    assert tier.purge(Purge(**kwargs, soft=soft)) == count  # type: ignore[arg-type]
     for key in keys:
         entries = tier.get(key)
         if key_path(key) in gone:
@@ -244,7 +245,7 @@ def test_soft_purge_copies_entries(clock: Clock) -> None:
     tier = MemoryTier(clock=clock)
     e = make(tags=("t",))
     tier.put(e, clock.now + 60)
-    assert tier.purge(tags=["t"], soft=True) == 1
+    assert tier.purge(Purge(tags=["t"], soft=True)) == 1
     assert not e.invalidated  # the object handed out earlier is not changed
     (again,) = tier.get(e.key)
     assert again.invalidated and again.body == e.body
@@ -257,7 +258,7 @@ def test_soft_purge_copies_entries(clock: Clock) -> None:
 def test_bad_prefix_is_refused_before_anything(clock: Clock) -> None:
     tier = _filled(clock)
     with pytest.raises(ValueError):
-        tier.purge(urls=["http://shop.example/api/misc/b"], prefixes=["api/misc"])
+        tier.purge(Purge(urls=["http://shop.example/api/misc/b"], prefixes=["api/misc"]))
     assert tier.stats()["entries"] == 7
 
 
@@ -280,7 +281,7 @@ def test_indexes_consistent_after_eviction(clock: Clock) -> None:
     assert len(held) == 5
     assert set().union(*index.values()) == held
     assert index["all"] == held
-    assert tier.purge(tags=["all"]) == 5
+    assert tier.purge(Purge(tags=["all"])) == 5
     assert tier._tag_index() == {}
     assert tier.stats() | {"evictions": 0, "expirations": 0} == {
         "keys": 0,
@@ -299,8 +300,8 @@ def test_replacing_variant_retags(clock: Clock) -> None:
     tier.put(make(tags=("old",)), clock.now + 60)
     tier.put(make(tags=("new",)), clock.now + 60)
     assert tier._tag_index() == {"new": {"http://shop.example/a"}}
-    assert tier.purge(tags=["old"]) == 0
-    assert tier.purge(tags=["new"]) == 1
+    assert tier.purge(Purge(tags=["old"])) == 0
+    assert tier.purge(Purge(tags=["new"])) == 1
 
 
 def test_random_operations_keep_counters_and_indexes_consistent(clock: Clock) -> None:
@@ -328,9 +329,9 @@ def test_random_operations_keep_counters_and_indexes_consistent(clock: Clock) ->
         elif op < 0.8:
             clock.now += rng.uniform(0, 3)
         elif op < 0.9:
-            tier.purge(tags=[rng.choice("abc")], soft=rng.random() < 0.5)
+            tier.purge(Purge(tags=[rng.choice("abc")], soft=rng.random() < 0.5))
         elif op < 0.95:
-            tier.purge(prefixes=["/1*"])
+            tier.purge(Purge(prefixes=["/1*"]))
         else:
             tier.delete(key)
         assert tier.stats()["bytes"] <= 8_000

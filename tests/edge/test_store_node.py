@@ -34,6 +34,7 @@ from edge.store.node import (
     NodeTierError,
     _on_tmpfs,
 )
+from edge.store.storage import Purge
 from tests.edge.test_store_memory import OVERHEAD, Clock, make, sized
 
 Tier = MemoryTier | NodeTier
@@ -264,12 +265,12 @@ def test_purge(
     gone: set[str],
     soft: bool,
 ) -> None:
-    from edge.store.memory import key_path
+    from edge.store.storage import key_path
 
     tier = new()
     _fill(tier, clock)
     keys = keys_of(tier)
-    assert tier.purge(**kwargs, soft=soft) == count
+    assert tier.purge(Purge(**kwargs, soft=soft)) == count
     for key in keys:
         entries = tier.get(key)
         if key_path(key) in gone:
@@ -288,7 +289,7 @@ def test_soft_purge_copies_entries(new: Factory, clock: Clock) -> None:
     tier = new()
     e = make(tags=("t",))
     tier.put(e, clock.now + 60)
-    assert tier.purge(tags=["t"], soft=True) == 1
+    assert tier.purge(Purge(tags=["t"], soft=True)) == 1
     assert not e.invalidated  # the object handed out earlier is not changed
     (again,) = tier.get(e.key)
     assert again.invalidated and again.body == e.body
@@ -302,7 +303,7 @@ def test_bad_prefix_is_refused_before_anything(new: Factory, clock: Clock) -> No
     tier = new()
     _fill(tier, clock)
     with pytest.raises(ValueError):
-        tier.purge(urls=["http://shop.example/api/misc/b"], prefixes=["api/misc"])
+        tier.purge(Purge(urls=["http://shop.example/api/misc/b"], prefixes=["api/misc"]))
     assert tier.stats()["entries"] == 7
 
 
@@ -310,8 +311,8 @@ def test_purge_keys_without_host(new: Factory, clock: Clock) -> None:
     tier = new()
     for key in ("/api/misc/a?x=1", "/api/misc/b", "/img/a.png"):
         tier.put(make(key), clock.now + 60)
-    assert tier.purge(prefixes=["/api/misc/"]) == 2
-    assert tier.purge(prefixes=["*.png"]) == 1
+    assert tier.purge(Purge(prefixes=["/api/misc/"])) == 2
+    assert tier.purge(Purge(prefixes=["*.png"])) == 1
     assert tier.stats()["keys"] == 0
 
 
@@ -325,7 +326,7 @@ def test_indexes_consistent_after_eviction(new: Factory, clock: Clock) -> None:
     assert len(held) == 5
     assert set().union(*index.values()) == held
     assert index["all"] == held
-    assert tier.purge(tags=["all"]) == 5
+    assert tier.purge(Purge(tags=["all"])) == 5
     assert tier._tag_index() == {}
     stats = {k: v for k, v in tier.stats().items() if k not in ("path", "persistent")}
     assert stats | {"evictions": 0, "expirations": 0} == {
@@ -345,21 +346,21 @@ def test_replacing_variant_retags(new: Factory, clock: Clock) -> None:
     tier.put(make(tags=("old",)), clock.now + 60)
     tier.put(make(tags=("new",)), clock.now + 60)
     assert tier._tag_index() == {"new": {"http://shop.example/a"}}
-    assert tier.purge(tags=["old"]) == 0
-    assert tier.purge(tags=["new"]) == 1
+    assert tier.purge(Purge(tags=["old"])) == 0
+    assert tier.purge(Purge(tags=["new"])) == 1
 
 
 def test_refuse_late_in_one_process(new: Factory, clock: Clock) -> None:
     tier = new(refuse_late=True)
     old = make("http://h/p", tags=("t",), rt=clock.now - 1)  # requested before the purge
-    tier.purge(urls=["http://h/p"])
+    tier.purge(Purge(urls=["http://h/p"]))
     assert not tier.put(old, clock.now + 60)
-    tier.purge(tags=["u"], at=clock.now)
+    tier.purge(Purge(tags=["u"], at=clock.now))
     assert not tier.put(make("http://h/q", tags=("u",), rt=clock.now - 1), clock.now + 60)
-    tier.purge(prefixes=["/z/*"])
+    tier.purge(Purge(prefixes=["/z/*"]))
     assert not tier.put(make("http://h/z/1", rt=clock.now - 1), clock.now + 60)
     assert tier.put(make("http://h/y", rt=clock.now - 1), clock.now + 60)
-    tier.purge(urls=["http://h/r"], soft=True)  # soft purges are not remembered
+    tier.purge(Purge(urls=["http://h/r"], soft=True))  # soft purges are not remembered
     assert tier.put(make("http://h/r", rt=clock.now - 1), clock.now + 60)
     clock.now += 1
     assert tier.put(make("http://h/p", rt=clock.now), clock.now + 60)  # requested after
@@ -389,9 +390,9 @@ def test_random_operations_keep_counters_and_indexes_consistent(new: Factory, cl
         elif op < 0.8:
             clock.now += rng.uniform(0, 3)
         elif op < 0.9:
-            tier.purge(tags=[rng.choice("abc")], soft=rng.random() < 0.5)
+            tier.purge(Purge(tags=[rng.choice("abc")], soft=rng.random() < 0.5))
         elif op < 0.95:
-            tier.purge(prefixes=["/1*"])
+            tier.purge(Purge(prefixes=["/1*"]))
         else:
             tier.delete(key)
         assert tier.stats()["bytes"] <= 8_000
@@ -412,12 +413,12 @@ def test_generation_moves_on_purges_not_on_puts(node_path: str, clock: Clock) ->
         tier.expire()
         assert tier.generation == g
         tier.put(make(tags=("t",)), clock.now + 60)
-        assert tier.purge(urls=["http://h/none"]) == 0  # nothing matched: still moves
+        assert tier.purge(Purge(urls=["http://h/none"])) == 0  # nothing matched: still moves
         assert tier.generation == g + 1
-        tier.purge(tags=["t"], soft=True)
+        tier.purge(Purge(tags=["t"], soft=True))
         tier.delete("http://h/x")
         tier.clear()
-        tier.purge(all=True)
+        tier.purge(Purge(all=True))
         assert tier.generation == g + 5
         read = tier.generation_reader()
         assert read() == tier.generation
@@ -439,7 +440,7 @@ def test_valid_tracks_the_exact_stored_variant(node_path: str, clock: Clock) -> 
         newer = make(rt=clock.now + 1)
         tier.put(newer, clock.now + 60)
         assert not tier.valid(e) and tier.valid(newer)
-        tier.purge(urls=[e.key], soft=True)
+        tier.purge(Purge(urls=[e.key], soft=True))
         assert not tier.valid(newer)
         tier.put(newer, clock.now + 60)
         assert tier.valid(newer)
@@ -455,11 +456,11 @@ def test_long_keys_and_tags(node_path: str, clock: Clock) -> None:
         tier.put(two, clock.now + 60)
         assert tier.get(one.key) == [one] and tier.get(two.key) == [two]
         assert tier._tag_index() == {"t" * 700: {one.key}}
-        assert tier.purge(prefixes=["http://h/" + "a" * 500]) == 2
+        assert tier.purge(Purge(prefixes=["http://h/" + "a" * 500])) == 2
         tier.put(one, clock.now + 60)
-        assert tier.purge(prefixes=["/aaa*?1"]) == 1
+        assert tier.purge(Purge(prefixes=["/aaa*?1"])) == 1
         tier.put(one, clock.now + 60)
-        assert tier.purge(tags=["t" * 700]) == 1
+        assert tier.purge(Purge(tags=["t" * 700])) == 1
         check(tier)
 
 
@@ -798,13 +799,13 @@ def test_purge_seen_by_every_worker_before_it_returns(node_path: str, peers: lis
         (held,) = b("get", e.key)  # b's hot copy would hold this
         g = b("generation")
         assert tier.generation == g
-        assert a("purge", tags=["p"]) == 1  # returns only after the publication
+        assert a("purge", Purge(tags=["p"])) == 1  # returns only after the publication
         assert b("generation") == g + 1 and tier.generation == g + 1
         assert not b("valid", held)
         assert b("get", e.key) == [] and tier.get(e.key) == []
         # a soft purge: the entry stays, invalidated
         assert a("put", e, now + 60)
-        assert tier.purge(urls=[e.key], soft=True) == 1
+        assert tier.purge(Purge(urls=[e.key], soft=True)) == 1
         assert b("generation") == g + 2 and not b("valid", e)
         (again,) = b("get", e.key)
         assert again.invalidated
@@ -818,7 +819,7 @@ def test_refuse_late_across_processes(node_path: str, peers: list[Peer]) -> None
         sent = time.time()
         late = Entry("http://h/x", 200, (), b"fetched before the purge", sent, sent + 0.01)
         time.sleep(0.01)
-        assert tier.purge(urls=[late.key]) == 0
+        assert tier.purge(Purge(urls=[late.key])) == 0
         assert not peer("put", late, time.time() + 60)  # the peer's fill raced the purge
         assert not tier.put(late, time.time() + 60)
         now = time.time()
@@ -952,7 +953,7 @@ def test_concurrent_purges_keep_the_generation_in_order(node_path: str, peers: l
 
         def purge(peer: Peer) -> None:
             for i in range(40):
-                peer("purge", urls=[f"http://h/{i}"])
+                peer("purge", Purge(urls=[f"http://h/{i}"]))
 
         def watch() -> None:
             while not done.is_set():

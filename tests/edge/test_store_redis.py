@@ -20,6 +20,7 @@ from edge.store.memory import MemoryTier
 from edge.store.purge_bus import PurgeBus, RedisUnavailable, apply_to_memory, generation_key
 from edge.store.redis_conn import Client, close_client, make_client
 from edge.store.redis_tier import LOCAL_TOKEN_PREFIX, RedisTier
+from edge.store.storage import Purge
 from tests.redis_modes import mode_url, modes_fixture, slot_errors_fixture
 
 pytestmark = pytest.mark.redis
@@ -152,7 +153,7 @@ async def test_two_tiers_share_data(tiers: Tiers) -> None:
     e = make(tags=("t",))
     await a.put(e, time.time() + 60)
     assert await b.get(e.key) == [e]
-    assert await b.purge(tags=["t"]) == 1
+    assert await b.purge(Purge(tags=["t"])) == 1
     assert await a.get(e.key) == []
 
 
@@ -199,14 +200,14 @@ async def test_a_fill_requested_before_a_purge_is_refused(tiers: Tiers) -> None:
     the fill finds it after storing and takes its object back) and purge-all."""
     tier = await tiers.tier(refuse_late=True)
     before = time.time() - 1  # requested before each purge below
-    await tier.purge(urls=["http://h/p"])
+    await tier.purge(Purge(urls=["http://h/p"]))
     assert not await tier.put(make("http://h/p", rt=before), time.time() + 60)
-    await tier.purge(tags=["u"])
+    await tier.purge(Purge(tags=["u"]))
     assert not await tier.put(make("http://h/q", tags=("u",), rt=before), time.time() + 60)
     assert await tier.get("http://h/q") == []
     assert await tier.put(make("http://h/y", rt=before), time.time() + 60)  # nothing purged it
     assert await tier.put(make("http://h/p", rt=time.time() + 1), time.time() + 60)  # after
-    await tier.purge(all=True)
+    await tier.purge(Purge(all=True))
     assert not await tier.put(make("http://h/z", rt=before), time.time() + 60)
     assert tier.refused_late == 3
     assert [e.key for e in await tier.get("http://h/y")] == []  # the purge-all took it
@@ -220,7 +221,7 @@ async def test_purge_hard_and_soft(tiers: Tiers, raw: Client, soft: bool) -> Non
     for i, (kwargs, count, gone) in enumerate(PURGES):
         await raw.delete(tier._keys, tier._paths, tier._exp)
         keys = await _fill(tier)
-        assert await tier.purge(**kwargs, soft=soft) == count, kwargs  # type: ignore[arg-type]
+        assert await tier.purge(Purge(**kwargs, soft=soft)) == count, kwargs  # type: ignore[arg-type]
         assert await other.purge_generation() == i + 1
         if kwargs.get("all"):
             gone = {k.split("example", 1)[1] for k in keys}
@@ -244,9 +245,9 @@ async def test_bad_prefix_and_purge_without_announce(tiers: Tiers) -> None:
     tier = await tiers.tier()
     await _fill(tier)
     with pytest.raises(ValueError):
-        await tier.purge(prefixes=["api/misc"])
+        await tier.purge(Purge(prefixes=["api/misc"]))
     assert await tier.purge_generation() == 0
-    assert await tier.purge(urls=["http://cdn.example/api/misc/c"], announce=False) == 1
+    assert await tier.purge(Purge(urls=["http://cdn.example/api/misc/c"]), announce=False) == 1
     assert await tier.purge_generation() == 1
     assert await tier.delete("http://shop.example/api/misc/b") == 1
 
@@ -256,8 +257,8 @@ async def test_keys_without_host(tiers: Tiers) -> None:
     tier = await tiers.tier()
     for key in ("/api/misc/a?x=1", "/api/misc/b", "/img/a.png"):
         assert await tier.put(make(key), time.time() + 60)
-    assert await tier.purge(prefixes=["/api/misc/"]) == 2
-    assert await tier.purge(prefixes=["*.png"]) == 1
+    assert await tier.purge(Purge(prefixes=["/api/misc/"])) == 2
+    assert await tier.purge(Purge(prefixes=["*.png"])) == 1
     assert await tier.get("/img/a.png") == []
 
 
@@ -325,7 +326,7 @@ async def test_dead_redis_is_fast_quiet_and_harmless(
         assert not await tier.unlock("http://h/x", token)
         assert await tier.wait_for_fill("http://h/x", 1.0) == []
         with pytest.raises(RedisUnavailable):
-            await tier.purge(urls=["http://h/x"])
+            await tier.purge(Purge(urls=["http://h/x"]))
     lines = [r for r in caplog.records if r.name == "edge.store.redis"]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert tier.errors == 1  # then calls short-circuit until the back-off passes
@@ -477,7 +478,7 @@ async def test_purge_is_delivered_to_other_nodes(tiers: Tiers) -> None:
     e = make("http://shop.example/api/misc/a", tags=("misc",))
     memory.put(e, time.time() + 60)
     await tier.put(e, time.time() + 60)
-    assert await tier.purge(prefixes=["/api/misc/"]) == 1
+    assert await tier.purge(Purge(prefixes=["/api/misc/"])) == 1
     await eventually(lambda: len(got) == 1)
     assert got[0]["prefixes"] == ["/api/misc/"]
     assert got[0]["node"] == "edge-1" and got[0]["gen"] == 1
@@ -532,13 +533,13 @@ async def test_generation_check_and_gap_signal_resync(tiers: Tiers, raw: Client)
     assert await bus.wait_connected(2.0)
     # A purge that was never announced: found by the periodic check within the bound.
     started = time.monotonic()
-    await tier.purge(urls=["http://h/x"], announce=False)
+    await tier.purge(Purge(urls=["http://h/x"]), announce=False)
     await eventually(lambda: bool(got))
     assert time.monotonic() - started < 1.0
     assert got == [{"type": "resync", "gen": 1, "reason": "generation"}]
     # A generation skipped on the channel: signalled as soon as the next message arrives.
     await raw.incr(generation_key(tiers.prefix))
-    await tier.purge(urls=["http://h/y"])
+    await tier.purge(Purge(urls=["http://h/y"]))
     await eventually(lambda: len(got) == 3)
     assert got[1]["type"] == "purge" and got[1]["gen"] == 3
     assert got[2] == {"type": "resync", "gen": 3, "reason": "gap"}
@@ -592,7 +593,7 @@ async def test_a_purge_by_tag_on_a_cluster_reads_one_set_and_scans_nothing(
             return total
 
         before = await calls()
-        assert await tier.purge(tags=["t"]) == 100
+        assert await tier.purge(Purge(tags=["t"])) == 100
         after = await calls()
         assert {k: after[k] - before[k] for k in after} == {
             "smembers": 1,
