@@ -74,6 +74,14 @@ class TlsSettings:
             return False
         return host_name(host) in self.redirect
 
+    @property
+    def answer_fields(self) -> tuple[tuple[str, str], ...]:
+        """The fields every answer over TLS carries, whatever its protocol: HSTS when
+        configured (RFC 6797 section 7.2: only over a secure transport)."""
+        if self.hsts:
+            return (("Strict-Transport-Security", self.hsts),)
+        return ()
+
 
 TLS_KEYS = {
     "port",

@@ -335,8 +335,8 @@ class Http1Connection(asyncio.BaseProtocol):
             self._advance()
 
     request_class = Request  # edge.protocol.tls.TlsHttp1Connection: TlsRequest
-    # Fields every answer of this connection carries, serialized (edge.protocol.tls:
-    # Strict-Transport-Security); `_tail` adds them.
+    # Fields every answer of this connection carries, serialized (over TLS:
+    # `TlsSettings.answer_fields`); `_tail_for` adds them.
     extra_fields = ""
 
     def on_message_begin(self) -> None:

@@ -267,7 +267,9 @@ Parsed = tuple[
 class Http2Connection(asyncio.Protocol):
     """One client connection speaking HTTP/2 (the server side)."""
 
-    def __init__(self, engine: Engine, settings: Http2Settings, hsts: str | None) -> None:
+    def __init__(
+        self, engine: Engine, settings: Http2Settings, answer_fields: Sequence[tuple[str, str]]
+    ) -> None:
         self.engine = engine
         self.guard = engine.guard
         self.settings = settings
@@ -278,7 +280,8 @@ class Http2Connection(asyncio.Protocol):
         self.idle_timeout = cfg.keepalive_timeout
         self.body_timeout = cfg.body_timeout
         self.body_min_rate = cfg.body_min_rate
-        self.hsts = wire.encode_field(b"strict-transport-security", hsts.encode()) if hsts else b""
+        # What every answer of the connection ends with (HSTS: TlsSettings.answer_fields).
+        self.tail = fields_block(answer_fields)
         self.loop = asyncio.get_running_loop()
         self.max_headers = cfg.max_headers
         self.max_field = cfg.max_field_size
@@ -983,11 +986,11 @@ class Http2Connection(asyncio.Protocol):
 
     def send_head(self, stream: Stream, block: bytes, end: bool) -> None:
         """The final HEADERS: `block` is the answer's (`header_block`); the table size
-        update and HSTS are added here."""
+        update and the connection's fields (`tail`) are added here."""
         stream.started = True
         if stream.reset or self.dead:
             return
-        self.out.append(wire.headers(stream.id, self.table_prefix() + block + self.hsts, end))
+        self.out.append(wire.headers(stream.id, self.table_prefix() + block + self.tail, end))
         if end:
             stream.ended = True
             self._forget(stream)

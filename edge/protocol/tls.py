@@ -28,7 +28,7 @@ import ipaddress
 import logging
 import os
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,7 +36,7 @@ from edge.cache import flow
 from edge.config.tls import CertFiles, TlsSettings
 from edge.http.answer import Answer
 from edge.http.request import Request, TlsRequest, host_name
-from edge.protocol.http1 import Http1Connection
+from edge.protocol.http1 import Http1Connection, field_lines
 from edge.protocol.tls_transport import TlsTransport
 
 if TYPE_CHECKING:
@@ -207,10 +207,9 @@ class TlsHttp1Connection(Http1Connection):
 
     request_class = TlsRequest
 
-    def __init__(self, engine: Engine, hsts: str | None) -> None:
+    def __init__(self, engine: Engine, answer_fields: Sequence[tuple[str, str]]) -> None:
         super().__init__(engine)
-        if hsts:
-            self.extra_fields = f"Strict-Transport-Security: {hsts}\r\n"
+        self.extra_fields = field_lines(answer_fields).decode("latin-1")
 
 
 def connection_for(
@@ -223,8 +222,8 @@ def connection_for(
         if transport.sslobj.selected_alpn_protocol() == "h2":
             from edge.protocol.http2 import Http2Connection
 
-            return Http2Connection(engine, now.http2, now.hsts)
-        return TlsHttp1Connection(engine, now.hsts)
+            return Http2Connection(engine, now.http2, now.answer_fields)
+        return TlsHttp1Connection(engine, now.answer_fields)
 
     return choose
 
