@@ -18,6 +18,7 @@ from multidict import CIMultiDict, MultiMapping
 from edge.base.ledger import RETRY_AFTER
 from edge.cache import policy
 from edge.cache.entry import Entry
+from edge.cache.images import IMAGE_FIELD
 from edge.http.answer import Answer, Fields
 from edge.http.ranges import if_range_allows, multipart_body, plan_ranges
 
@@ -116,6 +117,12 @@ def hit_stamp(entry: Entry, ident: Identity, now: float) -> Fields:
     its age, after its other fields: Age (RFC 9111 section 5.1) and Cache-Status (RFC 9211
     section 2: `hit; ttl=<remaining freshness>`)."""
     age, ttl = age_and_ttl(entry, now)
+    vary = entry.vary
+    if vary and vary[-1][0] == IMAGE_FIELD:  # a converted image names its class
+        return [
+            ("Age", str(age)),
+            ("Cache-Status", f"{ident.node}; hit; ttl={ttl}; detail={vary[-1][1]}"),
+        ]
     return [("Age", str(age)), ("Cache-Status", f"{ident.node}; hit; ttl={ttl}")]
 
 

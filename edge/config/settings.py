@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from edge.base import ledger
+from edge.config.images import ImageSettings, parse_images
 from edge.config.terms import Defaults, RuleTerms
 from edge.config.tls import TlsSettings, override_tls, parse_tls
 
@@ -178,6 +179,7 @@ class EdgeConfig:
     invalidations: tuple[Invalidation, ...] = ()
     compression: Compression = field(default_factory=Compression)
     slicing: Slicing = field(default_factory=Slicing)
+    images: ImageSettings = field(default_factory=ImageSettings)  # edge.config.images
     early_hints: bool = True
     tls: TlsSettings | None = None  # the HTTPS listener (edge.config.tls)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -463,6 +465,7 @@ TOP_KEYS = {
     "invalidate",
     "compression",
     "slices",
+    "images",
     "early_hints",
     "tls",
 }
@@ -604,6 +607,7 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
     changes["compression"] = _compression(r, top.get("compression"), "compression")
     slicing = _slicing(r, top.get("slices"), "slices")
     changes["slicing"] = slicing
+    changes["images"] = parse_images(r, top.get("images"))
     if "early_hints" in top:
         changes["early_hints"] = r.boolean(top["early_hints"], "early_hints")
     rules = top.get("rules") or []

@@ -30,7 +30,7 @@ from edge.cache import flow, policy, respond
 from edge.cache.entry import Entry
 from edge.cache.keys import select_variant, vary_values
 from edge.config.settings import EdgeConfig
-from edge.engine import access_log, compress, hints, slices
+from edge.engine import access_log, compress, hints, images, slices
 from edge.engine.fresh_hits import FreshHits
 from edge.engine.purger import Purger
 from edge.http.answer import Answer, Responder, held_bytes
@@ -138,6 +138,10 @@ class Engine:
         self.slicer = slices.Slicer(self)
         # Delivery hook: 103 Early Hints learnt from pages' Link fields (edge.engine.hints).
         self.hints = hints.Hints()
+        # Delivery hook: images as AVIF or WebP, sized to the screen (edge.engine.images).
+        self.images = images.ImageMaker(cfg.images, tiers)
+        encoded = self.encoder.stored
+        self.collapser.on_store = lambda e, until: self.images.stored(encoded(e, until), until)
 
     # -- recv ---------------------------------------------------------------------------
 
@@ -156,6 +160,7 @@ class Engine:
             route = self.routes.get(req.target)
             if route is None:
                 route = flow.recv(method, req.target, self.cfg)
+                route = self.images.route(route)  # Delivery hook: ?w= is no part of the key
                 if len(self.routes) >= ROUTE_CACHE_SIZE:
                     self.routes.clear()
                 self.routes[req.target] = route
@@ -215,6 +220,16 @@ class Engine:
         self, req: Request, conn: Responder, route: flow.Lookup, entries: list[Entry]
     ) -> Run | None:
         entry: Entry | None = None
+        image: images.Pick | None = None
+        if entries and self.images.enabled:
+            # Delivery hook: an image's converted variant for this client (edge.engine.images).
+            picked = self.images.pick(req, route, entries)
+            if isinstance(picked, flow.Reject):
+                self.reject(req, conn, picked)
+                return None
+            image = picked
+            if image is not None and image.variant is None:
+                entries = image.originals
         if not entries and self.slicer.policy_for(route) is not None:
             return self.slicer.serve(req, conn, route)  # Delivery hook: a sliced object
         if entries:
@@ -242,6 +257,8 @@ class Engine:
                 )
                 if entry is identity:
                     self.encoder.demand(identity)  # first demand: coded copies follow
+        if image is not None and image.variant is not None:
+            entry = image.variant
         req_cc = (
             policy.parse_request(req.headers) if req.flags & F_CACHE_CONTROL else flow.NO_REQUEST_CC
         )
@@ -259,6 +276,11 @@ class Engine:
         if type(decision) is flow.Hit:
             if decision.refresh:
                 self.collapser.refresh(self.fetch_spec(req, route, decision.entry))
+            if image is not None and image.detail and decision.x_cache == "HIT":
+                # Delivery hook: the original while its variant is made (or refused).
+                status = respond.hit_status(decision.entry, now, f"detail={image.detail}")
+                self.deliver(req, conn, decision.entry, "HIT", "", now, status)
+                return None
             self.deliver(req, conn, decision.entry, decision.x_cache, decision.detail, now)
             return None
         if type(decision) is flow.Miss:
@@ -379,6 +401,8 @@ class Engine:
         entries = self.tiers.get_now(route.key)
         if not entries:
             return None
+        if self.images.enabled and self.images.involved(target, entries):
+            return None  # Delivery hook: an image's variants are chosen by `decide`
         first = entries[0]
         entry: Entry | None = first
         single = len(entries) == 1 and not first.vary
@@ -827,6 +851,7 @@ class Engine:
         self.ledger.set_limits(cfg.kept_limits)
         self.collapser.cfg = cfg
         self.purger.cfg = cfg
+        self.images.reconfigure(cfg.images)
         if upstream is not None:
             self.upstream = upstream
             self.collapser.upstream = upstream

@@ -109,6 +109,29 @@ def render(
         [("", c.get("collapsed", 0))],
     )
     out.family("edge_stored_total", "counter", "Responses stored.", [("", c.get("stored", 0))])
+    img = merged.get("images") or {}
+    out.family(
+        "edge_image_conversions_total",
+        "counter",
+        "Image conversions (edge.engine.images), by format and outcome.",
+        [
+            (f'format="{_escape(fmt)}",outcome="{_escape(outcome)}"', n)
+            for fmt, outcomes in sorted(img.get("conversions", {}).items())
+            for outcome, n in sorted(outcomes.items())
+        ],
+    )
+    out.family(
+        "edge_image_conversion_seconds_total",
+        "counter",
+        "CPU time of the image conversion processes.",
+        [("", float(img.get("seconds", 0.0)))],
+    )
+    out.family(
+        "edge_image_bytes_saved_total",
+        "counter",
+        "Original bytes minus converted bytes, per variant stored.",
+        [("", img.get("bytes_saved", 0))],
+    )
     out.family(
         "edge_background_refreshes_total",
         "counter",

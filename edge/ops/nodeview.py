@@ -176,6 +176,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
     connections: dict[str, Any] = {}
     kept: dict[str, Any] = {}
     bus: dict[str, Any] = {}
+    images: dict[str, Any] = {}  # conversions (edge.engine.images)
     for snap in snapshots:
         c = dict(snap.get("counters", {}))
         c.pop("hit_ratio", None)
@@ -184,6 +185,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         _add(latency, snap.get("latency", {}))
         _add(connections, snap.get("connections", {}))
         _add(kept, snap.get("kept", {}))
+        _add(images, snap.get("images", {}))
     if snapshots:
         counters["hit_ratio"] = hit_ratio(counters.get("results", {}))
         counters["uptime_seconds"] = max(
@@ -202,6 +204,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         "latency": latency,
         "connections": connections,
         "kept": kept,
+        "images": images,
         "bus": bus or None,
         "top_hits": _top(s.get("top_hits", []) for s in snapshots),
         "top_bytes": _top(s.get("top_bytes", []) for s in snapshots),
@@ -295,6 +298,7 @@ def local_snapshot(engine: Engine, pid: int | None = None) -> Snapshot:
     if bus is not None:
         snap["bus"] = {"applied_generation": bus.applied_generation, "acks_sent": bus.acks_sent}
     snap.update(engine.observer.snapshot())
+    snap["images"] = engine.images.snapshot()  # conversions (edge.engine.images)
     return snap
 
 

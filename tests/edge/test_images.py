@@ -1,0 +1,301 @@
+"""Images at the edge, end to end against the real shop origin (its 5 MB photo, sliced as
+config/edge.yaml says) and scripted origins (a 50-megapixel image, a truncated JPEG):
+AVIF and WebP by Accept, widths by Client Hints and ?w=, the original byte for byte to
+clients that never asked for another format, Vary and Cache-Status, purge, collapsing,
+refusals, and the same answers over HTTP/1.1 and h2."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+from PIL import Image
+
+from edge.config.images import ImageRule, ImageSettings
+from edge.engine.engine import Engine
+from origin.settings import STATIC_DIR
+from tests.edge.conftest import TOKEN, EdgeFactory, node_of, origin_hits, url
+from tests.edge.test_request_check import Sent, _h1, _h2
+from tests.edge.tls_helpers import start_tls_edge
+
+PHOTO = (STATIC_DIR / "5mo.jpg").read_bytes()
+CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+SCREEN = {"Sec-CH-Viewport-Width": "1280", "Sec-CH-DPR": "1"}
+WAIT = 60.0  # seconds a conversion may take on a loaded machine
+
+
+def sha(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def conversions(engine: Engine, fmt: str, outcome: str) -> int:
+    return engine.images.conversions[f"{fmt} {outcome}"]
+
+
+async def get(
+    s: aiohttp.ClientSession, edge: Any, path: str, **headers: str
+) -> tuple[int, Any, bytes]:
+    async with s.get(url(edge, path), headers=headers, skip_auto_headers=["Accept"]) as r:
+        return r.status, r.headers, await r.read()
+
+
+async def until_converted(
+    s: aiohttp.ClientSession, edge: Any, path: str, cls: str, **headers: str
+) -> tuple[Any, bytes]:
+    """Ask until the answer is the variant `cls` (the first asks have the original)."""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
+        status, h, body = await get(s, edge, path, **headers)
+        assert status == 200
+        if f"detail={cls}" in h.get("Cache-Status", "") and "converting" not in h["Cache-Status"]:
+            return h, body
+        assert asyncio.get_running_loop().time() < deadline, h.get("Cache-Status")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def shop(origin: Any, make_edge: EdgeFactory) -> Any:
+    """The shop behind config/edge.yaml (images on), its photo sliced."""
+    return await make_edge(url(origin, "/"))
+
+
+async def test_clients_without_accept_get_the_original_byte_for_byte(shop: Any) -> None:
+    async with aiohttp.ClientSession() as s:
+        for accept in (None, "*/*", "image/*"):  # nothing (wget), curl's */*, a wildcard
+            for _ in range(3):  # cold (slices), assembled, hit
+                headers = {"Accept": accept} if accept else {}
+                status, h, body = await get(s, shop, "/5mo.jpg", **headers)
+                assert status == 200 and sha(body) == sha(PHOTO)
+                assert h["Content-Type"] == "image/jpeg"
+        # Once the original is whole in the worker, its answers name what they depend on.
+        status, h, body = await get(s, shop, "/5mo.jpg")
+        assert "Accept" in h["Vary"] and "Sec-CH-Viewport-Width" in h["Vary"]
+    assert conversions(node_of(shop), "avif", "converted") == 0
+
+
+async def test_a_browser_gets_avif_sized_to_its_screen(shop: Any) -> None:
+    engine = node_of(shop)
+    async with aiohttp.ClientSession() as s:
+        await get(s, shop, "/5mo.jpg", Accept=CHROME, **SCREEN)  # cold: slices, the original
+        status, h, body = await get(s, shop, "/5mo.jpg", Accept=CHROME, **SCREEN)
+        # The first ask of a class gets the original while the variant is made.
+        assert sha(body) == sha(PHOTO)
+        assert "detail=converting-avif-1280" in h["Cache-Status"]
+        h, body = await until_converted(s, shop, "/5mo.jpg", "avif-1280", Accept=CHROME, **SCREEN)
+        assert h["Content-Type"] == "image/avif" and h["X-Cache"] == "HIT"
+        assert h["ETag"].endswith('-avif-1280"')
+        vary = [v.strip() for v in h["Vary"].split(",")]
+        assert {"Accept", "Sec-CH-Viewport-Width", "Sec-CH-DPR"} <= set(vary)
+        with Image.open(io.BytesIO(body)) as im:
+            assert im.format == "AVIF" and im.size == (1280, 800)
+        assert len(body) < len(PHOTO) // 20
+        # Another browser, other values, the same class: the same stored variant.
+        _, body2 = await until_converted(
+            s,
+            shop,
+            "/5mo.jpg",
+            "avif-1280",
+            Accept="image/avif,image/webp,*/*",
+            **{"Sec-CH-Viewport-Width": "1100"},
+        )
+        assert body2 == body
+        # A WebP-only browser on a 2x screen: 1000 x 2 rounds up to 2560.
+        hints = {"Sec-CH-Viewport-Width": "1000", "Sec-CH-DPR": "2"}
+        h, body = await until_converted(
+            s, shop, "/5mo.jpg", "webp-2560", Accept="image/webp,*/*", **hints
+        )
+        with Image.open(io.BytesIO(body)) as im:
+            assert im.format == "WEBP" and im.width == 2560
+        # No hints: the original's width, as AVIF.
+        h, body = await until_converted(s, shop, "/5mo.jpg", "avif", Accept=CHROME)
+        with Image.open(io.BytesIO(body)) as im:
+            assert im.size == (3200, 2000)
+        # And wget still gets the original.
+        status, _, body = await get(s, shop, "/5mo.jpg")
+        assert status == 200 and sha(body) == sha(PHOTO)
+    assert conversions(engine, "avif", "converted") == 2
+    assert conversions(engine, "webp", "converted") == 1
+    assert engine.images.bytes_saved > 2 * len(PHOTO)
+
+
+async def test_the_width_param_is_a_variant_of_the_one_object(shop: Any, origin: Any) -> None:
+    async with aiohttp.ClientSession() as s:
+        await get(s, shop, "/5mo.jpg")
+        await get(s, shop, "/5mo.jpg")  # whole in the worker
+        fetched = origin_hits(origin, "/5mo.jpg")
+        _, body = await until_converted(s, shop, "/5mo.jpg?w=640", "jpeg-640")
+        with Image.open(io.BytesIO(body)) as im:
+            assert im.format == "JPEG" and im.size == (640, 400)
+        _, body = await until_converted(s, shop, "/5mo.jpg?w=700", "avif-960", Accept=CHROME)
+        with Image.open(io.BytesIO(body)) as im:
+            assert im.size == (960, 600)
+        # ?w= wins over the hints; wider than the photo: never upscaled.
+        _, body = await until_converted(s, shop, "/5mo.jpg?w=9000", "avif", Accept=CHROME, **SCREEN)
+        with Image.open(io.BytesIO(body)) as im:
+            assert im.size == (3200, 2000)
+        assert origin_hits(origin, "/5mo.jpg") == fetched  # never fetched again
+        status, _, body = await get(s, shop, "/5mo.jpg?w=big")
+        assert status == 400 and b"w must be a width" in body
+        status, _, body = await get(s, shop, "/5mo.jpg")
+        assert status == 200 and sha(body) == sha(PHOTO)
+
+
+async def test_a_purge_of_the_url_removes_every_variant(shop: Any) -> None:
+    engine = node_of(shop)
+    async with aiohttp.ClientSession() as s:
+        await get(s, shop, "/5mo.jpg")
+        await get(s, shop, "/5mo.jpg")
+        await until_converted(s, shop, "/5mo.jpg", "avif-1280", Accept=CHROME, **SCREEN)
+        await until_converted(s, shop, "/5mo.jpg?w=640", "webp-640", Accept="image/webp")
+        assert len(engine.tiers.get_now("/5mo.jpg") or []) >= 2
+        async with s.post(
+            url(shop, "/_edge/purge"),
+            json={"urls": ["/5mo.jpg"]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as r:
+            assert r.status == 200
+        assert not engine.tiers.get_now("/5mo.jpg")
+        status, h, body = await get(s, shop, "/5mo.jpg", Accept=CHROME, **SCREEN)
+        assert status == 200 and h["X-Cache"] == "MISS" and sha(body) == sha(PHOTO)
+        status, h, body = await get(s, shop, "/5mo.jpg?w=640", Accept="image/webp")
+        assert "image/webp" not in h["Content-Type"]
+
+
+async def test_concurrent_requests_make_one_conversion(shop: Any) -> None:
+    engine = node_of(shop)
+    async with aiohttp.ClientSession() as s:
+        await get(s, shop, "/5mo.jpg")
+        await get(s, shop, "/5mo.jpg")
+        answers = await asyncio.gather(
+            *(get(s, shop, "/5mo.jpg", Accept=CHROME, **SCREEN) for _ in range(12))
+        )
+        assert all(status == 200 for status, _, _ in answers)
+        await until_converted(s, shop, "/5mo.jpg", "avif-1280", Accept=CHROME, **SCREEN)
+        await asyncio.gather(
+            *(get(s, shop, "/5mo.jpg", Accept=CHROME, **SCREEN) for _ in range(12))
+        )
+        async with s.get(url(shop, "/_edge/metrics")) as r:
+            metrics = await r.text()
+    assert conversions(engine, "avif", "converted") == 1
+    assert 'edge_image_conversions_total{node="edge-1",format="avif",outcome="converted"} 1' in (
+        metrics
+    )
+    assert "edge_image_bytes_saved_total" in metrics
+
+
+async def test_pages_ask_for_client_hints(shop: Any) -> None:
+    async with aiohttp.ClientSession() as s:
+        await get(s, shop, "/")
+        status, h, _ = await get(s, shop, "/")
+        assert status == 200 and h["X-Cache"] == "HIT"
+        assert "Sec-CH-Viewport-Width" in h["Accept-CH"] and "Sec-CH-DPR" in h["Accept-CH"]
+
+
+def jpeg(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buf, "JPEG", quality=50)
+    return buf.getvalue()
+
+
+@pytest.fixture
+async def odd_images(aiohttp_server: Any) -> Any:
+    """An origin with a 50-megapixel JPEG and a truncated one."""
+    bomb = jpeg(8000, 6250)
+    truncated = PHOTO[: len(PHOTO) * 2 // 3]
+    bodies = {"/bomb.jpg": bomb, "/truncated.jpg": truncated}
+
+    async def handle(request: web.Request) -> web.Response:
+        headers = {"Content-Type": "image/jpeg", "Cache-Control": "max-age=600"}
+        return web.Response(body=bodies[request.path], headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/{name}", handle)
+    server = await aiohttp_server(app)
+    server.bodies = bodies
+    return server
+
+
+@pytest.mark.parametrize(
+    ("path", "reason", "settings"),
+    [
+        ("/bomb.jpg", "too-many-pixels", {}),
+        ("/truncated.jpg", "unreadable", {}),
+        # Past max_pixels' guard, the process's address space is the bound.
+        ("/bomb.jpg", "memory", {"max_pixels": 100_000_000, "worker_memory": 160 * 2**20}),
+    ],
+)
+async def test_what_cannot_be_converted_is_served_as_it_is(
+    odd_images: Any, make_edge: EdgeFactory, path: str, reason: str, settings: dict[str, Any]
+) -> None:
+    images = replace(ImageSettings(enabled=True, rules=(ImageRule(),)), **settings)
+    edge = await make_edge(url(odd_images, "/"), images=images)
+    engine = node_of(edge)
+    original = odd_images.bodies[path]
+    async with aiohttp.ClientSession() as s:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while True:
+            status, h, body = await get(s, edge, path, Accept=CHROME)  # at full size
+            assert status == 200 and sha(body) == sha(original)
+            if f"detail=not-converted-{reason}" in h.get("Cache-Status", ""):
+                break
+            assert loop.time() < deadline, (h.get("Cache-Status"), engine.images.conversions)
+            await asyncio.sleep(0.1)
+        status, h, body = await get(s, edge, "/_edge/health")
+        assert status == 200  # the edge is up
+    refused = sum(n for label, n in engine.images.conversions.items() if label.endswith(reason))
+    assert refused >= 1
+    assert conversions(engine, "avif", "converted") == 0
+
+
+DOOR_REQUESTS = [
+    ((b"accept", CHROME.encode()), (b"sec-ch-viewport-width", b"1280"), (b"sec-ch-dpr", b"1")),
+    ((b"accept", b"image/webp"),),
+    ((b"accept", b"*/*"),),
+    (),
+]
+
+
+async def test_http1_and_h2_give_the_same_answer(origin: Any, tmp_path: Path) -> None:
+    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    images = ImageSettings(enabled=True, rules=(ImageRule(),))
+    server, _ = await start_tls_edge(url(origin, "/"), tmp_path, ca, limits={"images": images})
+    try:
+        engine = server.node
+
+        async def ask(door: str, fields: tuple[tuple[bytes, bytes], ...]) -> Any:
+            sent = Sent(b"GET", b"/5mo.jpg", b"localhost", fields, b"")
+            if door == "h1":
+                return await _h1(server.port, sent, None)
+            return await _h2(server.tls_port, ca, sent)
+
+        await ask("h1", ())
+        for fields in DOOR_REQUESTS:
+            await ask("h1", fields)  # asks for the variant
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while engine.images.making or engine.images._tasks:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.1)
+        for fields in DOOR_REQUESTS:
+            one, two = await ask("h1", fields), await ask("h2", fields)
+            assert one.status == two.status == 200
+            assert sha(one.body) == sha(two.body)
+            for name in ("content-type", "etag", "vary", "content-length"):
+                assert one.fields.get(name) == two.fields.get(name), name
+            assert (
+                one.fields["cache-status"].split("ttl=")[0]
+                == (two.fields["cache-status"].split("ttl=")[0])
+            )
+        assert conversions(engine, "avif", "converted") == 1
+        assert conversions(engine, "webp", "converted") == 1
+    finally:
+        await server.stop()
