@@ -20,8 +20,11 @@ from pathlib import Path
 from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from edge.engine.convert import convert
+from origin.assets import IMAGE_NAME, ensure_image
+from origin.settings import STATIC_DIR
 
 QUALITIES = {"avif": (40, 50, 60, 70), "webp": (60, 70, 75, 80, 85), "jpeg": (70, 80, 85)}
+DEFAULT = STATIC_DIR / IMAGE_NAME
 WIDTHS: tuple[int | None, ...] = (640, 1280, 1920, None)
 
 
@@ -65,10 +68,12 @@ def measure(path: Path) -> list[dict[str, object]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default="origin/static/5mo.jpg")
+    parser.add_argument("--image", type=Path, default=DEFAULT)
     parser.add_argument("--out", default=None, help="JSON file of the rows")
     args = parser.parse_args()
     path = Path(args.image)
+    if path == DEFAULT and not path.exists():
+        ensure_image(path)  # the lab's photo is rendered, not kept in git
     rows = measure(path)
     table = [
         "| format | quality | width | bytes | CPU s | PSNR dB |",
