@@ -25,7 +25,6 @@ the screen displayed).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime
 import hashlib
 import io
@@ -36,6 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
 from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from bench.delivery.browser import chromium, edge_config, purge_all, short, visit
@@ -191,9 +191,6 @@ def images_table(data: dict[str, Any]) -> str:
     ]
     runs: dict[str, dict[str, Any]] = data["runs"]
     for label, run in runs.items():
-        if run.get("missing"):
-            lines.append(f"| {label} | | not measured: {run['missing']} | | | | | |")
-            continue
         for phase in ("cold", "warm"):
             loads = run[phase]
             form = sorted({_form(x) for x in loads})
@@ -203,12 +200,7 @@ def images_table(data: dict[str, Any]) -> str:
                 f"{_ms([x['done_ms'] for x in loads])} | "
                 f"{_ms([x['image']['end'] for x in loads])} | {_db_range(_psnrs(loads))} |"
             )
-    columns = [
-        (label, phase)
-        for label, run in runs.items()
-        if not run.get("missing")
-        for phase in ("cold", "warm")
-    ]
+    columns = [(label, phase) for label in runs for phase in ("cold", "warm")]
     lines += [
         "",
         "| resource | " + " | ".join(f"{label}, {phase}" for label, phase in columns) + " |",
@@ -229,9 +221,13 @@ def images_table(data: dict[str, Any]) -> str:
 
 def targets(data: dict[str, Any]) -> list[str]:
     runs = data["runs"]
-    on, off = runs.get("on", {}), runs.get("off", {})
-    if on.get("missing") or not on or not off or off.get("missing"):
-        return ["Targets: not measured (images on: " + str(on.get("missing", "not run")) + ")."]
+    if "on" not in runs or "off" not in runs:
+        return [
+            "Targets: not measured (they compare images on with off; this run: "
+            + ", ".join(runs)
+            + ")."
+        ]
+    on, off = runs["on"], runs["off"]
     limit = TARGET_SHARE * PAGE_BYTES
     warm = max(x["total"] for x in on["warm"])
     psnrs = _psnrs(on["warm"])
@@ -250,13 +246,6 @@ def targets(data: dict[str, Any]) -> list[str]:
 
 
 # --- the run ----------------------------------------------------------------------------
-
-
-def images_supported() -> bool:
-    """Does this edge know the `images:` section (the conversion)?"""
-    from edge.config.settings import EdgeConfig
-
-    return "images" in {f.name for f in dataclasses.fields(EdgeConfig)}
 
 
 def _one_load(url: str) -> dict[str, Any]:
@@ -338,12 +327,13 @@ def _judge(loads: list[dict[str, Any]], original: bytes, known: dict[Any, Any]) 
 def images_run(
     static_rate: int = 300 * 1024, rounds: int = 3, labels: tuple[str, ...] = ("off", "on")
 ) -> dict[str, Any]:
-    """Each of `labels` ("off", "on") on an origin and edge of its own: `rounds` cold loads
-    (each after a purge), one more load, a pause, then `rounds` warm loads."""
+    """Each of `labels` ("off", "on": config/edge.yaml with `images.enabled` false or true)
+    on an origin and edge of its own: `rounds` cold loads (each after a purge), one more
+    load, a wait until the image's answer stops changing (`settle`), `rounds` warm loads."""
     from origin.settings import STATIC_DIR
 
     original = (STATIC_DIR / IMAGE.lstrip("/")).read_bytes()
-    supported = images_supported()
+    shipped = yaml.safe_load((REPO / "config" / "edge.yaml").read_text()).get("images") or {}
     out: dict[str, Any] = {
         "static_rate": static_rate,
         "rounds": rounds,
@@ -352,12 +342,8 @@ def images_run(
     }
     known: dict[Any, Any] = {}
     for label in labels:
-        if not supported and label == "on":
-            out["runs"][label] = {"missing": "this edge has no `images:` setting"}
-            continue
-        extra: dict[str, Any] = {"purge": {"token": TOKEN}}
-        if supported:
-            extra["images"] = {"enabled": label == "on"}
+        # config/edge.yaml's `images:` section, on or off.
+        extra = {"purge": {"token": TOKEN}, "images": {**shipped, "enabled": label == "on"}}
         with ProcessGroup() as group:
             origin = start_origin(
                 group, OriginSpec(heavy_seconds=0.2, db_seconds=0.2, static_rate=static_rate)

@@ -178,11 +178,13 @@ def test_table_rows_and_targets() -> None:
     assert sum("**not met**" in x for x in lines) == 2
 
 
-def test_table_without_the_conversion() -> None:
-    text = images_table(_data({"missing": "this edge has no `images:` setting"}))
-    assert "| on | | not measured: this edge has no `images:` setting |" in text
-    assert "Targets: not measured" in text
+def test_table_of_one_side() -> None:
+    data = _data({})
+    del data["runs"]["on"]
+    text = images_table(data)
     assert "| resource | off, cold | off, warm |" in text
+    assert "| off | warm | 5,061,000 | 5,000,300 | image/jpeg | 90 (90–90) |" in text
+    assert "Targets: not measured (they compare images on with off; this run: off)." in text
 
 
 @pytest.mark.browser
