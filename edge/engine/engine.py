@@ -48,7 +48,7 @@ from edge.http.request import ParsedHead, Request, host_name
 from edge.store.tiers import Tiers
 from edge.upstream.client import OriginUnavailable, Upstream, end_to_end, forward_headers
 from edge.upstream.collapse import Collapser
-from edge.upstream.fetch import CHUNK, NOT_FOR_SHARED_FETCH, Fetch, FetchSpec, Head
+from edge.upstream.fetch import NOT_FOR_SHARED_FETCH, Fetch, FetchSpec, Head
 
 if TYPE_CHECKING:
     from edge.ops.nodeview import NodeView
@@ -807,7 +807,7 @@ class Engine:
             conn.start(req, reply)
             sent = 0
             if method != "HEAD":
-                async for chunk in origin.content.iter_chunked(CHUNK):
+                async for chunk in origin.chunks():
                     await out.write(chunk)
                     sent += len(chunk)
                 if isinstance(out, compress.EncodingSink):

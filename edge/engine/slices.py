@@ -77,6 +77,7 @@ from edge.http.answer import Answer, Responder
 from edge.http.ranges import if_range_allows, plan_ranges
 from edge.store.storage import Purge
 from edge.upstream.client import OriginUnavailable, end_to_end
+from edge.upstream.origin_conn import BrokeOff
 
 if TYPE_CHECKING:
     from edge.engine.engine import Engine
@@ -280,8 +281,6 @@ class Slicer:
     async def _fetch(
         self, req: Request, route: flow.Lookup, fill: SliceFill, first: int, last: int
     ) -> None:
-        from aiohttp import ClientPayloadError
-
         from edge.upstream.fetch import NOT_FOR_SHARED_FETCH
 
         headers = self.engine.origin_headers(req, drop=(*NOT_FOR_SHARED_FETCH, "Accept-Encoding"))
@@ -306,20 +305,20 @@ class Slicer:
                 fill._fail(NotSliceable(f"origin answered {resp.status} to a slice"))
                 return
             fill.head.set_result(got)
-            async for chunk in resp.content.iter_chunked(CHUNK):
+            async for chunk in resp.chunks():
                 fill.chunks.append(chunk)
                 fill.size += len(chunk)
                 self.buffered += len(chunk)
                 self.peak_buffered = max(self.peak_buffered, self.buffered)
                 fill._wake()
                 if fill.size > last - first + 1:
-                    raise ClientPayloadError("slice longer than its range")
+                    raise BrokeOff("slice longer than its range", False)
             body = b"".join(fill.chunks)
             if len(body) != last - first + 1:
-                raise ClientPayloadError(f"slice of {len(body)} bytes, {last - first + 1} asked")
+                raise BrokeOff(f"slice of {len(body)} bytes, {last - first + 1} asked", False)
             fill.done.set_result(body)
             fill._wake()
-        except (ClientPayloadError, OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             log.warning("slice %d of %s broke off: %s", fill.index, route.key, exc)
             fill._fail(exc)
         finally:

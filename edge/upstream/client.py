@@ -7,14 +7,14 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-import aiohttp
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
 from edge.cache.policy import HOP_BY_HOP
+from edge.upstream.origin_conn import BrokeOff, ConnectFailed, OriginResponse, Pool
 
 log = logging.getLogger("edge.upstream.client")
 
@@ -93,10 +93,12 @@ class _Origin:
     url: str
     down_until: float = 0.0
     failures: int = 0
+    host_field: str = ""  # the Host sent to it
 
 
 class Upstream:
-    """The origin addresses, with a shared aiohttp ClientSession."""
+    """The origin addresses, each with its pool of keep-alive connections
+    (`edge.upstream.origin_conn`)."""
 
     def __init__(
         self,
@@ -115,36 +117,34 @@ class Upstream:
         # exception: set timeouts.origin_idle below it), so an idle pooled connection is
         # closed here before the origin closes it under a request in flight.
         self.idle_seconds = idle_seconds
-        self.timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
-        self.session: aiohttp.ClientSession | None = None
-        self.fresh: aiohttp.ClientSession | None = None  # one new connection per request
-
-    def _session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=self.timeout,
-            auto_decompress=False,  # bytes pass through as the origin sent them
-            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy never keeps cookies
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
-        )
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.pools: list[Pool] = []
 
     async def start(self) -> None:
-        self.session = self._session(
-            aiohttp.TCPConnector(
-                limit=512,
-                limit_per_host=256,
-                keepalive_timeout=self.idle_seconds,
-                enable_cleanup_closed=True,
+        self.pools = []
+        for origin in self.origins:
+            url = URL(origin.url)
+            assert url.host is not None and url.port is not None  # checked by the config
+            self.pools.append(
+                Pool(
+                    url.scheme,
+                    url.host,
+                    url.port,
+                    self.connect_timeout,
+                    self.read_timeout,
+                    self.idle_seconds,
+                    self.down_seconds,
+                )
             )
-        )
-        self.fresh = self._session(aiohttp.TCPConnector(limit=64, force_close=True))
+            origin.host_field = url.host if url.is_default_port() else f"{url.host}:{url.port}"
+            if ":" in url.host and not url.host.startswith("["):
+                literal = f"[{url.host}]"
+                origin.host_field = literal if url.is_default_port() else f"{literal}:{url.port}"
 
     async def close(self) -> None:
-        for session in (self.session, self.fresh):
-            if session is not None:
-                await session.close()
+        for pool in self.pools:
+            pool.close()
 
     def _pick(self, exclude: set[int]) -> int | None:
         """Round-robin over healthy origins; a down origin is probed again once its time is up."""
@@ -189,56 +189,55 @@ class Upstream:
         headers: CIMultiDict[str],
         body: bytes | None = None,
         replayable: bool = True,
-    ) -> aiohttp.ClientResponse:
+    ) -> OriginResponse:
         """Send a request; try another origin, or a fresh connection, when that is safe.
 
         A connection that could not be opened carried nothing, so any request goes to the
         next origin. A request that failed before any byte of the answer came back (the
         origin closed a pooled connection, or answered garbage) is sent once more on a
         fresh connection only when `replayable` (a safe method, no body, not a write behind
-        GET). A body is streamed so that the origin client never resends it either.
+        GET). A body is sent once, never again.
         """
-        assert self.session is not None and self.fresh is not None, "start() was not awaited"
+        assert len(self.pools) == len(self.origins), "start() was not awaited"
         tried: set[int] = set()
         replayable = replayable and method in SAFE and body is None
         last: OriginUnavailable | None = None
         fresh = False  # this try is the one retry on a new connection
+        target = _target(path_qs)
         i = self._pick(tried)
         while i is not None:
             tried.add(i)
-            session = self.fresh if fresh else self.session
+            conn = None
             try:
-                resp = await session.request(
-                    method,
-                    _url(self.origins[i].url, path_qs),
-                    headers=headers,
-                    data=None if body is None else _once(body),
-                    allow_redirects=False,
-                    compress=False,
-                    chunked=None,
-                )
-            except aiohttp.ClientConnectorError as exc:
+                conn = await self.pools[i].acquire(fresh)
+                head = _request_head(method, target, self.origins[i].host_field, headers, body)
+                resp = await conn.request(head, body, method == "HEAD")
+            except ConnectFailed as exc:
                 # Nothing was sent: the next origin, if there is one.
                 self._failed(i, str(exc))
                 last = OriginUnavailable("connect", "cannot connect to the origin")
                 i, fresh = self._pick(tried), False
                 continue
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            except TimeoutError as exc:
+                if conn is not None:
+                    conn.close()
                 self._failed(i, "timeout")
                 last = OriginUnavailable("timeout", "the origin did not answer in time")
                 if not replayable:
                     raise last from exc
                 i, fresh = self._pick(tried), False
                 continue
-            except aiohttp.ClientError as exc:
+            except OSError as exc:
                 # Disconnected, reset, or garbage instead of an answer: the pooled
                 # connection was dead, or the origin acted on the request and failed.
+                if conn is not None:
+                    conn.close()
                 if replayable and not fresh:
                     fresh = True
                     continue
                 self._failed(i, str(exc) or type(exc).__name__)
                 detail = "the origin closed the connection"
-                if not isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+                if isinstance(exc, BrokeOff) and not exc.before_answer:
                     detail = f"bad answer from the origin ({exc})"
                 last = OriginUnavailable("protocol", detail)
                 if not replayable:
@@ -253,14 +252,26 @@ class Upstream:
 _PLAIN_TARGET = re.compile(r"[!#$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~]*\Z")
 
 
-def _url(base: str, path_qs: str) -> URL:
-    """The origin URL of a request target. A target of plain URI characters is used as the
+def _target(path_qs: str) -> str:
+    """The request-target sent to the origin. A target of plain URI characters is sent as the
     client sent it (already percent-encoded: no second pass); anything else is encoded."""
     if _PLAIN_TARGET.match(path_qs):
-        return URL(base + path_qs, encoded=True)
-    return URL(base + path_qs)
+        return path_qs
+    return URL(path_qs).raw_path_qs if path_qs.startswith("/") else path_qs
 
 
-async def _once(body: bytes) -> AsyncIterator[bytes]:
-    """A request body as a stream: once sent, aiohttp cannot send it again by itself."""
-    yield body
+# Framing is the edge's own: a client's Content-Length or Transfer-Encoding never passes.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
+
+
+def _request_head(
+    method: str, target: str, host: str, headers: CIMultiDict[str], body: bytes | None
+) -> bytes:
+    """The request line and fields, HTTP/1.1 (RFC 9112 section 3): Host first, the body's
+    length when there is one. Field values go out as the bytes they came in as (latin-1)."""
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines += [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in _FRAMING]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1", "replace")

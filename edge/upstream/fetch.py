@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from aiohttp import ClientResponse
 from multidict import CIMultiDict, MultiMapping
 
 from edge.cache import policy
 from edge.cache.entry import Entry
 from edge.cache.keys import vary_values
 from edge.upstream.client import OriginUnavailable, Upstream, end_to_end
+from edge.upstream.origin_conn import OriginResponse
 
 log = logging.getLogger("edge.upstream.fetch")
 CHUNK = 256 * 1024
@@ -137,16 +137,13 @@ class Fetch:
 
     async def _consume(
         self,
-        resp: object,
+        resp: OriginResponse,
         defaults: policy.Defaults,
         store: Store,
         request_time: float,
         response_time: float,
         origin_ms: float,
     ) -> None:
-        from aiohttp import ClientPayloadError
-
-        assert isinstance(resp, ClientResponse)
         spec = self.spec
         headers = CIMultiDict(end_to_end(resp.headers))
         if resp.status == 304 and spec.stale is not None:
@@ -185,7 +182,7 @@ class Fetch:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(30):
                     await self._leader_ready.wait()
-            async for chunk in resp.content.iter_chunked(CHUNK):
+            async for chunk in resp.chunks():
                 if self._buffering:
                     self._size += len(chunk)
                     if self._size > self.max_object_bytes:
@@ -199,7 +196,7 @@ class Fetch:
                     break  # nobody listens and nothing will be stored: stop reading
             else:
                 self._reading = False
-        except (ClientPayloadError, OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             log.warning("origin body of %s broke off: %s", spec.key, exc)
             self.failed = True
             self._finish(None)
@@ -218,7 +215,7 @@ class Fetch:
 
     async def _small(
         self,
-        resp: ClientResponse,
+        resp: OriginResponse,
         headers: CIMultiDict[str],
         decision: policy.StoreDecision,
         vary: tuple[tuple[str, str], ...],
@@ -228,12 +225,10 @@ class Fetch:
     ) -> None:
         """A body of known, small length: read it whole, then publish the head with it (the
         clients get one write each) and store it."""
-        from aiohttp import ClientPayloadError
-
         response_time = time.time()
         try:
             body = await resp.read()
-        except (ClientPayloadError, OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             log.warning("origin body of %s broke off: %s", self.spec.key, exc)
             self.failed = True
             self._finish(None)
