@@ -381,8 +381,8 @@ TIMER_SLACK = 0.1
 
 def attempts_summary(load: RoundRobinLoad, since: float) -> dict[str, Any]:
     """Per address: attempts since `since`, failed, errors, the slowest failed attempt, and how
-    the failed ones ended: at once (refused, reset, unreachable: an answer from the network) or
-    at the client's timeout, and how many ended past it."""
+    the failed ones ended: by an answer from the network (refused, reset, unreachable) or at
+    the client's timeout, and how many ended past it."""
     out: dict[str, Any] = {}
     for host in load.hosts:
         mine = [a.sample for a in load.attempts if a.host == host and a.sample.ended >= since]
@@ -391,7 +391,7 @@ def attempts_summary(load: RoundRobinLoad, since: float) -> dict[str, Any]:
         out[host] = {
             **since_mark(mine, since),
             "slowest_failure_s": round(max((s.ended - s.began for s in failed), default=0), 2),
-            "failed_at_once": len(failed) - len(timed_out),
+            "failed_by_network": len(failed) - len(timed_out),
             "failed_at_timeout": len(timed_out),
             "past_timeout": sum(s.ended - s.began > load.timeout + TIMER_SLACK for s in failed),
         }
@@ -804,9 +804,10 @@ def by_address(parts: dict[str, Any]) -> str:
     for host, p in parts.items():
         errors = ", ".join(f"{k} {v}" for k, v in p["errors"].items())
         slow = f", slowest failure {fmt_s(p['slowest_failure_s'])}" if p["failed"] else ""
-        if p["failed"] and "failed_at_once" in p:
+        if p["failed"] and "failed_by_network" in p:
             slow += (
-                f"; {p['failed_at_once']} at once, {p['failed_at_timeout']} at the client's "
+                f"; {p['failed_by_network']} refused, reset or unreachable, "
+                f"{p['failed_at_timeout']} at the client's "
                 f"timeout, {p['past_timeout']} past it"
             )
         out.append(
@@ -1052,8 +1053,8 @@ def cluster(opts: argparse.Namespace) -> int:
             f"worker lost: attempts to the lost edge ended by the client's timeout "
             f"({ROUND_ROBIN_TIMEOUT:g} s), none past it; the clients went on to the other address",
             lost_part["past_timeout"] == 0 and rr["failed"] == 0,
-            f"{lost_part['failed']} attempts: {lost_part['failed_at_once']} failed at once "
-            f"(refused, reset or unreachable), {lost_part['failed_at_timeout']} at the "
+            f"{lost_part['failed']} attempts: {lost_part['failed_by_network']} refused, reset or "
+            f"unreachable, {lost_part['failed_at_timeout']} at the "
             f"client's timeout, {lost_part['past_timeout']} past it (slowest "
             f"{lost_part['slowest_failure_s']} s): {lost_part['errors']}; "
             f"{rr['failed']} of {rr['requests']} requests failed",

@@ -261,7 +261,7 @@ def test_a_request_in_flight_when_a_machine_is_lost_counts_with_the_loss(
 def test_attempts_to_a_lost_machine_are_told_apart_by_how_they_ended(
     cluster: ModuleType,
 ) -> None:
-    """Refused or unreachable at once, at the client's timeout, or past it (a hang)."""
+    """Refused or unreachable (the network answered), at the client's timeout, or past it."""
     load = cluster.RoundRobinLoad(["10.0.0.1", "10.0.0.2"], 80, "/", timeout=2)
     sample, attempt = cluster.Sample, cluster.Attempt
     load.attempts += [
@@ -273,8 +273,8 @@ def test_attempts_to_a_lost_machine_are_told_apart_by_how_they_ended(
     ]
     got = cluster.attempts_summary(load, 0.0)
     lost = got["10.0.0.1"]
-    assert (lost["failed"], lost["failed_at_once"], lost["failed_at_timeout"]) == (4, 2, 2)
+    assert (lost["failed"], lost["failed_by_network"], lost["failed_at_timeout"]) == (4, 2, 2)
     assert lost["past_timeout"] == 1 and lost["slowest_failure_s"] == 2.6
     assert got["10.0.0.2"]["failed"] == got["10.0.0.2"]["past_timeout"] == 0
     text = cluster.by_address(got)
-    assert "2 at once, 2 at the client's timeout, 1 past it" in text
+    assert "2 refused, reset or unreachable, 2 at the client's timeout, 1 past it" in text
