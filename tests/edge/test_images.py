@@ -21,6 +21,8 @@ from aiohttp import web
 from PIL import Image
 
 from edge.config.images import ImageRule, ImageSettings
+from edge.config.settings import Rule
+from edge.config.terms import RuleTerms
 from edge.engine.engine import Engine
 from origin.assets import ensure_image
 from tests.edge.conftest import TOKEN, EdgeFactory, node_of, origin_hits, url
@@ -274,7 +276,10 @@ DOOR_REQUESTS = [
 async def test_http1_and_h2_give_the_same_answer(origin: Any, tmp_path: Path) -> None:
     ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
     images = ImageSettings(enabled=True, rules=(ImageRule(),))
-    server, _ = await start_tls_edge(url(origin, "/"), tmp_path, ca, limits={"images": images})
+    # Fresh for an hour, whatever the photo file's age (a fresh clone's was just written).
+    rules = (Rule(match="/5mo.jpg", terms=RuleTerms(ttl=3600, rule_wins=True)),)
+    limits = {"images": images, "rules": rules}
+    server, _ = await start_tls_edge(url(origin, "/"), tmp_path, ca, limits=limits)
     try:
         engine = server.node
 
