@@ -478,12 +478,18 @@ class VariantMaker:
         picked = choices.picks.get(slot)
         if picked is not None and not picked.invalidated and not identity.invalidated:
             return picked  # freshness is checked by the caller, on the entry returned
-        entries = self.entries_for(identity, entries)
-        picked = select(identity, entries, accept_encoding.decode("latin-1"), time.time(), choices)
-        if picked is identity:
-            self.demand(identity)  # first demand: identity now, coded copies soon
+        picked = self.choose(identity, entries, accept_encoding.decode("latin-1"))
         if picked is not None and picked is not identity:
             choices.keep_pick(slot, picked)  # a coded copy of this very identity: stays right
+        return picked
+
+    def choose(self, identity: Entry, entries: list[Entry], accept_encoding: str | None) -> Entry:
+        """The entry a client with this Accept-Encoding gets among `identity` and its coded
+        copies (`select`); identity on the first demand, which has the copies made."""
+        entries = self.entries_for(identity, entries)
+        picked = select(identity, entries, accept_encoding, time.time(), self.choices) or identity
+        if picked is identity:
+            self.demand(identity)  # first demand: identity now, coded copies soon
         return picked
 
     def entries_for(self, identity: Entry, entries: list[Entry]) -> list[Entry]:

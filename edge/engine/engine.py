@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.engine.engine")
 
-ROUTE_CACHE_SIZE = 65536
 MAX_ANSWERS_PER_ENTRY = 64
 MAX_OWNED_ANSWER = 4096  # bytes of its own (not the entry's) a kept answer may hold
 PER_REQUEST = frozenset({"Age", "Cache-Status"})  # stamped by answer_hit (respond.hit_stamp)
@@ -106,8 +105,8 @@ class Engine:
         self.ledger = Ledger.with_limits(cfg.kept_limits)
         self.collapser = Collapser(cfg, tiers, upstream, self.stats)
         self.purger = Purger(cfg, tiers, self.stats)
-        # The route of each request-target, counted (ledger "routes"); past the bound (or
-        # ROUTE_CACHE_SIZE), all dropped.
+        # The route of each request-target, counted in bytes (ledger "routes"); past the
+        # bound, all dropped.
         self.routes: dict[str, flow.Route] = Charged(
             self.ledger.account("routes"), route_size, drop_all=True
         )
@@ -161,8 +160,6 @@ class Engine:
             if route is None:
                 route = flow.recv(method, req.target, self.cfg)
                 route = self.images.route(route)  # Delivery hook: ?w= is no part of the key
-                if len(self.routes) >= ROUTE_CACHE_SIZE:
-                    self.routes.clear()
                 self.routes[req.target] = route
         else:
             route = flow.recv(method, req.target, self.cfg)
@@ -246,17 +243,7 @@ class Engine:
             ):
                 # Delivery hook: the coded variant this client takes (a hit never
                 # compresses; a Range is answered from identity).
-                identity = entry
-                entries = self.encoder.entries_for(entry, entries)
-                entry = compress.select(
-                    entry,
-                    entries,
-                    req.headers.get("Accept-Encoding"),
-                    time.time(),
-                    self.encoder.choices,
-                )
-                if entry is identity:
-                    self.encoder.demand(identity)  # first demand: coded copies follow
+                entry = self.encoder.choose(entry, entries, req.headers.get("Accept-Encoding"))
         if image is not None and image.variant is not None:
             entry = image.variant
         req_cc = (
