@@ -29,6 +29,7 @@ import datetime
 import hashlib
 import io
 import math
+import os
 import statistics
 import time
 import urllib.request
@@ -172,8 +173,8 @@ def _hints(data: dict[str, Any]) -> list[str]:
             f"- Images {label}, warm: the image asked for with `Accept: {accept}` and "
             + (", ".join(sent) if sent else "no viewport or DPR hint")
             + (
-                f"; asked for again after the warm-up load, its answer last changed after "
-                f"{run['settled_s']:.1f} s."
+                f"; asked for again after the warm-up load, its answer changed for "
+                f"{run['settled_s']:.1f} s, then kept its size for 5 s."
                 if "settled_s" in run
                 else "."
             )
@@ -338,6 +339,8 @@ def images_run(
         "static_rate": static_rate,
         "rounds": rounds,
         "viewport": list(VIEWPORT),
+        "commit": _commit(),
+        "load_average": [os.getloadavg()[0]],
         "runs": {},
     }
     known: dict[Any, Any] = {}
@@ -361,7 +364,20 @@ def images_run(
             warm = [_one_load(page) for _ in range(rounds)]
         _judge(cold + warm, original, known)
         out["runs"][label] = {"cold": cold, "warm": warm, "settled_s": settled}
+    out["load_average"].append(os.getloadavg()[0])
     return out
+
+
+def _commit() -> str:
+    """The checked-out commit, `+changes` when the tree differs from it ('?' outside git)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else "?"
+
+    head = git("rev-parse", "--short", "HEAD")
+    return head + ("+changes" if head != "?" and git("status", "--porcelain", "-uno") else "")
 
 
 def write_results(data: dict[str, Any], folder: Path | None = None) -> Path:
@@ -376,7 +392,9 @@ def write_results(data: dict[str, Any], folder: Path | None = None) -> Path:
         f"# Images at the edge, in headless Chromium ({w}x{h}, DPR {dpr:g})\n\n"
         f"`python -m bench.delivery images`, {stamp} UTC; origin static files at "
         f"{data['static_rate'] // 1024} KB/s per response; times are medians (min–max) of "
-        f"{data['rounds']} fresh browsers.\n\n"
+        f"{data['rounds']} fresh browsers. Code: {data['commit']}; load average (1 min) "
+        f"{data['load_average'][0]:.1f} at the start, {data['load_average'][-1]:.1f} at the "
+        "end (2 cores).\n\n"
     )
     path.write_text(head + images_table(data) + "\n")
     # Without the image's bytes (the .md's PSNR says what they were).
