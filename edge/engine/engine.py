@@ -268,6 +268,14 @@ class Engine:
                 status = respond.hit_status(decision.entry, now, f"detail={image.detail}")
                 self.deliver(req, conn, decision.entry, "HIT", "", now, status)
                 return None
+            if (
+                image is not None
+                and decision.x_cache == "HIT"
+                and policy.fresh_for_any_request(decision.entry, now)
+            ):
+                # Delivery hook: the next requests alike take the kept hits (images).
+                until = policy.fresh_until(decision.entry)
+                self.kept_hits.keep(self.images.kept_key(req), decision.entry, until, now)
             self.deliver(req, conn, decision.entry, decision.x_cache, decision.detail, now)
             return None
         if type(decision) is flow.Miss:
@@ -323,6 +331,9 @@ class Engine:
             return None
         now = time.time()
         kept = self.kept_hits.get(target, now)
+        if kept is None and target in self.images.targets:
+            # Delivery hook: an image's entry kept for these Accept and hint values (images).
+            kept = self.kept_hits.get(self.images.hit_key(target, fields), now)
         coding: bytes | None = None
         if kept is None and not flags & F_RANGE:
             # An object with coded copies: the choice kept for this Accept-Encoding's

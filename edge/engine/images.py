@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -50,6 +51,12 @@ LOOK_EVERY = 0.25  # seconds between looks for a variant another worker or node 
 MAX_REMEMBERED = 4096  # originals whose size, refusal or conversion in flight is kept
 GRACE = 5.0  # seconds past the time limit the engine waits before it gives a pool up
 MARK = "img"  # in an original's meta: its Vary names Accept and the hints (the edge's own)
+# The request fields an image's choice reads, as HTTP/1.1 and h2 hand them over (`hit_key`).
+CHOICE_FIELDS = frozenset(
+    {b"accept", b"sec-ch-width", b"sec-ch-viewport-width", b"sec-ch-dpr", b"width"}
+    | {b"viewport-width", b"dpr"}
+)
+MAX_TARGETS = 65536
 
 
 @dataclass(slots=True)
@@ -86,6 +93,8 @@ class ImageMaker:
         # slot -> [since, last look] (monotonic) of a variant another worker or node makes
         self.elsewhere: dict[tuple[str, float, str], list[float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Request targets whose entry an image's choice was kept for (the kept hits, `hit_key`).
+        self.targets: set[str] = set()
         # Counters (summed over the node's workers by edge.ops.nodeview).
         self.conversions: Counter[str] = Counter()  # "<format> <outcome>"
         self.seconds = 0.0  # CPU seconds of the conversion processes
@@ -132,6 +141,27 @@ class ImageMaker:
         ):
             return True
         return self.rule_for(target) is not None and images.source_format(first.headers) is not None
+
+    def hit_key(
+        self, target: str, fields: Request | Sequence[tuple[bytes, bytes]]
+    ) -> tuple[str, bytes]:
+        """The kept hits' key of an image request (`edge.engine.fresh_hits`): its target and
+        the values of the fields its choice reads, as sent (the same values choose the same
+        entry for as long as the stored entries do not change, which the kept hits watch)."""
+        raw = fields.raw_headers if isinstance(fields, Request) else fields
+        values = [b"\x00image"]
+        for name, value in raw:
+            lname = name.lower()
+            if lname in CHOICE_FIELDS:
+                values.append(lname + b"=" + value)
+        return target, b"\n".join(values)
+
+    def kept_key(self, req: Request) -> tuple[str, bytes]:
+        """`hit_key` of a request whose answer is to be kept: its target is looked for."""
+        if len(self.targets) >= MAX_TARGETS:
+            self.targets.clear()
+        self.targets.add(req.target)
+        return self.hit_key(req.target, req)
 
     def pick(self, req: Request, route: Lookup, entries: list[Entry]) -> Pick | Reject | None:
         """The entry this request gets among an image's original and variants (None: not an

@@ -26,6 +26,7 @@ from edge.config.terms import RuleTerms
 from edge.engine.engine import Engine
 from origin.assets import ensure_image
 from tests.edge.conftest import TOKEN, EdgeFactory, node_of, origin_hits, url
+from tests.edge.test_fast_paths import comparable, gate_shut
 from tests.edge.test_request_check import Sent, _h1, _h2
 from tests.edge.tls_helpers import start_tls_edge
 
@@ -307,6 +308,17 @@ async def test_http1_and_h2_give_the_same_answer(origin: Any, tmp_path: Path) ->
                 one.fields["cache-status"].split("ttl=")[0]
                 == (two.fields["cache-status"].split("ttl=")[0])
             )
+        # The kept hits in front answer as the engine's general path, byte for byte.
+        for door in ("h1", "h2"):
+            for fields in DOOR_REQUESTS:
+                with gate_shut(engine):
+                    general = comparable(await ask(door, fields))
+                for _ in range(3):
+                    assert comparable(await ask(door, fields)) == general, (door, fields)
+        assert any(
+            isinstance(key, tuple) and (key[1] or b"").startswith(b"\x00image")
+            for key in engine.kept_hits.kept
+        )
         assert conversions(engine, "avif", "converted") == 1
         assert conversions(engine, "webp", "converted") == 1
     finally:
