@@ -217,10 +217,10 @@ def jpeg(width: int, height: int) -> bytes:
 
 @pytest.fixture
 async def odd_images(aiohttp_server: Any) -> Any:
-    """An origin with a 50-megapixel JPEG and a truncated one."""
+    """An origin with a 50-megapixel JPEG, a truncated one and the lab's photo."""
     bomb = jpeg(8000, 6250)
     truncated = photo()[: len(photo()) * 2 // 3]
-    bodies = {"/bomb.jpg": bomb, "/truncated.jpg": truncated}
+    bodies = {"/bomb.jpg": bomb, "/truncated.jpg": truncated, "/photo.jpg": photo()}
 
     async def handle(request: web.Request) -> web.Response:
         headers = {"Content-Type": "image/jpeg", "Cache-Control": "max-age=600"}
@@ -240,6 +240,8 @@ async def odd_images(aiohttp_server: Any) -> Any:
         ("/truncated.jpg", "unreadable", {}),
         # Past max_pixels' guard, the process's address space is the bound.
         ("/bomb.jpg", "memory", {"max_pixels": 100_000_000, "worker_memory": 160 * 2**20}),
+        # A conversion past its time limit: its process is ended, the pool made again.
+        ("/photo.jpg", "time-limit", {"time_limit": 0.1}),
     ],
 )
 async def test_what_cannot_be_converted_is_served_as_it_is(
