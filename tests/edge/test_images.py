@@ -325,3 +325,43 @@ async def test_http1_and_h2_give_the_same_answer(origin: Any, tmp_path: Path) ->
         assert conversions(engine, "webp", "converted") == 1
     finally:
         await server.stop()
+
+
+@pytest.mark.redis
+async def test_a_variant_made_on_one_node_is_served_by_another_and_purged_from_all(
+    origin: Any, make_edge: EdgeFactory, redis_url: str, key_prefix: str
+) -> None:
+    a = await make_edge(
+        url(origin, "/"), node="edge-a", redis_url=redis_url, redis_prefix=key_prefix
+    )
+    b = await make_edge(
+        url(origin, "/"), node="edge-b", redis_url=redis_url, redis_prefix=key_prefix
+    )
+    async with aiohttp.ClientSession() as s:
+        await get(s, a, "/5mo.jpg")
+        await get(s, a, "/5mo.jpg")
+        _, variant = await until_converted(s, a, "/5mo.jpg", "avif-1280", Accept=CHROME, **SCREEN)
+        await node_of(a).tiers.drain()  # the Redis writes
+        # edge-b: the original from the slices in Redis, then the variant edge-a made.
+        status, h, body = await get(s, b, "/5mo.jpg", Accept=CHROME, **SCREEN)
+        assert status == 200 and sha(body) == sha(photo())
+        h, body = await until_converted(s, b, "/5mo.jpg", "avif-1280", Accept=CHROME, **SCREEN)
+        assert body == variant and h["X-Served-By"] == "edge-b"
+        assert conversions(node_of(b), "avif", "converted") == 0
+        async with s.post(
+            url(b, "/_edge/purge"),
+            json={"urls": ["/5mo.jpg"]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as r:
+            assert r.status == 200
+        for edge in (a, b):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while True:  # each node applies the purge from the bus
+                status, h, body = await get(s, edge, "/5mo.jpg", Accept=CHROME, **SCREEN)
+                if h["Content-Type"] == "image/jpeg":
+                    break
+                assert loop.time() < deadline, h.get("Cache-Status")
+                await asyncio.sleep(0.2)
+            assert sha(body) == sha(photo())
+    assert origin_hits(origin, "/5mo.jpg") > 39  # fetched again after the purge
