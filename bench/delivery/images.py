@@ -10,6 +10,8 @@ the screen displayed).
   makes its compressed copies) and until the image, asked for again with that load's
   request fields every half second, has come back the same size for 5 s, fresh browsers
   (empty caches) load the page from the edge's stored answers.
+- Off and on each have an origin and an edge of their own, started first; their loads take
+  turns (off, on, off, on, ...), so other work on the machine weighs on both alike.
 - **Bytes:** every Resource Timing entry's `transferSize` (headers included).
 - **Time:** the last `responseEnd` of the page's own resources (navigation and what it asked
   for, not the browser's `/favicon.ico`), ms from navigation start; the image's too.
@@ -329,8 +331,10 @@ def images_run(
     static_rate: int = 300 * 1024, rounds: int = 3, labels: tuple[str, ...] = ("off", "on")
 ) -> dict[str, Any]:
     """Each of `labels` ("off", "on": config/edge.yaml with `images.enabled` false or true)
-    on an origin and edge of its own: `rounds` cold loads (each after a purge), one more
-    load, a wait until the image's answer stops changing (`settle`), `rounds` warm loads."""
+    has an origin and an edge of its own, all started first; then, the labels taking turns
+    (so a machine shared with other work weighs on each alike), `rounds` cold loads (each
+    after a purge), one more load and a wait until the image's answer stops changing
+    (`settle`), and `rounds` warm loads."""
     from origin.settings import STATIC_DIR
 
     original = (STATIC_DIR / IMAGE.lstrip("/")).read_bytes()
@@ -343,27 +347,35 @@ def images_run(
         "load_average": [os.getloadavg()[0]],
         "runs": {},
     }
-    known: dict[Any, Any] = {}
-    for label in labels:
-        # config/edge.yaml's `images:` section, on or off.
-        extra = {"purge": {"token": TOKEN}, "images": {**shipped, "enabled": label == "on"}}
-        with ProcessGroup() as group:
+    runs: dict[str, dict[str, Any]] = {x: {"cold": [], "warm": []} for x in labels}
+    with ProcessGroup() as group:
+        edges = {}
+        for label in labels:
             origin = start_origin(
-                group, OriginSpec(heavy_seconds=0.2, db_seconds=0.2, static_rate=static_rate)
+                group,
+                OriginSpec(heavy_seconds=0.2, db_seconds=0.2, static_rate=static_rate),
+                name=f"origin-{label}",
             )
+            # config/edge.yaml's `images:` section, on or off.
+            extra = {"purge": {"token": TOKEN}, "images": {**shipped, "enabled": label == "on"}}
             cfg = edge_config(group, f"edge-images-{label}", extra)
-            edge = start_edge(group, origin.url, node=f"edge-images-{label}", config=cfg)
-            page = edge.url + "/"
-            cold = []
-            for _ in range(rounds):
+            edges[label] = start_edge(group, origin.url, node=f"edge-images-{label}", config=cfg)
+        for _ in range(rounds):
+            for label, edge in edges.items():
                 purge_all(edge, TOKEN)
-                cold.append(_one_load(page))
+                runs[label]["cold"].append(_one_load(edge.url + "/"))
+        for label, edge in edges.items():
             # A hit that may ask for the variants, made in the background; then the image is
             # asked for again with the same request fields until its answer stops changing.
-            settled = settle(edge.url + IMAGE, _one_load(page)["image"]["request"])
-            warm = [_one_load(page) for _ in range(rounds)]
-        _judge(cold + warm, original, known)
-        out["runs"][label] = {"cold": cold, "warm": warm, "settled_s": settled}
+            fields = _one_load(edge.url + "/")["image"]["request"]
+            runs[label]["settled_s"] = settle(edge.url + IMAGE, fields)
+        for _ in range(rounds):
+            for label, edge in edges.items():
+                runs[label]["warm"].append(_one_load(edge.url + "/"))
+    known: dict[Any, Any] = {}
+    for run in runs.values():
+        _judge(run["cold"] + run["warm"], original, known)
+    out["runs"] = runs
     out["load_average"].append(os.getloadavg()[0])
     return out
 
