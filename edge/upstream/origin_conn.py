@@ -72,12 +72,24 @@ class OriginResponse:
         self._conn.finished()
 
 
+def _give_up_on_silence(sock: Any, seconds: float) -> None:
+    """The kernel drops the connection when bytes it sent stay unacknowledged for `seconds`
+    (TCP_USER_TIMEOUT, RFC 5482 section 2; Linux): a request written on a kept-alive connection
+    to a machine that vanished (its power, its link, its kernel) then fails in that time, not
+    after the read timeout, and a safe one is sent again on a new connection to the name's
+    other addresses. A live origin's kernel acknowledges at once, however slow its answer."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, option, max(1, round(seconds * 1000)))
+
+
 class OriginConnection(asyncio.Protocol):
     """One connection to the origin, answering one request at a time."""
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.peer: Any = None  # the address connected to
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.reusable = False
@@ -102,6 +114,10 @@ class OriginConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            _give_up_on_silence(sock, self.pool.connect_timeout)
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
@@ -120,6 +136,8 @@ class OriginConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
+        if isinstance(exc, TimeoutError):  # its machine went silent: try the others first
+            self.pool.went_silent(self.peer)
         if self._until_close and self._status and not self._complete:
             self._complete = True  # a body delimited by the connection's end (RFC 9112 6.3)
             self._wake()
@@ -340,6 +358,12 @@ class Pool:
         with contextlib.suppress(ValueError):
             self.idle.remove(conn)
         self._wake_one()
+
+    def went_silent(self, address: Any) -> None:
+        """A connection to `address` got no acknowledgement in time (the machine was lost):
+        new connections try the name's other addresses first for `down_seconds`."""
+        if len(self._addresses) > 1:
+            self._down[address] = time.monotonic() + self.down_seconds
 
     def _wake_one(self) -> None:
         while self._waiters:
