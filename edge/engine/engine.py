@@ -633,6 +633,8 @@ class Engine:
             head.origin_ms,
             length,
         )
+        if head.status == 200:  # Delivery hook: a page asks for the Client Hints (images)
+            self.images.page_fields(route.key, reply.fields)
         if head.status == 200 and req.flags & F_COND:
             probe = Entry("", 200, tuple(head.headers.items()), b"", now, now)
             if flow.wants_304(req.headers, probe):

@@ -30,7 +30,7 @@ import logging
 import multiprocessing
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -460,11 +460,29 @@ class ImageMaker:
                 return entry
             fields = images.with_vary(entry.headers, images.vary_names(rule.hints))
             return replace(entry, headers=tuple(fields), meta={**entry.meta, MARK: 1.0})
-        ctype = (entry.header("Content-Type") or "").split(";")[0].strip().lower()
-        hinted = any(r.hints for r in self.settings.rules)
-        if ctype == "text/html" and hinted and entry.header("Accept-CH") is None:
+        if self.asks_hints(entry.headers):
             return replace(entry, headers=(*entry.headers, ("Accept-CH", images.ACCEPT_CH)))
         return entry
+
+    def asks_hints(self, fields: Iterable[tuple[str, str]]) -> bool:
+        """An HTML page's answer that should carry `Accept-CH` (it has none of its own, and
+        a rule sizes images by the hints)."""
+        if not self.enabled or not any(r.hints for r in self.settings.rules):
+            return False
+        ctype = ""
+        for k, v in fields:
+            lname = k.lower()
+            if lname == "accept-ch":
+                return False
+            if lname == "content-type":
+                ctype = v.split(";")[0].strip().lower()
+        return ctype == "text/html"
+
+    def page_fields(self, key: str, fields: list[tuple[str, str]]) -> None:
+        """A page answered as it comes from the origin (a miss) asks for the hints as its
+        stored copy does (`stored`): the images of that very page are sized by them."""
+        if self.settings.rule_for(key.partition("?")[0]) is not None and self.asks_hints(fields):
+            fields.append(("Accept-CH", images.ACCEPT_CH))
 
     def snapshot(self) -> dict[str, Any]:
         """This worker's counters: conversions by format and outcome, CPU seconds, bytes

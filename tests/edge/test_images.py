@@ -203,10 +203,12 @@ async def test_concurrent_requests_make_one_conversion(shop: Any) -> None:
 
 async def test_pages_ask_for_client_hints(shop: Any) -> None:
     async with aiohttp.ClientSession() as s:
-        await get(s, shop, "/")
-        status, h, _ = await get(s, shop, "/")
-        assert status == 200 and h["X-Cache"] == "HIT"
-        assert "Sec-CH-Viewport-Width" in h["Accept-CH"] and "Sec-CH-DPR" in h["Accept-CH"]
+        for x_cache in ("MISS", "HIT"):
+            status, h, _ = await get(s, shop, "/")
+            assert status == 200 and h["X-Cache"] == x_cache
+            assert "Sec-CH-Viewport-Width" in h["Accept-CH"] and "Sec-CH-DPR" in h["Accept-CH"]
+        status, h, _ = await get(s, shop, "/woody.css")
+        assert "Accept-CH" not in h
 
 
 def jpeg(width: int, height: int) -> bytes:
