@@ -184,6 +184,21 @@ def _hints(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def _conversions(data: dict[str, Any]) -> list[str]:
+    """What the edge with images on converted during the whole run (its metrics)."""
+    counters = data["runs"].get("on", {}).get("conversions")
+    if counters is None:
+        return []
+    made = {
+        name.split("{", 1)[1].rstrip("}"): int(value)
+        for name, value in counters.items()
+        if name.startswith("edge_image_conversions_total{")
+    }
+    cpu = sum(v for k, v in counters.items() if k.startswith("edge_image_conversion_seconds"))
+    listed = "; ".join(f"{k}: {v}" for k, v in sorted(made.items())) or "none"
+    return [f"- Conversions by the edge with images on, whole run: {listed} ({cpu:.2f} s CPU)."]
+
+
 def images_table(data: dict[str, Any]) -> str:
     """The summary (one row per images off/on and cold/warm), the page's resources on the
     wire, and the targets."""
@@ -218,7 +233,7 @@ def images_table(data: dict[str, Any]) -> str:
             values = [x["resources"][name] for x in runs[label][phase] if name in x["resources"]]
             cells.append(_bytes(values) if values else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", *targets(data), *_hints(data)]
+    lines += ["", *targets(data), *_hints(data), *_conversions(data)]
     return "\n".join(lines)
 
 
@@ -294,6 +309,18 @@ def _one_load(url: str) -> dict[str, Any]:
         "painted": seen,
         "entries": entries,
     }
+
+
+def image_metrics(base: str) -> dict[str, float]:
+    """The edge's `edge_image_*` counters (/_edge/metrics), by name and labels."""
+    with urllib.request.urlopen(base + "/_edge/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("edge_image_"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 def settle(url: str, fields: dict[str, str], quiet: float = 5.0, timeout: float = 90) -> float:
@@ -372,6 +399,8 @@ def images_run(
         for _ in range(rounds):
             for label, edge in edges.items():
                 runs[label]["warm"].append(_one_load(edge.url + "/"))
+        for label, edge in edges.items():
+            runs[label]["conversions"] = image_metrics(edge.url)
     known: dict[Any, Any] = {}
     for run in runs.values():
         _judge(run["cold"] + run["warm"], original, known)

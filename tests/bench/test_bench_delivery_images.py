@@ -143,6 +143,11 @@ def test_table_rows_and_targets() -> None:
         ],
         "warm": [_load(140_000, 80_000, 40.0, "image/avif", 36.04)] * 2,
     }
+    on["conversions"] = {
+        'edge_image_conversions_total{node="e",format="avif",outcome="converted"}': 1.0,
+        'edge_image_conversion_seconds_total{node="e"}': 0.61,
+        'edge_image_bytes_saved_total{node="e"}': 4950628.0,
+    }
     warm = on["warm"][0]
     warm["quality"]["delivered_size"] = [1280, 800]
     warm["image"]["request"] = {"Accept": "image/avif,*/*", "Sec-CH-DPR": "1", "Referer": "x"}
@@ -165,6 +170,10 @@ def test_table_rows_and_targets() -> None:
     assert (
         "- Images off, warm: the image asked for with `Accept: ?` and no viewport or DPR "
         "hint." in lines
+    )
+    assert (
+        "- Conversions by the edge with images on, whole run: "
+        'node="e",format="avif",outcome="converted": 1 (0.61 s CPU).' in lines
     )
     # Cold medians: 2,175 ms on against 2,350 ms off.
     assert any("2,175 ms with images on, 2,350 ms off" in x and "**met**" in x for x in lines)
