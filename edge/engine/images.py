@@ -57,6 +57,9 @@ CHOICE_FIELDS = frozenset(
     | {b"viewport-width", b"dpr"}
 )
 MAX_TARGETS = 65536
+# Seconds without a conversion after which the pool's processes end (about 45 MB each with
+# its resource tracker, held for nothing while every variant asked for is made).
+POOL_IDLE = 60.0
 
 
 @dataclass(slots=True)
@@ -88,6 +91,7 @@ class ImageMaker:
         self.settings = settings
         self.tiers = tiers
         self.pool: ProcessPoolExecutor | None = None
+        self._idle: asyncio.TimerHandle | None = None
         self.sources: dict[tuple[str, float], Source] = {}
         self.making: dict[tuple[str, float, str], float] = {}  # slot -> since (monotonic)
         # slot -> [since, last look] (monotonic) of a variant another worker or node makes
@@ -362,6 +366,14 @@ class ImageMaker:
             for tier, token in reversed(held):
                 with contextlib.suppress(Exception):
                     await tier.unlock_async(lock_key, token)
+            if self._idle is not None:
+                self._idle.cancel()
+            self._idle = asyncio.get_running_loop().call_later(POOL_IDLE, self._end_idle_pool)
+
+    def _end_idle_pool(self) -> None:
+        self._idle = None
+        if not self.making:
+            self._drop_pool()
 
     async def _convert(
         self, original: Entry, choice: images.Choice, quality: int, names: tuple[str, ...]
@@ -495,6 +507,8 @@ class ImageMaker:
 
     async def close(self) -> None:
         """At shutdown: the conversions in flight are dropped, the pool ended."""
+        if self._idle is not None:
+            self._idle.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -23,6 +23,7 @@ from PIL import Image
 from edge.config.images import ImageRule, ImageSettings
 from edge.config.settings import Rule
 from edge.config.terms import RuleTerms
+from edge.engine import images as images_module
 from edge.engine.engine import Engine
 from origin.assets import ensure_image
 from tests.edge.conftest import TOKEN, EdgeFactory, node_of, origin_hits, url
@@ -367,3 +368,22 @@ async def test_a_variant_made_on_one_node_is_served_by_another_and_purged_from_a
                 await asyncio.sleep(0.2)
             assert sha(body) == sha(photo())
     assert origin_hits(origin, "/5mo.jpg") > 39  # fetched again after the purge
+
+
+async def test_the_conversion_processes_end_when_idle(
+    shop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(images_module, "POOL_IDLE", 0.5)
+    engine = node_of(shop)
+    async with aiohttp.ClientSession() as s:
+        await get(s, shop, "/5mo.jpg")
+        await get(s, shop, "/5mo.jpg")
+        await until_converted(s, shop, "/5mo.jpg", "webp-640", Accept="image/webp", Width="600")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while engine.images.pool is not None:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.1)
+        # A new demand makes a new pool.
+        await until_converted(s, shop, "/5mo.jpg", "avif-640", Accept=CHROME, Width="600")
+    assert conversions(engine, "avif", "converted") == 1
