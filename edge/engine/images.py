@@ -93,6 +93,9 @@ class ImageMaker:
         self.pool: ProcessPoolExecutor | None = None
         self._idle: asyncio.TimerHandle | None = None
         self.sources: dict[tuple[str, float], Source] = {}
+        self.latest: dict[str, tuple[float, Source]] = {}  # key -> its last original's
+        # (key, original's response_time, class) -> why that variant is not made
+        self.refused: dict[tuple[str, float, str], str] = {}
         self.making: dict[tuple[str, float, str], float] = {}  # slot -> since (monotonic)
         # slot -> [since, last look] (monotonic) of a variant another worker or node makes
         self.elsewhere: dict[tuple[str, float, str], list[float]] = {}
@@ -201,6 +204,9 @@ class ImageMaker:
         )
         if not choice.converted:
             return Pick(originals)
+        refused = self.refused.get((original.key, original.response_time, choice.name))
+        if refused:
+            return Pick(originals, None, f"not-converted-{refused}")
         now = time.time()
         if policy.fresh_until(original) <= now or original.invalidated:
             return Pick(originals)  # revalidated as the original, with its own validators
@@ -225,24 +231,19 @@ class ImageMaker:
         """Variants, and no original here (a sliced original not assembled in this worker):
         a variant of the original this worker last saw, if fresh; else the lookup goes on
         without the variants (the slices, or a fill)."""
-        for (key, made_from), source in list(self.sources.items()):
-            if key != route.key or source.refused:
-                continue
-            choice = images.choose(
-                req.headers.get("Accept"),
-                wanted,
-                rule.formats,
-                rule.widths,
-                source.fmt,
-                source.width,
-            )
-            if not choice.converted:
-                break
+        latest = self.latest.get(route.key)
+        if latest is None or latest[1].refused:
+            return Pick([])
+        made_from, source = latest
+        accept = req.headers.get("Accept")
+        choice = images.choose(accept, wanted, rule.formats, rule.widths, source.fmt, source.width)
+        if choice.converted:
+            now = time.time()
             for e in entries:
                 if (
                     e.vary[-1:] == ((images.IMAGE_FIELD, choice.name),)
                     and e.meta.get("of") == made_from
-                    and policy.fresh_for_any_request(e, time.time())
+                    and policy.fresh_for_any_request(e, now)
                 ):
                     return Pick([], e)
         return Pick([])
@@ -269,7 +270,10 @@ class ImageMaker:
                 source = Source(fmt, width, height)
         if len(self.sources) >= MAX_REMEMBERED:
             self.sources.clear()
+            self.latest.clear()
+            self.refused.clear()
         self.sources[slot] = source
+        self.latest[original.key] = (original.response_time, source)
         return source
 
     def _say_vary(self, original: Entry, rule: ImageRule) -> None:
@@ -396,21 +400,21 @@ class ImageMaker:
                 asyncio.wrap_future(future), settings.time_limit + GRACE
             )
         except convert.Refused as exc:
-            self._refuse(original, exc.reason)
+            self._refuse(original, exc.reason)  # the image itself: every variant
             return exc.reason
         except MemoryError:
-            self._refuse(original, "memory")
+            self._refuse(original, "memory", choice.name)
             return "memory"
         except (BrokenProcessPool, TimeoutError):
             # The process was ended (its time limit's SIGALRM, or killed): a new pool.
             self._drop_pool(pool)
             late = time.monotonic() - started >= settings.time_limit
             reason = "time-limit" if late else "crashed"
-            self._refuse(original, reason)
+            self._refuse(original, reason, choice.name)
             return reason
         self.seconds += cpu
-        if len(body) >= len(original.body) and choice.width is None:
-            self._refuse(original, "not-smaller")
+        if len(body) >= len(original.body):
+            self._refuse(original, "not-smaller", choice.name)
             return "not-smaller"
         variant = self.variant_entry(original, choice, body, names)
         self.tiers.store(variant, original.response_time + original.meta.get("keep", 0.0))
@@ -432,11 +436,17 @@ class ImageMaker:
             meta=meta,
         )
 
-    def _refuse(self, original: Entry, reason: str) -> None:
+    def _refuse(self, original: Entry, reason: str, cls: str = "") -> None:
+        """Not tried again in this worker: the variant `cls`, or (no class: the image
+        itself is the reason) every variant of `original`."""
+        if cls:
+            self.refused[(original.key, original.response_time, cls)] = reason
+            return
         slot = (original.key, original.response_time)
         source = self.sources.get(slot)
         if source is not None:
-            self.sources[slot] = replace(source, refused=reason)
+            self.sources[slot] = refused = replace(source, refused=reason)
+            self.latest[original.key] = (original.response_time, refused)
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
