@@ -259,8 +259,19 @@ def targets(data: dict[str, Any]) -> list[str]:
         f"{TARGET_PSNR:.0f} dB): **{'met' if bytes_ok else 'not met'}**.",
         f"- Cold page at the origin's {data['static_rate'] // 1024} KB/s: {cold_on:,.0f} ms "
         f"with images on, {cold_off:,.0f} ms off (medians; target: not slower): "
-        f"**{'met' if cold_on <= cold_off else 'not met'}**.",
+        f"**{'met' if cold_on <= cold_off else 'not met'}** "
+        f"({cold_on - cold_off:+,.0f} ms, {cold_on / cold_off - 1:+.1%}). {_paired(on, off)}",
     ]
+
+
+def _paired(on: dict[str, Any], off: dict[str, Any]) -> str:
+    """The cold loads round by round (off and on take turns): on minus off."""
+    diffs = [a["done_ms"] - b["done_ms"] for a, b in zip(on["cold"], off["cold"], strict=False)]
+    faster = sum(d < 0 for d in diffs)
+    return (
+        f"Round by round, on minus off: median {statistics.median(diffs):+,.0f} ms, from "
+        f"{min(diffs):+,.0f} to {max(diffs):+,.0f}; on faster in {faster} of {len(diffs)}."
+    )
 
 
 # --- the run ----------------------------------------------------------------------------
