@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 from multidict import MultiMapping
 
+from edge.http.weights import weighted
+
 IMAGE_FIELD = "~image"  # the pseudo request field naming a converted variant
 WIDTH_PARAM = "w"
 MAX_WIDTH_PARAM = 16384
@@ -67,22 +69,10 @@ def media_weights(accept: str | None) -> dict[str, float]:
     out: dict[str, float] = {}
     if not accept:
         return out
-    for part in accept.split(","):
-        name, _, params = part.strip().partition(";")
-        name = name.strip().lower()
-        if not name:
-            continue
-        q = 1.0
-        for p in params.split(";"):
-            k, _, v = p.strip().partition("=")
-            if k.strip().lower() == "q":
-                try:
-                    q = float(v)
-                except ValueError:
-                    q = 0.0
-                if math.isnan(q) or not 0.0 <= q <= 1.0:
-                    q = 0.0
-        out[name] = max(q, out.get(name, 0.0)) if name in out else q
+    for name, q in weighted(accept):
+        if not 0.0 <= q <= 1.0:
+            q = 0.0
+        out[name] = max(q, out.get(name, 0.0))
     return out
 
 

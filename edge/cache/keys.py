@@ -16,6 +16,7 @@ from multidict import MultiMapping
 from edge.cache.entry import Entry
 from edge.config.settings import QueryPolicy
 from edge.http.httpdate import date_or
+from edge.http.weights import weighted
 
 ABSENT = "\x00"  # a Vary'd header the request did not send (distinct from an empty value)
 
@@ -56,20 +57,10 @@ def _accept_encoding(value: str) -> str:
     same stored variant when the origin only knows gzip and br.
     """
     codings: set[str] = set()
-    for part in value.split(","):
-        name, _, params = part.strip().partition(";")
-        name = name.strip().lower()
+    for name, q in weighted(value):
         if name == "x-gzip":
             name = "gzip"  # RFC 9110 8.4.1.3: "A recipient SHOULD consider "x-gzip" to be
             # equivalent to "gzip"."
-        q = 1.0
-        for p in params.split(";"):
-            k, _, v = p.strip().partition("=")
-            if k.strip().lower() == "q":
-                try:
-                    q = float(v)
-                except ValueError:
-                    q = 0.0
         if q > 0 and name in ("gzip", "br", "zstd", "deflate", "*"):
             codings.add(name)
     return ",".join(sorted(codings))

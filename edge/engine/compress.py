@@ -42,6 +42,7 @@ from edge.base.ledger import DEFAULT_LIMITS, ITEM_OVERHEAD, Account
 from edge.cache.entry import Entry
 from edge.config.settings import CODING_NAMES, Compression
 from edge.http.answer import Answer
+from edge.http.weights import weighted
 from edge.store.tiers import Tiers
 from edge.upstream.fetch import Sink
 
@@ -60,22 +61,8 @@ def accepted(accept_encoding: str | None) -> dict[str, float]:
     out: dict[str, float] = {}
     if not accept_encoding:
         return out
-    for part in accept_encoding.split(","):
-        name, _, params = part.strip().partition(";")
-        name = name.strip().lower()
-        if not name:
-            continue
-        if name == "x-gzip":
-            name = "gzip"
-        q = 1.0
-        for p in params.split(";"):
-            k, _, v = p.strip().partition("=")
-            if k.strip().lower() == "q":
-                try:
-                    q = max(0.0, min(1.0, float(v)))
-                except ValueError:
-                    q = 0.0
-        out[name] = q
+    for name, q in weighted(accept_encoding):
+        out["gzip" if name == "x-gzip" else name] = max(0.0, min(1.0, q))
     return out
 
 
