@@ -213,6 +213,7 @@ class EdgeServer:
             await self.reloader.close()
         tiers = engine.tiers
         await engine.collapser.drain()
+        await engine.images.close()  # the conversion processes
         await tiers.drain()
         await engine.upstream.close()
         await tiers.close()
