@@ -1,5 +1,6 @@
-"""`python -m bench.delivery bytes|memory|hints|images`: what a browser (and the edge's memory) sees of
-the delivery work (issue 16): one module per measurement, `cli` for the command line.
+"""`python -m bench.delivery bytes|memory|hints|images`: what a browser (and the edge's memory)
+sees of the delivery work (issues 16 and 31): one module per measurement, `cli` for the
+command line.
 
 bytes  headless Chromium loads the shop's page through the edge with compression on, then
        with it off (`compression: {enabled: false}`), each time with an empty browser cache,
