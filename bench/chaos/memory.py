@@ -31,7 +31,24 @@ async def run_memory(
         )
         pid = server.managed[0].pid
         assert pid is not None
+        await _every_worker_up(server.url, workers)
         return await _fill(server.url, pid, tier_mb, objects, size, progress)
+
+
+async def _every_worker_up(base: str, workers: int, timeout: float = 60) -> None:
+    """Wait until each worker has started (`/_edge/stats` lists it): the node answers its
+    health check from its first worker, and the fill's connections, kept for the whole run,
+    would all go to the workers listening when they open (the start's PSS then misses what
+    the others have yet to load)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            async with s.get(base + "/_edge/stats") as r:
+                if len(json.loads(await r.read()).get("workers", [])) >= workers:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{base}: fewer than {workers} workers after {timeout:.0f} s")
+            await asyncio.sleep(0.2)
 
 
 async def _fill(
