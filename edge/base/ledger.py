@@ -30,6 +30,9 @@ from typing import TypeVar
 # holds it, the bytes objects' headers (measured with tracemalloc on CPython 3.11: 150 to
 # 300 bytes for the structures here; counted high).
 ITEM_OVERHEAD = 256
+# A client's field value longer than this is never a key of anything kept (it is read again
+# on each request): keys made of client values stay small, whatever the client sends.
+MAX_KEPT_VALUE = 256
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -47,6 +50,7 @@ DEFAULT_LIMITS: dict[str, int] = {
     "header_blocks": 16 * MiB,  # h2 header blocks being assembled, HTTP/1.1 heads unfinished
     "handshakes": 16 * MiB,  # TLS handshakes in progress, every connection
     "bodies": 32 * MiB,  # request bodies being received, every connection
+    "images": 1 * MiB,  # what the image maker knows of originals and variants (engine.images)
 }
 KINDS = tuple(DEFAULT_LIMITS)
 

@@ -38,7 +38,7 @@ from dataclasses import replace
 import brotli
 import zstandard
 
-from edge.base.ledger import DEFAULT_LIMITS, ITEM_OVERHEAD, Account
+from edge.base.ledger import DEFAULT_LIMITS, ITEM_OVERHEAD, MAX_KEPT_VALUE, Account
 from edge.cache.entry import Entry
 from edge.config.settings import CODING_NAMES, Compression
 from edge.http.answer import Answer
@@ -89,7 +89,6 @@ MAX_PICKS = 4096
 # All that `negotiate` reads of Accept-Encoding, whatever the edge offers: the weights of
 # the codings it makes, of "*" and of "identity".
 CLASS_NAMES = (*CODINGS, "*", "identity")
-MAX_KEPT_VALUE = 256  # an Accept-Encoding longer than this is classed each time, never kept
 
 
 def accept_class(accept_encoding: str) -> str:

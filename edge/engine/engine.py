@@ -138,7 +138,7 @@ class Engine:
         # Delivery hook: 103 Early Hints learnt from pages' Link fields (edge.engine.hints).
         self.hints = hints.Hints()
         # Delivery hook: images as AVIF or WebP, sized to the screen (edge.engine.images).
-        self.images = images.ImageMaker(cfg.images, tiers)
+        self.images = images.ImageMaker(cfg.images, tiers, self.ledger.account("images"))
         encoded = self.encoder.stored
         self.collapser.on_store = lambda e, until: self.images.stored(encoded(e, until), until)
 
@@ -275,7 +275,9 @@ class Engine:
             ):
                 # Delivery hook: the next requests alike take the kept hits (images).
                 until = policy.fresh_until(decision.entry)
-                self.kept_hits.keep(self.images.kept_key(req), decision.entry, until, now)
+                key = self.images.kept_key(req)
+                if key is not None:
+                    self.kept_hits.keep(key, decision.entry, until, now)
             self.deliver(req, conn, decision.entry, decision.x_cache, decision.detail, now)
             return None
         if type(decision) is flow.Miss:
@@ -333,7 +335,9 @@ class Engine:
         kept = self.kept_hits.get(target, now)
         if kept is None and target in self.images.targets:
             # Delivery hook: an image's entry kept for these Accept and hint values (images).
-            kept = self.kept_hits.get(self.images.hit_key(target, fields), now)
+            image_key = self.images.hit_key(target, fields)
+            if image_key is not None:
+                kept = self.kept_hits.get(image_key, now)
         coding: bytes | None = None
         if kept is None and not flags & F_RANGE:
             # An object with coded copies: the choice kept for this Accept-Encoding's

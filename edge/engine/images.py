@@ -36,6 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any
 
+from edge.base.ledger import DEFAULT_LIMITS, ITEM_OVERHEAD, MAX_KEPT_VALUE, Account
 from edge.cache import images, policy
 from edge.cache.entry import Entry
 from edge.cache.flow import Lookup, Reject, Route
@@ -48,7 +49,7 @@ from edge.store.tiers import Tiers
 log = logging.getLogger("edge.engine.images")
 
 LOOK_EVERY = 0.25  # seconds between looks for a variant another worker or node is making
-MAX_REMEMBERED = 4096  # originals whose size, refusal or conversion in flight is kept
+MAX_MAKING = 4096  # conversions asked for and not done yet, per worker (more: "busy")
 GRACE = 5.0  # seconds past the time limit the engine waits before it gives a pool up
 MARK = "img"  # in an original's meta: its Vary names Accept and the hints (the edge's own)
 # The request fields an image's choice reads, as HTTP/1.1 and h2 hand them over (`hit_key`).
@@ -56,7 +57,6 @@ CHOICE_FIELDS = frozenset(
     {b"accept", b"sec-ch-width", b"sec-ch-viewport-width", b"sec-ch-dpr", b"width"}
     | {b"viewport-width", b"dpr"}
 )
-MAX_TARGETS = 65536
 # Seconds without a conversion after which the pool's processes end (about 45 MB each with
 # its resource tracker, held for nothing while every variant asked for is made).
 POOL_IDLE = 60.0
@@ -87,9 +87,16 @@ class Source:
 class ImageMaker:
     """Negotiation on lookup, conversion on demand, counters for /_edge/metrics."""
 
-    def __init__(self, settings: ImageSettings, tiers: Tiers) -> None:
+    def __init__(
+        self, settings: ImageSettings, tiers: Tiers, account: Account | None = None
+    ) -> None:
         self.settings = settings
         self.tiers = tiers
+        # What the dicts below keep is counted in bytes (ledger "images"); past the bound,
+        # all but the conversions in flight is forgotten (and found again when needed).
+        self.account = (
+            account if account is not None else Account("images", DEFAULT_LIMITS["images"])
+        )
         self.pool: ProcessPoolExecutor | None = None
         self._idle: asyncio.TimerHandle | None = None
         self.sources: dict[tuple[str, float], Source] = {}
@@ -151,24 +158,47 @@ class ImageMaker:
 
     def hit_key(
         self, target: str, fields: Request | Sequence[tuple[bytes, bytes]]
-    ) -> tuple[str, bytes]:
+    ) -> tuple[str, bytes] | None:
         """The kept hits' key of an image request (`edge.engine.fresh_hits`): its target and
         the values of the fields its choice reads, as sent (the same values choose the same
-        entry for as long as the stored entries do not change, which the kept hits watch)."""
+        entry for as long as the stored entries do not change, which the kept hits watch).
+        None when a value is longer than MAX_KEPT_VALUE: such a request is never kept."""
         raw = fields.raw_headers if isinstance(fields, Request) else fields
         values = [b"\x00image"]
         for name, value in raw:
             lname = name.lower()
             if lname in CHOICE_FIELDS:
+                if len(value) > MAX_KEPT_VALUE:
+                    return None
                 values.append(lname + b"=" + value)
         return target, b"\n".join(values)
 
-    def kept_key(self, req: Request) -> tuple[str, bytes]:
+    def kept_key(self, req: Request) -> tuple[str, bytes] | None:
         """`hit_key` of a request whose answer is to be kept: its target is looked for."""
-        if len(self.targets) >= MAX_TARGETS:
-            self.targets.clear()
-        self.targets.add(req.target)
-        return self.hit_key(req.target, req)
+        key = self.hit_key(req.target, req)
+        if key is not None and req.target not in self.targets:
+            self._remember(req.target)
+            self.targets.add(req.target)
+        return key
+
+    def _remember(self, key: str) -> None:
+        """Count one more item kept under `key`; past the bound, forget all but the
+        conversions in flight first."""
+        size = len(key) + ITEM_OVERHEAD
+        if self.account.take(size):
+            return
+        self.sources.clear()
+        self.latest.clear()
+        self.refused.clear()
+        self.elsewhere.clear()
+        self.targets.clear()
+        self.account.reset()
+        for slot in self.making:
+            self.account.take(len(slot[0]) + ITEM_OVERHEAD)
+        self.account.take(size)
+
+    def _forget(self, key: str) -> None:
+        self.account.give(len(key) + ITEM_OVERHEAD)
 
     def pick(self, req: Request, route: Lookup, entries: list[Entry]) -> Pick | Reject | None:
         """The entry this request gets among an image's original and variants (None: not an
@@ -268,10 +298,7 @@ class ImageMaker:
                 self.conversions[f"{fmt} too-many-pixels"] += 1
             else:
                 source = Source(fmt, width, height)
-        if len(self.sources) >= MAX_REMEMBERED:
-            self.sources.clear()
-            self.latest.clear()
-            self.refused.clear()
+        self._remember(original.key)  # the source and the latest original, together
         self.sources[slot] = source
         self.latest[original.key] = (original.response_time, source)
         return source
@@ -305,6 +332,7 @@ class ImageMaker:
             return None
         if now - times[0] > self.settings.time_limit + GRACE:
             del self.elsewhere[slot]  # not made there (refused, or that worker went away)
+            self._forget(original.key)
             return None
         times[1] = now
         stored = self.tiers.stored(original.key)
@@ -312,6 +340,7 @@ class ImageMaker:
         if variant is not None:
             self.tiers.refresh_hot([e for e in stored if images.is_variant(e.vary)])
             del self.elsewhere[slot]
+            self._forget(original.key)
         return variant
 
     # -- conversion ------------------------------------------------------------------------
@@ -324,8 +353,9 @@ class ImageMaker:
         slot = (original.key, original.response_time, choice.name)
         if slot in self.making or slot in self.elsewhere:
             return ""
-        if len(self.making) >= MAX_REMEMBERED:
+        if len(self.making) >= MAX_MAKING:
             return "busy"
+        self._remember(original.key)
         self.making[slot] = time.monotonic()
         quality = rule.quality_of("jpeg" if choice.fmt == "png" else choice.fmt)
         names = images.vary_names(rule.hints)
@@ -355,8 +385,7 @@ class ImageMaker:
                 if token is None:
                     # Another worker or node makes it: look for it in the node's storage.
                     self.conversions[f"{choice.fmt} elsewhere"] += 1
-                    if len(self.elsewhere) >= MAX_REMEMBERED:
-                        self.elsewhere.clear()
+                    self._remember(original.key)
                     self.elsewhere[slot] = [time.monotonic(), 0.0]
                     return
                 held.append((tier, token))
@@ -366,7 +395,8 @@ class ImageMaker:
             log.warning("converting %s to %s failed: %r", original.key, choice.name, exc)
             self.conversions[f"{choice.fmt} error"] += 1
         finally:
-            self.making.pop(slot, None)
+            if self.making.pop(slot, None) is not None:
+                self._forget(original.key)
             for tier, token in reversed(held):
                 with contextlib.suppress(Exception):
                     await tier.unlock_async(lock_key, token)
@@ -440,6 +470,7 @@ class ImageMaker:
         """Not tried again in this worker: the variant `cls`, or (no class: the image
         itself is the reason) every variant of `original`."""
         if cls:
+            self._remember(original.key)
             self.refused[(original.key, original.response_time, cls)] = reason
             return
         slot = (original.key, original.response_time)

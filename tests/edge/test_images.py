@@ -137,6 +137,25 @@ async def test_a_browser_gets_avif_sized_to_its_screen(shop: Any) -> None:
     assert engine.images.bytes_saved > 2 * len(photo())
 
 
+async def test_many_and_long_accept_values_keep_memory_bounded(shop: Any) -> None:
+    """Accept and hint values are chosen by the client: the kept hits never take a long one
+    as a key, and what the image maker remembers is counted (ledger "images")."""
+    engine = node_of(shop)
+    async with aiohttp.ClientSession() as s:
+        await get(s, shop, "/5mo.jpg", Accept=CHROME, **SCREEN)
+        _, body = await until_converted(s, shop, "/5mo.jpg", "avif-1280", Accept=CHROME, **SCREEN)
+        long_accept = "image/avif," + ",".join(f"x-{i}/y;q=0.1" for i in range(100))
+        for i in range(300):
+            accept = long_accept if i % 2 else f"image/avif,image/x-{i};q=0.5"
+            status, h, got = await get(s, shop, "/5mo.jpg", Accept=accept, **SCREEN)
+            assert status == 200 and got == body and "detail=avif-1280" in h["Cache-Status"]
+    kept = engine.kept_hits.kept
+    assert all(len(k[1]) <= 1024 for k in kept if isinstance(k, tuple) and k[1])
+    assert not any(long_accept.encode() in (k[1] or b"") for k in kept if isinstance(k, tuple))
+    hits, images = engine.ledger.account("hits"), engine.ledger.account("images")
+    assert 0 < hits.used <= hits.limit and 0 < images.used <= images.limit
+
+
 async def test_the_width_param_is_a_variant_of_the_one_object(shop: Any, origin: Any) -> None:
     async with aiohttp.ClientSession() as s:
         await get(s, shop, "/5mo.jpg")
