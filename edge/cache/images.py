@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from multidict import MultiMapping
 
+from edge.http.validators import variant_etag
 from edge.http.weights import weighted
 
 IMAGE_FIELD = "~image"  # the pseudo request field naming a converted variant
@@ -210,15 +211,6 @@ def varies_on_accept(fields: Iterable[tuple[str, str]]) -> bool:
     return "accept" in names or "*" in names
 
 
-def tagged_etag(etag: str, cls: str) -> str:
-    """`"x"` -> `"x-avif-1280"`; `W/"x"` -> `W/"x-avif-1280"` (RFC 9110 section 8.8.3: a
-    strong validator never names two byte sequences)."""
-    weak = etag.startswith("W/")
-    opaque = (etag[2:] if weak else etag).strip().strip('"')
-    tagged = f'"{opaque}-{cls}"'
-    return f"W/{tagged}" if weak else tagged
-
-
 def variant_fields(
     fields: Iterable[tuple[str, str]], choice: Choice, names: Sequence[str]
 ) -> list[tuple[str, str]]:
@@ -232,7 +224,7 @@ def variant_fields(
         if lname == "content-type":
             v = TYPES[choice.fmt]
         elif lname == "etag":
-            v = tagged_etag(v, choice.name)
+            v = variant_etag(v, choice.name)
         out.append((k, v))
     return out
 

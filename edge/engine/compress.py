@@ -2,11 +2,12 @@
 
 Pure parts (no I/O): which coding a request gets (`negotiate`), whether an answer may be
 compressed at all (`eligible`), the headers and ETag of an encoded variant (`variant_fields`,
-`coded_etag`), the encoded variant of a stored entry (`encoded_entry`) and the choice among
-the stored variants on a hit (`select`). The I/O parts are small: `StreamEncoder` compresses
-an answer as it streams to one client (a miss, or an answer that is not stored), and the
-engine compresses each stored object once per coding after it is stored (`encode_all`, in a
-thread), keeping the codings as variants of the one entry. A hit never compresses.
+with `edge.http.validators.variant_etag`), the encoded variant of a stored entry
+(`encoded_entry`) and the choice among the stored variants on a hit (`select`). The I/O
+parts are small: `StreamEncoder` compresses an answer as it streams to one client (a miss,
+or an answer that is not stored), and the engine compresses each stored object once per
+coding after it is stored (`encode_all`, in a thread), keeping the codings as variants of
+the one entry. A hit never compresses.
 
 How the variants are kept. The identity entry stays what the origin sent, plus
 `Vary: Accept-Encoding` (RFC 9110 section 12.5.3: downstream caches must not hand a `br`
@@ -42,6 +43,7 @@ from edge.base.ledger import DEFAULT_LIMITS, ITEM_OVERHEAD, MAX_KEPT_VALUE, Acco
 from edge.cache.entry import Entry
 from edge.config.settings import CODING_NAMES, Compression
 from edge.http.answer import Answer
+from edge.http.validators import variant_etag
 from edge.http.weights import weighted
 from edge.store.tiers import Tiers
 from edge.upstream.fetch import Sink
@@ -193,17 +195,6 @@ def eligible(
 # -- headers of an encoded variant -----------------------------------------------------------
 
 
-def coded_etag(etag: str, coding: str) -> str:
-    """`"x"` -> `"x-br"`; `W/"x"` -> `W/"x-br"` (RFC 9110 section 8.8.3)."""
-    weak = etag.startswith("W/")
-    opaque = etag[2:] if weak else etag
-    if len(opaque) >= 2 and opaque.startswith('"') and opaque.endswith('"'):
-        tagged = f'"{opaque[1:-1]}-{coding}"'
-    else:
-        tagged = f'"{opaque.strip(chr(34))}-{coding}"'
-    return f"W/{tagged}" if weak else tagged
-
-
 def with_vary(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The fields with Accept-Encoding added to Vary (once)."""
     out = list(fields)
@@ -222,7 +213,7 @@ def variant_fields(fields: Iterable[tuple[str, str]], coding: str) -> list[tuple
         if lname in ("content-length", "content-encoding", "accept-ranges"):
             continue
         if lname == "etag":
-            v = coded_etag(v.strip(), coding)
+            v = variant_etag(v, coding)
         out.append((k, v))
     out.append(("Content-Encoding", coding))
     return out

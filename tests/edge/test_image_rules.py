@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 from edge.cache import images
 from edge.config.images import ImageRule
 from edge.config.settings import ConfigError, load_config
+from edge.http.validators import variant_etag
 
 CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 FIREFOX = "image/avif,image/webp,*/*"
@@ -132,7 +133,7 @@ def test_variant_fields() -> None:
     assert not any(k == "Content-Length" for k, _ in out)
     assert ("Vary", "Accept, Sec-CH-Width, Sec-CH-Viewport-Width, Sec-CH-DPR") in out
     assert ("Vary", "Origin") in out
-    assert images.tagged_etag('W/"x"', "webp") == 'W/"x-webp"'
+    assert variant_etag('W/"x"', "webp") == 'W/"x-webp"'
 
 
 def test_vary_is_added_once() -> None:
