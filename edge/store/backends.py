@@ -1,19 +1,21 @@
 """The storage backends, one line each: a configuration section's name -> the factory that
 builds its storage (`edge.store.storage.Factory`, in the backend's own module).
 
-`build` calls every factory in this order (each returns None when the configuration turns
-its backend off) and stacks what they built behind each worker's hot copy, local storages
-first (`edge.store.tiers.Tiers`). A factory is named by its import path: a backend that is
-off never imports its client library.
+`build` calls, in this order, the factory of every backend its section turns on (`ON`; a
+factory still returns None when what it needs is missing) and stacks what they built behind
+each worker's hot copy, local storages first (`edge.store.tiers.Tiers`). A factory is named
+by its import path, imported only when its backend is on: a backend that is off never
+imports its client library (the Redis client is 3 to 5 MiB of each worker's memory).
 
 Adding a backend: its module (a `LocalStorage` or `SharedStorage` with a
-`from_config(cfg, place)`), its line here, its keys in `edge.config.settings`, its section
+`from_config(cfg, place)`), its lines here, its keys in `edge.config.settings`, its section
 in docs/storage.md.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import cast
 
 from edge.config.settings import EdgeConfig
@@ -25,6 +27,11 @@ BACKENDS: dict[str, str] = {
     "node_cache": "edge.store.node:from_config",  # LMDB, every worker of a node
     "redis": "edge.store.redis_tier:from_config",  # every node: one Redis, Sentinel, Cluster
 }
+ON: dict[str, Callable[[EdgeConfig], bool]] = {
+    "node_cache": lambda cfg: cfg.node_cache_enabled,
+    "redis": lambda cfg: bool(cfg.redis_url),
+}
+"""Whether the configuration turns each backend on (read before its module is imported)."""
 
 
 def factory(name: str) -> Factory:
@@ -40,6 +47,8 @@ async def build(cfg: EdgeConfig, place: Place) -> Tiers:
     stack: list[LocalStorage | SharedStorage] = []
     bus = None
     for name in BACKENDS:
+        if not ON[name](cfg):
+            continue
         built = await factory(name)(cfg, place)
         if built is None:
             continue

@@ -202,3 +202,32 @@ async def test_the_stack_stores_shares_and_purges_through_every_storage(
         for tiers in (one, far):
             await tiers.close()
         NodeTier.remove(path)
+
+
+# In a fresh interpreter: a worker's tiers with the node tier on and Redis off.
+WITHOUT_REDIS = """
+import asyncio, dataclasses, sys
+from edge.config.settings import EdgeConfig
+from edge.store import backends
+from edge.store.node import NodeTier
+from edge.store.storage import Place
+
+path = NodeTier.prepare(None, "edge-test")
+cfg = dataclasses.replace(EdgeConfig(), redis_url=None, node_cache_enabled=True)
+tiers = asyncio.run(backends.build(cfg, Place(path)))
+print(",".join(s.name for s in tiers.stack), "redis" in sys.modules)
+asyncio.run(tiers.close())
+NodeTier.remove(path)
+"""
+
+
+def test_a_backend_that_is_off_never_imports_its_client_library() -> None:
+    """A node without Redis does not load the Redis client (3 to 5 MiB in each worker)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", WITHOUT_REDIS], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["node_cache", "False"]
