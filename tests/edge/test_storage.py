@@ -222,7 +222,7 @@ NodeTier.remove(path)
 
 
 def test_a_backend_that_is_off_never_imports_its_client_library() -> None:
-    """A node without Redis does not load the Redis client (3 to 5 MiB in each worker)."""
+    """A node without Redis does not load the Redis client (9 MiB in each worker)."""
     import subprocess
     import sys
 
