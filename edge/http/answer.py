@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from edge.http.request import Request
 
 Fields = list[tuple[str, str]]
+_new = object.__new__
 
 
 class Answer:
@@ -29,7 +30,7 @@ class Answer:
     The fields a protocol writes are `fields`, then the length (its framing), then `stamp`:
     the fields written for each request of a kept answer (empty otherwise)."""
 
-    __slots__ = ("body", "close", "fields", "fixed", "length", "stamp", "status", "wire")
+    __slots__ = ("body", "close", "fields", "fixed", "last", "length", "stamp", "status", "wire")
 
     def __init__(
         self,
@@ -49,13 +50,27 @@ class Answer:
         # the stamped copies), and of the whole head.
         self.fixed: dict[str, Any] = {}
         self.wire: dict[str, Any] = {}
+        self.last: Answer | None = None  # the last stamped copy (`stamped`)
 
     def stamped(self, stamp: Sequence[tuple[str, str]]) -> Answer:
         """This answer with `stamp` written after its fields: the same body, and what the
-        protocols made of the rest of its head (`fixed`) shared, not made again."""
-        out = Answer(self.status, self.fields, self.body, self.length, self.close)
+        protocols made of the rest of its head (`fixed`) shared, not made again. The same
+        stamp as the last one (the same second of a hit's age) gets the same copy, with
+        what the protocols made of it (`wire`)."""
+        last = self.last
+        if last is not None and last.stamp == stamp:
+            return last
+        out = _new(Answer)
+        out.status = self.status
+        out.fields = self.fields
+        out.body = self.body
+        out.length = self.length
+        out.close = self.close
         out.stamp = stamp
         out.fixed = self.fixed
+        out.wire = {}
+        out.last = None
+        self.last = out
         return out
 
     def __repr__(self) -> str:
@@ -64,10 +79,11 @@ class Answer:
 
 def held_bytes(answer: Answer) -> int:
     """About the bytes a kept answer holds beside its body: its fields, and a serialization
-    of its head per protocol that sent it (HTTP/1.1's and h2's, each about as long)."""
+    of its head per protocol that sent it (HTTP/1.1's and h2's, each about as long), its
+    own and its last stamped copy's."""
     size = 32 + sum(len(k) + len(v) + 4 for k, v in answer.fields)
     size += sum(len(k) + len(v) + 4 for k, v in answer.stamp)
-    return 3 * size
+    return 5 * size
 
 
 class Responder(Protocol):

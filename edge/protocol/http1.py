@@ -7,7 +7,7 @@ looked up while its head is parsed (`Engine.fresh_hit`) and, when it is a fresh 
 there, before any `Request` is made of it; a read that is a whole head already parsed once
 (a client repeating itself) is not parsed again: its kept outcome is used. The engine
 answers through the methods below (its `edge.http.answer.Responder`): a whole `Answer`, written
-in HTTP/1.1's bytes (`head_bytes`), or a head then a streamed body with flow
+in HTTP/1.1's bytes (`wired`), or a head then a streamed body with flow
 control (`write` waits while the client's socket is full). Request bodies are read whole
 before the engine sees the request (as nginx's `proxy_request_buffering on`): the origin never
 holds half a request from a slow client, and a client sending its body slower than
@@ -187,8 +187,9 @@ class Http1Connection(asyncio.BaseProtocol):
 
     def _error_bytes(self, status: int, message: str, head: bool = False) -> bytes:
         answer = refusal(status, message)
-        out = with_tail(head_bytes(answer), "Connection: close\r\n")
-        return out if head else out + answer.body  # RFC 9110 section 9.3.2: none after a HEAD
+        out, body = wired(answer)
+        out = with_tail(out, "Connection: close\r\n")
+        return out if head else out + body  # RFC 9110 section 9.3.2: none after a HEAD
 
     def fail(self, status: int, message: str, head: bool = False) -> None:
         """Answer a protocol error and close; nothing queued behind it is answered."""
@@ -572,12 +573,11 @@ class Http1Connection(asyncio.BaseProtocol):
         method: str,
         answer: Answer,
     ) -> None:
-        head = head_bytes(answer)
+        head, body = answer.wire.get(H1) or wired(answer)
         tail = self._tail_for(keep_alive, version, answer.close)
         if tail:  # HTTP/1.1 keep-alive without extra fields, the usual hit, adds nothing
             head = with_tail(head, tail)
-        no_body = without_body(method, answer.status)
-        _write_whole(transport, head, b"" if no_body else answer.body)
+        _write_whole(transport, head, b"" if method == "HEAD" else body)
 
     def start(self, req: Request, answer: Answer) -> None:
         """The head of an answer whose body follows through `write` and `end`."""
@@ -595,7 +595,7 @@ class Http1Connection(asyncio.BaseProtocol):
             else:
                 tail += "Transfer-Encoding: chunked\r\n"
                 self.chunked_out = True
-        head = head_bytes(answer)
+        head = wired(answer)[0]
         self.transport.write(with_tail(head, tail) if tail else head)
         if self.timed:
             req.first_byte = time.monotonic()
@@ -655,26 +655,29 @@ def field_lines(fields: Sequence[tuple[str, str]]) -> bytes:
     return "".join([f"{k}: {v}\r\n" for k, v in fields]).encode("latin-1", "replace")
 
 
-def head_bytes(answer: Answer) -> bytes:
-    """The answer's head as HTTP/1.1 writes it, up to its blank line, without what the
-    connection adds (`_tail_for`): the status line, the fields, Content-Length (RFC 9110
-    section 8.6: never with a status that has no content), the stamp. Made once per
-    answer, and the part before the stamp once per kept answer (`Answer.fixed`)."""
-    head = answer.wire.get(H1)
-    if head is None:
+def wired(answer: Answer) -> tuple[bytes, bytes | memoryview]:
+    """The answer as HTTP/1.1 writes it, but for what the connection adds (`_tail_for`):
+    its head up to the blank line (the status line, the fields, Content-Length, the stamp)
+    and its body, neither for a status without content (RFC 9110 sections 6.4.1 and 8.6).
+    Made once per answer (`Answer.wire`: a repeated hit writes what is there), the head
+    before the stamp once per kept answer (`Answer.fixed`)."""
+    out = answer.wire.get(H1)
+    if out is None:
+        status = answer.status
+        no_content = status_without_body(status)
         fixed = answer.fixed.get(H1)
         if fixed is None:
-            status = answer.status
             fixed = status_line(status) + field_lines(answer.fields)
-            if answer.length is not None and not status_without_body(status):
+            if answer.length is not None and not no_content:
                 fixed += b"Content-Length: %d\r\n" % answer.length
             answer.fixed[H1] = fixed
-        head = answer.wire[H1] = fixed + field_lines(answer.stamp) + b"\r\n"
-    return head
+        head = fixed + field_lines(answer.stamp) + b"\r\n"
+        out = answer.wire[H1] = (head, b"" if no_content else answer.body)
+    return out
 
 
 def with_tail(head: bytes, tail: str) -> bytes:
-    """A head (`head_bytes`) with the connection's lines (`tail`) before its blank line."""
+    """A head (`wired`) with the connection's lines (`tail`) before its blank line."""
     return head[:-2] + tail.encode("latin-1", "replace") + b"\r\n"
 
 

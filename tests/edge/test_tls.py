@@ -18,7 +18,7 @@ import trustme
 from edge.config.settings import ConfigError, apply_overrides, parse_config
 from edge.config.tls import CertFiles
 from edge.http.answer import Answer
-from edge.protocol.http1 import head_bytes
+from edge.protocol.http1 import wired
 from edge.protocol.http2 import header_block
 from tests.edge.conftest import url
 from tests.edge.ops_helpers import fetch, get_json, start_edge, wait_for
@@ -331,7 +331,7 @@ def test_one_answer_in_each_protocols_bytes() -> None:
     the connection's fields. A stamped copy reuses what was made of the answer's fields."""
     answer = Answer(200, [("X-Cache", "HIT"), ("Via", "1.1 e"), ("Connection", "close")], b"ab", 2)
     stamped = answer.stamped([("Age", "3")])
-    assert head_bytes(stamped) == (
+    assert wired(stamped)[0] == (
         b"HTTP/1.1 200 OK\r\nX-Cache: HIT\r\nVia: 1.1 e\r\nConnection: close\r\n"
         b"Content-Length: 2\r\nAge: 3\r\n\r\n"
     )
@@ -343,10 +343,11 @@ def test_one_answer_in_each_protocols_bytes() -> None:
         (b"age", b"3"),
     ]
     again = answer.stamped([("Age", "4")])
-    assert head_bytes(again).endswith(b"Content-Length: 2\r\nAge: 4\r\n\r\n")
+    assert wired(again)[0].endswith(b"Content-Length: 2\r\nAge: 4\r\n\r\n")
     assert answer.fixed is again.fixed and set(answer.fixed) == {"http/1.1", "h2"}
-    assert head_bytes(Answer(304, [("ETag", '"v"')], b"", 5)) == (
-        b'HTTP/1.1 304 Not Modified\r\nETag: "v"\r\n\r\n'  # RFC 9110 section 8.6
+    assert wired(Answer(304, [("ETag", '"v"')], b"x", 1)) == (
+        b'HTTP/1.1 304 Not Modified\r\nETag: "v"\r\n\r\n',  # RFC 9110 sections 6.4.1, 8.6
+        b"",
     )
 
 
