@@ -1,10 +1,13 @@
 """The request header fields the edge looks at before it builds the full header mapping:
 one bit each, set while the head is parsed, by every door the same way (`HeadFields.add`,
-called by edge.protocol.http1 and edge.protocol.http2 for each field line)."""
+called by edge.protocol.http1 for each field line, and by `read_field_list`, which makes a
+request of the field list HTTP/2 decodes, as it would of HTTP/3's)."""
 
 from __future__ import annotations
 
-from edge.http.request import Refused
+from collections.abc import Sequence
+
+from edge.http.request import Refused, check_host, content_length, method_of, split_target
 
 F_RANGE = 1
 F_COND = 2  # If-None-Match / If-Modified-Since: may be answered 304 from cache
@@ -77,3 +80,68 @@ class HeadFields:
             self.host = value.decode("latin-1")
         elif lname == b"connection":
             self.flags |= F_CONNECTION
+
+
+# method, target, host, field lines, flags, special fields, too large, Content-Length
+FieldList = tuple[str, str, str, tuple[tuple[bytes, bytes], ...], int, Special, bool, int | None]
+
+
+def read_field_list(
+    fields: Sequence[tuple[bytes, bytes]], max_headers: int, max_field: int
+) -> FieldList:
+    """A request from a field list with pseudo-header fields, as HTTP/2 (RFC 9113 section
+    8.3.1) and HTTP/3 (RFC 9114 section 4.3.1) carry it, its names lower case and its form
+    checked by the protocol: `:authority` as Host, split `cookie` fields joined again (RFC
+    9113 section 8.2.3), the fields classified (`HeadFields`), `too large` past
+    `limits.max_headers` or `max_field_size` (431, as on HTTP/1.1); Refused by the request
+    check every door shares (edge.http.request)."""
+    raw: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    method = path = authority = b""
+    seen = HeadFields()
+    lengths: set[bytes] = set()
+    too_large = len(fields) > max_headers + 4  # + the pseudo-header fields
+    for name, value in fields:
+        if len(name) + len(value) > max_field:
+            too_large = True
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            continue
+        if name == b"cookie":
+            cookies.append(value)
+            continue
+        seen.add(name, value)
+        if name == b"content-length":
+            lengths.add(value)
+        raw.append((name, value))
+    if cookies:
+        raw.append((b"cookie", b"; ".join(cookies)))
+    flags, host = seen.flags, seen.host
+    if authority:
+        host = authority.decode("latin-1")
+        if not flags & F_HOST:
+            raw.append((b"host", authority))
+            flags |= F_HOST
+    checked = method_of(method)
+    # `:path` is origin-form, or `*` for OPTIONS; CONNECT has none (the flow core answers
+    # it 405).
+    absolute, target = split_target(checked, path.decode("latin-1"))
+    if absolute is not None:
+        raise Refused(400, "the request target must be a path")
+    check_host(host)
+    length = b",".join(lengths).decode("latin-1") if lengths else None
+    return (
+        checked,
+        target,
+        host,
+        tuple(raw),
+        flags,
+        seen.special,
+        too_large,
+        None if length is None else content_length(length),
+    )

@@ -70,17 +70,8 @@ from edge.base.ledger import ITEM_OVERHEAD
 from edge.cache.respond import refusal
 from edge.config.tls import Http2Settings
 from edge.http.answer import Answer, Fields
-from edge.http.fields import F_HOST, HeadFields
-from edge.http.request import (
-    Refused,
-    TlsRequest,
-    check_host,
-    content_length,
-    method_of,
-    split_target,
-    status_without_body,
-    without_body,
-)
+from edge.http.fields import FieldList, read_field_list
+from edge.http.request import Refused, TlsRequest, status_without_body, without_body
 from edge.protocol import h2_frames as wire
 from edge.protocol.h2_frames import ErrorCode, H2Error
 
@@ -249,19 +240,6 @@ class Budget:
             self.count = 0
         self.count += n
         return self.count <= self.limit
-
-
-# method, target, host, fields, flags, special fields, too large, Content-Length
-Parsed = tuple[
-    str,
-    str,
-    str,
-    tuple[tuple[bytes, bytes], ...],
-    int,
-    tuple[tuple[bytes, bytes], ...],
-    bool,
-    int | None,
-]
 
 
 class Http2Connection(asyncio.Protocol):
@@ -749,10 +727,10 @@ class Http2Connection(asyncio.Protocol):
         if decoded.problem is not None:
             self._malformed(stream, decoded.problem, now)
             return
-        parsed = cast("Parsed | Refused | None", decoded.parsed)
+        parsed = cast("FieldList | Refused | None", decoded.parsed)
         if parsed is None:
             try:
-                parsed = self._parse(decoded.fields)
+                parsed = read_field_list(decoded.fields, self.max_headers, self.max_field)
             except Refused as refused:
                 parsed = refused
             decoded.parsed = parsed
@@ -796,60 +774,6 @@ class Http2Connection(asyncio.Protocol):
         if stream.expect is not None and stream.expect > self.max_body:
             self._body_done(stream)
             self._answer_error(stream, 413, "request body too large")
-
-    def _parse(self, fields: wire.Fields) -> Parsed:
-        """What a request is made of, from its checked fields (kept with a cached block);
-        Refused by the request check every door shares (edge.http.request)."""
-        raw: list[tuple[bytes, bytes]] = []
-        cookies: list[bytes] = []
-        method = path = authority = b""
-        seen = HeadFields()
-        lengths: set[bytes] = set()
-        too_large = len(fields) > self.max_headers + 4  # + the pseudo-header fields
-        for name, value in fields:
-            if len(name) + len(value) > self.max_field:
-                too_large = True
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                continue
-            if name == b"cookie":
-                cookies.append(value)  # RFC 9113 section 8.2.3: joined again
-                continue
-            seen.add(name, value)  # names are lower case (h2_frames.check_request)
-            if name == b"content-length":
-                lengths.add(value)
-            raw.append((name, value))
-        if cookies:
-            raw.append((b"cookie", b"; ".join(cookies)))
-        flags, host = seen.flags, seen.host
-        if authority:
-            host = authority.decode("latin-1")
-            if not flags & F_HOST:
-                raw.append((b"host", authority))
-                flags |= F_HOST
-        checked = method_of(method)
-        # RFC 9113 section 8.3.1: `:path` is origin-form, or `*` for OPTIONS; CONNECT has
-        # none (the flow core answers it 405).
-        absolute, target = split_target(checked, path.decode("latin-1"))
-        if absolute is not None:
-            raise Refused(400, "the request target must be a path")
-        check_host(host)
-        length = b",".join(lengths).decode("latin-1") if lengths else None
-        return (
-            checked,
-            target,
-            host,
-            tuple(raw),
-            flags,
-            seen.special,
-            too_large,
-            None if length is None else content_length(length),
-        )
 
     def _malformed(self, stream: Stream, problem: str, now: float) -> None:
         """RFC 9113 section 8.1.1: a malformed request is a stream error."""
