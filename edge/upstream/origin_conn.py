@@ -29,6 +29,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 # Body bytes held for a reader before the connection stops reading from the socket.
 HIGH_WATER = 1 << 20
 LOW_WATER = 1 << 18
+# A request body larger than this (about what socket buffers take at once) may wait on the
+# origin's reading: its connection gives up on silence after the read timeout, not connect.
+UPLOAD_BYTES = 1 << 16
 DNS_SECONDS = 10.0  # how long an origin name's addresses are reused (as aiohttp's default)
 
 
@@ -109,6 +112,8 @@ class OriginConnection(asyncio.Protocol):
         self._fields: CIMultiDict[str] = CIMultiDict()
         self._keep_alive = False
         self._until_close = False
+        self._sock: Any = None  # a TCP socket (its user timeout is set: `_give_up_on_silence`)
+        self._uploading = False  # a large body is on its way: the origin may read it slowly
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -117,6 +122,7 @@ class OriginConnection(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            self._sock = sock
             _give_up_on_silence(sock, self.pool.connect_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -211,6 +217,11 @@ class OriginConnection(asyncio.Protocol):
         self.reusable = False
         self.last_data = time.monotonic()
         self._arm(loop)
+        if body is not None and len(body) > UPLOAD_BYTES and self._sock is not None:
+            # An origin may leave a large body unread for a while (its window closed, our
+            # bytes unacknowledged); only the read timeout bounds that, as for an answer.
+            self._uploading = True
+            _give_up_on_silence(self._sock, self.pool.read_timeout)
         self.transport.write(head if body is None else head + body)
         return await self._head
 
@@ -241,6 +252,9 @@ class OriginConnection(asyncio.Protocol):
         self._disarm()
         if self._complete and self.reusable and not self._body and not self.closed:
             self._body.clear()
+            if self._uploading:
+                self._uploading = False
+                _give_up_on_silence(self._sock, self.pool.connect_timeout)
             self.pool.put_back(self)
         else:
             self.close()

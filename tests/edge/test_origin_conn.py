@@ -4,6 +4,7 @@ that answer with scripted bytes on real sockets: what a proxy must get right on 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -223,3 +224,32 @@ async def test_a_body_goes_with_its_length_and_the_clients_framing_never(scripte
     assert head.startswith(b"POST /orders HTTP/1.1\r\nHost: 127.0.0.1:")
     assert b"Content-Length: 7\r\n" in head and b"Content-Length: 99" not in head
     await up.close()
+
+
+async def test_a_large_body_the_origin_reads_late_still_goes_through() -> None:
+    """The edge gives up on a connection whose bytes go unacknowledged for the connect timeout
+    (a machine lost); an origin that is only slow to read a large body is not that."""
+    got: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        await asyncio.sleep(3.0)  # the body waits, its window closed
+        got.append(len(await reader.readexactly(length)))
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    listener.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(handler, sock=listener)
+    port = listener.getsockname()[1]
+    up = Upstream([f"http://127.0.0.1:{port}"], connect_timeout=1.0, read_timeout=30.0)
+    await up.start()
+    body = b"x" * (8 << 20)
+    resp = await asyncio.wait_for(up.request("POST", "/upload", CIMultiDict(), body=body), 60)
+    assert resp.status == 201 and got == [len(body)]
+    resp.release()
+    await up.close()
+    server.close()
