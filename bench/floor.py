@@ -1,6 +1,7 @@
 """The floor: the cheapest HTTP/1.1 server on the edge's own stack, a peer in `bench load`.
 
     python -m bench.floor --port P [--tls-port T --cert C --key K] [--workers 2] [--hit]
+    python -m bench.floor --port P --proxy http://HOST:PORT [--workers 2]
 
 uvloop, httptools and the edge's TLS layer (`edge.protocol.tls_transport`, with
 `edge.protocol.tls`'s server context), and no cache: every request is answered with one constant
@@ -15,6 +16,12 @@ fields a cache must look at flagged, Host kept), one dict lookup by target, Age 
 Cache-Status written per answer. No routing, no tiers, no purge generation, no pipelining
 queue, no timeouts, no counters. edge ÷ floor-hit is the price of what the edge does beyond
 that least; floor-hit ÷ nginx says what any Python hit path on this stack can reach.
+
+With `--proxy` (`--caches floor` in scenario e, the miss), it is the least a reverse proxy
+does for a miss on the same stack: the request's target sent on the client connection's own
+kept-alive connection to the origin, the answer's bytes written back as they came. No cache
+key, no header rules, no collapsing, no storing. What it adds over the origin direct is what
+any Python proxy on this stack adds to a miss.
 """
 
 from __future__ import annotations
@@ -123,6 +130,69 @@ class FloorHitConnection(FloorConnection):
             self.transport.close()
 
 
+class _Upstream(asyncio.Protocol):
+    """One kept-alive connection to the origin: a request out, its whole answer's bytes back."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: Any = None
+        self.answer: asyncio.Future[bytes] | None = None
+        self.received: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received.append(data)
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_result(b"".join(self.received))
+        self.received = []
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_exception(ConnectionError("the origin closed the connection"))
+
+
+class FloorProxyConnection(FloorConnection):
+    """--proxy: the least a reverse proxy does for a miss (no cache, no header rules): each
+    request's target sent to the origin on this connection's own kept-alive connection, the
+    origin's answer written back as it came."""
+
+    def __init__(self, origin: tuple[str, int]) -> None:
+        super().__init__()
+        self.origin = origin
+        self.upstream: _Upstream | None = None
+        self.url = b""
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_message_complete(self) -> None:
+        asyncio.get_running_loop().create_task(self._forward(self.url))
+
+    async def _forward(self, url: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        if self.upstream is None or self.upstream.transport.is_closing():
+            _, self.upstream = await loop.create_connection(_Upstream, *self.origin)
+        up = self.upstream
+        up.answer = loop.create_future()
+        up.transport.write(b"GET " + url + b" HTTP/1.1\r\nHost: origin\r\n\r\n")
+        try:
+            self.transport.write(await up.answer)
+        except ConnectionError:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.close()
+
+
 def _listener(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -142,6 +212,9 @@ async def _serve(args: argparse.Namespace) -> None:
     store = {b"/bench/obj/1024": (HIT_HEAD, BODY, time.time())}
 
     def connection() -> FloorConnection:
+        if args.proxy:
+            host, _, port = args.proxy.removeprefix("http://").rstrip("/").partition(":")
+            return FloorProxyConnection((host, int(port or 80)))
         return FloorHitConnection(store) if args.hit else FloorConnection()
 
     servers = [await loop.create_server(connection, sock=_listener(args.port))]
@@ -174,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", default="", help="key file (with --tls-port)")
     parser.add_argument("--workers", type=int, default=2, help="processes (SO_REUSEPORT)")
     parser.add_argument("--hit", action="store_true", help="the least a cache does for a hit")
+    parser.add_argument(
+        "--proxy", default="", help="http://host:port: the least a proxy does for a miss"
+    )
     args = parser.parse_args(argv)
     if args.tls_port and not (args.cert and args.key):
         parser.error("--tls-port needs --cert and --key")

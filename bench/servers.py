@@ -191,13 +191,17 @@ def start_floor(
     cert: DevCert | None = None,
     name: str = "floor",
     hit: bool = False,
+    proxy: str = "",
 ) -> Server:
     """`bench.floor` (the stack's floor: a constant answer, no cache; `hit`: the least a
-    cache does for a hit); with `cert`, the Server's url is its HTTPS one."""
+    cache does for a hit; `proxy`, an origin's URL: the least a proxy does for a miss); with
+    `cert`, the Server's url is its HTTPS one."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.floor", "--port", str(port), "--workers", str(workers)]
     if hit:
         argv.append("--hit")
+    if proxy:
+        argv += ["--proxy", proxy]
     url = f"http://127.0.0.1:{port}"
     if cert is not None:
         tls_port = free_port()

@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser, known: str) -> None:
         "--caches",
         default=",".join(DEFAULT_CACHES),
         help="edge,nginx,varnish; floor (bench.floor: the stack's cost without a cache) and "
-        "floor-hit (bench.floor --hit: the least a cache does for a hit), in a, h and j, "
+        "floor-hit (bench.floor --hit: the least a cache does for a hit), in a, h and j "
+        "(and floor in e: bench.floor --proxy, the least a proxy does for a miss), "
         "when named",
     )
     parser.add_argument("--herd", type=int, default=32, help="concurrent cold requests in c")

@@ -104,7 +104,8 @@ def test_load_herd_through_varnish() -> None:
 
 
 def test_load_edge_against_nginx() -> None:
-    """Runs once `python -m edge serve` exists; ratios edge/nginx are then reported.
+    """Runs once `python -m edge serve` exists; ratios edge/nginx (and edge/floor, the floor
+    a proxy in e) are then reported.
 
     One edge worker: collapsing is per process, so with --edge-workers 2 a herd spread over
     both workers by SO_REUSEPORT reaches the origin once per worker (the load report shows it).
@@ -118,7 +119,7 @@ def test_load_edge_against_nginx() -> None:
             "--scenarios",
             "a,c,e",
             "--caches",
-            "edge,nginx",
+            "edge,nginx,floor",
             "--edge-workers",
             "1",
             "--herd",
@@ -132,6 +133,10 @@ def test_load_edge_against_nginx() -> None:
     assert _outcome(data, "c", "edge")["extra"]["origin_requests"] == 1
     assert data["ratios"]["a"]["edge/nginx"] is not None
     assert data["ratios"]["e"]["edge/nginx"] is not None
+    # In e the floor is a proxy (bench.floor --proxy): the least a miss costs on this stack.
+    assert _outcome(data, "e", "floor")["error"] is None
+    assert _outcome(data, "e", "floor")["result"]["requests"] == 30
+    assert data["ratios"]["e"]["edge/floor"] is not None
 
 
 def test_the_floors_answer_plain_and_https_and_stay_out_of_other_scenarios() -> None:

@@ -30,6 +30,8 @@ MODULES = (
     "q_shop_photo_mid_range",
     "r_shop_revalidate",
     "s_shop_page_load",
+    "t_image_variant_hits",
+    "u_shop_script_hits",
 )
 
 
