@@ -137,10 +137,8 @@ class Upstream:
                     self.down_seconds,
                 )
             )
-            origin.host_field = url.host if url.is_default_port() else f"{url.host}:{url.port}"
-            if ":" in url.host and not url.host.startswith("["):
-                literal = f"[{url.host}]"
-                origin.host_field = literal if url.is_default_port() else f"{literal}:{url.port}"
+            # RFC 9110 section 7.2: the origin's authority, its port only when not the default
+            origin.host_field = url.host_port_subcomponent or url.host
 
     async def close(self) -> None:
         for pool in self.pools:
