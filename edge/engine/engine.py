@@ -148,8 +148,10 @@ class Engine:
         """Answer `req`: at once (returns None), or through the returned coroutine."""
         method = req.method
         flags = req.flags
-        if (flags | ANSWERED_FROM_CACHE | NEUTRAL) == HIT_PATH and (
-            method == "GET" or method == "HEAD"
+        if (
+            (flags | ANSWERED_FROM_CACHE | NEUTRAL) == HIT_PATH
+            and (method == "GET" or method == "HEAD")
+            and not req.hit_tried
         ):
             answer = self.fresh_hit(method, req.target, req.host, flags, req.special, req)
             if answer is not None:
@@ -668,6 +670,7 @@ class Engine:
             if window is None:
                 # A Range this fill cannot cut out as it streams: answer from the stored
                 # entry once complete (or, if it was not stored, pass the Range on).
+                fetch.leader_ready()  # the fill may read and store without this client
                 entry = await asyncio.shield(fetch.done) if fetch.can_attach() else None
                 if entry is not None:
                     self.deliver(req, conn, entry, x_cache, "", time.time(), "; ".join(parts))

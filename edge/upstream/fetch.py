@@ -27,6 +27,7 @@ from edge.upstream.origin_conn import OriginResponse
 log = logging.getLogger("edge.upstream.fetch")
 CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024  # read whole before answering: one write to the client, no streaming
+LEADER_WAIT = 30.0  # seconds a fetch waits for its leader to answer (`Fetch.leader_ready`)
 
 
 # Sent by the client, they would change what the origin answers to the shared fetch:
@@ -101,8 +102,17 @@ class Fetch:
         self._leader_ready = asyncio.Event()
 
     def leader_ready(self) -> None:
-        """The leader attached, or will not: the body may be read now."""
+        """The leader attached or answered, or will not: the body may be read, and a small
+        one stored, now."""
         self._leader_ready.set()
+
+    async def _leader_answered(self) -> None:
+        """Until `leader_ready` (at most LEADER_WAIT seconds: a leader that never says so
+        must not hold the fill)."""
+        if not self._leader_ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LEADER_WAIT):
+                    await self._leader_ready.wait()
 
     async def run(
         self,
@@ -179,9 +189,7 @@ class Fetch:
         )
         self._reading = True
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(30):
-                    await self._leader_ready.wait()
+            await self._leader_answered()
             async for chunk in resp.chunks():
                 if self._buffering:
                     self._size += len(chunk)
@@ -241,6 +249,10 @@ class Fetch:
         head.length, head.body = len(body), body
         self._set_head(head)
         if decision.store:
+            # Stored once the leader has written its answer: storing (the hot copy, the
+            # node tier, coded copies) never delays the miss's response. Until then a
+            # client that joins gets `head.body` like the leader.
+            await self._leader_answered()
             self._store(
                 resp.status, headers, decision, vary, body, store, request_time, response_time
             )
