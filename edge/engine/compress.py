@@ -162,34 +162,29 @@ class Choices:
 # -- what may be compressed ----------------------------------------------------------------
 
 
-def _field(fields: Iterable[tuple[str, str]], name: str) -> str | None:
-    for k, v in fields:
-        if k.lower() == name:
-            return v
-    return None
-
-
 def eligible(
     status: int, fields: Iterable[tuple[str, str]], length: int | None, settings: Settings
 ) -> bool:
     """May this answer be sent compressed? Not images or video (anything but the text-like
     types), not already encoded, not `no-transform` (RFC 9111 section 5.2.2.6), not a body
-    known to be under `min_size`, not a 206 (its bytes are a range of the identity)."""
+    known to be under `min_size`, not a 206 (its bytes are a range of the identity).
+    One pass over the fields (every miss asks)."""
     if not settings.enabled or status != 200:
         return False
-    fields = list(fields)
-    encoding = _field(fields, "content-encoding")
-    if encoding and encoding.strip().lower() != "identity":
+    if length is not None and length < settings.min_size:
         return False
-    if _field(fields, "content-range") is not None:
-        return False
-    cc = ",".join(v for k, v in fields if k.lower() == "cache-control").lower()
-    if "no-transform" in cc:
-        return False
-    ctype = (_field(fields, "content-type") or "").split(";")[0].strip().lower()
-    if not ctype or not any(ctype.startswith(t) for t in settings.types):
-        return False
-    return not (length is not None and length < settings.min_size)
+    ctype = ""
+    for k, v in fields:
+        name = k.lower()
+        if name == "content-type":
+            if not ctype:
+                ctype = v.split(";")[0].strip().lower()
+        elif name == "content-encoding":
+            if v and v.strip().lower() != "identity":
+                return False
+        elif name == "content-range" or (name == "cache-control" and "no-transform" in v.lower()):
+            return False
+    return bool(ctype) and any(ctype.startswith(t) for t in settings.types)
 
 
 # -- headers of an encoded variant -----------------------------------------------------------

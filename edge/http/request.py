@@ -148,6 +148,7 @@ class Request:
         "complete",
         "first_byte",
         "flags",
+        "hit_tried",
         "host",
         "keep_alive",
         "method",
@@ -173,6 +174,9 @@ class Request:
         self.keep_alive = True
         self.peer = peer
         self.host = ""
+        # The hit path (`Engine.fresh_hit`) found nothing for it a moment ago, nothing ran
+        # since: the engine does not ask again.
+        self.hit_tried = False
         self.body = bytearray()
         self.complete = False
         self.started = 0.0

@@ -397,6 +397,7 @@ class Http1Connection(asyncio.BaseProtocol):
     ) -> None:
         """A request's head, parsed: a fresh hit answered at once, or the request made and
         queued (`current` until its body is read)."""
+        tried = False
         if (
             (flags | ANSWERED_FROM_CACHE | NEUTRAL) == HIT_PATH
             and target[:1] == "/"
@@ -414,7 +415,10 @@ class Http1Connection(asyncio.BaseProtocol):
                     self._write_built(transport, keep_alive, version, method, answer)
                     self._done(keep_alive)
                     return
+                # Nothing queued before it: `_advance` serves it before anything else runs.
+                tried = True
         req = self.request_class(self.peer)
+        req.hit_tried = tried
         req.method = method
         req.target = target
         req.version = version
