@@ -180,7 +180,13 @@ def render(
         "Bytes in the node's memory tiers.",
         [("", memory.get("bytes", 0))],
     )
-    out.family("edge_redis_up", "gauge", "1 when the shared Redis tier answers.", [("", redis_up)])
+    out.family(
+        "edge_redis_up",
+        "gauge",
+        "1 when the shared tier answers: every shared storage (Redis) up; 0 when one is "
+        "degraded or down, or none is on.",
+        [("", redis_up)],
+    )
     out.family(
         "edge_redis_failovers_total",
         "counter",

@@ -60,7 +60,7 @@ from edge.http.request import (
 from edge.protocol.tls_transport import LINGER
 
 if TYPE_CHECKING:
-    from edge.engine.engine import Engine
+    from edge.protocol.handler import Handler
 
 log = logging.getLogger("edge.protocol.http1")
 
@@ -73,7 +73,7 @@ UNKEPT = F_BODY | F_TE | F_EXPECT | F_UPGRADE  # a body, or a head that asks for
 class Http1Connection(asyncio.BaseProtocol):
     """One client connection (plain TCP, or TLS through `edge.protocol.tls_transport`)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Handler) -> None:
         self.engine = engine
         self.guard = engine.guard
         limits = engine.cfg

@@ -76,8 +76,8 @@ from edge.protocol import h2_frames as wire
 from edge.protocol.h2_frames import ErrorCode, H2Error
 
 if TYPE_CHECKING:
-    from edge.engine.engine import Engine
     from edge.http.request import Request
+    from edge.protocol.handler import Handler
 
 log = logging.getLogger("edge.protocol.http2")
 
@@ -246,7 +246,7 @@ class Http2Connection(asyncio.Protocol):
     """One client connection speaking HTTP/2 (the server side)."""
 
     def __init__(
-        self, engine: Engine, settings: Http2Settings, answer_fields: Sequence[tuple[str, str]]
+        self, engine: Handler, settings: Http2Settings, answer_fields: Sequence[tuple[str, str]]
     ) -> None:
         self.engine = engine
         self.guard = engine.guard

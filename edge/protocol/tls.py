@@ -30,11 +30,11 @@ import os
 import ssl
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from edge.cache import flow
 from edge.config.tls import CertFiles, TlsSettings
-from edge.http.answer import Answer
+from edge.http.answer import Answer, Responder
 from edge.http.request import Request, TlsRequest, host_name
 from edge.protocol.http1 import Http1Connection, field_lines
 from edge.protocol.tls_transport import TlsTransport
@@ -42,6 +42,7 @@ from edge.protocol.tls_transport import TlsTransport
 if TYPE_CHECKING:
     from edge.config.settings import EdgeConfig
     from edge.engine.engine import Engine
+    from edge.protocol.handler import Handler
 
 log = logging.getLogger("edge.protocol.tls")
 
@@ -207,7 +208,7 @@ class TlsHttp1Connection(Http1Connection):
 
     request_class = TlsRequest
 
-    def __init__(self, engine: Engine, answer_fields: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, engine: Handler, answer_fields: Sequence[tuple[str, str]]) -> None:
         super().__init__(engine)
         self.extra_fields = field_lines(answer_fields).decode("latin-1")
 
@@ -229,11 +230,12 @@ def connection_for(
 
 
 class Redirector:
-    """The plain-HTTP listener's engine when `tls.redirect` is on: requests for the hosts
-    named (or every host) are answered 308 to the same URL on https; the admin endpoints
-    (`/_edge/`: the Swarm healthcheck) and ACME challenges are served as they are. It reads
-    the engine's configuration as it is now: a reload changes the redirect and the plain
-    listener's limits for the next connections and requests."""
+    """The plain-HTTP listener's `Handler` when `tls.redirect` is on, in front of the
+    engine: requests for the hosts named (or every host) are answered 308 to the same URL
+    on https; the admin endpoints (`/_edge/`: the Swarm healthcheck) and ACME challenges are
+    served as they are. The rest of the `Handler` is the engine's, read as it is now: a
+    reload changes the redirect and the plain listener's limits for the next connections
+    and requests."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -253,12 +255,20 @@ class Redirector:
     def timed(self) -> bool:
         return self.engine.timed
 
-    def fresh_hit(self, *_: Any) -> None:
+    def fresh_hit(
+        self,
+        method: str,
+        target: str,
+        host: str,
+        flags: int,
+        special: tuple[tuple[bytes, bytes], ...],
+        fields: Sequence[tuple[bytes, bytes]],
+    ) -> Answer | None:
         """HTTP/1.1's hit path (`Engine.fresh_hit`) is not taken here: `serve` decides on
         the redirect before any answer from the cache."""
         return None
 
-    def serve(self, req: Request, conn: Any) -> Coroutine[Any, Any, None] | None:
+    def serve(self, req: Request, conn: Responder) -> Coroutine[Any, Any, None] | None:
         target = req.target
         settings = self.engine.cfg.tls
         if (
@@ -333,13 +343,14 @@ async def start_listener(
     return server
 
 
-def plain_factory(engine: Engine) -> Any:
+def plain_factory(engine: Engine) -> Callable[[], Http1Connection]:
     """The plain listener's protocol factory: redirecting to HTTPS when `tls.redirect` is
     on, as the configuration is when the connection comes (a reload may turn it on or off)."""
-    facade = cast("Engine", Redirector(engine))
+    redirector = Redirector(engine)
 
     def protocol() -> Http1Connection:
         tls = engine.cfg.tls
-        return Http1Connection(facade if tls is not None and tls.redirect else engine)
+        handler: Handler = redirector if tls is not None and tls.redirect else engine
+        return Http1Connection(handler)
 
     return protocol

@@ -409,8 +409,14 @@ class Tiers:
         return {name: on.get(name, "off") for name in self.known}
 
     def shared_status(self) -> str:
-        """The first shared storage's state ("up", "degraded", "down"), or "off"."""
-        return self.shared[0].health() if self.shared else "off"
+        """The shared storages' state together: "up" when every one is up, else "down" when
+        one is down, else "degraded"; "off" when none is on (`edge_redis_up`)."""
+        states = [tier.health() for tier in self.shared]
+        if not states:
+            return "off"
+        if all(state == "up" for state in states):
+            return "up"
+        return "down" if "down" in states else "degraded"
 
     def backend_stats(self) -> dict[str, dict[str, Any]]:
         """Each backend's counters under its name (`{"status": "off"}` when it is off)."""

@@ -123,6 +123,32 @@ PURGES = [
 
 
 @pytest.mark.parametrize("purge", PURGES, ids=lambda p: repr(p)[:60])
+class Said:
+    """A shared storage that only says its state (what `Tiers.shared_status` reads)."""
+
+    local = False
+
+    def __init__(self, name: str, state: str) -> None:
+        self.name = name
+        self.state = state
+
+    def health(self) -> str:
+        return self.state
+
+
+def test_the_shared_status_is_every_shared_storage_s() -> None:
+    """`edge_redis_up`'s source: up only when every shared storage is, not the first."""
+
+    def status(*states: str) -> str:
+        shared = [Said(f"s{i}", state) for i, state in enumerate(states)]
+        return Tiers(MemoryTier(1 << 20, 1 << 16), shared).shared_status()
+
+    assert status() == "off"
+    assert status("up") == "up" and status("up", "up") == "up"
+    assert status("up", "degraded") == "degraded"
+    assert status("up", "down") == "down" and status("degraded", "down") == "down"
+
+
 async def test_every_backend_purges_what_the_rule_selects(
     purge: Purge, redis_url: str, key_prefix: str
 ) -> None:
