@@ -670,7 +670,6 @@ class Engine:
             if window is None:
                 # A Range this fill cannot cut out as it streams: answer from the stored
                 # entry once complete (or, if it was not stored, pass the Range on).
-                fetch.leader_ready()  # the fill may read and store without this client
                 entry = await asyncio.shield(fetch.done) if fetch.can_attach() else None
                 if entry is not None:
                     self.deliver(req, conn, entry, x_cache, "", time.time(), "; ".join(parts))

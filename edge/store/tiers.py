@@ -259,15 +259,14 @@ class Tiers:
             self.put_local(entry, until)
 
     def store(self, entry: Entry, until: float) -> None:
-        """Into this worker's hot copy now; into the local storages once the waiting
-        clients got their answer (next loop turn: storing never delays a response); into
-        the shared storages in the background."""
+        """Into this worker's hot copy and the local storages now (a miss is stored before
+        its answer is written: once a client has it, every worker of the node finds it);
+        into the shared storages in the background."""
         self.version += 1
         self.saw_stored(entry.key)
         self.hot.put(entry, until)
         self._check(entry.key)
-        if self.local:
-            asyncio.get_running_loop().call_soon(self.put_local, entry, until)
+        self.put_local(entry, until)
         for tier in self.shared:
             self.spawn(tier.put(entry, until))
 

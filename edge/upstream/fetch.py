@@ -27,7 +27,6 @@ from edge.upstream.origin_conn import OriginResponse
 log = logging.getLogger("edge.upstream.fetch")
 CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024  # read whole before answering: one write to the client, no streaming
-LEADER_WAIT = 30.0  # seconds a fetch waits for its leader to answer (`Fetch.leader_ready`)
 
 
 # Sent by the client, they would change what the origin answers to the shared fetch:
@@ -100,17 +99,10 @@ class Fetch:
         self.followers = 0
         # The body is read once the leader is ready to receive it (or has given up on it).
         self._leader_ready = asyncio.Event()
-        # A small body's storing, run by `leader_ready` once the leader has answered.
-        self._pending_store: Callable[[], None] | None = None
 
     def leader_ready(self) -> None:
-        """The leader attached or answered, or will not: the body may be read now, and a
-        small one is stored now, in the leader's turn (right after its answer's write: no
-        later loop turn in which another worker could ask the node tier for it)."""
+        """The leader attached, or will not: the body may be read now."""
         self._leader_ready.set()
-        store, self._pending_store = self._pending_store, None
-        if store is not None:
-            store()
 
     async def run(
         self,
@@ -188,7 +180,7 @@ class Fetch:
         self._reading = True
         try:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LEADER_WAIT):
+                async with asyncio.timeout(30):
                     await self._leader_ready.wait()
             async for chunk in resp.chunks():
                 if self._buffering:
@@ -247,35 +239,13 @@ class Fetch:
             return
         head = Head("stream", resp.status, headers, decision, origin_ms=origin_ms, vary=vary)
         head.length, head.body = len(body), body
-        if not decision.store:
-            self._set_head(head)
-            self._finish(None)
-            return
-
-        def store_it() -> None:
-            try:
-                self._store(
-                    resp.status, headers, decision, vary, body, store, request_time, response_time
-                )
-            except Exception:  # the answer is out; a bug storing must not touch it
-                log.exception("storing %s failed", self.spec.key)
-                self.failed = True
-                self._finish(None)
-
-        # Stored once the leader has written its answer (`leader_ready`): storing (the
-        # hot copy, the node tier, coded copies) never delays a miss's response. Until
-        # then a client that joins gets `head.body` like the leader.
         self._set_head(head)
-        if self._leader_ready.is_set():
-            store_it()
-            return
-        self._pending_store = store_it
-        # A leader that never says so must not hold the fill (and its locks) for long.
-        late = asyncio.get_running_loop().call_later(LEADER_WAIT, self.leader_ready)
-        try:
-            await asyncio.shield(self.done)
-        finally:
-            late.cancel()
+        if decision.store:
+            self._store(
+                resp.status, headers, decision, vary, body, store, request_time, response_time
+            )
+        else:
+            self._finish(None)
 
     def _store(
         self,

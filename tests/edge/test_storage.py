@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import socket
 import time
 
 import pytest
@@ -122,33 +123,32 @@ PURGES = [
 ]
 
 
+async def test_the_shared_status_is_every_shared_storage_s(
+    redis_url: str, key_prefix: str
+) -> None:
+    """`edge_redis_up`'s source: up only when every shared storage is, not the first: a
+    Redis that answers beside one nobody listens for."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = probe.getsockname()[1]  # closed once the block ends: refused
+    up = RedisTier(redis_url, prefix=key_prefix, sweep_every=0)
+    down = RedisTier(f"redis://127.0.0.1:{nobody}/0", prefix=key_prefix, sweep_every=0)
+    await up.start()
+    await down.start()
+    try:
+        await down.tick()  # asked something: it learns nobody answers
+        hot = MemoryTier(1 << 20, 1 << 16)
+        assert Tiers(hot, []).shared_status() == "off"
+        assert Tiers(hot, [up]).shared_status() == "up"
+        assert down.health() == "down"
+        assert Tiers(hot, [up, down]).shared_status() == "down"
+        assert Tiers(hot, [down, up]).shared_status() == "down"
+    finally:
+        await up.close()
+        await down.close()
+
+
 @pytest.mark.parametrize("purge", PURGES, ids=lambda p: repr(p)[:60])
-class Said:
-    """A shared storage that only says its state (what `Tiers.shared_status` reads)."""
-
-    local = False
-
-    def __init__(self, name: str, state: str) -> None:
-        self.name = name
-        self.state = state
-
-    def health(self) -> str:
-        return self.state
-
-
-def test_the_shared_status_is_every_shared_storage_s() -> None:
-    """`edge_redis_up`'s source: up only when every shared storage is, not the first."""
-
-    def status(*states: str) -> str:
-        shared = [Said(f"s{i}", state) for i, state in enumerate(states)]
-        return Tiers(MemoryTier(1 << 20, 1 << 16), shared).shared_status()
-
-    assert status() == "off"
-    assert status("up") == "up" and status("up", "up") == "up"
-    assert status("up", "degraded") == "degraded"
-    assert status("up", "down") == "down" and status("degraded", "down") == "down"
-
-
 async def test_every_backend_purges_what_the_rule_selects(
     purge: Purge, redis_url: str, key_prefix: str
 ) -> None:
