@@ -123,9 +123,7 @@ PURGES = [
 ]
 
 
-async def test_the_shared_status_is_every_shared_storage_s(
-    redis_url: str, key_prefix: str
-) -> None:
+async def test_the_shared_status_is_every_shared_storage_s(redis_url: str, key_prefix: str) -> None:
     """`edge_redis_up`'s source: up only when every shared storage is, not the first: a
     Redis that answers beside one nobody listens for."""
     with socket.socket() as probe:
