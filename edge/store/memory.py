@@ -6,6 +6,9 @@ slots until the total fits `max_bytes`. Every variant carries a "keep until" tim
 (epoch seconds, computed by the caller: freshness lifetime plus the stale windows);
 past it the variant is dropped.
 
+A body of `memfile.MIN_BYTES` or more is kept in a memfd (`edge.base.memfile`): the same bytes
+as a view for every reader, a file HTTP/1.1 can sendfile. It weighs what it did as bytes.
+
 It is a `LocalStorage` (`edge.store.storage`): the hot copy of each worker, in front of the
 stack `edge.store.tiers.Tiers` holds. Purges are `Purge` values (their patterns and rule are
 `edge.store.storage`'s).
@@ -20,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from edge.base import memfile
 from edge.cache.entry import Entry
 from edge.store.storage import PURGE_MEMORY_SECONDS, Purge, PurgePattern
 
@@ -236,6 +240,9 @@ class MemoryTier:
             self.refused_late += 1
             return False
         self.expire(now)
+        if memfile.worth_keeping(entry.body):
+            # Copied once into a memfd; the caller's bytes go with the caller.
+            entry = dataclasses.replace(entry, body=memfile.kept(entry.body))
         key = entry.key
         old = self._lru.peek(key)
         variants: dict[str, _Stored] = {}

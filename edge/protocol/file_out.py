@@ -1,0 +1,140 @@
+"""An HTTP/1.1 answer whose body lies in a memfd (`edge.base.memfile`), written on plain TCP
+with `os.sendfile`: the kernel references the file's pages instead of copying the body from
+the worker's memory (the system time of a big hit is that copy: bench scenario o).
+
+Why beneath the transport, and not `loop.sendfile`: the edge runs on uvloop, whose loop does
+not implement `sendfile` (it raises NotImplementedError: uvloop 0.23), and asyncio's own
+`loop.sendfile` does the same as here (waits for the transport's buffer to empty, then
+`os.sendfile` on its socket). The rules that keep the transport's bytes in order:
+
+- the head and the body go to the socket here, only once the transport has nothing buffered
+  (what it buffered is older: it goes first); the connection writes nothing else until the
+  body is out (`Http1Connection.body_out`: a pipelined request waits behind it);
+- when the socket is full, `loop.add_writer` on a duplicate of its fd says when it drains (a
+  loop refuses a reader or writer on a transport's own fd); level-triggered, so a wait for
+  the transport's buffer to drain is a few turns of the loop, no timer;
+- a client gone (EPIPE, ECONNRESET) or the connection lost (`cancel`) ends it with
+  ConnectionResetError, the duplicate fd unregistered then closed; the MemFile is held until
+  then, so its fd is open for the whole send (`edge.base.memfile`: closed with its last user).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from edge.base.memfile import MemFile
+
+MIN_BYTES = 64 * 1024
+"""Bodies this long or longer are sent from their file: below it the copy costs less than the
+send's own steps (bench scenario o's neighbours; see docs/performance.md)."""
+
+
+def socket_fd(transport: asyncio.BaseTransport) -> int:
+    """The fd of a plain TCP transport's socket, or -1 (TLS encrypts in this process: its body
+    is written; a transport without a socket)."""
+    if transport.get_extra_info("sslcontext") is not None:
+        return -1
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return -1
+    try:
+        return int(sock.fileno())
+    except (OSError, ValueError):
+        return -1
+
+
+class FileOut:
+    """One answer's head and file body, written to the socket `fd` beneath `transport`."""
+
+    __slots__ = ("count", "done", "dup", "fd", "file", "head", "loop", "offset", "transport")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        transport: asyncio.Transport,
+        fd: int,
+        head: bytes,
+        file: MemFile,
+        offset: int,
+        count: int,
+    ) -> None:
+        self.loop = loop
+        self.transport = transport
+        self.fd = fd
+        self.head = memoryview(head)
+        self.file = file  # held: its fd stays open until the body is out
+        self.offset = offset
+        self.count = count
+        self.dup = -1
+        self.done: asyncio.Future[None] | None = None
+
+    def start(self) -> bool:
+        """Write what the socket takes now; True when the answer is out, else it goes on as
+        the socket drains (`wait`)."""
+        try:
+            if self._push():
+                return True
+        except OSError as exc:
+            self.done = self.loop.create_future()
+            self._fail(exc)
+            return False
+        self.done = self.loop.create_future()
+        self.dup = os.dup(self.fd)
+        self.loop.add_writer(self.dup, self._writable)
+        return False
+
+    async def wait(self) -> None:
+        """Until the body is out; ConnectionResetError when the client went first."""
+        assert self.done is not None
+        await self.done
+
+    def cancel(self) -> None:
+        """The connection is lost: stop sending."""
+        self._fail(ConnectionResetError("client gone"))
+
+    def _writable(self) -> None:
+        try:
+            finished = self._push()
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if finished:
+            self._stop()
+            if self.done is not None and not self.done.done():
+                self.done.set_result(None)
+
+    def _push(self) -> bool:
+        """The head, then the file, as far as the socket takes them; True when all is out.
+        Nothing while the transport still holds bytes written before."""
+        if self.transport.get_write_buffer_size():
+            return False
+        try:
+            while self.head:
+                sent = os.write(self.fd, self.head)
+                self.head = self.head[sent:]
+            while self.count:
+                sent = os.sendfile(self.fd, self.file.fd, self.offset, self.count)
+                if sent == 0:
+                    raise ConnectionResetError("the socket took nothing")
+                self.offset += sent
+                self.count -= sent
+        except BlockingIOError:
+            return False
+        return True
+
+    def _fail(self, exc: OSError) -> None:
+        self._stop()
+        done = self.done
+        if done is not None and not done.done():
+            if not isinstance(exc, ConnectionError):
+                exc = ConnectionResetError(str(exc))
+            done.set_exception(exc)
+            done.exception()  # retrieved: the connection's task may be gone already
+
+    def _stop(self) -> None:
+        if self.dup >= 0:
+            # Unregistered before it is closed: the loop must not poll a closed fd.
+            self.loop.remove_writer(self.dup)
+            os.close(self.dup)
+            self.dup = -1
