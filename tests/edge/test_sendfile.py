@@ -291,3 +291,22 @@ def test_a_memfile_closes_with_its_last_user() -> None:
     assert memfile.open_files() == before + 1  # `part` still reads it
     del part
     assert memfile.open_files() == before
+
+
+async def test_with_sendfile_off_big_bodies_stay_bytes(
+    origin: Any, tmp_path: Path, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`memory.sendfile: false`: no memfd, the body written as before."""
+    rules = (Rule(match="/5mo.jpg", slice=SlicePolicy(128 * 1024, 4)),)
+    server, _ = await start_tls_edge(
+        str(origin.make_url("/")), tmp_path, ca, limits={"rules": rules, "memory_sendfile": False}
+    )
+    try:
+        sent = sendfiles(monkeypatch)
+        for _ in range(3):
+            answer = await _h1(server.port, Sent(b"GET", PHOTO, b"localhost", (), b""), None)
+            assert sha(answer.body) == sha(IMAGE.read_bytes())
+        (entry,) = server.node.tiers.hot.get("/5mo.jpg")
+        assert memfile.file_of(entry.body) is None and not sent
+    finally:
+        await server.stop()
