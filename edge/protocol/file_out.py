@@ -13,15 +13,18 @@ not implement `sendfile` (it raises NotImplementedError: uvloop 0.23), and async
 - when the socket is full, `loop.add_writer` on a duplicate of its fd says when it drains (a
   loop refuses a reader or writer on a transport's own fd); level-triggered, so a wait for
   the transport's buffer to drain is a few turns of the loop, no timer;
-- a client gone (EPIPE, ECONNRESET) or the connection lost (`cancel`) ends it with
-  ConnectionResetError, the duplicate fd unregistered then closed; the MemFile is held until
-  then, so its fd is open for the whole send (`edge.base.memfile`: closed with its last user).
+- its end is a callback (`on_end`), made from the loop's writer callback: the connection
+  answers what waits behind it in the same turn, as after an ordinary write;
+- a client gone (EPIPE, ECONNRESET) or the connection lost (`cancel`) ends it as broken off,
+  the duplicate fd unregistered then closed; the MemFile is held until then, so its fd is open
+  for the whole send (`edge.base.memfile`: closed with its last user).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 
 from edge.base.memfile import MemFile
 
@@ -45,9 +48,22 @@ def socket_fd(transport: asyncio.BaseTransport) -> int:
 
 
 class FileOut:
-    """One answer's head and file body, written to the socket `fd` beneath `transport`."""
+    """One answer's head and file body, written to the socket `fd` beneath `transport`;
+    `on_end(True)` once it is all out, `on_end(False)` when it broke off (a client gone,
+    `cancel`), unless `start` said it was out at once."""
 
-    __slots__ = ("count", "done", "dup", "fd", "file", "head", "loop", "offset", "transport")
+    __slots__ = (
+        "count",
+        "dup",
+        "ended",
+        "fd",
+        "file",
+        "head",
+        "loop",
+        "offset",
+        "on_end",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -58,6 +74,7 @@ class FileOut:
         file: MemFile,
         offset: int,
         count: int,
+        on_end: Callable[[bool], None],
     ) -> None:
         self.loop = loop
         self.transport = transport
@@ -66,43 +83,34 @@ class FileOut:
         self.file = file  # held: its fd stays open until the body is out
         self.offset = offset
         self.count = count
+        self.on_end = on_end
         self.dup = -1
-        self.done: asyncio.Future[None] | None = None
+        self.ended = False
 
     def start(self) -> bool:
         """Write what the socket takes now; True when the answer is out, else it goes on as
-        the socket drains (`wait`)."""
+        the socket drains, and `on_end` says how it ended."""
         try:
             if self._push():
+                self.ended = True
                 return True
-        except OSError as exc:
-            self.done = self.loop.create_future()
-            self._fail(exc)
+        except OSError:
+            self.loop.call_soon(self._end, False)  # after the caller knows it goes on
             return False
-        self.done = self.loop.create_future()
         self.dup = os.dup(self.fd)
         self.loop.add_writer(self.dup, self._writable)
         return False
 
-    async def wait(self) -> None:
-        """Until the body is out; ConnectionResetError when the client went first."""
-        assert self.done is not None
-        await self.done
-
     def cancel(self) -> None:
         """The connection is lost: stop sending."""
-        self._fail(ConnectionResetError("client gone"))
+        self._end(False)
 
     def _writable(self) -> None:
         try:
-            finished = self._push()
-        except OSError as exc:
-            self._fail(exc)
-            return
-        if finished:
-            self._stop()
-            if self.done is not None and not self.done.done():
-                self.done.set_result(None)
+            if self._push():
+                self._end(True)
+        except OSError:
+            self._end(False)
 
     def _push(self) -> bool:
         """The head, then the file, as far as the socket takes them; True when all is out.
@@ -123,18 +131,12 @@ class FileOut:
             return False
         return True
 
-    def _fail(self, exc: OSError) -> None:
-        self._stop()
-        done = self.done
-        if done is not None and not done.done():
-            if not isinstance(exc, ConnectionError):
-                exc = ConnectionResetError(str(exc))
-            done.set_exception(exc)
-            done.exception()  # retrieved: the connection's task may be gone already
-
-    def _stop(self) -> None:
+    def _end(self, ok: bool) -> None:
         if self.dup >= 0:
             # Unregistered before it is closed: the loop must not poll a closed fd.
             self.loop.remove_writer(self.dup)
             os.close(self.dup)
             self.dup = -1
+        if not self.ended:
+            self.ended = True
+            self.on_end(ok)

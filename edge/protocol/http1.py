@@ -148,7 +148,8 @@ class Http1Connection(asyncio.BaseProtocol):
         self.queue.clear()
         self._give_kept()
         if self.body_out is not None:
-            self.body_out.cancel()  # its task ends with ConnectionResetError
+            self.guard.client_gone += 1
+            self.body_out.cancel()  # ends the answer (`_file_sent`)
         if self.drained is not None and not self.drained.done():
             self.drained.set_exception(ConnectionResetError("client gone"))
         if self.task is not None and not self.task.done():
@@ -517,9 +518,8 @@ class Http1Connection(asyncio.BaseProtocol):
                     req.started = time.monotonic()  # an answer that waits: it is timed
                 self.task = self.loop.create_task(self._run(req, run))
                 return
-            if self.body_out is not None:  # its body is still going out from its file
-                self.task = self.loop.create_task(self._run(req, None))
-                return
+            if self.body_out is not None:
+                return  # its body is still going out from its file: `_file_sent` goes on
             self._finished(req)
         if not self.queue and self.answering is None:
             self._resume_reading()
@@ -532,16 +532,21 @@ class Http1Connection(asyncio.BaseProtocol):
         req = self.request_class(self.peer)
         req.method, req.target, req.version, req.keep_alive = method, target, version, keep_alive
         self.answering = req
-        self.task = self.loop.create_task(self._run(req, None))
 
-    async def _run(self, req: Request, run: Coroutine[Any, Any, None] | None) -> None:
-        """The answer to `req` (the engine's coroutine, when it waits for something), then
-        its body, when it is still going out from its file (`body_out`)."""
+    def _file_sent(self, ok: bool) -> None:
+        """The body going out from its file is out (`ok`), or broke off (the client is gone:
+        closed). The answer is over once the engine's coroutine is too (`_run`)."""
+        self.body_out = None
+        if not ok:
+            self.close()
+        req = self.answering
+        if req is not None and self.task is None:
+            self._finished(req)
+            self._advance()
+
+    async def _run(self, req: Request, run: Coroutine[Any, Any, None]) -> None:
         try:
-            if run is not None:
-                await run
-            if self.body_out is not None:
-                await self.body_out.wait()
+            await run
         except (ConnectionError, asyncio.CancelledError):
             self.close()
         except Exception:
@@ -552,7 +557,8 @@ class Http1Connection(asyncio.BaseProtocol):
                 self.fail(500, "internal error")
         finally:
             self.task = None
-            self.body_out = None
+        if self.body_out is not None:
+            return  # its body is still going out from its file: `_file_sent` goes on
         self._finished(req)
         self._advance()
 
@@ -626,8 +632,8 @@ class Http1Connection(asyncio.BaseProtocol):
         self, transport: asyncio.Transport, head: bytes, file: MemFile, offset: int, count: int
     ) -> None:
         """The head, then `count` bytes of `file` from `offset`, with sendfile: at once as far
-        as the socket takes them; the rest as it drains (`body_out`, awaited by `_run`)."""
-        out = FileOut(self.loop, transport, self.out_fd, head, file, offset, count)
+        as the socket takes them; the rest as it drains (`body_out`, then `_file_sent`)."""
+        out = FileOut(self.loop, transport, self.out_fd, head, file, offset, count, self._file_sent)
         if not out.start():
             self.body_out = out
 
