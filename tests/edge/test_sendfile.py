@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,16 @@ import httptools
 import pytest
 import trustme
 import uvloop
+from aiohttp import web
 
 from edge.base import memfile
-from edge.config.settings import Rule, SlicePolicy
+from edge.config.settings import Rule, SlicePolicy, load_config
 from edge.engine.engine import Engine
 from edge.protocol.file_out import FileOut
-from tests.edge.conftest import TOKEN
+from edge.server import EdgeServer
+from origin.app import create_app as create_origin
+from origin.settings import OriginSettings
+from tests.edge.conftest import EDGE_YAML, TOKEN
 from tests.edge.test_request_check import Sent, _h1, _h2
 from tests.edge.tls_helpers import client_context, start_tls_edge
 
@@ -133,6 +138,16 @@ async def test_a_big_hit_is_the_same_on_every_door_and_in_order(
     assert https.status == h2.status == 200
     assert sha(https.body) == sha(h2.body) == sha(whole)
     assert len(sent) == before
+    # A part of 64 KiB or more is sent from the file too, from its offset.
+    before = len(sent)
+    part = await _h1(
+        edge.port,
+        Sent(b"GET", PHOTO, b"localhost", ((b"range", b"bytes=100001-1200000"),), b""),
+        None,
+    )
+    assert part.status == 206 and part.body == whole[100001:1200001]
+    assert sum(sent[before:]) == 1100000
+    before = len(sent)
     # HEAD: the head alone.
     head = await _h1(edge.port, Sent(b"HEAD", PHOTO, b"localhost", (), b""), None)
     assert head.status == 200 and head.fields["content-length"] == str(len(whole))
@@ -279,6 +294,60 @@ def test_file_out_on_uvloop_keeps_the_transports_order() -> None:
 
     data = uvloop.run(main())
     assert data == b"<" * (1 << 20) + b"head" + bytes(body[5:]) + b">"
+
+
+def test_on_uvloop_a_whole_edge_sends_from_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The edge as `edge serve` runs it (uvloop, config/edge.yaml): pipelined answers in
+    order around two bodies sent from the file, a client gone mid-body, the next one served,
+    nothing logged as an error."""
+    whole = IMAGE.read_bytes()
+
+    async def main() -> None:
+        settings = OriginSettings(
+            db=str(tmp_path / "woody.sqlite3"), static_rate=0, access_log=False
+        )
+        runner = web.AppRunner(create_origin(settings))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        origin_port = runner.addresses[0][1]
+        cfg = replace(
+            load_config(EDGE_YAML),
+            origins=(f"http://127.0.0.1:{origin_port}",),
+            port=0,
+            purge_token=TOKEN,
+        )
+        server = EdgeServer(cfg)
+        await server.start()
+        try:
+            await warm(server)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                b"GET /5mo.jpg HTTP/1.1\r\nHost: a\r\n\r\n"
+                b"GET /woody.css HTTP/1.1\r\nHost: a\r\n\r\n"
+                b"GET /5mo.jpg HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+            data = await asyncio.wait_for(reader.read(-1), WAIT)
+            writer.close()
+            photo, css, again = read_answers(data, 3)
+            assert sha(photo[2]) == sha(again[2]) == sha(whole)
+            assert css[0] == 200 and css[1]["content-type"].startswith("text/css")
+            sock = slow_client(server.port)
+            sock.sendall(b"GET /5mo.jpg HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert (await asyncio.to_thread(sock.recv, 65536)).startswith(b"HTTP/1.1 200 ")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            await until(lambda: not server.node.guard.open, "the connection is let go")
+            answer = await _h1(server.port, Sent(b"GET", PHOTO, b"a", (), b""), None)
+            assert sha(answer.body) == sha(whole)
+        finally:
+            await server.stop()
+            await runner.cleanup()
+
+    uvloop.run(main())
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
 
 
 def test_a_memfile_closes_with_its_last_user() -> None:
