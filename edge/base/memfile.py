@@ -17,9 +17,12 @@ here weighs `len(body)` in the memory tier's budget, as it did as bytes.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import weakref
+
+log = logging.getLogger("edge.base.memfile")
 
 MIN_BYTES = 256 * 1024
 """Bodies this long or longer are kept in a memfd; shorter ones stay bytes: a memfd costs two
@@ -55,11 +58,16 @@ def _close(fd: int) -> None:
     os.close(fd)
 
 
-def kept(body: bytes | memoryview) -> memoryview:
-    """`body` as a view of a MemFile: the same view when it is one already."""
+def kept(body: bytes | memoryview) -> bytes | memoryview:
+    """`body` as a view of a MemFile: the same view when it is one already; `body` itself
+    when no memfd can be had (out of fds or memory: it is kept as it came, and written)."""
     if isinstance(body, memoryview) and isinstance(body.obj, MemFile):
         return body
-    return memoryview(MemFile(body))
+    try:
+        return memoryview(MemFile(body))
+    except OSError as exc:
+        log.warning("a body of %d bytes stays in the heap: no memfd (%s)", len(body), exc)
+        return body
 
 
 def worth_keeping(body: bytes | memoryview) -> bool:

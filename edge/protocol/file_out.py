@@ -97,7 +97,15 @@ class FileOut:
         except OSError:
             self.loop.call_soon(self._end, False)  # after the caller knows it goes on
             return False
-        self.dup = os.dup(self.fd)
+        try:
+            self.dup = os.dup(self.fd)
+        except OSError:
+            # No fd to wait on (out of fds): the rest is an ordinary write, after what the
+            # transport holds, and nothing is written beneath it any more.
+            rest = memoryview(self.file)[self.offset : self.offset + self.count]
+            self.transport.writelines((self.head, rest))
+            self.ended = True
+            return True
         self.loop.add_writer(self.dup, self._writable)
         return False
 

@@ -258,41 +258,61 @@ async def test_the_memfd_goes_after_the_purge_and_the_sends_still_reading_it(
 # -- the sender on the edge's own loop (uvloop), beneath its transport ---------------------
 
 
+async def around_a_file(body: memoryview, without_dup: pytest.MonkeyPatch | None = None) -> bytes:
+    """What a client reads when a server writes 1 MiB on its transport, then `body` from its
+    5th byte through a FileOut (headed "head"), then ">" on the transport again."""
+    loop = asyncio.get_running_loop()
+    made: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            made.set_result(transport)  # type: ignore[arg-type]
+
+    server = await loop.create_server(Server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
+    transport = await made
+    fd = transport.get_extra_info("socket").fileno()
+    transport.write(b"<" * (1 << 20))  # more than the socket takes at once: buffered
+    ended: asyncio.Future[bool] = loop.create_future()
+    file = memfile.file_of(body)
+    assert file is not None
+    out = FileOut(loop, transport, fd, b"head", file, 5, len(body) - 5, ended.set_result)
+    if without_dup is None:
+        assert not out.start()  # the transport still holds bytes: the file waits for them
+        data = await reader.readexactly(1 << 20)
+        assert await ended is True
+    else:
+        with without_dup.context() as patch:
+
+            def no_fd(fd: int) -> int:
+                raise OSError(24, "Too many open files")
+
+            patch.setattr(os, "dup", no_fd)
+            assert out.start()  # written at once, as an ordinary body
+        data = b""
+    transport.write(b">")
+    transport.close()
+    data += await reader.read(-1)
+    writer.close()
+    server.close()
+    return data
+
+
 def test_file_out_on_uvloop_keeps_the_transports_order() -> None:
     """Bytes written to the transport before the file go first, those after it go after: the
     connection writes nothing else while the file is out, and the file waits for what the
     transport still holds."""
     body = memoryview(memfile.MemFile(os.urandom(3 * 1024 * 1024 + 7)))
+    data = uvloop.run(around_a_file(body))
+    assert data == b"<" * (1 << 20) + b"head" + bytes(body[5:]) + b">"
 
-    async def main() -> bytes:
-        loop = asyncio.get_running_loop()
-        made: asyncio.Future[asyncio.Transport] = loop.create_future()
 
-        class Server(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                made.set_result(transport)  # type: ignore[arg-type]
-
-        server = await loop.create_server(Server, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
-        transport = await made
-        fd = transport.get_extra_info("socket").fileno()
-        transport.write(b"<" * (1 << 20))  # more than the socket takes at once: buffered
-        ended: asyncio.Future[bool] = loop.create_future()
-        file = memfile.file_of(body)
-        assert file is not None
-        out = FileOut(loop, transport, fd, b"head", file, 5, len(body) - 5, ended.set_result)
-        assert not out.start()  # the transport still holds bytes: the file waits for them
-        data = await reader.readexactly(1 << 20)
-        assert await ended is True
-        transport.write(b">")
-        transport.close()
-        data += await reader.read(-1)
-        writer.close()
-        server.close()
-        return data
-
-    data = uvloop.run(main())
+async def test_without_an_fd_to_wait_on_the_rest_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = memoryview(memfile.MemFile(os.urandom(3 * 1024 * 1024 + 7)))
+    data = await around_a_file(body, monkeypatch)
     assert data == b"<" * (1 << 20) + b"head" + bytes(body[5:]) + b">"
 
 
@@ -379,3 +399,12 @@ async def test_with_sendfile_off_big_bodies_stay_bytes(
         assert memfile.file_of(entry.body) is None and not sent
     finally:
         await server.stop()
+
+
+def test_without_a_memfd_the_body_stays_as_it_came(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_memfd(name: str, flags: int = 0) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "memfd_create", no_memfd)
+    body = b"x" * memfile.MIN_BYTES
+    assert memfile.kept(body) is body
