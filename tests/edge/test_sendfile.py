@@ -408,3 +408,28 @@ def test_without_a_memfd_the_body_stays_as_it_came(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(os, "memfd_create", no_memfd)
     body = b"x" * memfile.MIN_BYTES
     assert memfile.kept(body) is body
+
+
+def test_the_hot_tier_counts_a_memfd_body_as_before_and_closes_it_on_eviction() -> None:
+    from edge.cache.entry import Entry
+    from edge.store.memory import MemoryTier
+
+    def entry(key: str) -> Entry:
+        return Entry(key, 200, (("ETag", '"1"'),), os.urandom(300_000), 1.0, 1.0)
+
+    far = 4e9
+    before = memfile.open_files()
+    with_files = MemoryTier(max_bytes=700_000, max_object_bytes=400_000, files=True)
+    without = MemoryTier(max_bytes=700_000, max_object_bytes=400_000)
+    a, b, c = entry("/a"), entry("/b"), entry("/c")
+    for tier in (with_files, without):
+        assert tier.put(a, far) and tier.put(b, far)
+    assert with_files.stats()["bytes"] == without.stats()["bytes"] == a.size + b.size
+    (kept,) = with_files.get("/a")
+    assert memfile.file_of(kept.body) is not None and kept.body == a.body
+    assert memfile.open_files() == before + 2
+    del kept
+    assert with_files.put(c, far)  # /b, least recently used (/a was just read), is evicted
+    assert with_files.get("/b") == [] and memfile.open_files() == before + 2
+    with_files.clear()
+    assert memfile.open_files() == before
