@@ -27,7 +27,8 @@ log = logging.getLogger("edge.base.memfile")
 MIN_BYTES = 256 * 1024
 """Bodies this long or longer are kept in a memfd; shorter ones stay bytes: a memfd costs two
 fds (its own and the mapping's duplicate) and a page-rounded size, and a short body's copy
-into the socket costs little (HTTP/1.1 sends a file from 64 KiB on: `file_out.MIN_BYTES`)."""
+into the socket costs little (HTTP/1.1 sends a file from 64 KiB on: `file_out.MIN_BYTES`).
+Not measured: docs/performance.md says why."""
 
 _open = [0]  # MemFiles whose fd is open in this process
 

@@ -17,7 +17,8 @@ not implement `sendfile` (it raises NotImplementedError: uvloop 0.23), and async
   answers what waits behind it in the same turn, as after an ordinary write;
 - a client gone (EPIPE, ECONNRESET) or the connection lost (`cancel`) ends it as broken off,
   the duplicate fd unregistered then closed; the MemFile is held until then, so its fd is open
-  for the whole send (`edge.base.memfile`: closed with its last user).
+  for the whole send (`edge.base.memfile`: closed with its last user);
+- without an fd to wait on (out of fds), the rest is an ordinary write on the transport.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from collections.abc import Callable
 from edge.base.memfile import MemFile
 
 MIN_BYTES = 64 * 1024
-"""Bodies this long or longer are sent from their file: below it the copy costs less than the
-send's own steps (bench scenario o's neighbours; see docs/performance.md)."""
+"""Bodies this long or longer are sent from their file, shorter ones written: a guess that a
+short copy costs less than a send's own steps (a dup, the writer's registration), not
+measured: on this project's VM the spread between runs hid any difference at 64 KiB to 1 MiB
+(docs/performance.md)."""
 
 
 def socket_fd(transport: asyncio.BaseTransport) -> int:
