@@ -30,7 +30,8 @@ class Entry:
     status: int
     headers: tuple[tuple[str, str], ...]
     """Stored header fields as the origin sent them, hop-by-hop fields removed."""
-    body: bytes
+    body: bytes | memoryview
+    """A view of a memfd when the memory tier keeps it (`edge.base.memfile`), else bytes."""
     request_time: float
     """Epoch seconds when the request that produced this response was sent."""
     response_time: float

@@ -169,7 +169,7 @@ def from_entry(
         first, last = plan.ranges[0]
         fields.append(("Content-Range", f"bytes {first}-{last}/{len(body)}"))
         part = memoryview(body)[first : last + 1]  # no copy of the stored body
-        return Answer(206, fields, part, len(part))
+        return Answer(206, fields, part, len(part), at=first)
     content_type = next((v for k, v in fields if k.lower() == "content-type"), None)
     multipart, multipart_type = multipart_body(body, plan.ranges, content_type)
     fields = [(k, v) for k, v in fields if k.lower() != "content-type"]

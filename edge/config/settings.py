@@ -155,6 +155,7 @@ class EdgeConfig:
     memory_max_bytes: int = 256 * 2**20
     memory_max_object_bytes: int = 16 * 2**20
     memory_hot_bytes: int | None = None
+    memory_sendfile: bool = True
     node_cache_enabled: bool = True
     node_cache_path: str | None = None
     node_cache_max_bytes: int | None = None
@@ -520,9 +521,13 @@ def parse_config(doc: Any, source: str) -> EdgeConfig:
             changes[attr] = r.duration(timeouts[key], f"timeouts.{key}")
     if "collapse" in timeouts:
         changes["collapse_timeout"] = r.duration(timeouts["collapse"], "timeouts.collapse")
-    memory = r.mapping(top.get("memory"), "memory", {"max_bytes", "max_object_bytes", "hot_bytes"})
+    memory = r.mapping(
+        top.get("memory"), "memory", {"max_bytes", "max_object_bytes", "hot_bytes", "sendfile"}
+    )
     if "hot_bytes" in memory:
         changes["memory_hot_bytes"] = r.size(memory["hot_bytes"], "memory.hot_bytes")
+    if "sendfile" in memory:
+        changes["memory_sendfile"] = r.boolean(memory["sendfile"], "memory.sendfile")
     node_cache = r.mapping(top.get("node_cache"), "node_cache", {"enabled", "path", "max_bytes"})
     if "enabled" in node_cache:
         changes["node_cache_enabled"] = r.boolean(node_cache["enabled"], "node_cache.enabled")

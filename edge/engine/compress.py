@@ -217,7 +217,7 @@ def variant_fields(fields: Iterable[tuple[str, str]], coding: str) -> list[tuple
 # -- whole-body compression (stored objects) -------------------------------------------------
 
 
-def encode(body: bytes, coding: str, level: int) -> bytes:
+def encode(body: bytes | memoryview, coding: str, level: int) -> bytes:
     if coding == "br":
         return bytes(brotli.compress(body, quality=level))
     if coding == "zstd":
@@ -227,7 +227,7 @@ def encode(body: bytes, coding: str, level: int) -> bytes:
     raise ValueError(f"unknown coding {coding!r}")
 
 
-def gzip_bytes(body: bytes, level: int) -> bytes:
+def gzip_bytes(body: bytes | memoryview, level: int) -> bytes:
     c = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     return c.compress(body) + c.flush()
 

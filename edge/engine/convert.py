@@ -43,7 +43,7 @@ def limit_memory(max_bytes: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the edge's Ctrl-C is the edge's to handle
 
 
-def probe(body: bytes) -> tuple[str, int, int] | None:
+def probe(body: bytes | memoryview) -> tuple[str, int, int] | None:
     """The format ("jpeg", "png", ...) and size of an image from its header (no pixel is
     decoded); None when Pillow cannot identify it."""
     try:

@@ -881,9 +881,15 @@ def head_size(data: bytes, head: ParsedHead) -> int:
 
 def owned_bytes(entry: Entry, body: bytes | memoryview) -> int:
     """The bytes an answer's body holds beside its entry's: none when it is the entry's
-    body or a view of it (a whole answer, a single range)."""
-    if body is entry.body or (isinstance(body, memoryview) and body.obj is entry.body):
+    body or a view of it (a whole answer, a single range; a body kept in a memfd is a view
+    itself: its parts are views of the same file)."""
+    stored = entry.body
+    if body is stored:
         return 0
+    if isinstance(body, memoryview):
+        owner = stored.obj if isinstance(stored, memoryview) else stored
+        if body.obj is owner:
+            return 0
     return len(body)
 
 

@@ -418,7 +418,7 @@ class ImageMaker:
         started = time.monotonic()
         future = pool.submit(
             convert.convert,
-            original.body,
+            bytes(original.body),  # pickled to the pool: a view of a memfd is not
             choice.fmt,
             choice.width,
             quality,

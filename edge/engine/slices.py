@@ -192,7 +192,7 @@ class Slicer:
             found = entries[0] if entries else None
         return found
 
-    def _local_slice(self, key: str, manifest: Entry, index: int) -> bytes | None:
+    def _local_slice(self, key: str, manifest: Entry, index: int) -> bytes | memoryview | None:
         """Slice `index` of this manifest's fill, if this node holds it."""
         skey = slice_key(key, int(manifest.meta["slice"]), index)
         for entry in self.tiers.stored(skey):
@@ -200,7 +200,9 @@ class Slicer:
                 return entry.body
         return None
 
-    async def _stored_slice(self, key: str, manifest: Entry, index: int) -> bytes | None:
+    async def _stored_slice(
+        self, key: str, manifest: Entry, index: int
+    ) -> bytes | memoryview | None:
         """Slice `index` of this manifest's fill: from this node's storages, else from a
         shared one (then kept in the local ones: another node filled it)."""
         body = self._local_slice(key, manifest, index)
@@ -214,7 +216,9 @@ class Slicer:
                 return entry.body
         return None
 
-    def assemble(self, key: str, manifest: Entry, parts: list[bytes] | None = None) -> Entry | None:
+    def assemble(
+        self, key: str, manifest: Entry, parts: list[bytes | memoryview] | None = None
+    ) -> Entry | None:
         """Keep the object whole in this worker's hot tier, from `parts` (every slice in
         order) or from the slices stored in this node (tried once per fill and worker). The
         whole entry, or None (not storable, too large, a slice missing, tried already)."""
@@ -390,7 +394,7 @@ class Slicer:
             or policy.reuse(manifest, req_cc, now) is not policy.Reuse.FRESH
         ):
             manifest = None  # expired or purged softly: a new fill (slices are not revalidated)
-        fills: dict[int, SliceFill | bytes] = {}
+        fills: dict[int, SliceFill | bytes | memoryview] = {}
         if manifest is None and req_cc.only_if_cached:
             self.engine.reject(req, conn, flow.NOT_CACHED)
             return
@@ -453,8 +457,8 @@ class Slicer:
             self.engine.log(req, code, 0, x_cache)
             return
         needed = covering(first, last, size)
-        sources: dict[int, SliceFill | bytes] = dict(fills)
-        parts: list[bytes] | None = [] if code == 200 else None
+        sources: dict[int, SliceFill | bytes | memoryview] = dict(fills)
+        parts: list[bytes | memoryview] | None = [] if code == 200 else None
         conn.start(req, reply)
         sent[0] = True
         written = 0
@@ -471,7 +475,7 @@ class Slicer:
             lo, hi = bounds(index, size, total)
             cut_lo, cut_hi = max(first, lo) - lo, min(last, hi) - lo
             source = sources.pop(index)
-            if isinstance(source, bytes):
+            if not isinstance(source, SliceFill):  # stored: bytes, or a view of a memfd
                 await conn.write(source[cut_lo : cut_hi + 1])
                 written += cut_hi - cut_lo + 1
                 if parts is not None:

@@ -11,6 +11,10 @@ change (Age, Cache-Status: `stamped`). So that a repeated hit costs no serializa
 protocol keeps what it made of an answer on the answer itself, under its own key: `fixed`,
 the status, fields and length, shared by every stamped copy of a kept answer; `wire`, the
 whole head, stamp included, this answer's own.
+
+An answer whose body is a view of a body kept in a memfd (`edge.base.memfile`) says where in
+that file its bytes lie (`file`): HTTP/1.1 on plain TCP sends them from there with sendfile
+(`edge.protocol.file_out`); every other writer uses the view.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from edge.base.memfile import MemFile, file_of
 from edge.http.request import Request
 
 Fields = list[tuple[str, str]]
+FileSpan = tuple[MemFile, int]
+"""The file an answer's body is a view of, and the offset of its first byte there."""
 _new = object.__new__
 
 
@@ -30,7 +37,18 @@ class Answer:
     The fields a protocol writes are `fields`, then the length (its framing), then `stamp`:
     the fields written for each request of a kept answer (empty otherwise)."""
 
-    __slots__ = ("body", "close", "fields", "fixed", "last", "length", "stamp", "status", "wire")
+    __slots__ = (
+        "body",
+        "close",
+        "fields",
+        "file",
+        "fixed",
+        "last",
+        "length",
+        "stamp",
+        "status",
+        "wire",
+    )
 
     def __init__(
         self,
@@ -39,6 +57,7 @@ class Answer:
         body: bytes | memoryview = b"",
         length: int | None = 0,
         close: bool = False,
+        at: int | None = None,
     ) -> None:
         self.status = status
         self.fields = fields
@@ -51,6 +70,7 @@ class Answer:
         self.fixed: dict[str, Any] = {}
         self.wire: dict[str, Any] = {}
         self.last: Answer | None = None  # the last stamped copy (`stamped`)
+        self.file = file_span(body, at)
 
     def stamped(self, stamp: Sequence[tuple[str, str]]) -> Answer:
         """This answer with `stamp` written after its fields: the same body, and what the
@@ -66,6 +86,7 @@ class Answer:
         out.body = self.body
         out.length = self.length
         out.close = self.close
+        out.file = self.file
         out.stamp = stamp
         out.fixed = self.fixed
         out.wire = {}
@@ -75,6 +96,17 @@ class Answer:
 
     def __repr__(self) -> str:
         return f"Answer({self.status}, {self.fields!r}, {len(self.body)} bytes, {self.length})"
+
+
+def file_span(body: bytes | memoryview, at: int | None = None) -> FileSpan | None:
+    """Where `body` lies in a MemFile: a whole view's span is found; a part of one lies where
+    its maker says (`at`: the view alone does not tell its offset)."""
+    file = file_of(body)
+    if file is None:
+        return None
+    if at is None:
+        return (file, 0) if len(body) == len(file) else None
+    return (file, at)
 
 
 def held_bytes(answer: Answer) -> int:

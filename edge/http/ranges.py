@@ -130,12 +130,12 @@ def if_range_allows(
 
 
 def multipart_body(
-    body: bytes, ranges: tuple[tuple[int, int], ...], content_type: str | None
+    body: bytes | memoryview, ranges: tuple[tuple[int, int], ...], content_type: str | None
 ) -> tuple[bytes, str]:
     """A multipart/byteranges body (RFC 9110 section 14.6) and its Content-Type."""
     boundary = secrets.token_hex(12)
     size = len(body)
-    chunks: list[bytes] = []
+    chunks: list[bytes | memoryview] = []
     for first, last in ranges:
         head = f"\r\n--{boundary}\r\n"
         if content_type:

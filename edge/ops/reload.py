@@ -52,6 +52,7 @@ RESTART_ONLY = (
     "memory_max_bytes",
     "memory_max_object_bytes",
     "memory_hot_bytes",
+    "memory_sendfile",
     "node_cache_enabled",
     "node_cache_path",
     "node_cache_max_bytes",

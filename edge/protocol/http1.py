@@ -8,7 +8,9 @@ there, before any `Request` is made of it; a read that is a whole head already p
 (a client repeating itself) is not parsed again: its kept outcome is used. The engine
 answers through the methods below (its `edge.http.answer.Responder`): a whole `Answer`, written
 in HTTP/1.1's bytes (`wired`), or a head then a streamed body with flow
-control (`write` waits while the client's socket is full). Request bodies are read whole
+control (`write` waits while the client's socket is full). A whole answer whose body lies in a
+memfd goes out on plain TCP with sendfile (`edge.protocol.file_out`), the connection answering
+nothing else until it is out. Request bodies are read whole
 before the engine sees the request (as nginx's `proxy_request_buffering on`): the origin never
 holds half a request from a slow client, and a client sending its body slower than
 `limits.body_min_rate` is answered 408. The bytes of the bodies being received are charged to
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
+from edge.base.memfile import MemFile
 from edge.cache.respond import refusal
 from edge.http.answer import Answer
 from edge.http.fields import (
@@ -57,6 +60,8 @@ from edge.http.request import (
     status_without_body,
     without_body,
 )
+from edge.protocol import file_out
+from edge.protocol.file_out import FileOut
 from edge.protocol.tls_transport import LINGER
 
 if TYPE_CHECKING:
@@ -121,6 +126,8 @@ class Http1Connection(asyncio.BaseProtocol):
         self.broken = False  # parsing stopped (a bad request or an upgrade)
         self.lingering = False  # answered and half-closed: what comes is dropped (`_linger`)
         self.timed = engine.timed
+        self.body_out: FileOut | None = None  # a body being sent from its file (`_send_file`)
+        self.out_fd = -2  # the socket's fd for sendfile, -1 none (TLS), -2 not asked yet
 
     # -- connection ---------------------------------------------------------------------
 
@@ -140,6 +147,9 @@ class Http1Connection(asyncio.BaseProtocol):
         self.connections.discard(self)
         self.queue.clear()
         self._give_kept()
+        if self.body_out is not None:
+            self.guard.client_gone += 1
+            self.body_out.cancel()  # ends the answer (`_file_sent`)
         if self.drained is not None and not self.drained.done():
             self.drained.set_exception(ConnectionResetError("client gone"))
         if self.task is not None and not self.task.done():
@@ -413,6 +423,9 @@ class Http1Connection(asyncio.BaseProtocol):
                 answer = self.engine.fresh_hit(method, target, host, flags, special, fields)
                 if answer is not None:
                     self._write_built(transport, keep_alive, version, method, answer)
+                    if self.body_out is not None:
+                        self._answer_after_body(method, target, version, keep_alive)
+                        return
                     self._done(keep_alive)
                     return
                 # Nothing queued before it: `_advance` serves it before anything else runs.
@@ -509,11 +522,31 @@ class Http1Connection(asyncio.BaseProtocol):
                     req.started = time.monotonic()  # an answer that waits: it is timed
                 self.task = self.loop.create_task(self._run(req, run))
                 return
+            if self.body_out is not None:
+                return  # its body is still going out from its file: `_file_sent` goes on
             self._finished(req)
         if not self.queue and self.answering is None:
             self._resume_reading()
             if self.closing and not self.parsing:
                 self.close()
+
+    def _answer_after_body(self, method: str, target: str, version: str, keep_alive: bool) -> None:
+        """A hit answered at once whose body is still going out from its file: the
+        connection is answering it (what is pipelined behind waits) until it is out."""
+        req = self.request_class(self.peer)
+        req.method, req.target, req.version, req.keep_alive = method, target, version, keep_alive
+        self.answering = req
+
+    def _file_sent(self, ok: bool) -> None:
+        """The body going out from its file is out (`ok`), or broke off (the client is gone:
+        closed). The answer is over once the engine's coroutine is too (`_run`)."""
+        self.body_out = None
+        if not ok:
+            self.close()
+        req = self.answering
+        if req is not None and self.task is None:
+            self._finished(req)
+            self._advance()
 
     async def _run(self, req: Request, run: Coroutine[Any, Any, None]) -> None:
         try:
@@ -528,6 +561,8 @@ class Http1Connection(asyncio.BaseProtocol):
                 self.fail(500, "internal error")
         finally:
             self.task = None
+        if self.body_out is not None:
+            return  # its body is still going out from its file: `_file_sent` goes on
         self._finished(req)
         self._advance()
 
@@ -581,7 +616,30 @@ class Http1Connection(asyncio.BaseProtocol):
         tail = self._tail_for(keep_alive, version, answer.close)
         if tail:  # HTTP/1.1 keep-alive without extra fields, the usual hit, adds nothing
             head = with_tail(head, tail)
+        span = answer.file
+        if (
+            span is not None
+            and len(body) >= file_out.MIN_BYTES
+            and method != "HEAD"
+            and self._socket_fd() >= 0
+        ):
+            self._send_file(transport, head, span[0], span[1], len(body))
+            return
         _write_whole(transport, head, b"" if method == "HEAD" else body)
+
+    def _socket_fd(self) -> int:
+        if self.out_fd == -2 and self.transport is not None:
+            self.out_fd = file_out.socket_fd(self.transport)
+        return self.out_fd
+
+    def _send_file(
+        self, transport: asyncio.Transport, head: bytes, file: MemFile, offset: int, count: int
+    ) -> None:
+        """The head, then `count` bytes of `file` from `offset`, with sendfile: at once as far
+        as the socket takes them; the rest as it drains (`body_out`, then `_file_sent`)."""
+        out = FileOut(self.loop, transport, self.out_fd, head, file, offset, count, self._file_sent)
+        if not out.start():
+            self.body_out = out
 
     def start(self, req: Request, answer: Answer) -> None:
         """The head of an answer whose body follows through `write` and `end`."""

@@ -44,7 +44,9 @@ def factory(name: str) -> Factory:
 async def build(cfg: EdgeConfig, place: Place) -> Tiers:
     """This worker's tiers: its hot copy and every backend the configuration turns on."""
     # refuse_late: a fill that raced a purge (requested before it) is not stored
-    hot = MemoryTier(cfg.hot_bytes, cfg.memory_max_object_bytes, refuse_late=True)
+    hot = MemoryTier(
+        cfg.hot_bytes, cfg.memory_max_object_bytes, refuse_late=True, files=cfg.memory_sendfile
+    )
     stack: list[LocalStorage | SharedStorage] = []
     bus = None
     for name in BACKENDS:

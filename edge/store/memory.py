@@ -6,6 +6,10 @@ slots until the total fits `max_bytes`. Every variant carries a "keep until" tim
 (epoch seconds, computed by the caller: freshness lifetime plus the stale windows);
 past it the variant is dropped.
 
+With `files` (`memory.sendfile` in edge.yaml), a body of `memfile.MIN_BYTES` or more is kept
+in a memfd (`edge.base.memfile`): the same bytes as a view for every reader, a file HTTP/1.1
+can sendfile. It weighs what it did as bytes.
+
 It is a `LocalStorage` (`edge.store.storage`): the hot copy of each worker, in front of the
 stack `edge.store.tiers.Tiers` holds. Purges are `Purge` values (their patterns and rule are
 `edge.store.storage`'s).
@@ -20,6 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from edge.base import memfile
 from edge.cache.entry import Entry
 from edge.store.storage import PURGE_MEMORY_SECONDS, Purge, PurgePattern
 
@@ -136,8 +141,10 @@ class MemoryTier:
         clock: Callable[[], float] = time.time,
         max_variants: int = 16,
         refuse_late: bool = False,
+        files: bool = False,
     ) -> None:
         self.max_bytes = max_bytes
+        self.files = files  # big bodies kept in memfds (the module docstring)
         self.max_object_bytes = min(max_object_bytes, max_bytes)
         self.max_variants = max_variants
         self._clock = clock
@@ -236,6 +243,9 @@ class MemoryTier:
             self.refused_late += 1
             return False
         self.expire(now)
+        if self.files and memfile.worth_keeping(entry.body):
+            # Copied once into a memfd; the caller's bytes go with the caller.
+            entry = dataclasses.replace(entry, body=memfile.kept(entry.body))
         key = entry.key
         old = self._lru.peek(key)
         variants: dict[str, _Stored] = {}

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
 
+from edge.base import memfile
 from edge.base.ledger import ITEM_OVERHEAD
 from edge.cache.entry import Entry
 from edge.store.memory import MemoryTier
@@ -424,12 +425,16 @@ class Tiers:
 
     def stats(self) -> dict[str, Any]:
         """What /_edge/stats shows as `memory` (the first local storage's when one is on,
-        with the hot tier's under `hot`, else the hot tier's)."""
+        with the hot tier's under `hot`, else the hot tier's), and `files`: the memfds
+        this worker has open for the bodies it keeps (`edge.base.memfile`), each closed with
+        its body's last user."""
         if self.local:
             out: dict[str, Any] = dict(self.local[0].stats())
             out["hot"] = self.hot.stats()
-            return out
-        return dict(self.hot.stats())
+        else:
+            out = dict(self.hot.stats())
+        out["files"] = memfile.open_files()
+        return out
 
 
 def _generation_reader(coherent: Sequence[Coherent]) -> Callable[[], int]:
