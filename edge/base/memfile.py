@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import resource
 import weakref
 
 log = logging.getLogger("edge.base.memfile")
@@ -31,6 +32,16 @@ into the socket costs little (HTTP/1.1 sends a file from 64 KiB on: `file_out.MI
 Not measured: docs/performance.md says why."""
 
 _open = [0]  # MemFiles whose fd is open in this process
+
+
+def _fd_budget() -> int:
+    """How many MemFiles a process may hold open: their fds (two each) take at most a
+    quarter of its soft RLIMIT_NOFILE, the rest is for connections (an accept that finds no
+    fd refuses a client; a body that finds none here stays in the heap)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(0, soft // 8)
 
 
 class MemFile(mmap.mmap):
@@ -64,6 +75,8 @@ def kept(body: bytes | memoryview) -> bytes | memoryview:
     when no memfd can be had (out of fds or memory: it is kept as it came, and written)."""
     if isinstance(body, memoryview) and isinstance(body.obj, MemFile):
         return body
+    if _open[0] >= _fd_budget():
+        return body  # the fds are the connections' (`_fd_budget`)
     try:
         return memoryview(MemFile(body))
     except OSError as exc:

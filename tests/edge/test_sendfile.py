@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import resource
 import socket
 import struct
 from collections.abc import Callable
@@ -433,3 +434,25 @@ def test_the_hot_tier_counts_a_memfd_body_as_before_and_closes_it_on_eviction() 
     assert with_files.get("/b") == [] and memfile.open_files() == before + 2
     with_files.clear()
     assert memfile.open_files() == before
+
+
+def test_memfds_leave_most_fds_to_the_connections() -> None:
+    """A worker's memfds take at most an eighth of its fd limit (two fds each: a quarter):
+    past it a big body stays in the heap, as without memfds, and accept keeps its fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = 512
+    assert len(os.listdir("/proc/self/fd")) < limit // 2
+    body = b"b" * memfile.MIN_BYTES
+    held = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        while memfile.open_files() < limit // 8:
+            view = memfile.kept(body)
+            assert memfile.file_of(view) is not None
+            held.append(view)
+        assert memfile.kept(body) is body  # the budget is spent: kept as it came
+        del view
+        held.pop()
+        assert memfile.file_of(memfile.kept(body)) is not None  # one let go: room again
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
