@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 
 MAGIC = b"WE1\n"
 _LEN = struct.Struct(">I")
+# One encoder made once: `json.dumps` with any argument builds a new one at every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def compact_json(value: object) -> bytes:
+    """`value` as JSON without spaces (what `json.dumps(value, separators=(",", ":"))` gives)."""
+    return _COMPACT.encode(value).encode()
 
 
 class EntryFormatError(ValueError):
@@ -81,7 +88,7 @@ class Entry:
             "i": self.invalidated,
             "m": self.meta,
         }
-        head = json.dumps(meta, separators=(",", ":")).encode()
+        head = compact_json(meta)
         return MAGIC + _LEN.pack(len(head)) + head + self.body
 
     @classmethod

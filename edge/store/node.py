@@ -88,7 +88,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import lmdb
 
-from edge.cache.entry import MAGIC, Entry, EntryFormatError
+from edge.cache.entry import MAGIC, Entry, EntryFormatError, compact_json
 from edge.store.fill_wait import SharedPollers
 from edge.store.memory import MiB
 from edge.store.storage import PURGE_MEMORY_SECONDS, Built, Place, Purge, PurgePattern
@@ -1050,7 +1050,7 @@ class NodeTier:
         t.entries += len(new) - len(old)
         if new:
             slot["v"] = new
-            txn.put(lk, json.dumps(slot, separators=(",", ":")).encode(), db=self._slots)
+            txn.put(lk, compact_json(slot), db=self._slots)
             if not old:
                 t.keys += 1
         else:
