@@ -424,7 +424,7 @@ class Http1Connection(asyncio.BaseProtocol):
                 if answer is not None:
                     self._write_built(transport, keep_alive, version, method, answer)
                     if self.body_out is not None:
-                        self._answer_after_body(method, target, version, keep_alive)
+                        self._answer_after_body(keep_alive)
                         return
                     self._done(keep_alive)
                     return
@@ -530,11 +530,12 @@ class Http1Connection(asyncio.BaseProtocol):
             if self.closing and not self.parsing:
                 self.close()
 
-    def _answer_after_body(self, method: str, target: str, version: str, keep_alive: bool) -> None:
+    def _answer_after_body(self, keep_alive: bool) -> None:
         """A hit answered at once whose body is still going out from its file: the
-        connection is answering it (what is pipelined behind waits) until it is out."""
+        connection is answering it (what is pipelined behind waits) until it is out; then
+        `_finished` reads no more of it than whether the connection stays open."""
         req = self.request_class(self.peer)
-        req.method, req.target, req.version, req.keep_alive = method, target, version, keep_alive
+        req.keep_alive = keep_alive
         self.answering = req
 
     def _file_sent(self, ok: bool) -> None:
