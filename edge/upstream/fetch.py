@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -99,10 +100,25 @@ class Fetch:
         self.followers = 0
         # The body is read once the leader is ready to receive it (or has given up on it).
         self._leader_ready = asyncio.Event()
+        # A small body read whole, to be stored once the leader has answered (`_small`).
+        self._pending_store: Callable[[], None] | None = None
 
     def leader_ready(self) -> None:
-        """The leader attached, or will not: the body may be read now."""
+        """The leader attached, or will not: the body may be read now. A small body's
+        leader calls it once its answer is written: the body is stored then, at once."""
         self._leader_ready.set()
+        self.store_now()
+
+    def store_now(self) -> None:
+        """Store the small body read whole, if that is still to do (once)."""
+        pending, self._pending_store = self._pending_store, None
+        if pending is not None:
+            pending()
+
+    async def entry(self) -> Entry | None:
+        """The stored entry, once the fetch is complete (None: not stored)."""
+        self.store_now()
+        return await asyncio.shield(self.done)
 
     async def run(
         self,
@@ -224,7 +240,12 @@ class Fetch:
         origin_ms: float,
     ) -> None:
         """A body of known, small length: read it whole, then publish the head with it (the
-        clients get one write each) and store it."""
+        clients get one write each) and store it once the leader has written its answer
+        (`leader_ready`): the storing, most of a miss's own work, runs while the answer
+        travels, not before it. The worker does nothing else in between, so its next request
+        finds the entry. Another worker asked for the key in that moment waits on the fill
+        lock, still held, when it knows the key as shared (`Collapser.known_cacheable`); one
+        that has not seen the key yet fetches it too."""
         response_time = time.time()
         try:
             body = await resp.read()
@@ -239,13 +260,27 @@ class Fetch:
             return
         head = Head("stream", resp.status, headers, decision, origin_ms=origin_ms, vary=vary)
         head.length, head.body = len(body), body
-        self._set_head(head)
-        if decision.store:
-            self._store(
-                resp.status, headers, decision, vary, body, store, request_time, response_time
-            )
-        else:
+        if not decision.store:
+            self._set_head(head)
             self._finish(None)
+            return
+        self._pending_store = functools.partial(
+            self._store,
+            resp.status,
+            headers,
+            decision,
+            vary,
+            body,
+            store,
+            request_time,
+            response_time,
+        )
+        self._set_head(head)
+        if not self._leader_ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30):
+                    await self._leader_ready.wait()
+        self.store_now()
 
     def _store(
         self,
