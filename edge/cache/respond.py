@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from multidict import CIMultiDict, MultiMapping
+from multidict import MultiMapping
 
 from edge.base.ledger import RETRY_AFTER
 from edge.cache import policy
@@ -179,7 +179,7 @@ def from_entry(
 
 def from_origin(
     status: int,
-    origin_fields: Iterable[tuple[str, str]],
+    origin_fields: MultiMapping[str],
     ident: Identity,
     x_cache: str,
     cache_status: str,
@@ -188,9 +188,8 @@ def from_origin(
 ) -> Answer:
     """The head of an origin's answer passed on to a client (the body streams after it).
     The origin's own Age is kept: an upstream cache's age counts (RFC 9111 section 5.1)."""
-    origin_fields = list(origin_fields)
-    fields = client_fields(origin_fields, ident)
-    age = policy.age_value(CIMultiDict(origin_fields))
+    fields = client_fields(origin_fields.items(), ident)
+    age = policy.age_value(origin_fields)
     fields += cache_fields(ident, x_cache, cache_status, age, origin_ms)
     return Answer(status, fields, b"", length)
 

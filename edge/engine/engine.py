@@ -632,7 +632,7 @@ class Engine:
         length = head.length
         reply = respond.from_origin(
             head.status,
-            head.headers.items(),
+            head.headers,
             self.ident,
             x_cache,
             "; ".join(parts),
@@ -795,7 +795,7 @@ class Engine:
             x_cache = "BYPASS" if reason in ("method", "bypass") and method != "HEAD" else "MISS"
             reply = respond.from_origin(
                 origin.status,
-                end_to_end(origin.headers),
+                CIMultiDict(end_to_end(origin.headers)),
                 self.ident,
                 x_cache,
                 f"fwd={reason}; fwd-status={origin.status}",
