@@ -123,6 +123,7 @@ _GEN = struct.Struct("@Q")
 read and write the 8 bytes in one load (`memcpy` of a constant size); the standard ones go
 byte by byte, and a reader could see a torn value. The file never leaves the host."""
 _EXP = struct.Struct(">dQ")
+_F64 = struct.Struct(">d")
 _TOTALS = struct.Struct("<9q")
 _ENTRY_LEN = struct.Struct(">I")
 
@@ -179,7 +180,7 @@ class _Totals:
     def load(cls, raw: bytes | memoryview | None) -> _Totals:
         if raw is None or len(raw) != _TOTALS.size:
             return cls()
-        return cls(*_TOTALS.unpack(bytes(raw)))
+        return cls(*_TOTALS.unpack(raw))
 
     def dump(self) -> bytes:
         return _TOTALS.pack(
@@ -546,17 +547,19 @@ class NodeTier:
         too big (`fits`), already past `keep_until`, requested before a hard purge of it
         (`refuse_late`), or no room even after evicting everything."""
         self._check()
-        if not self.fits(entry.size):
+        size = entry.size
+        if not self.fits(size):
             return False
         now = self._clock()
         if keep_until <= now:
             return False
         blob = entry.dumps()
+        lk = _lkey(entry.key)
         for attempt in range(5):
             try:
                 with self._env.begin(write=True) as txn:
                     t = self._begin(txn, now)
-                    stored = self._put(txn, t, entry, blob, keep_until, now)
+                    stored = self._put(txn, t, entry, lk, size, blob, keep_until, now)
                     txn.put(b"totals", t.dump(), db=self._meta)
                 self._flushed()
                 return stored
@@ -913,8 +916,10 @@ class NodeTier:
 
     def _flushed(self) -> None:
         """After the commit of a `_begin`: what it wrote is no longer pending."""
-        self._touched = {}
-        self._broken = set()
+        if self._touched:
+            self._touched = {}
+        if self._broken:
+            self._broken = set()
 
     def _purge_txn(self, work: Callable[[lmdb.Transaction[bytes], _Totals], int]) -> int:
         """Run `work` in a write transaction that moves the generation, then publish the
@@ -1031,22 +1036,24 @@ class NodeTier:
             if v[_SEQ] not in new_seqs:
                 txn.delete(_U64.pack(v[_SEQ]), db=self._bodies)
                 txn.delete(_EXP.pack(v[_KU], v[_SEQ]), db=self._exp)
+            t.size -= v[_SIZE]
         for v in new:
             if v[_SEQ] not in old_seqs:
                 txn.put(_EXP.pack(v[_KU], v[_SEQ]), lk, db=self._exp)
+            t.size += v[_SIZE]
         old_tags = {tag for v in old for tag in v[_TAGS]}
         new_tags = {tag for v in new for tag in v[_TAGS]}
-        for tag in old_tags - new_tags:
-            tk = _lkey(tag)
-            txn.delete(tk, lk, db=self._tags)
-            if txn.get(tk, db=self._tags) is None:
-                t.tags -= 1
-        for tag in new_tags - old_tags:
-            tk = _lkey(tag)
-            if txn.get(tk, db=self._tags) is None:
-                t.tags += 1
-            txn.put(tk, lk, db=self._tags)
-        t.size += sum(v[_SIZE] for v in new) - sum(v[_SIZE] for v in old)
+        if old_tags != new_tags:
+            for tag in old_tags - new_tags:
+                tk = _lkey(tag)
+                txn.delete(tk, lk, db=self._tags)
+                if txn.get(tk, db=self._tags) is None:
+                    t.tags -= 1
+            for tag in new_tags - old_tags:
+                tk = _lkey(tag)
+                if txn.get(tk, db=self._tags) is None:
+                    t.tags += 1
+                txn.put(tk, lk, db=self._tags)
         t.entries += len(new) - len(old)
         if new:
             slot["v"] = new
@@ -1065,35 +1072,39 @@ class NodeTier:
         txn: lmdb.Transaction[bytes],
         t: _Totals,
         entry: Entry,
+        lk: bytes,
+        size: int,
         blob: bytes,
         keep_until: float,
         now: float,
     ) -> bool:
-        if self.refuse_late and self._purged_since(txn, entry):
+        """`put` in its transaction: `lk` is the key's LMDB key, `size` its `Entry.size`."""
+        if self.refuse_late and self._purged_since(txn, entry, lk):
             self.refused_late += 1
             return False
         key = entry.key
-        lk = _lkey(key)
-        raw = _slot(txn.get(lk, db=self._slots))
-        slot: dict[str, Any] = raw if raw is not None and raw.get("k") == key else {"k": key}
-        old: list[list[Any]] = slot.get("v", []) if raw is not None else []
-        if raw is not None and raw.get("k") != key:  # a cut key's collision: replace it
-            self._replace(txn, t, lk, raw.get("v", []), [], {})
-            old = []
-        variants = [v for v in old if v[_KU] > now]
-        t.expirations += len(old) - len(variants)
         vid = entry.variant_id
-        variants = [v for v in variants if v[_VID] != vid]
-        variants.sort(key=lambda v: v[_SEQ])
-        while len(variants) >= self.max_variants:  # drop the oldest stored variant
-            variants.pop(0)
-            t.evictions += 1
+        slot = _slot(txn.get(lk, db=self._slots))
+        old: list[list[Any]] = []
+        variants: list[list[Any]] = []
+        if slot is None or slot["k"] != key:
+            if slot is not None:  # a cut key's collision: replace it
+                self._replace(txn, t, lk, slot["v"], [], {})
+            slot = {"k": key}
+        else:
+            old = slot["v"]
+            variants = [v for v in old if v[_KU] > now]
+            t.expirations += len(old) - len(variants)
+            variants = sorted((v for v in variants if v[_VID] != vid), key=lambda v: v[_SEQ])
+            while len(variants) >= self.max_variants:  # drop the oldest stored variant
+                variants.pop(0)
+                t.evictions += 1
         t.seq += 1
         record = [
             vid,
             t.seq,
             keep_until,
-            entry.size,
+            size,
             entry.request_time,
             entry.response_time,
             1 if entry.invalidated else 0,
@@ -1114,6 +1125,8 @@ class NodeTier:
         self, txn: lmdb.Transaction[bytes], t: _Totals, target: int, keep: bytes | None
     ) -> None:
         """Evict least recently used keys (never `keep`, the newest) until bytes <= target."""
+        if t.size <= target:
+            return
         cursor = txn.cursor(db=self._lru)
         while t.size > target and cursor.first():
             tick, lk = cursor.item()
@@ -1132,16 +1145,17 @@ class NodeTier:
     ) -> tuple[int, bool]:
         """Drop variants past keep-until (up to `limit` keys); (dropped, more to do)."""
         cursor = txn.cursor(db=self._exp)
+        if not cursor.first() or _EXP.unpack(cursor.key())[0] > now:
+            return 0, False  # the usual case: nothing is due
         due: dict[bytes, list[bytes]] = {}
         more = False
-        if cursor.first():
-            for ek, lk in cursor:
-                if _EXP.unpack(ek)[0] > now:
-                    break
-                if lk not in due and len(due) >= limit:
-                    more = True
-                    break
-                due.setdefault(lk, []).append(ek)
+        for ek, lk in cursor:
+            if _EXP.unpack(ek)[0] > now:
+                break
+            if lk not in due and len(due) >= limit:
+                more = True
+                break
+            due.setdefault(lk, []).append(ek)
         dropped = 0
         for lk, eks in due.items():
             slot = _slot(txn.get(lk, db=self._slots))
@@ -1227,8 +1241,8 @@ class NodeTier:
 
         def mark(name: bytes) -> None:
             old = txn.get(name, db=self._purged)
-            if old is None or struct.unpack(">d", old)[0] < at:
-                txn.put(name, struct.pack(">d", at), db=self._purged)
+            if old is None or _F64.unpack(old)[0] < at:
+                txn.put(name, _F64.pack(at), db=self._purged)
 
         if purge.all:
             mark(b"a")
@@ -1247,23 +1261,22 @@ class NodeTier:
             stale = [
                 k
                 for k, v in cursor.iternext()
-                if k != b"p" and len(v) == 8 and struct.unpack(">d", v)[0] <= horizon
+                if k != b"p" and len(v) == 8 and _F64.unpack(v)[0] <= horizon
             ]
             for k in stale:
                 txn.delete(k, db=self._purged)
 
-    def _purged_since(self, txn: lmdb.Transaction[bytes], entry: Entry) -> bool:
-        """Whether a hard purge matching `entry` was made after its request was sent."""
+    def _purged_since(self, txn: lmdb.Transaction[bytes], entry: Entry, lk: bytes) -> bool:
+        """Whether a hard purge matching `entry` (LMDB key `lk`) was made after its request
+        was sent."""
         sent = entry.request_time
-
-        def since(name: bytes) -> bool:
-            raw = txn.get(name, db=self._purged)
-            return raw is not None and struct.unpack(">d", raw)[0] >= sent
-
-        if since(b"a") or since(b"k" + _lkey(entry.key)):
-            return True
-        if any(since(b"t" + _lkey(tag)) for tag in entry.tags):
-            return True
+        get, db = txn.get, self._purged
+        names = [b"a", b"k" + lk]
+        names += [b"t" + _lkey(tag) for tag in entry.tags]
+        for name in names:
+            raw = get(name, db=db)
+            if raw is not None and _F64.unpack(raw)[0] >= sent:
+                return True
         listed = _json(txn.get(b"p", db=self._purged))
         if not isinstance(listed, list):
             return False
