@@ -37,9 +37,9 @@ db        key                         value
 meta      ``format``, ``owner``,      format version; owner JSON (node, host, pid,
           ``totals``                  heartbeat); counters (bytes, keys, entries, ...,
                                       sequence, LRU tick, generation, tags)
-slots     lk                          JSON: the key and its variants (variant id, body
+slots     lk                          the key and its variants (variant id, body
                                       sequence number, keep-until, size, request and
-                                      response times, invalidated, tags)
+                                      response times, invalidated, tags): `_dump_slot`
 bodies    sequence (u64 BE)           `Entry.dumps()` of one stored variant (immutable;
                                       a soft purge marks the slot, it never rewrites this)
 atime     lk                          the key's LRU tick (u64 BE)
@@ -88,7 +88,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import lmdb
 
-from edge.cache.entry import MAGIC, Entry, EntryFormatError, compact_json
+from edge.cache.entry import MAGIC, Entry, EntryFormatError
 from edge.store.fill_wait import SharedPollers
 from edge.store.memory import MiB
 from edge.store.storage import PURGE_MEMORY_SECONDS, Built, Place, Purge, PurgePattern
@@ -99,9 +99,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.store.node")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of this module's layout, recorded in ``meta/format``. Another value (an older
-release) makes `prepare` start the tier empty."""
+release) makes `prepare` start the tier empty. 2: slot records in binary, not JSON."""
 FORMAT_RECORD = b"woodytoys-edge node tier %d" % FORMAT_VERSION
 
 OWNER_STALE_SECONDS = 10.0
@@ -135,8 +135,15 @@ _MAX_READERS = 256
 _MAX_DBS = 16
 _DBS = ("meta", "slots", "bodies", "atime", "lru", "exp", "tags", "purged", "locks")
 
-# Indexes in a variant record (a JSON list, kept small: it is parsed on every get).
+# Indexes in a variant record (a list, as `_slot` reads it).
 _VID, _SEQ, _KU, _SIZE, _RQ, _RS, _INV, _TAGS = range(8)
+# A slot record (read on every get, written on every put: JSON cost 5 times as much, most
+# of it in writing the floats): the key's length and the number of variants, the key, then
+# per variant its numbers, the length of its id and its number of tags, its id, and each
+# tag's length and text.
+_SLOT_HEAD = struct.Struct("<II")
+_SLOT_VAR = struct.Struct("<QdQddBII")  # seq, keep-until, size, rq, rs, invalidated, id, tags
+_SLOT_TAG = struct.Struct("<I")
 
 _OPEN: weakref.WeakSet[NodeTier] = weakref.WeakSet()
 _T = TypeVar("_T")
@@ -1057,7 +1064,7 @@ class NodeTier:
         t.entries += len(new) - len(old)
         if new:
             slot["v"] = new
-            txn.put(lk, compact_json(slot), db=self._slots)
+            txn.put(lk, _dump_slot(slot), db=self._slots)
             if not old:
                 t.keys += 1
         else:
@@ -1399,18 +1406,47 @@ def _json(raw: bytes | memoryview | None) -> Any:
         return None
 
 
+def _dump_slot(slot: dict[str, Any]) -> bytes:
+    """The record of a slot: {"k": key, "v": variant records} (`_SLOT_HEAD`)."""
+    key = slot["k"].encode("utf-8", "surrogatepass")
+    out = [_SLOT_HEAD.pack(len(key), len(slot["v"])), key]
+    for vid, seq, ku, size, rq, rs, inv, tags in slot["v"]:
+        text = vid.encode("utf-8", "surrogatepass")
+        out += (_SLOT_VAR.pack(seq, ku, size, rq, rs, inv, len(text), len(tags)), text)
+        for tag in tags:
+            text = tag.encode("utf-8", "surrogatepass")
+            out += (_SLOT_TAG.pack(len(text)), text)
+    return b"".join(out)
+
+
 def _slot(raw: bytes | memoryview | None) -> dict[str, Any] | None:
-    """A slot record, or None when absent or malformed (a malformed one is dropped by
-    whoever rewrites the key)."""
-    slot = _json(raw)
-    if not isinstance(slot, dict) or not isinstance(slot.get("k"), str):
+    """A slot record read back (`_dump_slot`), or None when absent or malformed (a malformed
+    one is dropped by whoever rewrites the key)."""
+    if raw is None:
         return None
-    variants = slot.get("v")
-    if not isinstance(variants, list) or not all(
-        isinstance(v, list) and len(v) == 8 and isinstance(v[_TAGS], list) for v in variants
-    ):
+    data = bytes(raw)
+    try:
+        nkey, count = _SLOT_HEAD.unpack_from(data)
+        pos = _SLOT_HEAD.size + nkey
+        key = data[_SLOT_HEAD.size : pos].decode("utf-8", "surrogatepass")
+        variants: list[list[Any]] = []
+        for _ in range(count):
+            seq, ku, size, rq, rs, inv, n, ntags = _SLOT_VAR.unpack_from(data, pos)
+            pos += _SLOT_VAR.size
+            vid = data[pos : pos + n].decode("utf-8", "surrogatepass")
+            pos += n
+            tags = []
+            for _ in range(ntags):
+                (n,) = _SLOT_TAG.unpack_from(data, pos)
+                pos += _SLOT_TAG.size
+                tags.append(data[pos : pos + n].decode("utf-8", "surrogatepass"))
+                pos += n
+            variants.append([vid, seq, ku, size, rq, rs, inv, tags])
+    except (struct.error, UnicodeDecodeError):
         return None
-    return slot
+    if pos != len(data):  # truncated (a slice past the end is short, not an error) or longer
+        return None
+    return {"k": key, "v": variants}
 
 
 def _owner(raw: bytes | memoryview | None) -> dict[str, Any] | None:
