@@ -390,6 +390,7 @@ class NodeTier:
         self._host = _host_id()
         self._touched: dict[str, None] = {}
         self._broken: set[bytes] = set()  # keys whose records did not parse, to remove
+        self._patterns: tuple[bytes, list[Any]] = (b"", [])  # refuse_late's, as last parsed
         self._pollers = SharedPollers()
         self._closed: str | None = None
         os.makedirs(self.path, exist_ok=True)
@@ -911,8 +912,9 @@ class NodeTier:
         t = _Totals.load(txn.get(b"totals", db=self._meta))
         for key in self._touched:
             lk = _lkey(key)
-            if txn.get(lk, db=self._atime) is not None:
-                self._stamp(txn, t, lk)
+            old = txn.get(lk, db=self._atime)
+            if old is not None:
+                self._stamp(txn, t, lk, old)
         for lk in self._broken:
             slot = _slot(txn.get(lk, db=self._slots))
             self._replace(txn, t, lk, slot["v"] if slot else [], [], {})
@@ -1015,10 +1017,11 @@ class NodeTier:
         self._broken.add(lk)
         log.warning("node tier at %s: %s: %s; treated as a miss", self.path, key, exc)
 
-    def _stamp(self, txn: lmdb.Transaction[bytes], t: _Totals, lk: bytes) -> None:
-        """Make `lk` the most recently used key."""
+    def _stamp(
+        self, txn: lmdb.Transaction[bytes], t: _Totals, lk: bytes, old: bytes | None
+    ) -> None:
+        """Make `lk` the most recently used key (`old`: its tick, as read from ``atime``)."""
         t.tick += 1
-        old = txn.get(lk, db=self._atime)
         if old is not None:
             txn.delete(old, db=self._lru)
         tick = _U64.pack(t.tick)
@@ -1124,7 +1127,7 @@ class NodeTier:
             variants = [record]
         txn.put(_U64.pack(t.seq), blob, db=self._bodies)
         self._replace(txn, t, lk, old, variants, slot)
-        self._stamp(txn, t, lk)
+        self._stamp(txn, t, lk, txn.get(lk, db=self._atime))
         self._evict(txn, t, self.max_bytes, lk)
         return True
 
@@ -1284,10 +1287,15 @@ class NodeTier:
             raw = get(name, db=db)
             if raw is not None and _F64.unpack(raw)[0] >= sent:
                 return True
-        listed = _json(txn.get(b"p", db=self._purged))
-        if not isinstance(listed, list):
+        raw = txn.get(b"p", db=self._purged)
+        if raw is None:
             return False
-        return any(a >= sent and PurgePattern.parse(p).matches(entry.key) for a, p in listed)
+        if raw != self._patterns[0]:  # parsed again only when a purge (any worker's) wrote it
+            listed = _json(raw)
+            self._patterns = (raw, listed if isinstance(listed, list) else [])
+        return any(
+            a >= sent and PurgePattern.parse(p).matches(entry.key) for a, p in self._patterns[1]
+        )
 
     # -- internals: locks ---------------------------------------------------------------
 

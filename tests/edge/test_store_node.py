@@ -857,6 +857,13 @@ def test_refuse_late_across_processes(node_path: str, peers: list[Peer]) -> None
         fresh = Entry("http://h/x", 200, (), b"fetched after", now, now)
         assert peer("put", fresh, now + 60)
         assert tier.get(late.key) == [fresh]
+        # The remembered patterns: each process re-reads them when another one purged.
+        tier.purge(Purge(prefixes=["/a*"]))
+        sent = time.time()
+        assert tier.put(Entry("http://h/b", 200, (), b"b", sent, sent), sent + 60)
+        time.sleep(0.01)
+        peer("purge", Purge(prefixes=["/c*"]))
+        assert not tier.put(Entry("http://h/c", 200, (), b"c", sent, sent), sent + 60)
 
 
 def test_fill_lock_collapses_across_processes(node_path: str, peers: list[Peer]) -> None:
