@@ -37,9 +37,9 @@ db        key                         value
 meta      ``format``, ``owner``,      format version; owner JSON (node, host, pid,
           ``totals``                  heartbeat); counters (bytes, keys, entries, ...,
                                       sequence, LRU tick, generation, tags)
-slots     lk                          JSON: the key and its variants (variant id, body
+slots     lk                          the key and its variants (variant id, body
                                       sequence number, keep-until, size, request and
-                                      response times, invalidated, tags)
+                                      response times, invalidated, tags): `_dump_slot`
 bodies    sequence (u64 BE)           `Entry.dumps()` of one stored variant (immutable;
                                       a soft purge marks the slot, it never rewrites this)
 atime     lk                          the key's LRU tick (u64 BE)
@@ -88,7 +88,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import lmdb
 
-from edge.cache.entry import MAGIC, Entry, EntryFormatError, compact_json
+from edge.cache.entry import MAGIC, Entry, EntryFormatError
 from edge.store.fill_wait import SharedPollers
 from edge.store.memory import MiB
 from edge.store.storage import PURGE_MEMORY_SECONDS, Built, Place, Purge, PurgePattern
@@ -99,9 +99,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.store.node")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of this module's layout, recorded in ``meta/format``. Another value (an older
-release) makes `prepare` start the tier empty."""
+release) makes `prepare` start the tier empty. 2: slot records in binary, not JSON."""
 FORMAT_RECORD = b"woodytoys-edge node tier %d" % FORMAT_VERSION
 
 OWNER_STALE_SECONDS = 10.0
@@ -123,6 +123,7 @@ _GEN = struct.Struct("@Q")
 read and write the 8 bytes in one load (`memcpy` of a constant size); the standard ones go
 byte by byte, and a reader could see a torn value. The file never leaves the host."""
 _EXP = struct.Struct(">dQ")
+_F64 = struct.Struct(">d")
 _TOTALS = struct.Struct("<9q")
 _ENTRY_LEN = struct.Struct(">I")
 
@@ -134,8 +135,15 @@ _MAX_READERS = 256
 _MAX_DBS = 16
 _DBS = ("meta", "slots", "bodies", "atime", "lru", "exp", "tags", "purged", "locks")
 
-# Indexes in a variant record (a JSON list, kept small: it is parsed on every get).
+# Indexes in a variant record (a list, as `_slot` reads it).
 _VID, _SEQ, _KU, _SIZE, _RQ, _RS, _INV, _TAGS = range(8)
+# A slot record (read on every get, written on every put: JSON cost 5 times as much, most
+# of it in writing the floats): the key's length and the number of variants, the key, then
+# per variant its numbers, the length of its id and its number of tags, its id, and each
+# tag's length and text.
+_SLOT_HEAD = struct.Struct("<II")
+_SLOT_VAR = struct.Struct("<QdQddBII")  # seq, keep-until, size, rq, rs, invalidated, id, tags
+_SLOT_TAG = struct.Struct("<I")
 
 _OPEN: weakref.WeakSet[NodeTier] = weakref.WeakSet()
 _T = TypeVar("_T")
@@ -179,7 +187,7 @@ class _Totals:
     def load(cls, raw: bytes | memoryview | None) -> _Totals:
         if raw is None or len(raw) != _TOTALS.size:
             return cls()
-        return cls(*_TOTALS.unpack(bytes(raw)))
+        return cls(*_TOTALS.unpack(raw))
 
     def dump(self) -> bytes:
         return _TOTALS.pack(
@@ -382,6 +390,7 @@ class NodeTier:
         self._host = _host_id()
         self._touched: dict[str, None] = {}
         self._broken: set[bytes] = set()  # keys whose records did not parse, to remove
+        self._patterns: tuple[bytes, list[Any]] = (b"", [])  # refuse_late's, as last parsed
         self._pollers = SharedPollers()
         self._closed: str | None = None
         os.makedirs(self.path, exist_ok=True)
@@ -546,17 +555,19 @@ class NodeTier:
         too big (`fits`), already past `keep_until`, requested before a hard purge of it
         (`refuse_late`), or no room even after evicting everything."""
         self._check()
-        if not self.fits(entry.size):
+        size = entry.size
+        if not self.fits(size):
             return False
         now = self._clock()
         if keep_until <= now:
             return False
         blob = entry.dumps()
+        lk = _lkey(entry.key)
         for attempt in range(5):
             try:
                 with self._env.begin(write=True) as txn:
                     t = self._begin(txn, now)
-                    stored = self._put(txn, t, entry, blob, keep_until, now)
+                    stored = self._put(txn, t, entry, lk, size, blob, keep_until, now)
                     txn.put(b"totals", t.dump(), db=self._meta)
                 self._flushed()
                 return stored
@@ -901,8 +912,9 @@ class NodeTier:
         t = _Totals.load(txn.get(b"totals", db=self._meta))
         for key in self._touched:
             lk = _lkey(key)
-            if txn.get(lk, db=self._atime) is not None:
-                self._stamp(txn, t, lk)
+            old = txn.get(lk, db=self._atime)
+            if old is not None:
+                self._stamp(txn, t, lk, old)
         for lk in self._broken:
             slot = _slot(txn.get(lk, db=self._slots))
             self._replace(txn, t, lk, slot["v"] if slot else [], [], {})
@@ -913,8 +925,10 @@ class NodeTier:
 
     def _flushed(self) -> None:
         """After the commit of a `_begin`: what it wrote is no longer pending."""
-        self._touched = {}
-        self._broken = set()
+        if self._touched:
+            self._touched = {}
+        if self._broken:
+            self._broken = set()
 
     def _purge_txn(self, work: Callable[[lmdb.Transaction[bytes], _Totals], int]) -> int:
         """Run `work` in a write transaction that moves the generation, then publish the
@@ -1003,10 +1017,11 @@ class NodeTier:
         self._broken.add(lk)
         log.warning("node tier at %s: %s: %s; treated as a miss", self.path, key, exc)
 
-    def _stamp(self, txn: lmdb.Transaction[bytes], t: _Totals, lk: bytes) -> None:
-        """Make `lk` the most recently used key."""
+    def _stamp(
+        self, txn: lmdb.Transaction[bytes], t: _Totals, lk: bytes, old: bytes | None
+    ) -> None:
+        """Make `lk` the most recently used key (`old`: its tick, as read from ``atime``)."""
         t.tick += 1
-        old = txn.get(lk, db=self._atime)
         if old is not None:
             txn.delete(old, db=self._lru)
         tick = _U64.pack(t.tick)
@@ -1031,26 +1046,28 @@ class NodeTier:
             if v[_SEQ] not in new_seqs:
                 txn.delete(_U64.pack(v[_SEQ]), db=self._bodies)
                 txn.delete(_EXP.pack(v[_KU], v[_SEQ]), db=self._exp)
+            t.size -= v[_SIZE]
         for v in new:
             if v[_SEQ] not in old_seqs:
                 txn.put(_EXP.pack(v[_KU], v[_SEQ]), lk, db=self._exp)
+            t.size += v[_SIZE]
         old_tags = {tag for v in old for tag in v[_TAGS]}
         new_tags = {tag for v in new for tag in v[_TAGS]}
-        for tag in old_tags - new_tags:
-            tk = _lkey(tag)
-            txn.delete(tk, lk, db=self._tags)
-            if txn.get(tk, db=self._tags) is None:
-                t.tags -= 1
-        for tag in new_tags - old_tags:
-            tk = _lkey(tag)
-            if txn.get(tk, db=self._tags) is None:
-                t.tags += 1
-            txn.put(tk, lk, db=self._tags)
-        t.size += sum(v[_SIZE] for v in new) - sum(v[_SIZE] for v in old)
+        if old_tags != new_tags:
+            for tag in old_tags - new_tags:
+                tk = _lkey(tag)
+                txn.delete(tk, lk, db=self._tags)
+                if txn.get(tk, db=self._tags) is None:
+                    t.tags -= 1
+            for tag in new_tags - old_tags:
+                tk = _lkey(tag)
+                if txn.get(tk, db=self._tags) is None:
+                    t.tags += 1
+                txn.put(tk, lk, db=self._tags)
         t.entries += len(new) - len(old)
         if new:
             slot["v"] = new
-            txn.put(lk, compact_json(slot), db=self._slots)
+            txn.put(lk, _dump_slot(slot), db=self._slots)
             if not old:
                 t.keys += 1
         else:
@@ -1065,35 +1082,39 @@ class NodeTier:
         txn: lmdb.Transaction[bytes],
         t: _Totals,
         entry: Entry,
+        lk: bytes,
+        size: int,
         blob: bytes,
         keep_until: float,
         now: float,
     ) -> bool:
-        if self.refuse_late and self._purged_since(txn, entry):
+        """`put` in its transaction: `lk` is the key's LMDB key, `size` its `Entry.size`."""
+        if self.refuse_late and self._purged_since(txn, entry, lk):
             self.refused_late += 1
             return False
         key = entry.key
-        lk = _lkey(key)
-        raw = _slot(txn.get(lk, db=self._slots))
-        slot: dict[str, Any] = raw if raw is not None and raw.get("k") == key else {"k": key}
-        old: list[list[Any]] = slot.get("v", []) if raw is not None else []
-        if raw is not None and raw.get("k") != key:  # a cut key's collision: replace it
-            self._replace(txn, t, lk, raw.get("v", []), [], {})
-            old = []
-        variants = [v for v in old if v[_KU] > now]
-        t.expirations += len(old) - len(variants)
         vid = entry.variant_id
-        variants = [v for v in variants if v[_VID] != vid]
-        variants.sort(key=lambda v: v[_SEQ])
-        while len(variants) >= self.max_variants:  # drop the oldest stored variant
-            variants.pop(0)
-            t.evictions += 1
+        slot = _slot(txn.get(lk, db=self._slots))
+        old: list[list[Any]] = []
+        variants: list[list[Any]] = []
+        if slot is None or slot["k"] != key:
+            if slot is not None:  # a cut key's collision: replace it
+                self._replace(txn, t, lk, slot["v"], [], {})
+            slot = {"k": key}
+        else:
+            old = slot["v"]
+            variants = [v for v in old if v[_KU] > now]
+            t.expirations += len(old) - len(variants)
+            variants = sorted((v for v in variants if v[_VID] != vid), key=lambda v: v[_SEQ])
+            while len(variants) >= self.max_variants:  # drop the oldest stored variant
+                variants.pop(0)
+                t.evictions += 1
         t.seq += 1
         record = [
             vid,
             t.seq,
             keep_until,
-            entry.size,
+            size,
             entry.request_time,
             entry.response_time,
             1 if entry.invalidated else 0,
@@ -1106,7 +1127,7 @@ class NodeTier:
             variants = [record]
         txn.put(_U64.pack(t.seq), blob, db=self._bodies)
         self._replace(txn, t, lk, old, variants, slot)
-        self._stamp(txn, t, lk)
+        self._stamp(txn, t, lk, txn.get(lk, db=self._atime))
         self._evict(txn, t, self.max_bytes, lk)
         return True
 
@@ -1114,6 +1135,8 @@ class NodeTier:
         self, txn: lmdb.Transaction[bytes], t: _Totals, target: int, keep: bytes | None
     ) -> None:
         """Evict least recently used keys (never `keep`, the newest) until bytes <= target."""
+        if t.size <= target:
+            return
         cursor = txn.cursor(db=self._lru)
         while t.size > target and cursor.first():
             tick, lk = cursor.item()
@@ -1132,16 +1155,17 @@ class NodeTier:
     ) -> tuple[int, bool]:
         """Drop variants past keep-until (up to `limit` keys); (dropped, more to do)."""
         cursor = txn.cursor(db=self._exp)
+        if not cursor.first() or _EXP.unpack(cursor.key())[0] > now:
+            return 0, False  # the usual case: nothing is due
         due: dict[bytes, list[bytes]] = {}
         more = False
-        if cursor.first():
-            for ek, lk in cursor:
-                if _EXP.unpack(ek)[0] > now:
-                    break
-                if lk not in due and len(due) >= limit:
-                    more = True
-                    break
-                due.setdefault(lk, []).append(ek)
+        for ek, lk in cursor:
+            if _EXP.unpack(ek)[0] > now:
+                break
+            if lk not in due and len(due) >= limit:
+                more = True
+                break
+            due.setdefault(lk, []).append(ek)
         dropped = 0
         for lk, eks in due.items():
             slot = _slot(txn.get(lk, db=self._slots))
@@ -1227,8 +1251,8 @@ class NodeTier:
 
         def mark(name: bytes) -> None:
             old = txn.get(name, db=self._purged)
-            if old is None or struct.unpack(">d", old)[0] < at:
-                txn.put(name, struct.pack(">d", at), db=self._purged)
+            if old is None or _F64.unpack(old)[0] < at:
+                txn.put(name, _F64.pack(at), db=self._purged)
 
         if purge.all:
             mark(b"a")
@@ -1247,27 +1271,31 @@ class NodeTier:
             stale = [
                 k
                 for k, v in cursor.iternext()
-                if k != b"p" and len(v) == 8 and struct.unpack(">d", v)[0] <= horizon
+                if k != b"p" and len(v) == 8 and _F64.unpack(v)[0] <= horizon
             ]
             for k in stale:
                 txn.delete(k, db=self._purged)
 
-    def _purged_since(self, txn: lmdb.Transaction[bytes], entry: Entry) -> bool:
-        """Whether a hard purge matching `entry` was made after its request was sent."""
+    def _purged_since(self, txn: lmdb.Transaction[bytes], entry: Entry, lk: bytes) -> bool:
+        """Whether a hard purge matching `entry` (LMDB key `lk`) was made after its request
+        was sent."""
         sent = entry.request_time
-
-        def since(name: bytes) -> bool:
-            raw = txn.get(name, db=self._purged)
-            return raw is not None and struct.unpack(">d", raw)[0] >= sent
-
-        if since(b"a") or since(b"k" + _lkey(entry.key)):
-            return True
-        if any(since(b"t" + _lkey(tag)) for tag in entry.tags):
-            return True
-        listed = _json(txn.get(b"p", db=self._purged))
-        if not isinstance(listed, list):
+        get, db = txn.get, self._purged
+        names = [b"a", b"k" + lk]
+        names += [b"t" + _lkey(tag) for tag in entry.tags]
+        for name in names:
+            raw = get(name, db=db)
+            if raw is not None and _F64.unpack(raw)[0] >= sent:
+                return True
+        raw = txn.get(b"p", db=self._purged)
+        if raw is None:
             return False
-        return any(a >= sent and PurgePattern.parse(p).matches(entry.key) for a, p in listed)
+        if raw != self._patterns[0]:  # parsed again only when a purge (any worker's) wrote it
+            listed = _json(raw)
+            self._patterns = (raw, listed if isinstance(listed, list) else [])
+        return any(
+            a >= sent and PurgePattern.parse(p).matches(entry.key) for a, p in self._patterns[1]
+        )
 
     # -- internals: locks ---------------------------------------------------------------
 
@@ -1386,18 +1414,47 @@ def _json(raw: bytes | memoryview | None) -> Any:
         return None
 
 
+def _dump_slot(slot: dict[str, Any]) -> bytes:
+    """The record of a slot: {"k": key, "v": variant records} (`_SLOT_HEAD`)."""
+    key = slot["k"].encode("utf-8", "surrogatepass")
+    out = [_SLOT_HEAD.pack(len(key), len(slot["v"])), key]
+    for vid, seq, ku, size, rq, rs, inv, tags in slot["v"]:
+        text = vid.encode("utf-8", "surrogatepass")
+        out += (_SLOT_VAR.pack(seq, ku, size, rq, rs, inv, len(text), len(tags)), text)
+        for tag in tags:
+            text = tag.encode("utf-8", "surrogatepass")
+            out += (_SLOT_TAG.pack(len(text)), text)
+    return b"".join(out)
+
+
 def _slot(raw: bytes | memoryview | None) -> dict[str, Any] | None:
-    """A slot record, or None when absent or malformed (a malformed one is dropped by
-    whoever rewrites the key)."""
-    slot = _json(raw)
-    if not isinstance(slot, dict) or not isinstance(slot.get("k"), str):
+    """A slot record read back (`_dump_slot`), or None when absent or malformed (a malformed
+    one is dropped by whoever rewrites the key)."""
+    if raw is None:
         return None
-    variants = slot.get("v")
-    if not isinstance(variants, list) or not all(
-        isinstance(v, list) and len(v) == 8 and isinstance(v[_TAGS], list) for v in variants
-    ):
+    data = bytes(raw)
+    try:
+        nkey, count = _SLOT_HEAD.unpack_from(data)
+        pos = _SLOT_HEAD.size + nkey
+        key = data[_SLOT_HEAD.size : pos].decode("utf-8", "surrogatepass")
+        variants: list[list[Any]] = []
+        for _ in range(count):
+            seq, ku, size, rq, rs, inv, n, ntags = _SLOT_VAR.unpack_from(data, pos)
+            pos += _SLOT_VAR.size
+            vid = data[pos : pos + n].decode("utf-8", "surrogatepass")
+            pos += n
+            tags = []
+            for _ in range(ntags):
+                (n,) = _SLOT_TAG.unpack_from(data, pos)
+                pos += _SLOT_TAG.size
+                tags.append(data[pos : pos + n].decode("utf-8", "surrogatepass"))
+                pos += n
+            variants.append([vid, seq, ku, size, rq, rs, inv, tags])
+    except (struct.error, UnicodeDecodeError):
         return None
-    return slot
+    if pos != len(data):  # truncated (a slice past the end is short, not an error) or longer
+        return None
+    return {"k": key, "v": variants}
 
 
 def _owner(raw: bytes | memoryview | None) -> dict[str, Any] | None:

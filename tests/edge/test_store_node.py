@@ -32,7 +32,9 @@ from edge.store.node import (
     OWNER_STALE_SECONDS,
     NodeTier,
     NodeTierError,
+    _dump_slot,
     _on_tmpfs,
+    _slot,
 )
 from edge.store.storage import Purge
 from tests.edge.test_store_memory import OVERHEAD, Clock, make, sized
@@ -635,13 +637,17 @@ def test_corrupt_file_starts_empty(
         check(tier)
 
 
-def test_older_version_starts_empty(node_path: str, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("version", [0, 1])  # 1: slot records in JSON
+def test_older_version_starts_empty(
+    node_path: str, caplog: pytest.LogCaptureFixture, version: int
+) -> None:
     import lmdb
 
     _stored(node_path)
     env = lmdb.open(node_path, max_dbs=16, map_size=64 * MiB, writemap=True)
     with env.begin(write=True) as txn:
-        txn.put(b"format", b"woodytoys-edge node tier 0", db=env.open_db(b"meta", txn=txn))
+        record = b"woodytoys-edge node tier %d" % version
+        txn.put(b"format", record, db=env.open_db(b"meta", txn=txn))
     env.close()
     with pytest.raises(NodeTierError, match="prepare"):
         NodeTier(node_path)  # a worker does not repair: the supervisor's prepare does
@@ -650,6 +656,31 @@ def test_older_version_starts_empty(node_path: str, caplog: pytest.LogCaptureFix
     assert "another format version" in caplog.text and "starting empty" in caplog.text
     with NodeTier(node_path) as tier:
         assert len(tier) == 0
+
+
+def test_a_slot_record_round_trips_and_a_damaged_one_reads_as_none() -> None:
+    slot = {
+        "k": "http://h/\udc80\u00e9",
+        "v": [
+            ["-", 5, 1.5, 100, 1.0, 2.0, 0, []],
+            ["accept-encoding=gzip\x1fx=y", 7, 9.5, 2**40, 3.25, 4.0, 1, ["t1", "\u00fc", ""]],
+        ],
+    }
+    raw = _dump_slot(slot)
+    assert _slot(raw) == slot
+    assert [n for n in range(len(raw)) if _slot(raw[:n]) is not None] == []
+    assert _slot(raw + b"\0") is None
+
+
+def test_an_unreadable_slot_is_a_miss_and_dropped(node_path: str, clock: Clock) -> None:
+    with NodeTier(node_path, clock=clock) as tier:
+        e = make(tags=("t",))
+        assert tier.put(e, clock.now + 60)
+        with tier._env.begin(write=True) as txn:
+            txn.put(e.key.encode(), b"\xff" * 9, db=tier._slots)
+        assert tier.get(e.key) == [] and tier.corrupt == 1
+        tier.touch_flush()
+        assert tier.corrupt_dropped == 1 and keys_of(tier) == []
 
 
 def test_two_nodes_on_one_path(node_path: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -826,6 +857,13 @@ def test_refuse_late_across_processes(node_path: str, peers: list[Peer]) -> None
         fresh = Entry("http://h/x", 200, (), b"fetched after", now, now)
         assert peer("put", fresh, now + 60)
         assert tier.get(late.key) == [fresh]
+        # The remembered patterns: each process re-reads them when another one purged.
+        tier.purge(Purge(prefixes=["/a*"]))
+        sent = time.time()
+        assert tier.put(Entry("http://h/b", 200, (), b"b", sent, sent), sent + 60)
+        time.sleep(0.01)
+        peer("purge", Purge(prefixes=["/c*"]))
+        assert not tier.put(Entry("http://h/c", 200, (), b"c", sent, sent), sent + 60)
 
 
 def test_fill_lock_collapses_across_processes(node_path: str, peers: list[Peer]) -> None:
