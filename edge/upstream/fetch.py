@@ -88,6 +88,7 @@ class Fetch:
         loop = asyncio.get_running_loop()
         self.spec = spec
         self.head: asyncio.Future[Head] = loop.create_future()
+        self._leaders_head: asyncio.Future[Head] | None = None  # `leader_head`
         self.done: asyncio.Future[Entry | None] = loop.create_future()
         self.failed = False
         self.max_object_bytes = max_object_bytes
@@ -357,9 +358,23 @@ class Fetch:
         self._set_head(Head("entry", status=200, entry=entry))
         self._finish(entry)
 
+    def leader_head(self) -> asyncio.Future[Head]:
+        """The head, for the client that started this fetch: a future of its own, which
+        that client going away (its task cancelled) cannot cancel for the others (what
+        `asyncio.shield` does, without its extra turn of the loop)."""
+        waiter = self._leaders_head
+        if waiter is None:
+            waiter = self._leaders_head = asyncio.get_running_loop().create_future()
+            if self.head.done():
+                waiter.set_result(self.head.result())
+        return waiter
+
     def _set_head(self, head: Head) -> None:
         if not self.head.done():
             self.head.set_result(head)
+            waiter = self._leaders_head
+            if waiter is not None and not waiter.done():
+                waiter.set_result(head)
 
     def _finish(self, entry: Entry | None) -> None:
         if not self.head.done():
