@@ -98,12 +98,17 @@ class Fetch:
         self._listeners: list[Sink] = []
         self._reading = False
         self.followers = 0
-        # The body is read once the leader is ready to receive it (or has given up on it).
-        self._leader_ready = asyncio.Event()
+        # The body is read once the leader is ready to receive it (or has given up on it):
+        # a future made only when the body waits for it (most answers are read whole first).
+        self._leader_ready = False
+        self._leader_waiter: asyncio.Future[None] | None = None
 
     def leader_ready(self) -> None:
         """The leader attached, or will not: the body may be read now."""
-        self._leader_ready.set()
+        self._leader_ready = True
+        waiter = self._leader_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def run(
         self,
@@ -180,9 +185,11 @@ class Fetch:
         )
         self._reading = True
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(30):
-                    await self._leader_ready.wait()
+            if not self._leader_ready:
+                self._leader_waiter = asyncio.get_running_loop().create_future()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(30):
+                        await self._leader_waiter
             async for chunk in resp.chunks():
                 if self._buffering:
                     self._size += len(chunk)
