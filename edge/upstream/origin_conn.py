@@ -59,7 +59,10 @@ class OriginResponse:
         self.content_length = int(length) if length is not None and length.isdigit() else None
 
     async def read(self) -> bytes:
-        parts = [chunk async for chunk in self.chunks()]
+        conn = self._conn  # what `chunks` yields, without an async generator
+        parts = []
+        while chunk := await conn.next_body():
+            parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
