@@ -18,7 +18,7 @@ from multidict import MultiMapping
 
 from edge.cache import policy
 from edge.cache.entry import Entry
-from edge.cache.keys import cache_key, normalized_query, query_names
+from edge.cache.keys import QueryNames, cache_key
 from edge.config.settings import EdgeConfig, Rule
 
 ADMIN_PREFIX = "/_edge/"
@@ -96,14 +96,12 @@ def recv(method: str, target: str, cfg: EdgeConfig) -> Route:
         return Purge()
     if method not in SAFE_METHODS:
         return Pass("method")
-    names = query_names(query)
-    rule = cfg.rule_for(path, names)
+    rule = cfg.rule_for(path, QueryNames(query))
     if rule is not None and rule.bypass:
         return Pass("bypass")
     rule = rule or NO_RULE
-    normal = normalized_query(query, rule.query)
-    target = f"{path}?{normal}" if normal else path
-    return Lookup(cache_key(path, query, rule.query), rule, target)
+    key = cache_key(path, query, rule.query)
+    return Lookup(key, rule, key)  # what the origin is asked is what the key says
 
 
 @dataclass(frozen=True, slots=True)

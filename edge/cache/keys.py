@@ -27,6 +27,22 @@ def query_names(raw_query: str) -> frozenset[str]:
     return frozenset(name for name, _ in parse_qsl(raw_query, keep_blank_values=True))
 
 
+class QueryNames:
+    """`query_names` of a query, parsed only when first asked (most rules name no query
+    parameter: a request whose rule names none never parses its query for them)."""
+
+    __slots__ = ("_names", "raw")
+
+    def __init__(self, raw_query: str) -> None:
+        self.raw = raw_query
+        self._names: frozenset[str] | None = None
+
+    def __contains__(self, name: object) -> bool:
+        if self._names is None:
+            self._names = query_names(self.raw)
+        return name in self._names
+
+
 def normalized_query(raw_query: str, policy: QueryPolicy) -> str:
     """The query parameters that make the key, sorted by name so their order never splits the
     cache. Each parameter is kept byte for byte as the client sent it (decoding and re-encoding

@@ -10,6 +10,7 @@ import fnmatch
 import math
 import os
 import re
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -47,11 +48,20 @@ class QueryPolicy:
         return name not in self.names
 
 
+Glob = Callable[[str], re.Match[str] | None]
+
+
+def path_glob(pattern: str) -> Glob:
+    """A path pattern compiled once, matched as `fnmatch.fnmatchcase` matches it."""
+    return re.compile(fnmatch.translate(pattern)).match
+
+
 def path_matches(
-    pattern: str, with_query: tuple[str, ...], path: str, query_names: frozenset[str]
+    glob: Glob, with_query: tuple[str, ...], path: str, query_names: Container[str]
 ) -> bool:
-    """A path glob that matches, and every query parameter named in `with_query` present."""
-    return fnmatch.fnmatchcase(path, pattern) and all(q in query_names for q in with_query)
+    """A path glob that matches, and every query parameter named in `with_query` present
+    (`query_names` is only asked when there is one)."""
+    return glob(path) is not None and (not with_query or all(q in query_names for q in with_query))
 
 
 CODING_NAMES = ("br", "zstd", "gzip")
@@ -118,9 +128,13 @@ class Rule:
     bypass: bool = False
     tags: tuple[str, ...] = ()
     slice: SlicePolicy | None = None  # None: the `slices:` default decides by size
+    glob: Glob = field(init=False, repr=False, compare=False)  # `match`, compiled
 
-    def matches(self, path: str, query_names: frozenset[str]) -> bool:
-        return path_matches(self.match, self.with_query, path, query_names)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "glob", path_glob(self.match))
+
+    def matches(self, path: str, query_names: Container[str]) -> bool:
+        return path_matches(self.glob, self.with_query, path, query_names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +146,13 @@ class Invalidation:
     urls: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    glob: Glob = field(init=False, repr=False, compare=False)  # `match`, compiled
 
-    def matches(self, path: str, query_names: frozenset[str]) -> bool:
-        return path_matches(self.match, self.with_query, path, query_names)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "glob", path_glob(self.match))
+
+    def matches(self, path: str, query_names: Container[str]) -> bool:
+        return path_matches(self.glob, self.with_query, path, query_names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +222,10 @@ class EdgeConfig:
             return self.memory_max_bytes
         return self.memory_max_bytes // (8 * self.workers)
 
-    def rule_for(self, path: str, query_names: frozenset[str]) -> Rule | None:
+    def rule_for(self, path: str, query_names: Container[str]) -> Rule | None:
         """The first rule whose pattern matches (rules are read top to bottom)."""
         for rule in self.rules:
-            if rule.matches(path, query_names):
+            if path_matches(rule.glob, rule.with_query, path, query_names):  # rule.matches
                 return rule
         return None
 

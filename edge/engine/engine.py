@@ -558,8 +558,9 @@ class Engine:
                 )
             else:
                 # Our own fetch always publishes a head (an error at worst, within the
-                # origin timeouts); shielded, so this client going away cannot cancel it.
-                head = await asyncio.shield(fetch.head)
+                # origin timeouts); awaited through the leader's own future, so this client
+                # going away cannot cancel it.
+                head = await fetch.leader_head()
             await self.serve_fetched(req, conn, route, decision, req_cc, fetch, head, follower)
         finally:
             if not follower:

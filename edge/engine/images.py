@@ -135,13 +135,19 @@ class ImageMaker:
 
     def route(self, route: Route) -> Route:
         """`?w=` out of the key and of what the origin is asked (edge.cache.images)."""
-        if type(route) is not Lookup or "?" not in route.key or self.rule_for(route.target) is None:
+        if type(route) is not Lookup or "?" not in route.key:
+            return route
+        query = route.target.partition("?")[2]
+        if route.key == route.target and images.WIDTH_PARAM not in query:
+            return route  # no parameter of that name: nothing to check or take out
+        if self.rule_for(route.target) is None:
             return route
         try:
-            images.width_param(route.target.partition("?")[2])
+            images.width_param(query)
         except images.BadWidth as exc:
             return Reject(400, str(exc))
-        key, target = images.strip_width(route.key), images.strip_width(route.target)
+        target = images.strip_width(route.target)
+        key = target if route.key == route.target else images.strip_width(route.key)
         if key == route.key and target == route.target:
             return route
         return Lookup(key, route.rule, target)

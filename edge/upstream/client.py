@@ -3,6 +3,7 @@ passive health checks, and the request headers a reverse proxy sends."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import re
@@ -55,8 +56,18 @@ def connection_tokens(headers: MultiMapping[str]) -> set[str]:
 
 def end_to_end(headers: MultiMapping[str]) -> list[tuple[str, str]]:
     """Header fields minus the hop-by-hop ones (RFC 9110 section 7.6.1)."""
-    drop = HOP_BY_HOP | connection_tokens(headers)
+    drop = HOP_BY_HOP | connection_tokens(headers) if "Connection" in headers else HOP_BY_HOP
     return [(k, v) for k, v in headers.items() if k.lower() not in drop]
+
+
+# Never sent on from a client's request: hop-by-hop fields, those of the cache poisoning
+# above (X-Forwarded-* are set by us) and Host (the origin's own is sent).
+NOT_FORWARDED = HOP_BY_HOP | UNTRUSTED_REQUEST_HEADERS | {"host"}
+
+
+@functools.lru_cache(maxsize=16)  # the callers' few constant tuples
+def _not_forwarded(drop: tuple[str, ...]) -> frozenset[str]:
+    return NOT_FORWARDED | {d.lower() for d in drop}
 
 
 def forward_headers(
@@ -66,16 +77,16 @@ def forward_headers(
     scheme: str | None,
     host: str | None,
     via: str,
-    drop: Iterable[str] = (),
+    drop: tuple[str, ...] = (),
 ) -> CIMultiDict[str]:
     """The headers sent to the origin for a client's request. `scheme` and `host`: the
     X-Forwarded-Proto and X-Forwarded-Host to send, if any."""
-    skip = HOP_BY_HOP | connection_tokens(headers) | UNTRUSTED_REQUEST_HEADERS | {"host"}
-    skip |= {d.lower() for d in drop}
-    out: CIMultiDict[str] = CIMultiDict()
-    for k, v in headers.items():
-        if k.lower() not in skip:
-            out.add(k, v)
+    skip = _not_forwarded(drop)
+    if "Connection" in headers:
+        skip = skip | connection_tokens(headers)
+    out: CIMultiDict[str] = CIMultiDict(
+        [(k, v) for k, v in headers.items() if k.lower() not in skip]
+    )
     prior = ", ".join(headers.getall("X-Forwarded-For", []))
     if peer:
         out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
@@ -267,9 +278,11 @@ def _request_head(
 ) -> bytes:
     """The request line and fields, HTTP/1.1 (RFC 9112 section 3): Host first, the body's
     length when there is one. Field values go out as the bytes they came in as (latin-1)."""
-    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-    lines += [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in _FRAMING]
+    fields: Iterable[tuple[str, str]] = headers.items()
+    if "Content-Length" in headers or "Transfer-Encoding" in headers or "Host" in headers:
+        fields = [(k, v) for k, v in fields if k.lower() not in _FRAMING]
+    head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"
+    head += "".join([f"{k}: {v}\r\n" for k, v in fields])
     if body is not None:
-        lines.append(f"Content-Length: {len(body)}\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1", "replace")
+        head += f"Content-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode("latin-1", "replace")

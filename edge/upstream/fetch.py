@@ -89,6 +89,7 @@ class Fetch:
         loop = asyncio.get_running_loop()
         self.spec = spec
         self.head: asyncio.Future[Head] = loop.create_future()
+        self._leaders_head: asyncio.Future[Head] | None = None  # `leader_head`
         self.done: asyncio.Future[Entry | None] = loop.create_future()
         self.failed = False
         self.max_object_bytes = max_object_bytes
@@ -98,16 +99,30 @@ class Fetch:
         self._listeners: list[Sink] = []
         self._reading = False
         self.followers = 0
-        # The body is read once the leader is ready to receive it (or has given up on it).
-        self._leader_ready = asyncio.Event()
+        # The body is read once the leader is ready to receive it (or has given up on it):
+        # a future made only when the fetch waits for it (`_until_leader_ready`).
+        self._leader_ready = False
+        self._leader_waiter: asyncio.Future[None] | None = None
         # A small body read whole, to be stored once the leader has answered (`_small`).
         self._pending_store: Callable[[], None] | None = None
 
     def leader_ready(self) -> None:
         """The leader attached, or will not: the body may be read now. A small body's
         leader calls it once its answer is written: the body is stored then, at once."""
-        self._leader_ready.set()
+        self._leader_ready = True
+        waiter = self._leader_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         self.store_now()
+
+    async def _until_leader_ready(self) -> None:
+        """Until `leader_ready` (30 s at most: a leader that never says so is a bug)."""
+        if self._leader_ready:
+            return
+        self._leader_waiter = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                await self._leader_waiter
 
     def store_now(self) -> None:
         """Store the small body read whole, if that is still to do (once)."""
@@ -195,9 +210,7 @@ class Fetch:
         )
         self._reading = True
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(30):
-                    await self._leader_ready.wait()
+            await self._until_leader_ready()
             async for chunk in resp.chunks():
                 if self._buffering:
                     self._size += len(chunk)
@@ -276,10 +289,7 @@ class Fetch:
             response_time,
         )
         self._set_head(head)
-        if not self._leader_ready.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(30):
-                    await self._leader_ready.wait()
+        await self._until_leader_ready()
         self.store_now()
 
     def _store(
@@ -392,9 +402,23 @@ class Fetch:
         self._set_head(Head("entry", status=200, entry=entry))
         self._finish(entry)
 
+    def leader_head(self) -> asyncio.Future[Head]:
+        """The head, for the client that started this fetch: a future of its own, which
+        that client going away (its task cancelled) cannot cancel for the others (what
+        `asyncio.shield` does, without its extra turn of the loop)."""
+        waiter = self._leaders_head
+        if waiter is None:
+            waiter = self._leaders_head = asyncio.get_running_loop().create_future()
+            if self.head.done():
+                waiter.set_result(self.head.result())
+        return waiter
+
     def _set_head(self, head: Head) -> None:
         if not self.head.done():
             self.head.set_result(head)
+            waiter = self._leaders_head
+            if waiter is not None and not waiter.done():
+                waiter.set_result(head)
 
     def _finish(self, entry: Entry | None) -> None:
         if not self.head.done():

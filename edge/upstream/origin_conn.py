@@ -59,7 +59,10 @@ class OriginResponse:
         self.content_length = int(length) if length is not None and length.isdigit() else None
 
     async def read(self) -> bytes:
-        parts = [chunk async for chunk in self.chunks()]
+        conn = self._conn  # what `chunks` yields, without an async generator
+        parts = []
+        while chunk := await conn.next_body():
+            parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -140,6 +143,7 @@ class OriginConnection(asyncio.Protocol):
         return None  # close the transport; connection_lost says what it means
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
         self.closed = True
         self.pool.forget(self)
         if isinstance(exc, TimeoutError):  # its machine went silent: try the others first
@@ -231,7 +235,6 @@ class OriginConnection(asyncio.Protocol):
             if self._error is not None:
                 raise self._error
             if self._complete:
-                self._disarm()
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -249,7 +252,6 @@ class OriginConnection(asyncio.Protocol):
 
     def finished(self) -> None:
         """The response is done with: back to the pool if it was read to its end."""
-        self._disarm()
         if self._complete and self.reusable and not self._body and not self.closed:
             self._body.clear()
             if self._uploading:
@@ -268,6 +270,10 @@ class OriginConnection(asyncio.Protocol):
                 self.transport.close()
 
     # -- the read timeout: time between bytes while an answer is awaited ----------------
+    # One timer per connection, not per request: it stays armed across the answers of a
+    # kept connection and, when it fires, looks at the time since the last byte (nothing
+    # awaited: it ends; else it is armed again for the time left). A connection's end
+    # cancels it.
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is None:
