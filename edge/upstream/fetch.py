@@ -125,10 +125,18 @@ class Fetch:
                 await self._leader_waiter
 
     def store_now(self) -> None:
-        """Store the small body read whole, if that is still to do (once)."""
+        """Store the small body read whole, if that is still to do (once). It runs in the
+        leader's stack: a failure is this fetch's (logged, nothing stored), never the
+        leader's, and no one waiting for the entry is left hanging."""
         pending, self._pending_store = self._pending_store, None
-        if pending is not None:
+        if pending is None:
+            return
+        try:
             pending()
+        except Exception:
+            log.exception("storing %s failed", self.spec.key)
+            self.failed = True
+            self._finish(None)
 
     async def entry(self) -> Entry | None:
         """The stored entry, once the fetch is complete (None: not stored)."""

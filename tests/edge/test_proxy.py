@@ -638,3 +638,32 @@ async def test_collapsed_requests_fetch_privately_when_the_answer_is_not_shareab
     assert all(b.startswith(b"private ") for b in bodies)
     assert len(set(bodies)) == 5  # nobody got somebody else's private answer
     assert calls["n"] == 6
+
+
+async def test_a_store_that_fails_leaves_every_answer_whole(origin, make_edge: EdgeFactory) -> None:
+    """A small miss is stored the moment after its leader's answer is written, in the
+    leader's stack: if storing fails, the leader and the clients collapsed on its fetch still
+    get the whole answer, none waits, and the next request fetches again."""
+    edge = await make_edge(url(origin, "/"))
+    engine = node_of(edge)
+
+    def broken(entry, until):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the storage failed")
+
+    engine.collapser.on_store = broken
+    async with aiohttp.ClientSession() as s:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(get(s, url(edge, "/api/misc/heavy?name=broken")) for _ in range(8))),
+            60,
+        )
+        assert {r[0] for r in results} == {200}
+        assert len({r[2] for r in results}) == 1 and results[0][2]
+        assert origin_hits(origin, "/api/misc/heavy") == 1
+    # One connection: each answer is the one asked for (nothing sent after it), each a miss.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+        for _ in range(3):
+            status, headers, body = await asyncio.wait_for(
+                get(s, url(edge, "/api/misc/heavy?name=again")), 60
+            )
+            assert status == 200 and b"again" in body and headers["X-Cache"] == "MISS"
+    assert origin_hits(origin, "/api/misc/heavy") == 4
