@@ -671,7 +671,7 @@ class Engine:
             if window is None:
                 # A Range this fill cannot cut out as it streams: answer from the stored
                 # entry once complete (or, if it was not stored, pass the Range on).
-                entry = await fetch.entry() if fetch.can_attach() else None
+                entry = await asyncio.shield(fetch.done) if fetch.can_attach() else None
                 if entry is not None:
                     self.deliver(req, conn, entry, x_cache, "", time.time(), "; ".join(parts))
                 else:
@@ -692,7 +692,7 @@ class Engine:
             self.log(req, reply.status, len(body), x_cache)
             return
         if follower and not fetch.can_attach():
-            entry = await fetch.entry()
+            entry = await asyncio.shield(fetch.done)
             if entry is None:
                 await self.miss(req, conn, route, flow.Miss(fwd, None, False), req_cc, True)
                 return

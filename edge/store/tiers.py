@@ -260,8 +260,8 @@ class Tiers:
             self.put_local(entry, until)
 
     def store(self, entry: Entry, until: float) -> None:
-        """Into this worker's hot copy and the local storages now (a small miss the moment
-        after its answer is written, `Fetch._small`: before this worker reads anything else);
+        """Into this worker's hot copy and the local storages now (a miss is stored before
+        its answer is written: once a client has it, every worker of the node finds it);
         into the shared storages in the background."""
         self.version += 1
         self.saw_stored(entry.key)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -103,17 +102,13 @@ class Fetch:
         # a future made only when the fetch waits for it (`_until_leader_ready`).
         self._leader_ready = False
         self._leader_waiter: asyncio.Future[None] | None = None
-        # A small body read whole, to be stored once the leader has answered (`_small`).
-        self._pending_store: Callable[[], None] | None = None
 
     def leader_ready(self) -> None:
-        """The leader attached, or will not: the body may be read now. A small body's
-        leader calls it once its answer is written: the body is stored then, at once."""
+        """The leader attached, or will not: the body may be read now."""
         self._leader_ready = True
         waiter = self._leader_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        self.store_now()
 
     async def _until_leader_ready(self) -> None:
         """Until `leader_ready` (30 s at most: a leader that never says so is a bug)."""
@@ -123,25 +118,6 @@ class Fetch:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(30):
                 await self._leader_waiter
-
-    def store_now(self) -> None:
-        """Store the small body read whole, if that is still to do (once). It runs in the
-        leader's stack: a failure is this fetch's (logged, nothing stored), never the
-        leader's, and no one waiting for the entry is left hanging."""
-        pending, self._pending_store = self._pending_store, None
-        if pending is None:
-            return
-        try:
-            pending()
-        except Exception:
-            log.exception("storing %s failed", self.spec.key)
-            self.failed = True
-            self._finish(None)
-
-    async def entry(self) -> Entry | None:
-        """The stored entry, once the fetch is complete (None: not stored)."""
-        self.store_now()
-        return await asyncio.shield(self.done)
 
     async def run(
         self,
@@ -261,12 +237,8 @@ class Fetch:
         origin_ms: float,
     ) -> None:
         """A body of known, small length: read it whole, then publish the head with it (the
-        clients get one write each) and store it once the leader has written its answer
-        (`leader_ready`): the storing, most of a miss's own work, runs while the answer
-        travels, not before it. The worker does nothing else in between, so its next request
-        finds the entry. Another worker asked for the key in that moment waits on the fill
-        lock, still held, when it knows the key as shared (`Collapser.known_cacheable`); one
-        that has not seen the key yet fetches it too."""
+        clients get one write each) and store it: before the leader writes its answer, so
+        that once a client has it every worker of the node finds it."""
         response_time = time.time()
         try:
             body = await resp.read()
@@ -281,24 +253,13 @@ class Fetch:
             return
         head = Head("stream", resp.status, headers, decision, origin_ms=origin_ms, vary=vary)
         head.length, head.body = len(body), body
-        if not decision.store:
-            self._set_head(head)
-            self._finish(None)
-            return
-        self._pending_store = functools.partial(
-            self._store,
-            resp.status,
-            headers,
-            decision,
-            vary,
-            body,
-            store,
-            request_time,
-            response_time,
-        )
         self._set_head(head)
-        await self._until_leader_ready()
-        self.store_now()
+        if decision.store:
+            self._store(
+                resp.status, headers, decision, vary, body, store, request_time, response_time
+            )
+        else:
+            self._finish(None)
 
     def _store(
         self,
