@@ -540,6 +540,16 @@ class Engine:
     ) -> None:
         """Fetch from the origin, joining a fetch in flight for the same key when the answer
         is expected to be shareable. `private`: this client's own fetch, never joined."""
+        if not decision.collapse and not private and decision.stale is None:
+            # A key this worker does not know: another worker of the node may have answered
+            # it and be storing it this instant. Once a client has an answer, every worker
+            # finds it: this one waits for the store and serves it (a hit, usually).
+            entries = await self.collapser.stored_elsewhere(route.key)
+            if entries:
+                run = self.decide(req, conn, route, entries)
+                if run is not None:
+                    await run
+                return
         if self.cfg.early_hints and hints.may_send(req.version) and req.method == "GET":
             # Delivery hook: while the origin works, the page's learnt preload links first.
             stale = decision.stale
@@ -671,7 +681,7 @@ class Engine:
             if window is None:
                 # A Range this fill cannot cut out as it streams: answer from the stored
                 # entry once complete (or, if it was not stored, pass the Range on).
-                entry = await asyncio.shield(fetch.done) if fetch.can_attach() else None
+                entry = await fetch.entry() if fetch.can_attach() else None
                 if entry is not None:
                     self.deliver(req, conn, entry, x_cache, "", time.time(), "; ".join(parts))
                 else:
@@ -692,7 +702,7 @@ class Engine:
             self.log(req, reply.status, len(body), x_cache)
             return
         if follower and not fetch.can_attach():
-            entry = await asyncio.shield(fetch.done)
+            entry = await fetch.entry()
             if entry is None:
                 await self.miss(req, conn, route, flow.Miss(fwd, None, False), req_cc, True)
                 return

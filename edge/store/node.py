@@ -23,6 +23,10 @@ The interface is `MemoryTier`'s (same `get`/`put`/`purge`/`stats` semantics, the
   workers of the node (across nodes, the Redis tier's lock). A lock whose holder process
   died (same host: pid and process start time recorded, checked in ``/proc``) or whose
   ttl passed is taken over.
+- `hold`/`drop_hold`/`held_elsewhere`: a key about to be stored by this process (a small
+  miss is stored the moment after its answer is written): a byte-range lock on the
+  ``holds`` file at the key's hash (0.3 µs a call; the kernel drops it when the process
+  dies). Another worker asked for the key meanwhile waits for the store (`Tiers.wait_held`).
 - `prepare(path, node_name)`, run once by the supervisor before it forks workers: checks
   the format version and the files (a corrupt or older tier is deleted and started empty,
   with a warning, never a crash), records which node owns the tier and refuses a path owned
@@ -83,6 +87,7 @@ import sys
 import tempfile
 import time
 import weakref
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
@@ -113,7 +118,9 @@ HEARTBEAT_SECONDS = 1.0
 DATA_FILE = "data.mdb"
 LOCK_FILE = "lock.mdb"
 GENERATION_FILE = "generation"
-_FILES = (DATA_FILE, LOCK_FILE, GENERATION_FILE)
+HOLDS_FILE = "holds"  # empty: only byte-range locks at keys' hashes (`NodeTier.hold`)
+_FILES = (DATA_FILE, LOCK_FILE, GENERATION_FILE, HOLDS_FILE)
+_FLOCK = struct.Struct("@hhqqi4x")  # struct flock (Linux, 64-bit): type, whence, start, len, pid
 
 _GEN_MAGIC = b"WTGEN01\n"
 _GEN_SIZE = 16  # magic, then the counter (u64, native order) at offset 8
@@ -201,6 +208,12 @@ class _Totals:
             self.generation,
             self.tags,
         )
+
+
+def _hold_offset(key: str) -> int:
+    """Where `key`'s hold lies in the holds file (a collision only makes a waiter wait for
+    another key's store)."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass"))
 
 
 def _lkey(text: str) -> bytes:
@@ -436,6 +449,10 @@ class NodeTier:
                 self._owner_lost = False
             self._env.reader_check()  # slots of dead readers would pin old pages
             self._gen_fd, self._gen_map = _open_generation(self.path, generation)
+            # Never opened twice by one process: closing any descriptor of a file drops the
+            # process's byte-range locks on it.
+            self._holds_fd = os.open(os.path.join(self.path, HOLDS_FILE), os.O_RDWR | os.O_CREAT)
+            self._holds: dict[int, int] = {}  # offset -> this process's holds there
         except BaseException:
             self._env.close()
             raise
@@ -753,6 +770,41 @@ class NodeTier:
             lambda budget: self._poll_fill(key, budget, poll, newer_than),
         )
 
+    # -- holds: a key about to be stored ------------------------------------------------
+
+    def hold(self, key: str) -> bool:
+        """Mark `key` as about to be stored by this process; False when another process
+        holds it (or the tier is closed). End it with `drop_hold`."""
+        if self._closed is not None:
+            return False
+        offset = _hold_offset(key)
+        count = self._holds.get(offset, 0)
+        if count == 0:
+            try:
+                fcntl.lockf(self._holds_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            except OSError:
+                return False
+        self._holds[offset] = count + 1
+        return True
+
+    def drop_hold(self, key: str) -> None:
+        """End this process's hold of `key` (never raises)."""
+        offset = _hold_offset(key)
+        count = self._holds.pop(offset, 0)
+        if count > 1:
+            self._holds[offset] = count - 1
+        elif count == 1 and self._closed is None:
+            with contextlib.suppress(OSError):
+                fcntl.lockf(self._holds_fd, fcntl.LOCK_UN, 1, offset)
+
+    def held_elsewhere(self, key: str) -> bool:
+        """Whether another process holds `key` (or a key of the same hash) now."""
+        if self._closed is not None:
+            return False
+        query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, _hold_offset(key), 1, 0)
+        answer = fcntl.fcntl(self._holds_fd, fcntl.F_GETLK, query)
+        return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
+
     # -- lifecycle ----------------------------------------------------------------------
 
     def note(self, name: str) -> bytes | None:
@@ -892,6 +944,8 @@ class NodeTier:
             self._gen_map.close()
         with contextlib.suppress(OSError):
             os.close(self._gen_fd)
+        with contextlib.suppress(OSError, AttributeError):
+            os.close(self._holds_fd)
 
     def _abandon(self) -> None:
         """In a forked child: close what was inherited, never use it."""

@@ -294,6 +294,21 @@ class Locking(Protocol):
 
 
 @runtime_checkable
+class Holding(Protocol):
+    """A local storage shared by the node's workers that can mark a key as about to be
+    stored: a small miss's leader holds its key from its answer's write to its store
+    (`Tiers.hold_store`), and the other workers wait for that store (`Tiers.wait_held`)."""
+
+    def hold(self, key: str) -> bool: ...
+
+    def drop_hold(self, key: str) -> None: ...
+
+    def held_elsewhere(self, key: str) -> bool: ...
+
+    def get(self, key: str) -> list[Entry]: ...
+
+
+@runtime_checkable
 class Announcing(Protocol):
     """A shared storage that carries the purge bus: its purge is announced to every node in
     the same step (`edge.store.purge_bus`)."""

@@ -33,6 +33,7 @@ from edge.store.storage import (
     Announcing,
     Coherent,
     FillLocks,
+    Holding,
     LocalStorage,
     Locking,
     Notes,
@@ -48,6 +49,9 @@ log = logging.getLogger("edge.store.tiers")
 
 # What `Tiers.stored_before` may hold per worker: about 3,000 keys of 100 bytes.
 STORED_BEFORE_BYTES = 1 << 20
+# How often a worker waiting for another's store looks (`Tiers.wait_held`): a hold lasts
+# from an answer's write to its store, a fraction of a millisecond.
+HOLD_POLL_SECONDS = 0.001
 
 
 def _itself(size: int) -> int:
@@ -97,6 +101,7 @@ class Tiers:
             maxsize=STORED_BEFORE_BYTES, ttl=3600, getsizeof=_itself
         )
         self._background: set[asyncio.Task[Any]] = set()
+        self._holding = tuple(s for s in self.local if isinstance(s, Holding))
 
     @property
     def memory(self) -> MemoryTier:
@@ -260,8 +265,8 @@ class Tiers:
             self.put_local(entry, until)
 
     def store(self, entry: Entry, until: float) -> None:
-        """Into this worker's hot copy and the local storages now (a miss is stored before
-        its answer is written: once a client has it, every worker of the node finds it);
+        """Into this worker's hot copy and the local storages now (a small miss the moment
+        after its answer is written, `Fetch._small`: before this worker reads anything else);
         into the shared storages in the background."""
         self.version += 1
         self.saw_stored(entry.key)
@@ -346,6 +351,36 @@ class Tiers:
         notes = self._notes()
         if notes is not None:
             notes.set_note(name, value)
+
+    def hold_store(self, key: str) -> Callable[[], None] | None:
+        """Mark `key` as stored by this worker in a moment (a small miss, stored the moment
+        after its answer is written): the node's other workers asked for it meanwhile wait
+        for that store (`wait_held`) instead of fetching it again. The release (never
+        raises), or None when no local storage holds it for this worker."""
+        taken = [tier for tier in self._holding if tier.hold(key)]
+        if not taken:
+            return None
+
+        def release() -> None:
+            for tier in taken:
+                tier.drop_hold(key)
+
+        return release
+
+    async def wait_held(self, key: str, timeout: float) -> list[Entry]:
+        """What another worker of the node stored for `key` after holding it
+        (`hold_store`): once it let go, or now when no one holds it (the hold may have ended
+        since the caller's lookup); [] when nothing is stored."""
+        for tier in self._holding:
+            # Another process's lock: looked at, not awaited (no event crosses processes).
+            for _ in range(int(timeout / HOLD_POLL_SECONDS)):
+                if not tier.held_elsewhere(key):
+                    break
+                await asyncio.sleep(HOLD_POLL_SECONDS)
+            entries = tier.get(key)
+            if entries:
+                return entries
+        return []
 
     def locking(self) -> list[FillLocks]:
         """The fill locks of the storages that have one, narrowest first."""

@@ -95,7 +95,7 @@ class Collapser:
                     if await self.wait_for_other(tier, fetch):
                         return
             self.stats.origin_fetches += 1
-            await fetch.run(self.upstream, self.cfg.defaults, self.store)
+            await fetch.run(self.upstream, self.cfg.defaults, self.store, self.tiers.hold_store)
             head = fetch.head.result()
             if head.error is not None:
                 self.stats.origin_errors[head.error.kind] += 1
@@ -120,6 +120,12 @@ class Collapser:
         self.tiers.remember(entry, shared=tier.outside_node)
         fetch.serve_entry(entry)
         return True
+
+    async def stored_elsewhere(self, key: str) -> list[Entry]:
+        """Varnish's waiting list, across the node's workers: another worker holds `key`
+        from its answer's write to its store (`Fetch._small`); what it stored, once it is
+        ([] when no one holds it, or nothing was stored)."""
+        return await self.tiers.wait_held(key, self.cfg.collapse_timeout)
 
     def store(self, entry: Entry, until: float) -> None:
         if self.on_store is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -81,6 +82,9 @@ class FetchSpec:
 
 
 Store = Callable[[Entry, float], None]
+Hold = Callable[[str], Callable[[], None] | None]
+"""Marks a key as about to be stored by this worker, for the node's other workers (its
+release, or None): `edge.store.tiers.Tiers.hold_store`."""
 
 
 class Fetch:
@@ -102,13 +106,17 @@ class Fetch:
         # a future made only when the fetch waits for it (`_until_leader_ready`).
         self._leader_ready = False
         self._leader_waiter: asyncio.Future[None] | None = None
+        # A small body read whole, to be stored once the leader has answered (`_small`).
+        self._pending_store: Callable[[], None] | None = None
 
     def leader_ready(self) -> None:
-        """The leader attached, or will not: the body may be read now."""
+        """The leader attached, or will not: the body may be read now. A small body's
+        leader calls it once its answer is written: the body is stored then, at once."""
         self._leader_ready = True
         waiter = self._leader_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        self.store_now()
 
     async def _until_leader_ready(self) -> None:
         """Until `leader_ready` (30 s at most: a leader that never says so is a bug)."""
@@ -119,14 +127,35 @@ class Fetch:
             async with asyncio.timeout(30):
                 await self._leader_waiter
 
+    def store_now(self) -> None:
+        """Store the small body read whole, if that is still to do (once). It runs in the
+        leader's stack: a failure is this fetch's (logged, nothing stored), never the
+        leader's, and no one waiting for the entry is left hanging."""
+        pending, self._pending_store = self._pending_store, None
+        if pending is None:
+            return
+        try:
+            pending()
+        except Exception:
+            log.exception("storing %s failed", self.spec.key)
+            self.failed = True
+            self._finish(None)
+
+    async def entry(self) -> Entry | None:
+        """The stored entry, once the fetch is complete (None: not stored)."""
+        self.store_now()
+        return await asyncio.shield(self.done)
+
     async def run(
         self,
         upstream: Upstream,
         defaults: policy.Defaults,
         store: Store,
-        lock: Callable[[], asyncio.Future[Entry | None]] | None = None,
+        hold: Hold | None = None,
     ) -> None:
-        """Fetch from the origin, publish the head, stream and store the body."""
+        """Fetch from the origin, publish the head, stream and store the body. `hold`: what
+        marks a small answer's key from its head to its store, for the node's other workers
+        (`_small`)."""
         spec = self.spec
         try:
             t0 = time.monotonic()
@@ -140,7 +169,9 @@ class Fetch:
             response_time = time.time()
             origin_ms = (time.monotonic() - t0) * 1000
             try:
-                await self._consume(resp, defaults, store, request_time, response_time, origin_ms)
+                await self._consume(
+                    resp, defaults, store, hold, request_time, response_time, origin_ms
+                )
             finally:
                 resp.release()
         except Exception as exc:  # a bug must not leave waiters hanging
@@ -155,6 +186,7 @@ class Fetch:
         resp: OriginResponse,
         defaults: policy.Defaults,
         store: Store,
+        hold: Hold | None,
         request_time: float,
         response_time: float,
         origin_ms: float,
@@ -178,7 +210,7 @@ class Fetch:
             decision = policy.StoreDecision(False, "too-big")
         vary = vary_values(policy.vary_names(headers), spec.request_headers)
         if length is not None and length <= SMALL_BODY and resp.status != 204:
-            await self._small(resp, headers, decision, vary, store, request_time, origin_ms)
+            await self._small(resp, headers, decision, vary, store, hold, request_time, origin_ms)
             return
         self._buffering = decision.store
         self._set_head(
@@ -233,12 +265,18 @@ class Fetch:
         decision: policy.StoreDecision,
         vary: tuple[tuple[str, str], ...],
         store: Store,
+        hold: Hold | None,
         request_time: float,
         origin_ms: float,
     ) -> None:
         """A body of known, small length: read it whole, then publish the head with it (the
-        clients get one write each) and store it: before the leader writes its answer, so
-        that once a client has it every worker of the node finds it."""
+        clients get one write each) and store it once the leader has written its answer
+        (`leader_ready`): the storing, most of a miss's own work, runs while the answer
+        travels, not before it. The worker does nothing else in between, so its next request
+        finds the entry. From the head to the store the key is held in the node (`hold`):
+        another worker asked for it in that moment waits for the store and
+        serves it as a hit (`Collapser.stored_elsewhere`), so that once a client has the
+        answer every worker of the node finds it."""
         response_time = time.time()
         try:
             body = await resp.read()
@@ -253,13 +291,29 @@ class Fetch:
             return
         head = Head("stream", resp.status, headers, decision, origin_ms=origin_ms, vary=vary)
         head.length, head.body = len(body), body
-        self._set_head(head)
-        if decision.store:
-            self._store(
-                resp.status, headers, decision, vary, body, store, request_time, response_time
-            )
-        else:
+        if not decision.store:
+            self._set_head(head)
             self._finish(None)
+            return
+        self._pending_store = functools.partial(
+            self._store,
+            resp.status,
+            headers,
+            decision,
+            vary,
+            body,
+            store,
+            request_time,
+            response_time,
+        )
+        release = hold(self.spec.key) if hold is not None else None
+        try:
+            self._set_head(head)
+            await self._until_leader_ready()
+            self.store_now()
+        finally:
+            if release is not None:
+                release()
 
     def _store(
         self,

@@ -76,6 +76,18 @@ async def fresh_get(port: int, path: str) -> tuple[str, bytes]:
         return r.headers["X-Cache"], await r.read()
 
 
+async def node_holds_keys(port: int, keys: int, timeout: float = 30.0) -> None:
+    """Until the node tier holds `keys` keys (as `/_edge/stats` says, node-wide)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            async with s.get(f"http://127.0.0.1:{port}/_edge/stats", headers=AUTH) as r:
+                if (await r.json())["node_cache"]["keys"] >= keys:
+                    return
+            assert asyncio.get_running_loop().time() < deadline, "the node tier never held it"
+            await asyncio.sleep(0.01)
+
+
 def workers_that_answered(log: str) -> set[str]:
     """Worker pids in the access log lines (`edge-1[pid] INFO edge.access: ...`)."""
     return set(re.findall(r"\[(\d+)\] INFO edge\.access", log))
@@ -95,6 +107,45 @@ async def test_workers_share_one_cache_and_one_fill(versioned, tmp_path) -> None
         assert set(verdicts) == {"HIT"}
         assert len(workers_that_answered(proc.output())) == 2
     finally:
+        proc.stop()
+
+
+async def raw_get(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str) -> str:
+    """GET `path` on an open keep-alive connection: the answer's X-Cache."""
+    reader, writer = conn
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: shop\r\n\r\n".encode())
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+    length = int(head.split("content-length:")[1].split("\r\n")[0])
+    await reader.readexactly(length)
+    _, _, rest = head.partition("x-cache:")
+    return rest.split("\r\n")[0].strip().upper()
+
+
+async def test_once_a_client_has_a_miss_every_worker_finds_it(versioned, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A small miss is stored the moment after its answer is written: a worker asked for the
+    key in that moment waits for the store (it is a hit there), never asks the origin again."""
+    origin, server = versioned
+    proc, port = start_node(tmp_path, server)
+    conns = []
+    try:
+        # Connections opened first (SO_REUSEPORT spreads them over both workers), so that
+        # the next requests go out the instant the first answer is in.
+        for _ in range(200):
+            conns.append(await asyncio.open_connection("127.0.0.1", port))
+            await raw_get(conns[-1], f"/spread/{len(conns)}")
+            if len(conns) >= 8 and len(workers_that_answered(proc.output())) == 2:
+                break
+        assert len(workers_that_answered(proc.output())) == 2
+        first, others = conns[0], conns[1:]
+        for i in range(30):
+            path = f"/fresh/{i}"
+            assert await raw_get(first, path) == "MISS"
+            verdicts = await asyncio.gather(*(raw_get(c, path) for c in others))
+            assert set(verdicts) == {"HIT"}, (path, verdicts)
+            assert origin.hits[path] == 1, (path, origin.hits[path])
+    finally:
+        for _, writer in conns:
+            writer.close()
         proc.stop()
 
 
@@ -171,6 +222,9 @@ async def test_a_killed_worker_is_replaced_and_the_cache_stays(versioned, tmp_pa
     proc, port = start_node(tmp_path, server)
     try:
         await fresh_get(port, "/survives")
+        # A miss is stored the moment after its answer is written: what this kills is a
+        # worker of a node whose tier holds the entry, not one killed before its store.
+        await node_holds_keys(port, 1)
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()  # noqa: ASYNC240
         os.kill(int(children[0]), signal.SIGKILL)
         await asyncio.sleep(1.5)

@@ -641,8 +641,9 @@ async def test_collapsed_requests_fetch_privately_when_the_answer_is_not_shareab
 
 
 async def test_a_store_that_fails_leaves_every_answer_whole(origin, make_edge: EdgeFactory) -> None:
-    """If storing a miss fails, the leader and the clients collapsed on its fetch still get
-    the whole answer, none waits, and the next requests fetch again."""
+    """A small miss is stored the moment after its leader's answer is written, in the
+    leader's stack: if storing fails, the leader and the clients collapsed on its fetch still
+    get the whole answer, none waits, and the next request fetches again."""
     edge = await make_edge(url(origin, "/"))
     engine = node_of(edge)
 

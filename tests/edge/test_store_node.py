@@ -37,6 +37,7 @@ from edge.store.node import (
     _slot,
 )
 from edge.store.storage import Purge
+from edge.store.tiers import Tiers
 from tests.edge.test_store_memory import OVERHEAD, Clock, make, sized
 
 Tier = MemoryTier | NodeTier
@@ -1090,3 +1091,55 @@ def test_a_worker_killed_while_writing(node_path: str, peers: list[Peer]) -> Non
             assert tier.get(e.key) == [e]
             assert tier.stats()["bytes"] <= 32 * MiB
             check(tier)
+
+
+def test_a_hold_is_seen_by_the_other_workers_and_ends_with_its_holder(
+    node_path: str, peers: list[Peer]
+) -> None:
+    """A small miss's leader holds its key from its answer's write to its store: the other
+    workers see it (never their own), a second hold of the same process needs a second
+    drop, and a killed holder's hold ends with it."""
+    path = NodeTier.prepare(node_path, "edge-1")
+    with NodeTier(path) as tier:
+        peer = Peer(path)
+        peers.append(peer)
+        key = "http://h/stored-in-a-moment"
+        assert peer("hold", key)
+        assert tier.held_elsewhere(key) and not peer("held_elsewhere", key)
+        assert not tier.held_elsewhere("http://h/another")
+        assert not tier.hold(key)  # the peer holds it
+        assert peer("hold", key)  # the same process, a second fetch of the key
+        peer("drop_hold", key)
+        assert tier.held_elsewhere(key)
+        peer("drop_hold", key)
+        assert not tier.held_elsewhere(key)
+        assert tier.hold(key) and peer("held_elsewhere", key)
+        tier.drop_hold(key)
+        assert peer("hold", key)
+        peer("hang")
+        peer.kill()
+        peer.proc.join()
+        assert not tier.held_elsewhere(key)  # the kernel ended the dead holder's
+
+
+async def test_a_worker_waits_for_the_store_another_holds(
+    node_path: str, peers: list[Peer]
+) -> None:
+    """`Tiers.wait_held`: a key another worker holds is waited for, and what it stored is
+    the answer; a key no one holds is what is stored now (or nothing), at once."""
+    path = NodeTier.prepare(node_path, "edge-1")
+    with NodeTier(path) as tier:
+        tiers = Tiers(MemoryTier(1 << 20), [tier])
+        peer = Peer(path)
+        peers.append(peer)
+        now = time.time()
+        entry = Entry("http://h/held", 200, (), b"stored by the holder", now, now)
+        assert peer("hold", entry.key)
+        waiting = asyncio.create_task(tiers.wait_held(entry.key, 10.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert peer("put", entry, now + 60)
+        peer("drop_hold", entry.key)
+        assert await asyncio.wait_for(waiting, 10.0) == [entry]
+        assert await tiers.wait_held(entry.key, 10.0) == [entry]
+        assert await tiers.wait_held("http://h/nothing", 10.0) == []
