@@ -147,15 +147,20 @@ class Tiers:
                 entries = []
         if not entries and self.local:
             entries = self._from_local(key)
-            for entry in entries:
-                self.hot.put(entry, keep_until(entry))
-            if entries:
-                self.saw_stored(key)
-                self._check(key)  # a key not found is not remembered (a client makes many)
-            self.version += 1
+            self._read_locally(key, entries)
         if entries:
             return self._trusted(entries)
         return None if self.shared else []
+
+    def _read_locally(self, key: str, entries: list[Entry]) -> None:
+        """What a local storage gave for `key`: hot copies, and the key known as stored
+        (its next misses are collapsed)."""
+        for entry in entries:
+            self.hot.put(entry, keep_until(entry))
+        if entries:
+            self.saw_stored(key)
+            self._check(key)  # a key not found is not remembered (a client makes many)
+        self.version += 1
 
     def _from_local(self, key: str) -> list[Entry]:
         """The variants the first local storage holding `key` has, copied into those above."""
@@ -370,7 +375,8 @@ class Tiers:
     async def wait_held(self, key: str, timeout: float) -> list[Entry]:
         """What another worker of the node stored for `key` after holding it
         (`hold_store`): once it let go, or now when no one holds it (the hold may have ended
-        since the caller's lookup); [] when nothing is stored."""
+        since the caller's lookup); [] when nothing is stored. What is found is read as by
+        `get_now`: a hot copy, and the key known as stored, so its next misses collapse."""
         for tier in self._holding:
             # Another process's lock: looked at, not awaited (no event crosses processes).
             for _ in range(int(timeout / HOLD_POLL_SECONDS)):
@@ -379,6 +385,7 @@ class Tiers:
                 await asyncio.sleep(HOLD_POLL_SECONDS)
             entries = tier.get(key)
             if entries:
+                self._read_locally(key, entries)
                 return entries
         return []
 

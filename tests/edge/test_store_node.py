@@ -1133,7 +1133,9 @@ async def test_a_worker_waits_for_the_store_another_holds(
         peer = Peer(path)
         peers.append(peer)
         now = time.time()
-        entry = Entry("http://h/held", 200, (), b"stored by the holder", now, now)
+        entry = Entry(
+            "http://h/held", 200, (), b"stored by the holder", now, now, meta={"keep": 60.0}
+        )
         assert peer("hold", entry.key)
         waiting = asyncio.create_task(tiers.wait_held(entry.key, 10.0))
         await asyncio.sleep(0.05)
@@ -1141,5 +1143,8 @@ async def test_a_worker_waits_for_the_store_another_holds(
         assert peer("put", entry, now + 60)
         peer("drop_hold", entry.key)
         assert await asyncio.wait_for(waiting, 10.0) == [entry]
+        # Read as a lookup reads: a hot copy, and the key known as stored (its next misses,
+        # after a purge say, collapse into one fetch per worker).
+        assert tiers.hot.get(entry.key) == [entry] and entry.key in tiers.stored_before
         assert await tiers.wait_held(entry.key, 10.0) == [entry]
         assert await tiers.wait_held("http://h/nothing", 10.0) == []
