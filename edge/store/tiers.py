@@ -23,10 +23,8 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from cachetools import TTLCache
-
 from edge.base import memfile
-from edge.base.ledger import ITEM_OVERHEAD
+from edge.base.recent import RecentKeys
 from edge.cache.entry import Entry
 from edge.store.memory import MemoryTier
 from edge.store.storage import (
@@ -52,10 +50,6 @@ STORED_BEFORE_BYTES = 1 << 20
 # How often a worker waiting for another's store looks (`Tiers.wait_held`): a hold lasts
 # from an answer's write to its store, a fraction of a millisecond.
 HOLD_POLL_SECONDS = 0.001
-
-
-def _itself(size: int) -> int:
-    return size
 
 
 def _no_generation() -> int:
@@ -97,9 +91,7 @@ class Tiers:
         # Keys this worker saw stored (by itself, another worker, or another node): later
         # misses on them are expected to be shareable, so they are collapsed. Bounded in
         # bytes (each key's length and what an item costs), the least recent dropped first.
-        self.stored_before: TTLCache[str, int] = TTLCache(
-            maxsize=STORED_BEFORE_BYTES, ttl=3600, getsizeof=_itself
-        )
+        self.stored_before = RecentKeys(STORED_BEFORE_BYTES, ttl=3600)
         self._background: set[asyncio.Task[Any]] = set()
         self._holding = tuple(s for s in self.local if isinstance(s, Holding))
 
@@ -194,7 +186,7 @@ class Tiers:
 
     def saw_stored(self, key: str) -> None:
         """`key` was stored: its next misses are expected shareable (`stored_before`)."""
-        self.stored_before[key] = len(key) + ITEM_OVERHEAD
+        self.stored_before.add(key)
 
     def _check(self, key: str) -> None:
         """`key`'s hot copy stands this purge generation. The keys the hot tier let go of
