@@ -28,6 +28,7 @@ from edge.upstream.origin_conn import OriginResponse
 log = logging.getLogger("edge.upstream.fetch")
 CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024  # read whole before answering: one write to the client, no streaming
+LEADER_GRACE = 30.0  # seconds a fetch waits for its leader's `leader_ready` at most
 
 
 # Sent by the client, they would change what the origin answers to the shared fetch:
@@ -119,13 +120,17 @@ class Fetch:
         self.store_now()
 
     async def _until_leader_ready(self) -> None:
-        """Until `leader_ready` (30 s at most: a leader that never says so is a bug)."""
+        """Until `leader_ready` (30 s at most: a leader that never says so is a bug; a timer
+        handle, not `asyncio.timeout`, which costs a miss more than the wait itself)."""
         if self._leader_ready:
             return
-        self._leader_waiter = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(30):
-                await self._leader_waiter
+        loop = asyncio.get_running_loop()
+        waiter = self._leader_waiter = loop.create_future()
+        guard = loop.call_later(LEADER_GRACE, self.leader_ready)
+        try:
+            await waiter
+        finally:
+            guard.cancel()
 
     def store_now(self) -> None:
         """Store the small body read whole, if that is still to do (once). It runs in the
