@@ -54,9 +54,17 @@ def connection_tokens(headers: MultiMapping[str]) -> set[str]:
     return {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",") if t}
 
 
+def with_connection_tokens(
+    headers: MultiMapping[str], names: frozenset[str]
+) -> frozenset[str] | set[str]:
+    """`names` and the fields the message's Connection lists: hop-by-hop too (RFC 9110
+    section 7.6.1)."""
+    return names | connection_tokens(headers) if "Connection" in headers else names
+
+
 def end_to_end(headers: MultiMapping[str]) -> list[tuple[str, str]]:
     """Header fields minus the hop-by-hop ones (RFC 9110 section 7.6.1)."""
-    drop = HOP_BY_HOP | connection_tokens(headers) if "Connection" in headers else HOP_BY_HOP
+    drop = with_connection_tokens(headers, HOP_BY_HOP)
     return [(k, v) for k, v in headers.items() if k.lower() not in drop]
 
 
@@ -81,9 +89,7 @@ def forward_headers(
 ) -> CIMultiDict[str]:
     """The headers sent to the origin for a client's request. `scheme` and `host`: the
     X-Forwarded-Proto and X-Forwarded-Host to send, if any."""
-    skip = _not_forwarded(drop)
-    if "Connection" in headers:
-        skip = skip | connection_tokens(headers)
+    skip = with_connection_tokens(headers, _not_forwarded(drop))
     out: CIMultiDict[str] = CIMultiDict(
         [(k, v) for k, v in headers.items() if k.lower() not in skip]
     )
