@@ -49,18 +49,21 @@ class _Ids:
     digits, unique across processes and nodes without a system call per request)."""
 
     def __init__(self) -> None:
-        self.pid = 0
         self.prefix = ""
         self.count = 0
+        self.draw()
+
+    def draw(self) -> None:
+        self.prefix, self.count = secrets.token_hex(8), 0
 
     def next(self) -> str:
-        if self.pid != os.getpid():  # a forked worker draws its own
-            self.pid, self.prefix, self.count = os.getpid(), secrets.token_hex(8), 0
         self.count += 1
         return f"{self.prefix}{self.count:016x}"
 
 
 _IDS = _Ids()
+# A forked worker draws its own (asking os.getpid() per id would be a system call each).
+os.register_at_fork(after_in_child=_IDS.draw)
 
 
 def request_id(req: Request) -> str:

@@ -95,3 +95,26 @@ async def test_text_stays_the_default_format(
     assert build_parser().parse_args(["serve", "--access-log"]).access_log == "text"
     assert build_parser().parse_args(["serve", "--access-log", "json"]).access_log == "json"
     assert build_parser().parse_args(["serve"]).access_log is None
+
+
+def test_request_ids_differ_across_forked_workers() -> None:
+    """Made edge-side ids are a per-process random prefix and a counter: a worker forked
+    from the supervisor draws a prefix of its own, so two workers never give the same id."""
+    import os
+
+    from edge.engine.access_log import _IDS
+
+    parent = [_IDS.next(), _IDS.next()]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in parent)
+    assert parent[0][:16] == parent[1][:16] and parent[0] != parent[1]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, then out at once
+        os.write(write, _IDS.next().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert re.fullmatch(r"[0-9a-f]{32}", child)
+    assert child[:16] != parent[0][:16] and child[16:] == f"{1:016x}"
