@@ -6,6 +6,9 @@ Three rings, narrowest first:
   - this node: the fetching worker holds a fill lock in the node tier; another worker's
     fetch for the same key waits for what the holder stores, then serves that;
   - every node: the same with a lock in Redis.
+And a key this worker does not know yet, whose small answer another worker of the node has
+just written and is about to store (it holds the key meanwhile: `Tiers.hold_store`), is
+waited for and served from that store (`stored_elsewhere`, Varnish's waiting list).
 Only what is expected to be shareable is collapsed (`flow.expected_shareable`): a write
 behind GET is never joined, so every client's write reaches the origin.
 """
