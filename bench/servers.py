@@ -161,7 +161,7 @@ def start_edge(
     sections = dict(sections or {})
     if redis_url:
         # the key prefix lives in the YAML (redis.prefix): a copy with a unique one
-        sections["redis"] = {"prefix": key_prefix}
+        sections["redis"] = {**sections.get("redis", {}), "prefix": key_prefix}
     if sections:
         config = _config_with(group, config, node, sections)
     if config.exists():

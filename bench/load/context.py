@@ -166,14 +166,7 @@ class Context:
     def start_cache(self, kind: str, origin: Server, tag: str) -> Server:
         port = int(origin.url.rsplit(":", 1)[1])
         if kind == "edge":
-            return start_edge(
-                self.group,
-                origin.url,
-                node=f"edge-{tag}",
-                workers=self.opts.edge_workers,
-                redis_url=self.opts.redis_url,
-                key_prefix=f"woody-bench-load-{os.getpid()}-{tag}",
-            )
+            return self.start_edge(origin.url, tag)
         if kind == "nginx":
             return nginx_cache(self.group, port, name=f"nginx-{tag}")
         if kind == "varnish":
@@ -184,6 +177,23 @@ class Context:
         if kind in FLOORS:
             return self.start_floor(tag, kind)
         raise ValueError(kind)
+
+    def start_edge(
+        self, origin_url: str, tag: str, sections: dict[str, dict[str, object]] | None = None
+    ) -> Server:
+        """The edge on config/edge.yaml, with `sections` and then `--edge-set`'s keys over it."""
+        merged: dict[str, dict[str, object]] = {k: dict(v) for k, v in (sections or {}).items()}
+        for name, values in self.opts.edge_sections.items():
+            merged.setdefault(name, {}).update(values)
+        return start_edge(
+            self.group,
+            origin_url,
+            node=f"edge-{tag}",
+            workers=self.opts.edge_workers,
+            redis_url=self.opts.redis_url,
+            key_prefix=f"woody-bench-load-{os.getpid()}-{tag}",
+            sections=merged,
+        )
 
     def start_floor(self, tag: str, kind: str, cert: DevCert | None = None) -> Server:
         """`bench.floor` (`kind` floor or floor-hit) with the edge's workers; it answers

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import report
 
@@ -33,6 +34,8 @@ class Options:
     origin_impl: str = "auto"
     loader: str = "auto"
     redis_url: str | None = None
+    edge_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """`--edge-set` keys over config/edge.yaml's, by section (e.g. node_cache: enabled)."""
 
     @property
     def round_seconds(self) -> float:
@@ -56,6 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser, known: str) -> None:
         "--redis",
         default=None,
         help="give the edge its shared Redis tier (its workers then collapse misses together)",
+    )
+    parser.add_argument(
+        "--edge-set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a key of the edge's configuration over config/edge.yaml's, for what a feature "
+        "costs (e.g. node_cache.enabled=false); repeatable, the value read as YAML",
     )
     parser.add_argument(
         "--caches",
@@ -108,4 +119,24 @@ def options_from(args: argparse.Namespace, known: str) -> Options:
         origin_impl=args.origin_impl,
         loader=args.loader,
         redis_url=args.redis,
+        edge_sections=edge_sections(args.edge_set),
     )
+
+
+def edge_sections(settings: list[str]) -> dict[str, dict[str, Any]]:
+    """`--edge-set` values as configuration sections: ["node_cache.enabled=false"] ->
+    {"node_cache": {"enabled": False}}."""
+    import yaml
+
+    sections: dict[str, dict[str, Any]] = {}
+    for setting in settings:
+        name, eq, raw = setting.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not (eq and dot and section and key):
+            raise SystemExit(f"--edge-set {setting!r}: expected SECTION.KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"--edge-set {setting!r}: the value is not YAML ({exc})") from exc
+        sections.setdefault(section, {})[key] = value
+    return sections

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,6 +113,13 @@ def render_markdown(run: LoadRun, started: str) -> str:
         "Ratios are edge ÷ peer from this one run.",
         "",
     ]
+    if o.edge_sections:
+        keys = ", ".join(
+            f"{section}.{key}={json.dumps(value)}"
+            for section, values in o.edge_sections.items()
+            for key, value in values.items()
+        )
+        lines[-1:-1] = [f"The edge on config/edge.yaml with {keys} (`--edge-set`)."]
     if run.missing:
         lines += [f"Not run: {', '.join(f'{k} ({v})' for k, v in run.missing.items())}.", ""]
     for scenario in chosen:

@@ -25,7 +25,7 @@ from bench.load.scenario import Target
 from bench.loadgen import LoadResult, run_h2load, run_h2load_new_connections
 from bench.peers import Server, nginx_tls_cache
 from bench.procs import StartError, free_port
-from bench.servers import start_edge, tls_section
+from bench.servers import tls_section
 from bench.topology.certs import DevCert, ensure_dev_cert
 
 WARM = 3
@@ -85,14 +85,7 @@ class TlsHitScenario(HitScenario):
 
     def _edge(self, ctx: Context, origin_url: str, cert: DevCert) -> Server:
         tls_port = free_port()
-        server = start_edge(
-            ctx.group,
-            origin_url,
-            node=f"edge-{self.letter}",
-            workers=ctx.opts.edge_workers,
-            redis_url=ctx.opts.redis_url,
-            sections={"tls": tls_section(tls_port, cert)},
-        )
+        server = ctx.start_edge(origin_url, self.letter, {"tls": tls_section(tls_port, cert)})
         server.url = f"https://127.0.0.1:{tls_port}"
         return server
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from bench.load.options import edge_sections
 from tests.bench.helpers import require_edge, require_tool, run_json
 
 TINY = ["--duration", "1", "--rounds", "1", "--connections", "4", "--large-connections", "2"]
@@ -167,3 +170,25 @@ def test_the_floors_answer_plain_and_https_and_stay_out_of_other_scenarios() -> 
             assert data["ratios"][letter][f"edge/{kind}"] is not None
     for kind in ("floor", "floor-hit"):
         assert "a, h and j only" in _outcome(data, "b", kind)["error"]
+
+
+def test_edge_set_gives_the_edge_a_key_over_its_configuration() -> None:
+    """`--edge-set SECTION.KEY=VALUE` reaches the edge bench load starts: a value the edge
+    takes runs; one it refuses (two workers without the node tier) comes back as that edge's
+    failure to start."""
+    require_tool("nginx")
+    require_edge()
+    base = ["load", *TINY, "--scenarios", "e", "--caches", "edge", "--miss-requests", "20"]
+    off = run_json([*base, "--edge-workers", "1", "--edge-set", "node_cache.enabled=false"])
+    assert off["options"]["edge_sections"] == {"node_cache": {"enabled": False}}
+    edge = _outcome(off, "e", "edge")
+    assert edge["error"] is None, edge["error"]
+    assert edge["result"]["requests"] == 20
+    refused = run_json([*base, "--edge-workers", "2", "--edge-set", "node_cache.enabled=false"])
+    error = _outcome(refused, "e", "edge")["error"]
+    assert error is not None and "exited" in error
+    assert edge_sections(["memory.max_bytes=64m", "memory.sendfile=no"]) == {
+        "memory": {"max_bytes": "64m", "sendfile": False}
+    }
+    with pytest.raises(SystemExit, match=r"SECTION\.KEY=VALUE"):
+        edge_sections(["node_cache=false"])
