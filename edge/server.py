@@ -101,13 +101,7 @@ class EdgeServer:
         # The hot copy and every storage backend the configuration turns on (edge.store.backends)
         tiers = await backends.build(cfg, Place(self.node_path))
         bus = tiers.bus
-        upstream = Upstream(
-            cfg.origins,
-            cfg.connect_timeout,
-            cfg.read_timeout,
-            down_seconds=cfg.origin_down,
-            idle_seconds=cfg.origin_idle,
-        )
+        upstream = Upstream.configured(cfg)
         await upstream.start()
         engine = Engine(cfg, tiers, upstream)
         engine.admin = admin.serve  # the engine's door to edge.ops

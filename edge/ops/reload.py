@@ -163,13 +163,7 @@ class Reloader:
         engine = self.engine
         upstream = None
         if any(name in diff for name in UPSTREAM):
-            upstream = Upstream(
-                cfg.origins,
-                cfg.connect_timeout,
-                cfg.read_timeout,
-                down_seconds=cfg.origin_down,
-                idle_seconds=cfg.origin_idle,
-            )
+            upstream = Upstream.configured(cfg)
             await upstream.start()
             self._retire(engine.upstream, engine.cfg.read_timeout + engine.cfg.collapse_timeout)
         engine.reconfigure(cfg, upstream)

@@ -10,12 +10,16 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
 from edge.cache.policy import HOP_BY_HOP
 from edge.upstream.origin_conn import BrokeOff, ConnectFailed, OriginResponse, Pool
+
+if TYPE_CHECKING:
+    from edge.config.settings import EdgeConfig
 
 log = logging.getLogger("edge.upstream.client")
 
@@ -137,6 +141,17 @@ class Upstream:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.pools: list[Pool] = []
+
+    @classmethod
+    def configured(cls, cfg: EdgeConfig) -> Upstream:
+        """The origins and timeouts of `cfg` (`origins:`, `timeouts:`)."""
+        return cls(
+            cfg.origins,
+            cfg.connect_timeout,
+            cfg.read_timeout,
+            down_seconds=cfg.origin_down,
+            idle_seconds=cfg.origin_idle,
+        )
 
     async def start(self) -> None:
         self.pools = []
