@@ -51,6 +51,7 @@ DEFAULT_LIMITS: dict[str, int] = {
     "handshakes": 16 * MiB,  # TLS handshakes in progress, every connection
     "bodies": 32 * MiB,  # request bodies being received, every connection
     "images": 1 * MiB,  # what the image maker knows of originals and variants (engine.images)
+    "stored_keys": 1 * MiB,  # keys seen stored: their next misses collapse (store.tiers)
 }
 KINDS = tuple(DEFAULT_LIMITS)
 

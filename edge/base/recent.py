@@ -1,4 +1,5 @@
-"""Keys seen lately: a set bounded in bytes, whose members are forgotten after a while."""
+"""Keys seen lately: a set counted in a ledger account, whose members are forgotten after a
+while."""
 
 from __future__ import annotations
 
@@ -6,21 +7,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
-from edge.base.ledger import ITEM_OVERHEAD
+from edge.base.ledger import ITEM_OVERHEAD, Account
 
 
 class RecentKeys:
-    """Each key costs its length and ITEM_OVERHEAD; past `max_bytes` the least recently
-    added go first, and a key added more than `ttl` seconds ago is no longer a member.
-    (What `cachetools.TTLCache` with a `getsizeof` does, for a third of its cost per add:
-    every miss adds its key.)"""
+    """Each key costs its length and ITEM_OVERHEAD in `account`; when the account's bound
+    is reached the least recently added go first, and a key added more than `ttl` seconds
+    ago is no longer a member. (What `cachetools.TTLCache` with a `getsizeof` does, for a
+    third of its cost per add: every miss adds its key.)"""
 
     def __init__(
-        self, max_bytes: int, ttl: float, clock: Callable[[], float] = time.monotonic
+        self, account: Account, ttl: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.max_bytes = max_bytes
+        self.account = account
         self.ttl = ttl
-        self.bytes = 0
         self._clock = clock
         self._added: OrderedDict[str, float] = OrderedDict()  # key -> when, oldest first
 
@@ -29,11 +29,14 @@ class RecentKeys:
         if key in added:
             added.move_to_end(key)
         else:
-            self.bytes += len(key) + ITEM_OVERHEAD
+            size = len(key) + ITEM_OVERHEAD
+            account = self.account
+            while added and not account.fits(size):
+                old, _ = added.popitem(last=False)
+                account.give(len(old) + ITEM_OVERHEAD)
+            if not account.take(size):
+                return  # larger than the whole bound: not kept (the refusal is counted)
         added[key] = self._clock()
-        while self.bytes > self.max_bytes:
-            old, _ = added.popitem(last=False)
-            self.bytes -= len(old) + ITEM_OVERHEAD
 
     def __contains__(self, key: object) -> bool:
         when = self._added.get(key)  # type: ignore[call-overload]
@@ -47,4 +50,4 @@ class RecentKeys:
 
     def clear(self) -> None:
         self._added.clear()
-        self.bytes = 0
+        self.account.reset()

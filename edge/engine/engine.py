@@ -116,6 +116,7 @@ class Engine:
             self.ledger.account("heads"), head_size, drop_all=True
         )
         self.kept_hits = FreshHits(tiers, self.count_hits, self.ledger.account("hits"))
+        tiers.count_stored_keys(self.ledger.account("stored_keys"))
         self.hosts = frozenset(h.lower() for h in cfg.hosts)
         self.access_log: logging.Logger | None = None
         # operations (see `reconfigure` and `log`): latency and top URLs, the node view

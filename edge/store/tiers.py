@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edge.base import memfile
+from edge.base.ledger import DEFAULT_LIMITS, Account
 from edge.base.recent import RecentKeys
 from edge.cache.entry import Entry
 from edge.store.memory import MemoryTier
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.store.tiers")
 
 
-# What `Tiers.stored_before` may hold per worker: about 3,000 keys of 100 bytes.
-STORED_BEFORE_BYTES = 1 << 20
+# How long a key seen stored keeps its next misses collapsed (`Tiers.stored_before`).
+STORED_BEFORE_TTL = 3600.0
 # How often a worker waiting for another's store looks (`Tiers.wait_held`): a hold lasts
 # from an answer's write to its store, a fraction of a millisecond.
 HOLD_POLL_SECONDS = 0.001
@@ -89,9 +90,12 @@ class Tiers:
         self.version = 0  # moves whenever this worker's view of the tiers changes
         self.hot_hits: set[str] = set()  # keys served from hot copies, for the node's LRU
         # Keys this worker saw stored (by itself, another worker, or another node): later
-        # misses on them are expected to be shareable, so they are collapsed. Bounded in
-        # bytes (each key's length and what an item costs), the least recent dropped first.
-        self.stored_before = RecentKeys(STORED_BEFORE_BYTES, ttl=3600)
+        # misses on them are expected to be shareable, so they are collapsed. Counted in
+        # bytes (each key's length and what an item costs), the least recent dropped first
+        # at the bound: the worker's ledger's `stored_keys` once the engine gives it.
+        self.stored_before = RecentKeys(
+            Account("stored_keys", DEFAULT_LIMITS["stored_keys"]), STORED_BEFORE_TTL
+        )
         self._background: set[asyncio.Task[Any]] = set()
         self._holding = tuple(s for s in self.local if isinstance(s, Holding))
 
@@ -183,6 +187,12 @@ class Tiers:
             self._check(entry.key)
         self.version += 1
         return True
+
+    def count_stored_keys(self, account: Account) -> None:
+        """Keep the keys seen stored under `account` (the worker's ledger: `stored_keys`,
+        bounded by `limits.kept.stored_keys`); what was seen before is forgotten."""
+        self.stored_before.clear()
+        self.stored_before = RecentKeys(account, STORED_BEFORE_TTL)
 
     def saw_stored(self, key: str) -> None:
         """`key` was stored: its next misses are expected shareable (`stored_before`)."""

@@ -201,9 +201,10 @@ async def test_many_distinct_heads_keep_the_kept_heads_bounded(scripted, make_ed
 def test_many_distinct_targets_keep_the_url_counters_and_stored_keys_bounded() -> None:
     """Many query strings: each target counted (top URLs) and each key stored once; what
     is kept of them stays within its bytes, the most counted targets first."""
+    from edge.base.ledger import DEFAULT_LIMITS
     from edge.base.observe import TOP_BYTES, Observer
     from edge.store.memory import MemoryTier
-    from edge.store.tiers import STORED_BEFORE_BYTES, Tiers
+    from edge.store.tiers import Tiers
 
     observer = Observer()
     for i in range(3000):
@@ -220,5 +221,30 @@ def test_many_distinct_targets_keep_the_url_counters_and_stored_keys_bounded() -
     tiers = Tiers(MemoryTier(1 << 20))
     for i in range(5000):
         tiers.saw_stored(f"GET http 127.0.0.1 /bench/obj/100?q={i}-" + "k" * 500)
-    assert sum(len(k) for k in tiers.stored_before) <= STORED_BEFORE_BYTES  # was 2.7 MB
+    assert sum(len(k) for k in tiers.stored_before) <= DEFAULT_LIMITS["stored_keys"]  # was 2.7 MB
     assert "GET http 127.0.0.1 /bench/obj/100?q=4999-" + "k" * 500 in tiers.stored_before
+
+
+async def test_the_keys_seen_stored_are_counted_in_the_ledger_and_bounded(
+    scripted, make_edge
+) -> None:  # type: ignore[no-untyped-def]
+    """Every stored miss adds its key to what the worker saw stored (its next misses are
+    collapsed): charged to `stored_keys`, bounded by `limits.kept.stored_keys`, the least
+    recent dropped first, shown in /_edge/metrics."""
+    script, origin = scripted
+    script.set("/a", body=b"A", Cache_Control="max-age=60")
+    limit = 64 * KiB
+    edge = await make_edge(url(origin, "/"), kept_limits={"stored_keys": limit})
+    engine = edge.engine
+    client = await Client.open(edge.port)
+    for i in range(100):  # each key about 1.3 KB: 130 KB of keys seen stored
+        fields, got = await ask(client, get(f"/a?q={i}-" + "z" * 1000, edge.port))
+        assert fields["status"] == "200" and got == b"A"
+    client.close()
+    stored_keys = engine.ledger.account("stored_keys")
+    assert 0 < stored_keys.used <= limit
+    kept_keys = list(engine.tiers.stored_before)
+    assert len(kept_keys) < 100 and kept_keys[-1].endswith("q=99-" + "z" * 1000)
+    metrics = await kept_metrics(edge.port)
+    assert metrics["edge_kept_bytes"]["stored_keys"] == stored_keys.used
+    assert metrics["edge_kept_limit_bytes"]["stored_keys"] == limit
